@@ -1,0 +1,412 @@
+//! The contract between the devsup supervisor and the servers it runs.
+//!
+//! devsup binds the listening sockets once and hands them to every new
+//! generation of a server by fd inheritance, using systemd's socket
+//! activation protocol. A server reads them with
+//! `listenfd::take_tcp_listener(0)` and reports that it is ready with
+//! [`notify_ready`]; devsup then drains the previous generation.
+//!
+//! ```no_run
+//! # fn main() -> std::io::Result<()> {
+//! // The two lines a server takes: the inherited listener (or a bound one
+//! // when run on its own), then "ready" once it accepts.
+//! let listener = match listenfd::ListenFd::from_env().take_tcp_listener(0)? {
+//!     Some(listener) => listener,
+//!     None => std::net::TcpListener::bind("127.0.0.1:8080")?,
+//! };
+//! devsup_protocol::notify_ready()?;
+//! # drop(listener);
+//! # Ok(()) }
+//! ```
+//!
+//! Messages use the sd_notify text format: newline-separated `KEY=VALUE`
+//! pairs. [`notify`] sends them over the ready channel at
+//! [`READY_FD_ENV`] when run under devsup, over [`NOTIFY_SOCKET_ENV`] when
+//! run under systemd, and does nothing otherwise, so the same server runs
+//! unchanged in both places and on its own.
+#![deny(missing_docs)]
+
+use std::fmt;
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+
+/// Number of sockets passed, at fds [`FIRST_FD`], `FIRST_FD + 1`, …
+pub const LISTEN_FDS_ENV: &str = "LISTEN_FDS";
+/// First passed fd (always [`FIRST_FD`]); an extension read by listenfd.
+pub const LISTEN_FDS_FIRST_FD_ENV: &str = "LISTEN_FDS_FIRST_FD";
+/// Colon-separated names of the passed sockets, in fd order.
+pub const LISTEN_FDNAMES_ENV: &str = "LISTEN_FDNAMES";
+/// Pid the sockets are meant for; set only with `devsup --listen-pid`.
+pub const LISTEN_PID_ENV: &str = "LISTEN_PID";
+/// Fd number of the generation's end of its ready channel, a unix stream
+/// socket: the first fd after the passed sockets.
+pub const READY_FD_ENV: &str = "DEVSUP_READY_FD";
+/// Path of a unix datagram socket accepting sd_notify messages.
+pub const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";
+/// The generation number of this server process: 1, 2, 3, …
+pub const GENERATION_ENV: &str = "DEVSUP_GENERATION";
+/// The fd of the first passed socket, as in systemd's `SD_LISTEN_FDS_START`.
+pub const FIRST_FD: RawFd = 3;
+
+/// Longest message line devsup accepts; longer lines are dropped with a
+/// warning.
+pub const MAX_LINE: usize = 4096;
+
+/// One message from a server to devsup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// `READY=1`: the generation accepts connections; drain the old one.
+    Ready,
+    /// `STATUS=…`: free text, logged.
+    Status(String),
+    /// `STOPPING=1`: the server is shutting down, logged.
+    Stopping,
+    /// `RELOADING=1`: the server is reloading its configuration, logged.
+    Reloading,
+    /// `DEVSUP_RELOAD=1`: ask devsup to start a new generation.
+    Reload,
+    /// `MAINPID=…`: the pid of the real server process.
+    MainPid(u32),
+    /// A well-formed key devsup does not act on; ignored.
+    Other {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+}
+
+/// A line that is not a well-formed `KEY=VALUE` message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The line has no `=`.
+    #[error("not a KEY=VALUE line: {0:?}")]
+    NoEquals(String),
+    /// The key is empty or not `[A-Z0-9_]`.
+    #[error("bad key {0:?}")]
+    BadKey(String),
+    /// A known key with a value it cannot take, such as `READY=yes`.
+    #[error("bad value for {key}: {value:?}")]
+    BadValue {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// The line is longer than [`MAX_LINE`] bytes.
+    #[error("line of {0} bytes is longer than the {MAX_LINE}-byte limit")]
+    TooLong(usize),
+    /// The line is not UTF-8.
+    #[error("line is not UTF-8")]
+    NotUtf8,
+}
+
+/// Parses one line (without its newline). Returns `None` for an empty line.
+pub fn parse_line(line: &[u8]) -> Option<Result<Message, ParseError>> {
+    if line.len() > MAX_LINE {
+        return Some(Err(ParseError::TooLong(line.len())));
+    }
+    let line = match std::str::from_utf8(line) {
+        Ok(line) => line.trim_end_matches('\r'),
+        Err(_) => return Some(Err(ParseError::NotUtf8)),
+    };
+    if line.is_empty() {
+        return None;
+    }
+    Some(parse_pair(line))
+}
+
+fn parse_pair(line: &str) -> Result<Message, ParseError> {
+    let Some((key, value)) = line.split_once('=') else {
+        return Err(ParseError::NoEquals(line.to_owned()));
+    };
+    let key_ok = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    if !key_ok {
+        return Err(ParseError::BadKey(key.to_owned()));
+    }
+    let bad = || ParseError::BadValue {
+        key: key.to_owned(),
+        value: value.to_owned(),
+    };
+    let flag = |msg: Message| if value == "1" { Ok(msg) } else { Err(bad()) };
+    match key {
+        "READY" => flag(Message::Ready),
+        "STOPPING" => flag(Message::Stopping),
+        "RELOADING" => flag(Message::Reloading),
+        "DEVSUP_RELOAD" => flag(Message::Reload),
+        "STATUS" => Ok(Message::Status(value.to_owned())),
+        "MAINPID" => match value.parse() {
+            Ok(pid) if pid > 0 => Ok(Message::MainPid(pid)),
+            _ => Err(bad()),
+        },
+        _ => Ok(Message::Other {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        }),
+    }
+}
+
+/// Parses a whole datagram or buffer of newline-separated messages.
+pub fn parse(text: &[u8]) -> Vec<Result<Message, ParseError>> {
+    text.split(|&b| b == b'\n').filter_map(parse_line).collect()
+}
+
+impl fmt::Display for Message {
+    /// Formats the message as one `KEY=VALUE` line, without a newline.
+    /// Newlines inside a status are replaced by spaces so that a message
+    /// always stays one line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Message::Ready => f.write_str("READY=1"),
+            Message::Stopping => f.write_str("STOPPING=1"),
+            Message::Reloading => f.write_str("RELOADING=1"),
+            Message::Reload => f.write_str("DEVSUP_RELOAD=1"),
+            Message::Status(s) => write!(f, "STATUS={}", s.replace('\n', " ")),
+            Message::MainPid(pid) => write!(f, "MAINPID={pid}"),
+            Message::Other { key, value } => write!(f, "{key}={}", value.replace('\n', " ")),
+        }
+    }
+}
+
+/// Formats messages as newline-terminated lines, ready to send.
+pub fn format(messages: &[Message]) -> String {
+    messages.iter().map(|m| format!("{m}\n")).collect()
+}
+
+/// Sends messages to the supervisor.
+///
+/// Returns `Ok(true)` if they were sent, `Ok(false)` if this process runs
+/// under neither devsup nor systemd (so there is nobody to tell).
+pub fn notify(messages: &[Message]) -> io::Result<bool> {
+    let text = format(messages);
+    if let Some(fd) = env_fd(READY_FD_ENV)? {
+        write_all_fd(fd, text.as_bytes())?;
+        return Ok(true);
+    }
+    if let Some(path) = std::env::var_os(NOTIFY_SOCKET_ENV) {
+        send_datagram(&path, text.as_bytes())?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Tells devsup (or systemd) that this server accepts connections, so the
+/// previous generation can be drained. Call it once, after the listener is
+/// set up.
+pub fn notify_ready() -> io::Result<bool> {
+    notify(&[Message::Ready])
+}
+
+/// Sends a free-text status line, which devsup logs.
+pub fn notify_status(status: &str) -> io::Result<bool> {
+    notify(&[Message::Status(status.to_owned())])
+}
+
+/// Tells the supervisor that this server is shutting down.
+pub fn notify_stopping() -> io::Result<bool> {
+    notify(&[Message::Stopping])
+}
+
+/// Asks devsup to start a new generation of this server. Ignored by systemd.
+pub fn request_reload() -> io::Result<bool> {
+    notify(&[Message::Reload])
+}
+
+/// The generation number devsup gave this process, if it runs under devsup.
+pub fn generation() -> Option<u64> {
+    std::env::var(GENERATION_ENV).ok()?.parse().ok()
+}
+
+/// Reads an fd number from the environment and checks that it is open.
+/// The fd is marked close-on-exec, so the server's own children do not
+/// inherit the channel.
+fn env_fd(var: &str) -> io::Result<Option<RawFd>> {
+    let Some(value) = std::env::var_os(var) else {
+        return Ok(None);
+    };
+    let fd: RawFd = value
+        .to_str()
+        .and_then(|v| v.parse().ok())
+        .filter(|&fd| fd >= 0)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{var} is not an fd number"),
+            )
+        })?;
+    // SAFETY: F_GETFD/F_SETFD only read and set the fd's flags; an fd that is
+    // not open gives EBADF, which is reported.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Some(fd))
+}
+
+fn write_all_fd(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    // SAFETY: env_fd checked that the fd is open; it stays open for the life
+    // of the process because nothing here closes it.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    while !buf.is_empty() {
+        // MSG_NOSIGNAL: a supervisor that went away gives EPIPE, not SIGPIPE.
+        match nix_send(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn nix_send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: buf is a valid slice for the duration of the call.
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ENOTSOCK) {
+        // A plain pipe works too.
+        // SAFETY: as above.
+        let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        return Err(io::Error::last_os_error());
+    }
+    Err(err)
+}
+
+fn send_datagram(path: &std::ffi::OsStr, buf: &[u8]) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::UnixDatagram;
+    let socket = UnixDatagram::unbound()?;
+    let bytes = path.as_bytes();
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(name) = bytes.strip_prefix(b"@") {
+        #[cfg(target_os = "android")]
+        use std::os::android::net::SocketAddrExt;
+        #[cfg(target_os = "linux")]
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+        socket.send_to_addr(buf, &addr)?;
+        return Ok(());
+    }
+    socket.send_to(buf, std::path::Path::new(path))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_keys() {
+        let got = parse(b"READY=1\nSTATUS=listening on 8080\nDEVSUP_RELOAD=1\nMAINPID=42\nSTOPPING=1\nRELOADING=1\n");
+        assert_eq!(
+            got,
+            vec![
+                Ok(Message::Ready),
+                Ok(Message::Status("listening on 8080".into())),
+                Ok(Message::Reload),
+                Ok(Message::MainPid(42)),
+                Ok(Message::Stopping),
+                Ok(Message::Reloading),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_kept_as_other() {
+        assert_eq!(
+            parse(b"WATCHDOG=1"),
+            vec![Ok(Message::Other {
+                key: "WATCHDOG".into(),
+                value: "1".into()
+            })]
+        );
+    }
+
+    #[test]
+    fn malformed_lines_are_errors_not_panics() {
+        assert_eq!(
+            parse(b"hello"),
+            vec![Err(ParseError::NoEquals("hello".into()))]
+        );
+        assert_eq!(parse(b"=1"), vec![Err(ParseError::BadKey("".into()))]);
+        assert_eq!(
+            parse(b"ready=1"),
+            vec![Err(ParseError::BadKey("ready".into()))]
+        );
+        assert!(matches!(
+            parse(b"READY=yes")[0],
+            Err(ParseError::BadValue { .. })
+        ));
+        assert!(matches!(
+            parse(b"MAINPID=0")[0],
+            Err(ParseError::BadValue { .. })
+        ));
+        assert_eq!(parse(b"\xff\xfe=1"), vec![Err(ParseError::NotUtf8)]);
+        let long = vec![b'A'; MAX_LINE + 1];
+        assert_eq!(
+            parse_line(&long),
+            Some(Err(ParseError::TooLong(MAX_LINE + 1)))
+        );
+    }
+
+    #[test]
+    fn empty_lines_and_crlf_are_tolerated() {
+        assert_eq!(parse(b"\n\nREADY=1\r\n\n"), vec![Ok(Message::Ready)]);
+        assert_eq!(parse(b""), vec![]);
+    }
+
+    #[test]
+    fn format_round_trips_through_parse() {
+        let msgs = vec![
+            Message::Ready,
+            Message::Status("a\nb".into()),
+            Message::Reload,
+            Message::MainPid(7),
+        ];
+        let text = format(&msgs);
+        assert_eq!(text, "READY=1\nSTATUS=a b\nDEVSUP_RELOAD=1\nMAINPID=7\n");
+        let back: Vec<_> = parse(text.as_bytes())
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(back[0], Message::Ready);
+        assert_eq!(back[1], Message::Status("a b".into()));
+    }
+
+    #[test]
+    fn notify_writes_to_the_ready_fd() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        // SAFETY: tests in this module that touch the environment run only here.
+        unsafe { std::env::set_var(READY_FD_ENV, theirs.as_raw_fd().to_string()) };
+        assert!(notify_ready().unwrap());
+        assert!(request_reload().unwrap());
+        // SAFETY: as above.
+        unsafe { std::env::remove_var(READY_FD_ENV) };
+        drop(theirs);
+        let mut got = String::new();
+        ours.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "READY=1\nDEVSUP_RELOAD=1\n");
+    }
+}
