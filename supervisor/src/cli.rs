@@ -1,0 +1,231 @@
+//! The command line, turned into a plain [`Config`].
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::Parser;
+use nix::sys::signal::Signal;
+
+use crate::generation::Program;
+use crate::machine::Policy;
+use crate::sockets::{self, Addr, SocketSpec};
+
+/// Reload a network server on code changes without dropping a connection.
+///
+/// devsup binds the listening sockets once and passes them to each new
+/// generation of your server (systemd's LISTEN_FDS protocol, read with
+/// `listenfd::take_tcp_listener(0)`). On a reload it starts the new
+/// generation, waits until it is ready, then drains the old one.
+#[derive(Debug, Parser)]
+#[command(
+    name = "devsup",
+    version,
+    about,
+    long_about = None,
+    after_help = "\
+Examples:
+  devsup --port 8080 -- ./target/debug/server
+  devsup --port 8080 --build 'cargo build' -- ./target/debug/server
+  devsup -s http=tcp::[::1]:8080 -s admin=unix::/tmp/admin.sock --ready-after 1s -- cargo run
+
+Reload: SIGHUP (`kill -HUP <devsup pid>`), or DEVSUP_RELOAD=1 from the server.
+Stop: Ctrl-C drains every generation; Ctrl-C again kills them."
+)]
+pub struct Cli {
+    /// Listen on 127.0.0.1:PORT (0 picks a free port). Same as `--socket tcp::PORT`.
+    #[arg(short, long, value_name = "PORT", help_heading = "Sockets")]
+    pub port: Option<u16>,
+
+    /// A socket to listen on, passed at fds 3, 4, … in order: `[NAME=]tcp::[HOST:]PORT` or `[NAME=]unix::PATH`.
+    #[arg(short, long = "socket", value_name = "SPEC", help_heading = "Sockets")]
+    pub sockets: Vec<SocketSpec>,
+
+    /// Length of each socket's accept queue; connections wait there while no generation accepts.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..), help_heading = "Sockets")]
+    pub backlog: i32,
+
+    /// Set LISTEN_PID to the server's pid, for servers using libsystemd's `sd_listen_fds()`.
+    /// Off by default so that wrappers such as `cargo run` or `sh -c` work: their child's pid differs.
+    #[arg(long, help_heading = "Sockets")]
+    pub listen_pid: bool,
+
+    /// Shell command to run before each generation, in its own process group; repeat for several steps.
+    /// A failing step keeps the running generation.
+    #[arg(short, long = "build", value_name = "CMD", help_heading = "Build")]
+    pub builds: Vec<String>,
+
+    /// How long a new generation has to send READY=1 before it is drained and the old one kept.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR", help_heading = "Handoff")]
+    pub ready_timeout: Duration,
+
+    /// Count a generation ready once it has stayed up this long (for servers that never send READY=1).
+    #[arg(long, value_parser = parse_duration, value_name = "DUR", help_heading = "Handoff")]
+    pub ready_after: Option<Duration>,
+
+    /// Signal sent to the old generation's process group to drain it.
+    #[arg(long, default_value = "TERM", value_parser = parse_signal, value_name = "SIGNAL", help_heading = "Handoff")]
+    pub drain_signal: Signal,
+
+    /// How long a draining generation has before its process group gets SIGKILL.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DUR", help_heading = "Handoff")]
+    pub drain_timeout: Duration,
+
+    /// Only print warnings and errors.
+    #[arg(short, long, conflicts_with = "verbose", help_heading = "Output")]
+    pub quiet: bool,
+
+    /// Print debug output too (or set DEVSUP_LOG, e.g. DEVSUP_LOG=devsup=trace).
+    #[arg(short, long, help_heading = "Output")]
+    pub verbose: bool,
+
+    /// The server command and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// Everything devsup runs with, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Sockets, in fd order.
+    pub sockets: Vec<SocketSpec>,
+    /// Accept queue length.
+    pub backlog: i32,
+    /// The server.
+    pub program: Program,
+    /// Build steps.
+    pub builds: Vec<String>,
+    /// Set LISTEN_PID.
+    pub listen_pid: bool,
+    /// Drain signal.
+    pub drain_signal: Signal,
+    /// Drain timeout.
+    pub drain_timeout: Duration,
+    /// Ready timeout.
+    pub ready_timeout: Duration,
+    /// Ready after.
+    pub ready_after: Option<Duration>,
+}
+
+impl Config {
+    /// The decision parameters for the state machine.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            drain_signal: self.drain_signal,
+            drain_timeout: self.drain_timeout,
+            ready_timeout: self.ready_timeout,
+            ready_after: self.ready_after,
+            build_steps: self.builds.len(),
+        }
+    }
+}
+
+impl Cli {
+    /// Checks what clap cannot and builds the [`Config`].
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let mut sockets = Vec::new();
+        if let Some(port) = self.port {
+            sockets.push(SocketSpec {
+                name: None,
+                addr: Addr::Tcp(sockets::parse_tcp(&port.to_string()).map_err(anyhow::Error::msg)?),
+            });
+        }
+        sockets.extend(self.sockets);
+        if sockets.is_empty() {
+            anyhow::bail!("nothing to listen on: pass --port 8080 or --socket tcp::8080");
+        }
+        let mut names = std::collections::HashSet::new();
+        for name in sockets.iter().filter_map(|s| s.name.as_deref()) {
+            if !names.insert(name) {
+                anyhow::bail!("socket name {name:?} is given twice: names must be unique");
+            }
+        }
+        Ok(Config {
+            sockets,
+            backlog: self.backlog,
+            program: Program::new(self.command)?,
+            builds: self.builds,
+            listen_pid: self.listen_pid,
+            drain_signal: self.drain_signal,
+            drain_timeout: self.drain_timeout,
+            ready_timeout: self.ready_timeout,
+            ready_after: self.ready_after,
+        })
+    }
+}
+
+/// Parses `500ms`, `10s`, `1m`, `1.5s` (humantime, plus decimal seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(d);
+    }
+    if let Some(secs) = s.strip_suffix('s').and_then(|n| n.parse::<f64>().ok()) {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    Err(format!("{s:?} is not a duration: write it like 500ms, 10s or 2m"))
+}
+
+/// Parses a signal by name (`TERM`, `SIGTERM`, `usr1`) or number.
+pub fn parse_signal(s: &str) -> Result<Signal, String> {
+    let err = || format!("{s:?} is not a signal: use a name such as TERM, INT, QUIT, USR1 or HUP");
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| err());
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse::<Signal>().map_err(|_| err())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Config> {
+        Ok(Cli::try_parse_from(args)?.into_config()?)
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("10x").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert_eq!(parse_signal("TERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("SIGUSR1").unwrap(), Signal::SIGUSR1);
+        assert_eq!(parse_signal("int").unwrap(), Signal::SIGINT);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert!(parse_signal("FOO").unwrap_err().contains("not a signal"));
+    }
+
+    #[test]
+    fn defaults_and_port() {
+        let c = parse(&["devsup", "--port", "8080", "--", "server", "-x"]).unwrap();
+        assert_eq!(c.sockets.len(), 1);
+        assert_eq!(c.sockets[0].addr, Addr::Tcp("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.backlog, 1024);
+        assert_eq!(c.drain_signal, Signal::SIGTERM);
+        assert_eq!(c.drain_timeout, Duration::from_secs(10));
+        assert_eq!(c.ready_timeout, Duration::from_secs(60));
+        assert_eq!(c.program.argv, ["server", "-x"]);
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        assert!(parse(&["devsup", "--port", "99999", "--", "x"]).is_err());
+        assert!(parse(&["devsup", "--port", "80"]).is_err(), "no command");
+        assert!(parse(&["devsup", "--", "x"]).unwrap_err().to_string().contains("nothing to listen on"));
+        assert!(parse(&["devsup", "-p", "1", "--drain-signal", "NOPE", "--", "x"]).is_err());
+        assert!(parse(&["devsup", "-p", "1", "--drain-timeout", "10x", "--", "x"]).is_err());
+        assert!(parse(&["devsup", "-p", "1", "--backlog", "0", "--", "x"]).is_err());
+        assert!(parse(&["devsup", "-p", "1", "-q", "-v", "--", "x"]).is_err());
+        let dup = parse(&["devsup", "-s", "a=tcp::1", "-s", "a=tcp::2", "--", "x"]).unwrap_err();
+        assert!(dup.to_string().contains("given twice"));
+    }
+}

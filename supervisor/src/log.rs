@@ -1,0 +1,97 @@
+//! Log output: one line per step, to stderr, read by people and by tests.
+//!
+//! A line reads `devsup gen=2 ready in 34ms`: the generation first, then
+//! the message, then any other fields. Warnings and errors say so after the
+//! prefix. Colour only when stderr is a terminal and `NO_COLOR` is unset.
+
+use std::fmt;
+use std::io::IsTerminal;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Sets up logging: `DEVSUP_LOG` if set, else info (warn with `-q`, debug
+/// with `-v`).
+pub fn init(quiet: bool, verbose: bool) {
+    let default = if quiet {
+        "warn"
+    } else if verbose {
+        "debug"
+    } else {
+        "info"
+    };
+    let filter = EnvFilter::try_from_env("DEVSUP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .event_format(Format { ansi })
+        .init();
+}
+
+struct Format {
+    ansi: bool,
+}
+
+#[derive(Default)]
+struct Fields {
+    generation: Option<String>,
+    message: String,
+    rest: String,
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        use fmt::Write;
+        match field.name() {
+            "message" => self.message = format!("{value:?}"),
+            "generation" => self.generation = Some(format!("{value:?}")),
+            name => {
+                let _ = write!(self.rest, " {name}={value:?}");
+            }
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_owned();
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for Format
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let (label, colour) = match *event.metadata().level() {
+            Level::ERROR => (" error:", "\x1b[1;31m"),
+            Level::WARN => (" warning:", "\x1b[1;33m"),
+            Level::INFO => ("", ""),
+            Level::DEBUG | Level::TRACE => (" debug:", "\x1b[2m"),
+        };
+        if self.ansi {
+            write!(w, "\x1b[1;36mdevsup\x1b[0m{colour}{label}\x1b[0m")?;
+        } else {
+            write!(w, "devsup{label}")?;
+        }
+        if let Some(g) = &fields.generation {
+            if self.ansi {
+                write!(w, " \x1b[1mgen={g}\x1b[0m")?;
+            } else {
+                write!(w, " gen={g}")?;
+            }
+        }
+        writeln!(w, " {}{}", fields.message, fields.rest)
+    }
+}

@@ -1,0 +1,418 @@
+//! Every edge of the design's failure table, without a process.
+
+use super::*;
+
+const T: Duration = Duration::from_millis(1);
+
+fn policy() -> Policy {
+    Policy {
+        drain_signal: Signal::SIGTERM,
+        drain_timeout: Duration::from_secs(10),
+        ready_timeout: Duration::from_secs(60),
+        ready_after: None,
+        build_steps: 0,
+    }
+}
+
+/// A state machine driven by a fake clock, with helpers that answer `Spawn`
+/// the way the executor would.
+struct Sim {
+    state: State,
+    now: Instant,
+    next_pid: i32,
+}
+
+impl Sim {
+    fn new(policy: Policy) -> Self {
+        Sim {
+            state: State::new(policy),
+            now: Instant::now(),
+            next_pid: 100,
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+    }
+
+    /// Feeds an event; answers every `Spawn` with `Spawned` at once, as the
+    /// executor does, and returns all other actions.
+    fn feed(&mut self, event: Event) -> Vec<Action> {
+        let actions = self.state.step(event, self.now);
+        let mut rest = Vec::new();
+        for a in actions {
+            if let Action::Spawn { gen_id, .. } = a {
+                self.next_pid += 1;
+                let pid = self.next_pid;
+                assert!(self.state.step(Event::Spawned { gen_id, pid }, self.now).is_empty());
+                rest.push(a);
+            } else {
+                rest.push(a);
+            }
+        }
+        rest
+    }
+
+    fn reload(&mut self) -> Vec<Action> {
+        let at = self.now;
+        self.feed(Event::Reload { trigger: Trigger::Sighup, at })
+    }
+
+    fn ready(&mut self, gen_id: GenId) -> Vec<Action> {
+        let at = self.now;
+        self.feed(Event::Message { gen_id, msg: Message::Ready, at })
+    }
+
+    fn exited(&mut self, gen_id: GenId, exit: Exit) -> Vec<Action> {
+        self.feed(Event::GenExited { gen_id, exit })
+    }
+
+    /// Jumps to the next deadline and ticks.
+    fn tick(&mut self) -> Vec<Action> {
+        let deadline = self.state.next_deadline().expect("a deadline is due");
+        if deadline > self.now {
+            self.now = deadline;
+        }
+        self.feed(Event::Tick)
+    }
+
+    /// Gen 1 started and ready.
+    fn serving(policy: Policy) -> Self {
+        let mut sim = Sim::new(policy);
+        let at = sim.now;
+        let mut a = sim.feed(Event::Reload { trigger: Trigger::Startup, at });
+        for step in 0..sim.state.policy.build_steps {
+            assert_eq!(a, [Action::StartBuild { step }]);
+            sim.feed(Event::BuildStarted { pid: 50 });
+            a = sim.feed(Event::BuildExited { exit: Some(Exit::Code(0)) });
+        }
+        assert!(matches!(a[..], [Action::Spawn { gen_id: 1, .. }]), "{a:?}");
+        sim.advance(30 * T);
+        assert!(sim.ready(1).is_empty());
+        assert_eq!(sim.state.active(), Some(1));
+        sim
+    }
+}
+
+fn spawned(actions: &[Action]) -> Vec<GenId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Spawn { gen_id, .. } => Some(*gen_id),
+            _ => None,
+        })
+        .collect()
+}
+
+fn signals(actions: &[Action]) -> Vec<(GenId, Signal)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Signal { gen_id, signal, .. } => Some((*gen_id, *signal)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn handoff_drains_the_old_generation_only_after_ready() {
+    let mut sim = Sim::serving(policy());
+    let a = sim.reload();
+    assert_eq!(spawned(&a), [2]);
+    assert!(signals(&a).is_empty(), "nothing is drained before READY");
+    assert_eq!(sim.state.active(), Some(1));
+
+    sim.advance(40 * T);
+    let a = sim.ready(2);
+    assert_eq!(signals(&a), [(1, Signal::SIGTERM)]);
+    let Action::Signal { pid, reason, .. } = &a[0] else { unreachable!() };
+    assert_eq!(*pid, sim.next_pid - 1, "the signal goes to gen 1's group");
+    assert!(matches!(reason, SignalReason::Handoff { successor: 2, .. }));
+    assert_eq!(sim.state.active(), Some(2));
+
+    assert!(sim.exited(1, Exit::Code(0)).is_empty());
+    assert_eq!(sim.state.live_generations(), [2]);
+    assert_eq!(sim.state.next_deadline(), None);
+}
+
+#[test]
+fn exit_before_ready_keeps_the_old_generation() {
+    let mut sim = Sim::serving(policy());
+    sim.reload();
+    let a = sim.exited(2, Exit::Code(1));
+    assert!(a.is_empty(), "{a:?}");
+    assert_eq!(sim.state.active(), Some(1));
+    assert_eq!(sim.state.live_generations(), [1]);
+    // Nothing is scheduled: the old one serves until the next trigger.
+    assert_eq!(sim.state.next_deadline(), None);
+    assert_eq!(spawned(&sim.reload()), [3]);
+}
+
+#[test]
+fn spawn_failure_keeps_the_old_generation() {
+    let mut sim = Sim::serving(policy());
+    let a = sim.state.step(Event::Reload { trigger: Trigger::Sighup, at: sim.now }, sim.now);
+    assert_eq!(spawned(&a), [2]);
+    let a = sim.feed(Event::SpawnFailed { gen_id: 2, error: "gone".into() });
+    assert!(a.is_empty());
+    assert_eq!(sim.state.active(), Some(1));
+    assert_eq!(sim.state.live_generations(), [1]);
+}
+
+#[test]
+fn no_ready_within_the_timeout_drains_the_new_generation() {
+    let mut sim = Sim::serving(policy());
+    sim.reload();
+    let spawned_at = sim.now;
+    assert_eq!(sim.state.next_deadline(), Some(spawned_at + Duration::from_secs(60)));
+    let a = sim.tick();
+    // Drained, not killed: it may have accepted connections.
+    assert_eq!(signals(&a), [(2, Signal::SIGTERM)]);
+    assert_eq!(sim.state.active(), Some(1));
+    // And killed only after its own drain timeout.
+    let a = sim.tick();
+    assert_eq!(sim.now, spawned_at + Duration::from_secs(70));
+    assert_eq!(signals(&a), [(2, Signal::SIGKILL)]);
+    sim.exited(2, Exit::Signal(libc::SIGKILL));
+    assert_eq!(sim.state.live_generations(), [1]);
+}
+
+#[test]
+fn triggers_during_startup_coalesce_into_one_more_reload() {
+    let mut sim = Sim::serving(policy());
+    sim.reload();
+    for _ in 0..5 {
+        assert!(sim.reload().is_empty(), "no second generation starts at once");
+    }
+    let a = sim.ready(2);
+    assert_eq!(signals(&a), [(1, Signal::SIGTERM)]);
+    assert_eq!(spawned(&a), [3], "exactly one more reload");
+    let a = sim.ready(3);
+    assert_eq!(signals(&a), [(2, Signal::SIGTERM)]);
+    assert!(spawned(&a).is_empty());
+}
+
+#[test]
+fn a_queued_reload_runs_after_a_failed_start_too() {
+    let mut sim = Sim::serving(policy());
+    sim.reload();
+    sim.reload();
+    let a = sim.exited(2, Exit::Code(1));
+    assert_eq!(spawned(&a), [3]);
+    assert_eq!(sim.state.active(), Some(1));
+}
+
+#[test]
+fn drain_timeout_kills_the_group() {
+    let mut sim = Sim::serving(policy());
+    sim.reload();
+    sim.ready(2);
+    let drained_at = sim.now;
+    let a = sim.tick();
+    assert_eq!(sim.now, drained_at + Duration::from_secs(10));
+    assert_eq!(signals(&a), [(1, Signal::SIGKILL)]);
+    assert!(matches!(a[0], Action::Signal { reason: SignalReason::DrainTimeout, .. }));
+    assert_eq!(sim.state.next_deadline(), None, "SIGKILL is sent once");
+}
+
+#[test]
+fn active_generation_exiting_restarts_with_backoff() {
+    let mut sim = Sim::serving(policy());
+    let a = sim.exited(1, Exit::Signal(libc::SIGSEGV));
+    assert!(a.is_empty());
+    let died = sim.now;
+    assert_eq!(sim.state.next_deadline(), Some(died + BACKOFF_MIN));
+    let a = sim.tick();
+    assert_eq!(spawned(&a), [2]);
+    // It dies at once again: the delay doubles.
+    sim.exited(2, Exit::Code(1));
+    assert_eq!(sim.state.next_deadline(), Some(sim.now + 2 * BACKOFF_MIN));
+    // A change does not wait for the back-off.
+    assert_eq!(spawned(&sim.reload()), [3]);
+    assert_eq!(sim.state.next_deadline(), None);
+}
+
+#[test]
+fn backoff_caps_and_resets_after_a_long_life() {
+    let mut sim = Sim::serving(policy());
+    let mut gen_id = 1;
+    for _ in 0..10 {
+        sim.exited(gen_id, Exit::Code(1));
+        sim.tick();
+        gen_id += 1;
+    }
+    sim.exited(gen_id, Exit::Code(1));
+    assert_eq!(sim.state.next_deadline(), Some(sim.now + BACKOFF_MAX));
+    sim.tick();
+    gen_id += 1;
+    sim.advance(BACKOFF_RESET);
+    sim.exited(gen_id, Exit::Code(1));
+    assert_eq!(sim.state.next_deadline(), Some(sim.now + BACKOFF_MIN));
+}
+
+#[test]
+fn active_exit_while_successor_starts_waits_for_the_successor() {
+    let mut sim = Sim::serving(policy());
+    sim.reload();
+    assert!(sim.exited(1, Exit::Code(1)).is_empty());
+    let a = sim.ready(2);
+    assert!(signals(&a).is_empty(), "nothing left to drain");
+    assert_eq!(sim.state.active(), Some(2));
+}
+
+#[test]
+fn ready_after_counts_an_uptime_as_ready() {
+    let mut sim = Sim::serving(Policy {
+        ready_after: Some(Duration::from_millis(500)),
+        ..policy()
+    });
+    sim.reload();
+    let a = sim.tick();
+    assert_eq!(signals(&a), [(1, Signal::SIGTERM)]);
+    assert_eq!(sim.state.active(), Some(2));
+}
+
+#[test]
+fn a_server_without_readiness_falls_back_to_ready_after_1s() {
+    let mut sim = Sim::new(policy());
+    let at = sim.now;
+    sim.feed(Event::Reload { trigger: Trigger::Startup, at });
+    // Gen 1 never says READY. Within the first second, a reload still waits.
+    sim.advance(500 * T);
+    sim.reload();
+    assert_eq!(sim.state.next_deadline(), Some(sim.now + Duration::from_secs(60)));
+    sim.exited(2, Exit::Code(1));
+    sim.advance(Duration::from_secs(1));
+    sim.reload();
+    let spawned_at = sim.now;
+    assert_eq!(sim.state.next_deadline(), Some(spawned_at + READINESS_PROBE));
+    let a = sim.tick();
+    assert_eq!(signals(&a), [(1, Signal::SIGTERM)]);
+    // From then on, every reload uses it.
+    sim.reload();
+    assert_eq!(sim.state.next_deadline().unwrap().duration_since(sim.now), READINESS_PROBE);
+}
+
+#[test]
+fn a_server_that_says_ready_never_falls_back() {
+    let mut sim = Sim::serving(policy());
+    sim.advance(Duration::from_secs(5));
+    sim.reload();
+    assert_eq!(sim.state.next_deadline(), Some(sim.now + Duration::from_secs(60)));
+}
+
+#[test]
+fn server_can_ask_for_its_own_reload() {
+    let mut sim = Sim::serving(policy());
+    let at = sim.now;
+    let a = sim.feed(Event::Message { gen_id: 1, msg: Message::Reload, at });
+    assert_eq!(spawned(&a), [2]);
+    // A draining generation cannot.
+    sim.ready(2);
+    let a = sim.feed(Event::Message { gen_id: 1, msg: Message::Reload, at });
+    assert!(a.is_empty());
+}
+
+#[test]
+fn garbage_messages_change_nothing() {
+    let mut sim = Sim::serving(policy());
+    let at = sim.now;
+    for msg in [
+        Message::Status("hi".into()),
+        Message::Other { key: "X".into(), value: "y".into() },
+        Message::MainPid(1),
+        Message::Stopping,
+    ] {
+        assert!(sim.feed(Event::Message { gen_id: 1, msg, at }).is_empty());
+    }
+    // Messages from generations devsup does not know are ignored.
+    assert!(sim.ready(42).is_empty());
+    assert_eq!(sim.state.active(), Some(1));
+}
+
+#[test]
+fn build_runs_each_step_then_spawns() {
+    let mut sim = Sim::new(Policy { build_steps: 2, ..policy() });
+    let at = sim.now;
+    let a = sim.feed(Event::Reload { trigger: Trigger::Startup, at });
+    assert_eq!(a, [Action::StartBuild { step: 0 }]);
+    sim.feed(Event::BuildStarted { pid: 50 });
+    let a = sim.feed(Event::BuildExited { exit: Some(Exit::Code(0)) });
+    assert_eq!(a, [Action::StartBuild { step: 1 }]);
+    sim.feed(Event::BuildStarted { pid: 51 });
+    let a = sim.feed(Event::BuildExited { exit: Some(Exit::Code(0)) });
+    assert_eq!(spawned(&a), [1]);
+}
+
+#[test]
+fn failed_build_keeps_the_old_generation() {
+    let mut sim = Sim::serving(Policy { build_steps: 1, ..policy() });
+    sim.reload();
+    sim.feed(Event::BuildStarted { pid: 50 });
+    let a = sim.feed(Event::BuildExited { exit: Some(Exit::Code(101)) });
+    assert!(a.is_empty());
+    assert_eq!(sim.state.active(), Some(1));
+    assert_eq!(sim.state.next_deadline(), None, "waits for the next change");
+    assert_eq!(sim.reload(), [Action::StartBuild { step: 0 }]);
+}
+
+#[test]
+fn a_change_during_a_build_cancels_and_restarts_it() {
+    let mut sim = Sim::serving(Policy { build_steps: 1, ..policy() });
+    sim.reload();
+    sim.feed(Event::BuildStarted { pid: 50 });
+    let a = sim.reload();
+    assert_eq!(a, [Action::SignalBuild { pid: 50, signal: Signal::SIGTERM }]);
+    assert!(sim.reload().is_empty(), "signalled once");
+    let a = sim.feed(Event::BuildExited { exit: Some(Exit::Signal(libc::SIGTERM)) });
+    assert_eq!(a, [Action::StartBuild { step: 0 }]);
+}
+
+#[test]
+fn a_build_that_ignores_cancel_is_killed() {
+    let mut sim = Sim::serving(Policy { build_steps: 1, ..policy() });
+    sim.reload();
+    sim.feed(Event::BuildStarted { pid: 50 });
+    sim.reload();
+    let a = sim.tick();
+    assert_eq!(a, [Action::SignalBuild { pid: 50, signal: Signal::SIGKILL }]);
+}
+
+#[test]
+fn signal_on_goes_to_the_active_generation_only() {
+    let mut sim = Sim::serving(policy());
+    let a = sim.feed(Event::SignalActive { signal: Signal::SIGUSR1, because: "x.html".into() });
+    assert_eq!(signals(&a), [(1, Signal::SIGUSR1)]);
+    assert!(spawned(&a).is_empty());
+}
+
+#[test]
+fn shutdown_drains_everything_and_exits_cleanly() {
+    let mut sim = Sim::serving(policy());
+    sim.reload();
+    let a = sim.feed(Event::Shutdown { because: "SIGINT".into() });
+    assert_eq!(signals(&a), [(1, Signal::SIGTERM), (2, Signal::SIGTERM)]);
+    assert!(sim.reload().is_empty(), "no reload during shutdown");
+    assert!(sim.exited(1, Exit::Code(0)).is_empty());
+    assert_eq!(sim.exited(2, Exit::Code(0)), [Action::Exit(0)]);
+}
+
+#[test]
+fn second_shutdown_kills_and_exit_status_says_so() {
+    let mut sim = Sim::serving(policy());
+    sim.feed(Event::Shutdown { because: "SIGINT".into() });
+    let a = sim.feed(Event::Shutdown { because: "SIGINT".into() });
+    assert_eq!(signals(&a), [(1, Signal::SIGKILL)]);
+    assert_eq!(sim.exited(1, Exit::Signal(libc::SIGKILL)), [Action::Exit(1)]);
+}
+
+#[test]
+fn shutdown_with_nothing_running_exits_at_once() {
+    let mut sim = Sim::new(Policy { build_steps: 1, ..policy() });
+    let at = sim.now;
+    sim.feed(Event::Reload { trigger: Trigger::Startup, at });
+    sim.feed(Event::BuildStarted { pid: 9 });
+    let a = sim.feed(Event::Shutdown { because: "SIGINT".into() });
+    assert_eq!(a, [Action::SignalBuild { pid: 9, signal: Signal::SIGTERM }]);
+    assert_eq!(sim.feed(Event::BuildExited { exit: Some(Exit::Signal(15)) }), [Action::Exit(0)]);
+}

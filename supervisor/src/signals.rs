@@ -1,0 +1,42 @@
+//! OS signals, translated once into domain events.
+//!
+//! signal-hook's iterator runs on its own thread; each signal becomes one
+//! [`Input`] on the supervisor's channel. The handler itself only writes to
+//! a self-pipe, so nothing unsafe runs in signal context.
+
+use std::sync::mpsc::Sender;
+use std::time::Instant;
+
+use anyhow::Context;
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::machine::{Event, Trigger};
+use crate::supervisor::Input;
+
+/// Starts the signal thread. From now on SIGINT and SIGTERM no longer kill
+/// devsup: they ask it to shut down.
+pub fn spawn(tx: Sender<Input>) -> anyhow::Result<()> {
+    let mut signals =
+        Signals::new([SIGHUP, SIGINT, SIGTERM, SIGCHLD]).context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let input = match sig {
+                    SIGCHLD => Input::ChildExited,
+                    SIGHUP => Input::Event(Event::Reload {
+                        trigger: Trigger::Sighup,
+                        at: Instant::now(),
+                    }),
+                    SIGINT => Input::Event(Event::Shutdown { because: "SIGINT".into() }),
+                    _ => Input::Event(Event::Shutdown { because: "SIGTERM".into() }),
+                };
+                if tx.send(input).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}

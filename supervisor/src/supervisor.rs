@@ -1,0 +1,381 @@
+//! The supervisor loop: one thread that owns all state.
+//!
+//! Every source of events (signals, each generation's ready channel, the
+//! file watcher, the terminal) runs on its own thread and sends an
+//! [`Input`] into one channel. The loop feeds each into
+//! [`State::step`](crate::machine::State::step) and carries out the actions
+//! it returns. It is also the only place that reaps children: devsup is a
+//! child subreaper, so processes a generation leaves behind are reparented
+//! to it, reaped here, and a generation counts as gone only when its whole
+//! process group is.
+//!
+//! The loop runs on the main thread on purpose: `PR_SET_PDEATHSIG` fires
+//! when the *thread* that forked a child exits, so generations must be
+//! forked by a thread that lives as long as devsup.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Read;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::Instant;
+
+use devsup_protocol as proto;
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tracing::{debug, info, warn};
+
+use crate::cli::Config;
+use crate::generation::{self, Inherit};
+use crate::machine::{Action, Event, Exit, GenId, SignalReason, State, Trigger};
+use crate::sockets::{self, Listener};
+
+/// What the loop receives.
+#[derive(Debug)]
+pub enum Input {
+    /// A domain event for the state machine.
+    Event(Event),
+    /// SIGCHLD: some child changed state; reap.
+    ChildExited,
+}
+
+/// What a process devsup started is for.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Generation(GenId),
+    Build,
+}
+
+#[derive(Debug)]
+struct Proc {
+    role: Role,
+    /// How the group leader ended, once it has.
+    leader: Option<Exit>,
+}
+
+/// Carries out actions: the only code that touches processes.
+struct Executor {
+    config: Config,
+    listeners: Vec<Listener>,
+    tx: Sender<Input>,
+    /// Process groups devsup started, by leader pid (= pgid).
+    procs: HashMap<i32, Proc>,
+}
+
+/// Runs devsup until it is told to stop; returns its exit status.
+pub fn run(config: Config) -> anyhow::Result<u8> {
+    // Say a missing command before binding anything. With a build step,
+    // the build may be what creates it.
+    if config.builds.is_empty() {
+        config.program.resolve()?;
+    }
+    become_subreaper();
+    let listeners = sockets::bind_all(&config.sockets, config.backlog)?;
+    for (i, l) in listeners.iter().enumerate() {
+        info!("listening on {} (name={} fd={})", l.addr, l.name, proto::FIRST_FD + i as i32);
+    }
+    let (tx, rx) = mpsc::channel();
+    crate::signals::spawn(tx.clone())?;
+    let mut state = State::new(config.policy());
+    let mut exec = Executor {
+        config,
+        listeners,
+        tx,
+        procs: HashMap::new(),
+    };
+    let mut queue = VecDeque::from([Event::Reload {
+        trigger: Trigger::Startup,
+        at: Instant::now(),
+    }]);
+    loop {
+        let event = match queue.pop_front() {
+            Some(event) => event,
+            None => match next_input(&rx, &state) {
+                Input::Event(event) => event,
+                Input::ChildExited => {
+                    exec.reap(&mut queue);
+                    continue;
+                }
+            },
+        };
+        for action in state.step(event, Instant::now()) {
+            if let Some(code) = exec.execute(action, &mut queue) {
+                return Ok(code);
+            }
+        }
+    }
+}
+
+fn next_input(rx: &Receiver<Input>, state: &State) -> Input {
+    let deadline = state.next_deadline();
+    // A due deadline goes first, so that a stream of inputs cannot starve it.
+    if deadline.is_some_and(|d| d <= Instant::now()) {
+        return Input::Event(Event::Tick);
+    }
+    match deadline {
+        Some(deadline) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(input) => input,
+            Err(RecvTimeoutError::Timeout) => Input::Event(Event::Tick),
+            Err(RecvTimeoutError::Disconnected) => unreachable!("the loop holds a sender"),
+        },
+        None => rx.recv().expect("the loop holds a sender"),
+    }
+}
+
+/// Orphans of a generation (a server that double-forks, `cargo run`'s
+/// child once cargo dies) are reparented to devsup, so they are reaped and
+/// a generation's group is seen to be gone.
+fn become_subreaper() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        warn!("cannot become a child subreaper: processes left behind by a server may not be noticed");
+    }
+}
+
+impl Executor {
+    /// Carries out one action; pushes the events it causes at once onto
+    /// `queue`. Returns an exit status to stop.
+    fn execute(&mut self, action: Action, queue: &mut VecDeque<Event>) -> Option<u8> {
+        match action {
+            Action::Spawn { gen_id, trigger_at } => queue.push_back(self.spawn(gen_id, trigger_at)),
+            Action::Signal {
+                gen_id,
+                pid,
+                signal,
+                reason,
+            } => {
+                let sent = Instant::now();
+                match &reason {
+                    SignalReason::Handoff { successor, ready_at } => info!(
+                        generation = gen_id,
+                        "draining ({signal}) {}us after gen={successor} ready",
+                        sent.saturating_duration_since(*ready_at).as_micros()
+                    ),
+                    SignalReason::NotReady => info!(generation = gen_id, "draining ({signal})"),
+                    SignalReason::Shutdown if signal == Signal::SIGKILL => {
+                        info!(generation = gen_id, "killing (SIGKILL)")
+                    }
+                    SignalReason::Shutdown => info!(generation = gen_id, "draining ({signal})"),
+                    SignalReason::DrainTimeout => {}
+                    SignalReason::Route(because) => info!(generation = gen_id, "{because}: sending {signal}"),
+                }
+                signal_group(pid, signal);
+            }
+            Action::StartBuild { step } => queue.push_back(self.start_build(step)),
+            Action::SignalBuild { pid, signal } => {
+                debug!("sending {signal} to the build");
+                signal_group(pid, signal);
+            }
+            Action::Exit(code) => return Some(code),
+        }
+        None
+    }
+
+    fn spawn(&mut self, gen_id: GenId, trigger_at: Option<Instant>) -> Event {
+        let path = match self.config.program.resolve() {
+            Ok(path) => path,
+            Err(e) => return Event::SpawnFailed { gen_id, error: format!("{e:#}") },
+        };
+        let fds: Vec<BorrowedFd<'_>> = self.listeners.iter().map(|l| l.fd()).collect();
+        let names: Vec<&str> = self.listeners.iter().map(|l| l.name.as_str()).collect();
+        let inherit = Inherit {
+            sockets: &fds,
+            names: &names,
+            generation: gen_id,
+            listen_pid: self.config.listen_pid,
+            parent_death_signal: self.config.drain_signal,
+            extra_env: Vec::new(),
+        };
+        match generation::spawn(&path, &self.config.program, &inherit) {
+            Ok(spawned) => {
+                let after = trigger_at
+                    .map(|t| format!(" in {}us after trigger", t.elapsed().as_micros()))
+                    .unwrap_or_default();
+                info!(generation = gen_id, "spawned pid={}{after}", spawned.pid);
+                self.procs.insert(
+                    spawned.pid,
+                    Proc {
+                        role: Role::Generation(gen_id),
+                        leader: None,
+                    },
+                );
+                spawn_channel_reader(gen_id, spawned.channel, self.tx.clone());
+                Event::Spawned {
+                    gen_id,
+                    pid: spawned.pid,
+                }
+            }
+            Err(e) => Event::SpawnFailed {
+                gen_id,
+                error: format!("{e:#}"),
+            },
+        }
+    }
+
+    fn start_build(&mut self, step: usize) -> Event {
+        let cmd = &self.config.builds[step];
+        let total = self.config.builds.len();
+        info!("build step {}/{total}: {cmd}", step + 1);
+        let pdeathsig = self.config.drain_signal as libc::c_int;
+        let mut command = Command::new("/bin/sh");
+        command.arg("-c").arg(cmd).stdin(std::process::Stdio::null()).process_group(0);
+        // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                #[cfg(target_os = "linux")]
+                libc::prctl(libc::PR_SET_PDEATHSIG, pdeathsig as libc::c_ulong, 0, 0, 0);
+                Ok(())
+            });
+        }
+        // The child is reaped by `reap`, never through the Child handle.
+        match command.spawn() {
+            Ok(child) => {
+                let pid = child.id() as i32;
+                self.procs.insert(
+                    pid,
+                    Proc {
+                        role: Role::Build,
+                        leader: None,
+                    },
+                );
+                Event::BuildStarted { pid }
+            }
+            Err(e) => {
+                warn!("cannot run the build command {cmd:?}: {e}");
+                Event::BuildExited { exit: None }
+            }
+        }
+    }
+
+    /// Reaps every child that has exited and reports the process groups
+    /// that are now empty.
+    fn reap(&mut self, queue: &mut VecDeque<Event>) {
+        loop {
+            let (pid, exit) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Exit::Signal(sig as i32)),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    warn!("waitpid failed: {e}");
+                    break;
+                }
+            };
+            match self.procs.get_mut(&pid.as_raw()) {
+                Some(p) => p.leader = Some(exit),
+                None => debug!("reaped pid={pid} (exited {exit}), left behind by a server or build"),
+            }
+        }
+        let gone: Vec<i32> = self
+            .procs
+            .iter()
+            .filter(|(pid, p)| p.leader.is_some() && group_is_gone(**pid))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in gone {
+            let p = self.procs.remove(&pid).expect("listed above");
+            let exit = p.leader.expect("filtered above");
+            queue.push_back(match p.role {
+                Role::Generation(gen_id) => Event::GenExited { gen_id, exit },
+                Role::Build => Event::BuildExited { exit: Some(exit) },
+            });
+        }
+    }
+}
+
+fn group_is_gone(pgid: i32) -> bool {
+    killpg(Pid::from_raw(pgid), None) == Err(Errno::ESRCH)
+}
+
+fn signal_group(pgid: i32, signal: Signal) {
+    match killpg(Pid::from_raw(pgid), signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => warn!("cannot send {signal} to process group {pgid}: {e}"),
+    }
+}
+
+/// Most warnings logged about one generation's bad messages, so that a
+/// server writing garbage in a loop cannot flood the terminal.
+const MAX_WARNINGS: u32 = 5;
+
+/// Reads one generation's ready channel until EOF (its whole group is gone,
+/// or it closed the channel). Lines longer than [`proto::MAX_LINE`] are
+/// skipped; bad lines are warned about; nothing read here can stop devsup.
+fn spawn_channel_reader(gen_id: GenId, channel: OwnedFd, tx: Sender<Input>) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("gen-{gen_id}-channel"))
+        .spawn(move || read_channel(gen_id, channel, &tx));
+    if let Err(e) = spawned {
+        warn!(generation = gen_id, "cannot start a thread to read its ready channel: {e}");
+    }
+}
+
+fn read_channel(gen_id: GenId, channel: OwnedFd, tx: &Sender<Input>) {
+    let mut stream = std::os::unix::net::UnixStream::from(channel);
+    let mut line = Vec::with_capacity(256);
+    let mut overlong = false;
+    let mut warnings = 0;
+    let mut warn_bad = |what: String| {
+        warnings += 1;
+        if warnings <= MAX_WARNINGS {
+            warn!(generation = gen_id, "ignoring a bad message on the ready channel: {what}");
+        }
+        if warnings == MAX_WARNINGS {
+            warn!(generation = gen_id, "further bad messages from this generation are ignored silently");
+        }
+    };
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                debug!(generation = gen_id, "ready channel: {e}");
+                break;
+            }
+        };
+        let at = Instant::now();
+        for &b in &buf[..n] {
+            if b != b'\n' {
+                if line.len() < proto::MAX_LINE {
+                    line.push(b);
+                } else {
+                    overlong = true;
+                }
+                continue;
+            }
+            if overlong {
+                warn_bad(format!("a line longer than {} bytes", proto::MAX_LINE));
+                overlong = false;
+            } else if let Some(parsed) = proto::parse_line(&line) {
+                match parsed {
+                    Ok(msg) => {
+                        let _ = tx.send(Input::Event(Event::Message { gen_id, msg, at }));
+                    }
+                    Err(e) => warn_bad(e.to_string()),
+                }
+            }
+            line.clear();
+        }
+    }
+    if !line.is_empty() && !overlong {
+        match proto::parse_line(&line) {
+            Some(Ok(msg)) => {
+                let _ = tx.send(Input::Event(Event::Message {
+                    gen_id,
+                    msg,
+                    at: Instant::now(),
+                }));
+            }
+            Some(Err(e)) => warn_bad(e.to_string()),
+            None => {}
+        }
+    }
+    debug!(generation = gen_id, "ready channel closed");
+}
