@@ -1,1 +1,152 @@
-fn main() {}
+//! The devsup reference server: the integration the library documents, plus
+//! the fault switches the tests need.
+
+mod app;
+mod cli;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use devsup_server::{Server, StopSignal};
+
+/// Prints one log line to stderr, tagged with this process's generation
+/// and pid so interleaved generations can be told apart.
+macro_rules! log {
+    ($tag:expr, $($arg:tt)*) => {
+        eprintln!("devsup-server {}: {}", $tag, format_args!($($arg)*))
+    };
+}
+
+fn main() -> ExitCode {
+    // Before anything else: listenfd removes LISTEN_FDS and LISTEN_PID.
+    let env: HashMap<_, _> = std::env::vars_os().collect();
+    let args = cli::Args::parse();
+    let id = app::Identity {
+        generation: devsup_protocol::generation().unwrap_or(0),
+        pid: std::process::id(),
+        env: Arc::new(env),
+    };
+    let tag = format!("gen={} pid={}", id.generation, id.pid);
+    match run(args, id, &tag) {
+        Ok(code) => code,
+        Err(err) => {
+            log!(tag, "error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: cli::Args, id: app::Identity, tag: &str) -> anyhow::Result<ExitCode> {
+    // Taken before the runtime starts its threads, because listenfd changes
+    // the environment, which is only sound while one thread runs.
+    let fallback = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let listeners = devsup_server::take_std_listeners(fallback).context("taking the listener")?;
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()))
+        .collect();
+    let how = match id.env.contains_key(std::ffi::OsStr::new("LISTEN_FDS")) {
+        true => "inherited",
+        false => "bound",
+    };
+    log!(tag, "started, listening on {} ({how})", addrs.join(" "));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(serve(args, id, listeners, tag))
+}
+
+async fn serve(
+    args: cli::Args,
+    id: app::Identity,
+    listeners: Vec<std::net::TcpListener>,
+    tag: &str,
+) -> anyhow::Result<ExitCode> {
+    let generation = id.generation;
+    if args.fail_before_ready.contains(generation) {
+        tokio::time::sleep(args.startup_delay()).await;
+        log!(tag, "exiting before ready (--fail-before-ready)");
+        return Ok(ExitCode::FAILURE);
+    }
+
+    let listeners = listeners
+        .into_iter()
+        .map(tokio::net::TcpListener::from_std)
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("registering the listener with tokio")?;
+    // Installed now, before READY: from then on devsup may send SIGTERM.
+    let stop = stop_signal(args.ignore_drain.contains(generation), tag.to_owned())
+        .context("installing signal handlers")?;
+
+    let server = Server::new(listeners).drain(args.drain());
+    let connections = server.connections();
+    let shutdown_tag = tag.to_owned();
+    let shutdown = async move {
+        let signal = stop.await;
+        if let Err(err) = devsup_protocol::notify_stopping() {
+            log!(shutdown_tag, "cannot send STOPPING=1: {err}");
+        }
+        log!(
+            shutdown_tag,
+            "draining after {signal}, {} open connections",
+            connections.open()
+        );
+    };
+    let serving = tokio::spawn(server.serve(app::router(id), shutdown));
+
+    // The socket has been listening all along, and the serve task now owns
+    // it: connections that arrive before its first accept wait in the
+    // kernel's queue, so READY may be sent at once.
+    tokio::time::sleep(args.startup_delay()).await;
+    if args.never_ready.contains(generation) {
+        log!(tag, "serving, never sending READY (--never-ready)");
+    } else {
+        let told = devsup_protocol::notify_ready().context("sending READY=1")?;
+        match told {
+            true => log!(tag, "ready"),
+            false => log!(tag, "ready (no supervisor to tell)"),
+        }
+    }
+
+    let report = serving.await.context("the server task failed")??;
+    let dropped = match report.dropped {
+        0 => String::new(),
+        n => format!(", dropped {n} connections at the deadline"),
+    };
+    log!(
+        tag,
+        "exited after {}ms{dropped}",
+        report.elapsed.as_millis()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+type StopFuture = Pin<Box<dyn Future<Output = StopSignal> + Send>>;
+
+/// The future that starts the drain: the first SIGTERM or SIGINT, or with
+/// `ignore_term` only SIGINT, so that a test can make a generation that
+/// outlives devsup's drain timeout and still stop it by hand.
+fn stop_signal(ignore_term: bool, tag: String) -> std::io::Result<StopFuture> {
+    if !ignore_term {
+        return Ok(Box::pin(devsup_server::shutdown_signal()?));
+    }
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(Box::pin(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => log!(tag, "ignoring SIGTERM (--ignore-drain)"),
+                _ = int.recv() => return StopSignal::Interrupt,
+            }
+        }
+    }))
+}

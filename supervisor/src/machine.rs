@@ -444,7 +444,11 @@ impl State {
             self.pending = Some((trigger, at));
             return;
         }
-        info!("reload requested by {trigger}");
+        if trigger == Trigger::Startup {
+            info!("starting");
+        } else {
+            info!("reload requested by {trigger}");
+        }
         self.check_readiness_support(now);
         self.restart_at = None;
         self.begin(at, out);

@@ -1,1 +1,34 @@
+//! Test support for devsup: run the real binaries, talk HTTP to them, and
+//! put them under load.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use devsup_tests::{harness::{Devsup, Signal, TIMEOUT}, http, load};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! // `devsup --port 0 -- <devsup-server>`, cwd = dir, stderr collected.
+//! let devsup = Devsup::builder(dir.path()).spawn();
+//! let addr = devsup.addr();
+//! devsup.wait_event(1, "ready", TIMEOUT);
+//! assert_eq!(http::get(addr, "/").unwrap().generation(), Some(1));
+//!
+//! // Load in the background while devsup reloads.
+//! let run = load::start(load::LoadConfig::new(addr));
+//! run.wait_completed(100, TIMEOUT);
+//! devsup.signal(Signal::SIGHUP);
+//! devsup.wait_event(1, "exited", TIMEOUT);
+//! let report = run.finish();
+//! assert_eq!(report.failures(), 0, "{report}");
+//! ```
+//!
+//! - [`harness`]: build and spawn `devsup`, read its log, process utilities.
+//! - [`devlog`]: pure parsers for devsup's log lines.
+//! - [`http`]: a small exact synchronous HTTP/1.1 client and the response
+//!   parser shared with the load generator.
+//! - [`load`]: the tokio load generator that classifies every request.
+#![warn(missing_docs)]
 
+pub mod devlog;
+pub mod harness;
+pub mod http;
+pub mod load;
