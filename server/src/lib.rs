@@ -1,0 +1,735 @@
+//! A drain-correct graceful shutdown for axum/hyper servers run under devsup
+//! (or systemd socket activation, or on their own).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! use axum::{Router, routing::get};
+//! use devsup_server::{Drain, serve};
+//!
+//! // A real server takes the listener devsup passed it and stops on SIGTERM:
+//! //     let listener = devsup_server::take_listener("127.0.0.1:8080".parse().unwrap())?;
+//! //     let shutdown = devsup_server::shutdown_signal()?;
+//! //     devsup_protocol::notify_ready()?;   // once serve is running
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let shutdown = async {}; // here: drain at once
+//! let app = Router::new().route("/", get(|| async { "hello\n" }));
+//! serve(listener, app, shutdown, Drain::default()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`serve`] owns the accept loop and every connection, because draining
+//! well needs per-connection state (is a request in flight? since when has
+//! the connection been quiet?) and a handle on each hyper connection to
+//! close it. A tower layer sees requests, not connections, so it could add
+//! `Connection: close` but could never close an idle connection; that is why
+//! this is a `serve` function and not a layer.
+//!
+//! # The keep-alive race, and how the drain avoids it
+//!
+//! hyper's own `graceful_shutdown` closes idle keep-alive connections at
+//! once. During a hand-off that loses requests:
+//!
+//! 1. A client sends request 1 on a keep-alive connection and gets its
+//!    response; the connection goes back into the client's pool.
+//! 2. devsup starts the next generation and, once it is ready, sends SIGTERM
+//!    to this one.
+//! 3. This generation stops accepting and, with plain `graceful_shutdown`,
+//!    closes the idle connection straight away.
+//! 4. At the same moment the client takes the pooled connection and writes
+//!    request 2, before the FIN from step 3 has reached it.
+//! 5. Request 2 lands on a closed socket: the kernel answers with a reset,
+//!    and the client gets an error without a response. It cannot tell
+//!    whether the request ran, so it cannot safely retry a POST.
+//!
+//! [`serve`] instead keeps each connection open through the drain until it
+//! has stayed idle for [`Drain::idle_grace`]. A request that arrives in
+//! that time (step 4) is answered as usual, with `Connection: close`, so the
+//! client learns from the response itself that the connection is done and
+//! opens its next one to the new generation. Only a connection that was
+//! quiet for the whole grace is closed. The window cannot be shut
+//! completely in HTTP/1.1 (a client may still write at the very instant the
+//! grace runs out, which is why RFC 9112 §9.3.1 lets clients retry
+//! idempotent requests), but it moves from "any request in the first
+//! instant of the drain" to "a request sent exactly a grace after the
+//! connection went quiet", which clients with a pool timeout below the grace
+//! never hit.
+#![deny(missing_docs)]
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{CONNECTION, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How [`serve`] drains once its shutdown future completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    /// How long a connection must stay idle (no request in flight, no bytes
+    /// received) during the drain before it is closed. Default 500ms.
+    pub idle_grace: Duration,
+    /// How long the drain may take in all; connections still open then are
+    /// dropped. Default 8s, below devsup's default drain timeout so that a
+    /// server exits on its own before it is killed.
+    pub deadline: Duration,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain {
+            idle_grace: Duration::from_millis(500),
+            deadline: Duration::from_secs(8),
+        }
+    }
+}
+
+/// What a drain came to, returned by [`Server::serve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Connections open when the drain started.
+    pub open_at_start: usize,
+    /// Connections still open at the deadline, and so dropped.
+    pub dropped: usize,
+    /// Time from the shutdown future completing to the last connection
+    /// closing.
+    pub elapsed: Duration,
+}
+
+/// A live count of the connections a [`Server`] holds open, for logging
+/// while it runs. Clones share the count.
+#[derive(Debug, Clone, Default)]
+pub struct Connections(Arc<AtomicUsize>);
+
+impl Connections {
+    /// The number of connections open right now.
+    pub fn open(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One or more listeners served with the same app and drain; [`serve`] is
+/// the one-call form of it.
+#[derive(Debug)]
+pub struct Server {
+    listeners: Vec<TcpListener>,
+    drain: Drain,
+    connections: Connections,
+}
+
+impl Server {
+    /// A server for these listeners, with the default [`Drain`].
+    pub fn new(listeners: impl IntoIterator<Item = TcpListener>) -> Server {
+        Server {
+            listeners: listeners.into_iter().collect(),
+            drain: Drain::default(),
+            connections: Connections::default(),
+        }
+    }
+
+    /// Sets how the server drains.
+    pub fn drain(mut self, drain: Drain) -> Server {
+        self.drain = drain;
+        self
+    }
+
+    /// A handle on the count of open connections, readable while
+    /// [`Server::serve`] runs.
+    pub fn connections(&self) -> Connections {
+        self.connections.clone()
+    }
+
+    /// Serves `app` on every listener until `shutdown` completes, then
+    /// drains as the [module docs](crate) describe and returns once every
+    /// connection is closed or the drain deadline has passed.
+    ///
+    /// Errors only if accepting fails in a way that retrying cannot fix;
+    /// errors on single connections are theirs alone.
+    pub async fn serve<S, B>(
+        self,
+        app: S,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<DrainReport>
+    where
+        S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let Server {
+            listeners,
+            drain,
+            connections,
+        } = self;
+        let mut http = http1::Builder::new();
+        // Without a timer hyper's default header-read timeout would not run.
+        http.timer(TokioTimer::new());
+        let (draining_tx, draining_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut shutdown = pin!(shutdown);
+
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = accept_any(&listeners) => {
+                    let stream = match accepted {
+                        Ok(stream) => stream,
+                        Err(err) if is_per_connection(&err) => continue,
+                        Err(err) if is_resource_shortage(&err) => {
+                            // Out of fds or memory: accepting again at once
+                            // would spin. Connections wait in the backlog.
+                            tokio::select! {
+                                () = &mut shutdown => break,
+                                () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                            }
+                        }
+                        Err(err) => return Err(err),
+                    };
+                    let conn = Connection {
+                        stream,
+                        app: app.clone(),
+                        draining: draining_rx.clone(),
+                        idle_grace: drain.idle_grace,
+                        _open: OpenGuard::new(&connections),
+                    };
+                    tasks.spawn(conn.run(http.clone()));
+                }
+                // Reap finished connections so the set does not grow.
+                Some(_) = tasks.join_next() => {}
+            }
+        }
+
+        // New connections must go to the next generation, which accepts
+        // from the same socket: drop our copies before anything else.
+        drop(listeners);
+        let started = Instant::now();
+        let open_at_start = connections.open();
+        // Ignore the error: no receiver means no connection left to tell.
+        let _ = draining_tx.send(true);
+
+        let deadline = tokio::time::sleep(drain.deadline);
+        let mut deadline = pin!(deadline);
+        let mut dropped = 0;
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => if joined.is_none() { break },
+                () = &mut deadline => {
+                    dropped = tasks.len();
+                    tasks.abort_all();
+                    // Wait for the aborts so the sockets are closed when we return.
+                    while tasks.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        Ok(DrainReport {
+            open_at_start,
+            dropped,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains with
+/// `drain` (see the [module docs](crate)) and returns.
+///
+/// `app` is any tower service over hyper requests, such as an
+/// [`axum::Router`]. Each connection runs in its own tokio task. Use
+/// [`Server`] for several listeners or to watch the connection count.
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    app: S,
+    shutdown: impl Future<Output = ()>,
+    drain: Drain,
+) -> io::Result<()>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    Server::new([listener])
+        .drain(drain)
+        .serve(app, shutdown)
+        .await
+        .map(drop)
+}
+
+/// Accepts from whichever listener has a connection first.
+async fn accept_any(listeners: &[TcpListener]) -> io::Result<TcpStream> {
+    poll_fn(|cx| {
+        for listener in listeners {
+            if let Poll::Ready(accepted) = listener.poll_accept(cx) {
+                return Poll::Ready(accepted.map(|(stream, _)| stream));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Errors that concern one connection that died in the backlog, not the
+/// listener.
+fn is_per_connection(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+fn is_resource_shortage(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Keeps [`Connections`] right however a connection task ends, aborts
+/// included.
+struct OpenGuard(Connections);
+
+impl OpenGuard {
+    fn new(connections: &Connections) -> OpenGuard {
+        connections.0.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(connections.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Connection<S> {
+    stream: TcpStream,
+    app: S,
+    draining: watch::Receiver<bool>,
+    idle_grace: Duration,
+    _open: OpenGuard,
+}
+
+impl<S, B> Connection<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    async fn run(self, http: http1::Builder) {
+        let Connection {
+            stream,
+            app,
+            mut draining,
+            idle_grace,
+            _open,
+        } = self;
+        // Small responses should not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let io = TokioIo::new(ActiveIo {
+            inner: stream,
+            activity: activity.clone(),
+        });
+        let service = Tracked {
+            inner: TowerToHyperService::new(app),
+            activity: activity.clone(),
+            draining: draining.clone(),
+        };
+        let mut conn = pin!(http.serve_connection(io, service));
+
+        let mut in_drain = false;
+        let mut closing = false;
+        let check = tokio::time::sleep(Duration::ZERO);
+        let mut check = pin!(check);
+        let mut check_armed = false;
+        loop {
+            tokio::select! {
+                // Errors here are the client's doing (reset, bad request) and
+                // end only this connection.
+                _ = conn.as_mut() => return,
+                // An error means the server is gone, which also means drain.
+                _ = draining.wait_for(|&d| d), if !in_drain => {
+                    in_drain = true;
+                    // The grace counts from the start of the drain at the
+                    // earliest: a connection quiet for a minute before it may
+                    // be about to be reused right now.
+                    activity.touch();
+                    if let Some(at) = activity.idle_until(idle_grace) {
+                        check.as_mut().reset(at);
+                        check_armed = true;
+                    }
+                }
+                () = &mut check, if in_drain && !closing && check_armed => {
+                    check_armed = false;
+                    match activity.idle_until(idle_grace) {
+                        Some(at) if at <= Instant::now() => {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        Some(at) => {
+                            check.as_mut().reset(at);
+                            check_armed = true;
+                        }
+                        // Busy: the end of the request re-arms the check.
+                        None => {}
+                    }
+                }
+                () = activity.became_idle.notified(), if in_drain && !closing => {
+                    if let Some(at) = activity.idle_until(idle_grace) {
+                        check.as_mut().reset(at);
+                        check_armed = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the drain needs to know of one connection.
+#[derive(Debug)]
+struct Activity {
+    state: Mutex<ActivityState>,
+    /// Signalled (with a stored permit) whenever the last in-flight request
+    /// ends, so the drain can start the idle clock without polling.
+    became_idle: Notify,
+}
+
+#[derive(Debug)]
+struct ActivityState {
+    in_flight: usize,
+    last: Instant,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            state: Mutex::new(ActivityState {
+                in_flight: 0,
+                last: Instant::now(),
+            }),
+            became_idle: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ActivityState> {
+        // The state stays consistent even if a holder panicked: every
+        // critical section is a single assignment.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn touch(&self) {
+        self.lock().last = Instant::now();
+    }
+
+    fn begin(&self) {
+        let mut state = self.lock();
+        state.in_flight += 1;
+        state.last = Instant::now();
+    }
+
+    fn end(&self) {
+        let idle = {
+            let mut state = self.lock();
+            state.in_flight -= 1;
+            state.last = Instant::now();
+            state.in_flight == 0
+        };
+        if idle {
+            self.became_idle.notify_one();
+        }
+    }
+
+    /// When the connection will have been idle for `grace`, or `None` while
+    /// a request is in flight.
+    fn idle_until(&self, grace: Duration) -> Option<Instant> {
+        let state = self.lock();
+        (state.in_flight == 0).then(|| state.last + grace)
+    }
+}
+
+/// Counts a request as in flight from the moment hyper hands it over until
+/// its response body is finished or dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(activity: &Arc<Activity>) -> InFlight {
+        activity.begin();
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// The service wrapper that tracks requests and marks drain-time responses
+/// `Connection: close`.
+struct Tracked<H> {
+    inner: H,
+    activity: Arc<Activity>,
+    draining: watch::Receiver<bool>,
+}
+
+impl<H, B> hyper::service::Service<Request<Incoming>> for Tracked<H>
+where
+    H: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    H::Future: Send + 'static,
+    B: Body + Send + 'static,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = H::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, H::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let in_flight = InFlight::new(&self.activity);
+        let response = self.inner.call(req);
+        let draining = self.draining.clone();
+        Box::pin(async move {
+            let mut response = response.await?;
+            // Decided when the head is written, not when the request came
+            // in: a slow request that started before the drain must close
+            // too. hyper closes the connection after such a response.
+            if *draining.borrow() {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response.map(|body| TrackedBody {
+                inner: Box::pin(body),
+                in_flight: Some(in_flight),
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its request in flight until it ends, so a
+/// streamed response is never cut by the idle close.
+struct TrackedBody<B> {
+    inner: Pin<Box<B>>,
+    in_flight: Option<InFlight>,
+}
+
+impl<B: Body> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let polled = self.inner.as_mut().poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.in_flight = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The connection's socket, noting every received byte as activity: a
+/// client halfway through sending a request head has no request in flight
+/// yet, but closing on it would lose that request all the same.
+struct ActiveIo {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for ActiveIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for ActiveIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Takes the first listening socket passed by devsup or systemd (fd 3),
+/// or binds `fallback` when there is none, ready for tokio.
+///
+/// The socket is made non-blocking before tokio sees it: O_NONBLOCK belongs
+/// to the socket the generations share, not to this process's fd, and
+/// tokio's reactor hangs on a blocking one.
+///
+/// listenfd removes `LISTEN_FDS` and `LISTEN_PID` from the environment, so
+/// read them before calling this if you need them. Changing the
+/// environment is only sound while no other thread reads it: from inside a
+/// multi-threaded runtime, call this before spawning anything, or use
+/// [`take_std_listener`] before the runtime starts.
+pub fn take_listener(fallback: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::from_std(take_std_listener(fallback)?)
+}
+
+/// [`take_listener`] without tokio: the same socket, already non-blocking,
+/// for use before a runtime is started.
+pub fn take_std_listener(fallback: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let listener = match listenfd::ListenFd::from_env().take_tcp_listener(0)? {
+        Some(listener) => listener,
+        None => std::net::TcpListener::bind(fallback)?,
+    };
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Takes every listening socket passed by devsup or systemd, in fd order,
+/// or binds `fallback` when there is none; each already non-blocking.
+/// Fails if a passed socket is not a TCP listener. The same environment
+/// caveat as [`take_listener`] applies.
+pub fn take_std_listeners(fallback: SocketAddr) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    let mut listeners = Vec::with_capacity(fds.len());
+    for idx in 0..fds.len() {
+        if let Some(listener) = fds.take_tcp_listener(idx)? {
+            listeners.push(listener);
+        }
+    }
+    if listeners.is_empty() {
+        listeners.push(std::net::TcpListener::bind(fallback)?);
+    }
+    for listener in &listeners {
+        listener.set_nonblocking(true)?;
+    }
+    Ok(listeners)
+}
+
+/// The signal that ended a [`shutdown_signal`] future.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGTERM: devsup's (and systemd's) drain signal.
+    Terminate,
+    /// SIGINT: Ctrl-C when run by hand.
+    Interrupt,
+}
+
+impl std::fmt::Display for StopSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopSignal::Terminate => "SIGTERM",
+            StopSignal::Interrupt => "SIGINT",
+        })
+    }
+}
+
+/// A future that completes on the first SIGTERM or SIGINT.
+///
+/// The handlers are installed by this call, not when the future is first
+/// polled: a SIGTERM that arrives between `notify_ready` and the first poll
+/// would otherwise kill the process without a drain. Call it inside a tokio
+/// runtime, before telling devsup the server is ready.
+pub fn shutdown_signal() -> io::Result<impl Future<Output = StopSignal> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => StopSignal::Terminate,
+            _ = int.recv() => StopSignal::Interrupt,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_clock_waits_for_in_flight_requests() {
+        let activity = Arc::new(Activity::new());
+        let grace = Duration::from_millis(500);
+        let a = InFlight::new(&activity);
+        let b = InFlight::new(&activity);
+        assert_eq!(activity.idle_until(grace), None);
+        drop(a);
+        assert_eq!(activity.idle_until(grace), None);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        drop(b);
+        let until = activity.idle_until(grace).expect("idle");
+        assert_eq!(until, Instant::now() + grace);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn touch_restarts_the_idle_clock() {
+        let activity = Activity::new();
+        let grace = Duration::from_millis(500);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        activity.touch();
+        assert_eq!(activity.idle_until(grace), Some(Instant::now() + grace));
+    }
+
+    #[test]
+    fn default_drain_is_half_a_second_and_eight() {
+        let drain = Drain::default();
+        assert_eq!(drain.idle_grace, Duration::from_millis(500));
+        assert_eq!(drain.deadline, Duration::from_secs(8));
+    }
+}
