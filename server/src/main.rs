@@ -49,7 +49,10 @@ fn run(args: cli::Args, id: app::Identity, tag: &str) -> anyhow::Result<ExitCode
     let listeners = devsup_server::take_std_listeners(fallback).context("taking the listener")?;
     let addrs: Vec<String> = listeners
         .iter()
-        .map(|l| l.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()))
+        .map(|l| {
+            l.local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string())
+        })
         .collect();
     let how = match id.env.contains_key(std::ffi::OsStr::new("LISTEN_FDS")) {
         true => "inherited",
