@@ -1,6 +1,7 @@
 //! The command line, turned into a plain [`Config`].
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -9,6 +10,7 @@ use nix::sys::signal::Signal;
 use crate::generation::Program;
 use crate::machine::Policy;
 use crate::sockets::{self, Addr, SocketSpec};
+use crate::watch::WatchConfig;
 
 /// Reload a network server on code changes without dropping a connection.
 ///
@@ -53,6 +55,48 @@ pub struct Cli {
     /// A failing step keeps the running generation.
     #[arg(short, long = "build", value_name = "CMD", help_heading = "Build")]
     pub builds: Vec<String>,
+
+    /// Watch this path for changes; repeat for several (default: the current directory).
+    #[arg(short, long = "watch", value_name = "PATH", help_heading = "Watching")]
+    pub watch: Vec<PathBuf>,
+
+    /// Do not watch files: reload only on SIGHUP, `r` + Enter, or the server's own request.
+    #[arg(long, conflicts_with_all = ["watch", "poll"], help_heading = "Watching")]
+    pub no_watch: bool,
+
+    /// Poll for changes (every INTERVAL, default 500ms) instead of using native file events,
+    /// for filesystems without them (NFS, some container mounts).
+    #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "500ms",
+          require_equals = true, value_parser = parse_duration, help_heading = "Watching")]
+    pub poll: Option<Duration>,
+
+    /// Quiet time that ends a burst of changes: an editor's save or a checkout is one reload.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration, value_name = "DUR", help_heading = "Watching")]
+    pub debounce: Duration,
+
+    /// Ignore changes matching this pattern (gitignore syntax, e.g. `*.log`, `tmp/`), on top of
+    /// .gitignore, .ignore, git's excludes and the built-in ignores (target/, .git/, editor files).
+    #[arg(short, long = "ignore", value_name = "GLOB", help_heading = "Watching")]
+    pub ignore: Vec<String>,
+
+    /// Only changes to files with these extensions count, e.g. `--ext rs,toml,html`.
+    #[arg(
+        short,
+        long = "ext",
+        value_name = "EXTS",
+        value_delimiter = ',',
+        help_heading = "Watching"
+    )]
+    pub exts: Vec<String>,
+
+    /// When every change matches GLOB, send SIGNAL to the running generation instead of
+    /// reloading (templates, translations, static files), e.g. `--signal-on 'templates/**=USR1'`.
+    #[arg(long = "signal-on", value_name = "GLOB=SIGNAL", value_parser = parse_signal_on, help_heading = "Watching")]
+    pub signal_on: Vec<(String, Signal)>,
+
+    /// Never reload for changes matching GLOB, even if watched, e.g. `--no-reload-on '*.md'`.
+    #[arg(long = "no-reload-on", value_name = "GLOB", help_heading = "Watching")]
+    pub no_reload_on: Vec<String>,
 
     /// How long a new generation has to send READY=1 before it is drained and the old one kept.
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR", help_heading = "Handoff")]
@@ -104,6 +148,8 @@ pub struct Config {
     pub ready_timeout: Duration,
     /// Ready after.
     pub ready_after: Option<Duration>,
+    /// File watching, unless `--no-watch`.
+    pub watch: Option<WatchConfig>,
 }
 
 impl Config {
@@ -139,7 +185,21 @@ impl Cli {
                 anyhow::bail!("socket name {name:?} is given twice: names must be unique");
             }
         }
+        let watch = (!self.no_watch).then(|| WatchConfig {
+            roots: if self.watch.is_empty() {
+                vec![PathBuf::from(".")]
+            } else {
+                self.watch
+            },
+            poll: self.poll,
+            debounce: self.debounce,
+            ignore: self.ignore,
+            exts: self.exts,
+            signal_on: self.signal_on,
+            no_reload_on: self.no_reload_on,
+        });
         Ok(Config {
+            watch,
             sockets,
             backlog: self.backlog,
             program: Program::new(self.command)?,
@@ -163,7 +223,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             return Ok(Duration::from_secs_f64(secs));
         }
     }
-    Err(format!("{s:?} is not a duration: write it like 500ms, 10s or 2m"))
+    Err(format!(
+        "{s:?} is not a duration: write it like 500ms, 10s or 2m"
+    ))
+}
+
+/// Parses `GLOB=SIGNAL` for `--signal-on`.
+pub fn parse_signal_on(s: &str) -> Result<(String, Signal), String> {
+    let (glob, sig) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{s:?} is not GLOB=SIGNAL, e.g. 'templates/**=USR1'"))?;
+    globset::Glob::new(glob).map_err(|e| format!("bad glob {glob:?}: {e}"))?;
+    Ok((glob.to_owned(), parse_signal(sig)?))
 }
 
 /// Parses a signal by name (`TERM`, `SIGTERM`, `usr1`) or number.
@@ -173,7 +244,11 @@ pub fn parse_signal(s: &str) -> Result<Signal, String> {
         return Signal::try_from(n).map_err(|_| err());
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     name.parse::<Signal>().map_err(|_| err())
 }
 
@@ -182,7 +257,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> anyhow::Result<Config> {
-        Ok(Cli::try_parse_from(args)?.into_config()?)
+        Cli::try_parse_from(args)?.into_config()
     }
 
     #[test]
@@ -191,7 +266,11 @@ mod tests {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("10x").unwrap_err().contains("not a duration"));
+        assert!(
+            parse_duration("10x")
+                .unwrap_err()
+                .contains("not a duration")
+        );
         assert!(parse_duration("-1s").is_err());
     }
 
@@ -205,10 +284,56 @@ mod tests {
     }
 
     #[test]
+    fn watch_options() {
+        let c = parse(&[
+            "devsup",
+            "-p",
+            "1",
+            "-w",
+            "src",
+            "-w",
+            "templates",
+            "--poll=1s",
+            "--ext",
+            "rs,html",
+            "--signal-on",
+            "templates/**=USR1",
+            "--no-reload-on",
+            "*.md",
+            "--",
+            "x",
+        ])
+        .unwrap();
+        let w = c.watch.unwrap();
+        assert_eq!(w.roots, [PathBuf::from("src"), PathBuf::from("templates")]);
+        assert_eq!(w.poll, Some(Duration::from_secs(1)));
+        assert_eq!(w.exts, ["rs", "html"]);
+        assert_eq!(w.signal_on, [("templates/**".to_owned(), Signal::SIGUSR1)]);
+        assert_eq!(w.debounce, Duration::from_millis(50));
+        let c = parse(&["devsup", "-p", "1", "--poll", "--", "x"]).unwrap();
+        assert_eq!(c.watch.unwrap().poll, Some(Duration::from_millis(500)));
+        assert!(
+            parse(&["devsup", "-p", "1", "--no-watch", "--", "x"])
+                .unwrap()
+                .watch
+                .is_none()
+        );
+        assert!(
+            parse(&["devsup", "-p", "1", "--no-watch", "-w", "a", "--", "x"]).is_err(),
+            "conflict"
+        );
+        assert!(parse(&["devsup", "-p", "1", "--signal-on", "a=NOPE", "--", "x"]).is_err());
+        assert!(parse(&["devsup", "-p", "1", "--signal-on", "nosignal", "--", "x"]).is_err());
+    }
+
+    #[test]
     fn defaults_and_port() {
         let c = parse(&["devsup", "--port", "8080", "--", "server", "-x"]).unwrap();
         assert_eq!(c.sockets.len(), 1);
-        assert_eq!(c.sockets[0].addr, Addr::Tcp("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(
+            c.sockets[0].addr,
+            Addr::Tcp("127.0.0.1:8080".parse().unwrap())
+        );
         assert_eq!(c.backlog, 1024);
         assert_eq!(c.drain_signal, Signal::SIGTERM);
         assert_eq!(c.drain_timeout, Duration::from_secs(10));
@@ -220,7 +345,12 @@ mod tests {
     fn bad_input_is_refused() {
         assert!(parse(&["devsup", "--port", "99999", "--", "x"]).is_err());
         assert!(parse(&["devsup", "--port", "80"]).is_err(), "no command");
-        assert!(parse(&["devsup", "--", "x"]).unwrap_err().to_string().contains("nothing to listen on"));
+        assert!(
+            parse(&["devsup", "--", "x"])
+                .unwrap_err()
+                .to_string()
+                .contains("nothing to listen on")
+        );
         assert!(parse(&["devsup", "-p", "1", "--drain-signal", "NOPE", "--", "x"]).is_err());
         assert!(parse(&["devsup", "-p", "1", "--drain-timeout", "10x", "--", "x"]).is_err());
         assert!(parse(&["devsup", "-p", "1", "--backlog", "0", "--", "x"]).is_err());

@@ -38,7 +38,9 @@ impl Program {
     /// Takes the command line given after `--`.
     pub fn new(argv: Vec<OsString>) -> anyhow::Result<Self> {
         if argv.is_empty() {
-            bail!("no command to run: put the server command after `--`, e.g. `devsup --port 8080 -- ./target/debug/server`");
+            bail!(
+                "no command to run: put the server command after `--`, e.g. `devsup --port 8080 -- ./target/debug/server`"
+            );
         }
         Ok(Program { argv })
     }
@@ -69,7 +71,9 @@ pub fn resolve_executable(name: &OsStr) -> anyhow::Result<PathBuf> {
 
 fn check_executable(path: &Path) -> anyhow::Result<()> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => anyhow::anyhow!("no such file (build it first, or pass --build)"),
+        io::ErrorKind::NotFound => {
+            anyhow::anyhow!("no such file (build it first, or pass --build)")
+        }
         _ => e.into(),
     })?;
     if meta.is_dir() {
@@ -298,7 +302,14 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
         }
         #[cfg(target_os = "linux")]
         {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, plan.pdeathsig as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                plan.pdeathsig as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 fail(plan.err_pipe);
             }
             // devsup may have died between fork and prctl.
@@ -368,7 +379,14 @@ unsafe fn close_from_on_exec(first: RawFd, max_fd: RawFd) {
     {
         const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
         // SAFETY: close_range only changes fd flags.
-        let r = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) };
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first as libc::c_uint,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            )
+        };
         if r == 0 {
             return;
         }
@@ -468,11 +486,19 @@ mod tests {
         let mut out = String::new();
         use std::io::Read;
         ours.read_to_string(&mut out).unwrap();
-        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(spawned.pid), None).unwrap();
-        assert!(matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)), "{status:?}");
+        let status =
+            nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(spawned.pid), None).unwrap();
+        assert!(
+            matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
+            "{status:?}"
+        );
         let fields: Vec<&str> = out.split_whitespace().collect();
         let pid = spawned.pid.to_string();
-        assert_eq!(&fields[..6], ["1", "web", pid.as_str(), pid.as_str(), "4", "7"], "{out}");
+        assert_eq!(
+            &fields[..6],
+            ["1", "web", pid.as_str(), pid.as_str(), "4", "7"],
+            "{out}"
+        );
         // fds: stdin, stdout, stderr, the socket, the ready channel, and the
         // fd `ls` itself opens on /proc/self/fd.
         assert_eq!(&fields[6..], ["0", "1", "2", "3", "4", "5"], "{out}");

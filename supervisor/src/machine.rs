@@ -398,7 +398,9 @@ impl State {
             }
             Event::BuildExited { exit } => self.on_build_exited(exit, now, &mut out),
             Event::SignalActive { signal, because } => {
-                if let Some((gen_id, pid)) = self.active.and_then(|a| Some((a, self.gens.get(&a)?.pid?))) {
+                if let Some((gen_id, pid)) =
+                    self.active.and_then(|a| Some((a, self.gens.get(&a)?.pid?)))
+                {
                     out.push(Action::Signal {
                         gen_id,
                         pid,
@@ -426,7 +428,9 @@ impl State {
             b.restart = true;
             b.trigger_at = at;
             if b.cancel_kill_at.is_none() {
-                info!("reload requested by {trigger}: cancelling the running build to start it again");
+                info!(
+                    "reload requested by {trigger}: cancelling the running build to start it again"
+                );
                 b.cancel_kill_at = Some(now + BUILD_CANCEL_GRACE);
                 if let Some(pid) = b.pid {
                     out.push(Action::SignalBuild {
@@ -521,7 +525,14 @@ impl State {
         out.push(Action::Spawn { gen_id, trigger_at });
     }
 
-    fn on_message(&mut self, gen_id: GenId, msg: Message, at: Instant, now: Instant, out: &mut Vec<Action>) {
+    fn on_message(
+        &mut self,
+        gen_id: GenId,
+        msg: Message,
+        at: Instant,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         match msg {
             Message::Ready => {
                 let Some(g) = self.gens.get_mut(&gen_id) else {
@@ -539,7 +550,9 @@ impl State {
                         self.promote(gen_id, Some(at), now, out);
                     }
                     Phase::Active { .. } => info!(generation = gen_id, "ready in {}", ms(took)),
-                    Phase::Draining { .. } => debug!(generation = gen_id, "READY=1 while draining: ignored"),
+                    Phase::Draining { .. } => {
+                        debug!(generation = gen_id, "READY=1 while draining: ignored")
+                    }
                 }
             }
             Message::Status(status) => info!(generation = gen_id, "status: {status}"),
@@ -549,7 +562,10 @@ impl State {
                 if self.active == Some(gen_id) || self.starting == Some(gen_id) {
                     self.on_reload(Trigger::Server(gen_id), at, now, out);
                 } else {
-                    debug!(generation = gen_id, "DEVSUP_RELOAD=1 from a draining generation: ignored");
+                    debug!(
+                        generation = gen_id,
+                        "DEVSUP_RELOAD=1 from a draining generation: ignored"
+                    );
                 }
             }
             Message::MainPid(pid) => debug!(generation = gen_id, "MAINPID={pid}: noted"),
@@ -558,7 +574,13 @@ impl State {
     }
 
     /// `gen_id` (starting) becomes active; the previous active drains.
-    fn promote(&mut self, gen_id: GenId, ready_at: Option<Instant>, now: Instant, out: &mut Vec<Action>) {
+    fn promote(
+        &mut self,
+        gen_id: GenId,
+        ready_at: Option<Instant>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         self.starting = None;
         if let Some(g) = self.gens.get_mut(&gen_id) {
             g.phase = Phase::Active { since: now };
@@ -617,10 +639,17 @@ impl State {
         };
         match g.phase {
             Phase::Draining { since, .. } => {
-                info!(generation = gen_id, "exited {exit} after {}", ms(now.duration_since(since)));
+                info!(
+                    generation = gen_id,
+                    "exited {exit} after {}",
+                    ms(now.duration_since(since))
+                );
             }
             Phase::Starting { .. } => {
-                let keep = self.active.map(|a| format!("; keeping gen={a} serving")).unwrap_or_default();
+                let keep = self
+                    .active
+                    .map(|a| format!("; keeping gen={a} serving"))
+                    .unwrap_or_default();
                 warn!(
                     generation = gen_id,
                     "failed before ready: exited {exit} after {}{keep}",
@@ -632,7 +661,11 @@ impl State {
             Phase::Active { since } => {
                 self.active = None;
                 if self.shutdown.is_some() {
-                    info!(generation = gen_id, "exited {exit} after {}", ms(now.duration_since(since)));
+                    info!(
+                        generation = gen_id,
+                        "exited {exit} after {}",
+                        ms(now.duration_since(since))
+                    );
                     return;
                 }
                 let up = now.duration_since(g.spawned_at);
@@ -642,7 +675,11 @@ impl State {
                 if let Some(starting) = self.starting {
                     // The successor will be promoted when it says READY;
                     // meanwhile connections wait in the kernel's backlog.
-                    warn!(generation = gen_id, "exited {exit} after {} while gen={starting} is starting", ms(up));
+                    warn!(
+                        generation = gen_id,
+                        "exited {exit} after {} while gen={starting} is starting",
+                        ms(up)
+                    );
                     return;
                 }
                 let delay = self.backoff;
@@ -676,7 +713,10 @@ impl State {
         } else if self.active.is_none() && self.starting.is_none() && self.build.is_none() {
             let delay = self.backoff;
             self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-            warn!("no generation is serving: retrying in {} (or at once on the next change)", ms(delay));
+            warn!(
+                "no generation is serving: retrying in {} (or at once on the next change)",
+                ms(delay)
+            );
             self.restart_at = Some(now + delay);
         }
     }
@@ -712,7 +752,9 @@ impl State {
                 }
             }
             failed => {
-                let how = failed.map(|e| format!("exited {e}")).unwrap_or_else(|| "could not start".into());
+                let how = failed
+                    .map(|e| format!("exited {e}"))
+                    .unwrap_or_else(|| "could not start".into());
                 match self.active {
                     Some(a) => error!(
                         "build step {} failed ({how}) after {took}; keeping gen={a} serving. Fix the error and save to try again",
@@ -750,7 +792,10 @@ impl State {
             }
             if let Some(b) = &mut self.build {
                 if let Some(pid) = b.pid {
-                    out.push(Action::SignalBuild { pid, signal: Signal::SIGKILL });
+                    out.push(Action::SignalBuild {
+                        pid,
+                        signal: Signal::SIGKILL,
+                    });
                 }
             }
             return;
@@ -793,7 +838,11 @@ impl State {
             match &mut g.phase {
                 Phase::Starting { deadline } => {
                     if let Some(after) = ready_after.filter(|&a| now >= g.spawned_at + a) {
-                        info!(generation = gen_id, "counted ready: up for {} without exiting", ms(after));
+                        info!(
+                            generation = gen_id,
+                            "counted ready: up for {} without exiting",
+                            ms(after)
+                        );
                         promote = Some(gen_id);
                     } else if now >= *deadline {
                         not_ready = Some(gen_id);
@@ -830,7 +879,10 @@ impl State {
             self.promote(gen_id, None, now, out);
         }
         if let Some(gen_id) = not_ready {
-            let keep = self.active.map(|a| format!("; keeping gen={a} serving")).unwrap_or_default();
+            let keep = self
+                .active
+                .map(|a| format!("; keeping gen={a} serving"))
+                .unwrap_or_default();
             warn!(
                 generation = gen_id,
                 "not ready after {} (no READY=1; raise --ready-timeout if it needs longer): draining it{keep}",
@@ -841,7 +893,11 @@ impl State {
         }
         if self.restart_at.is_some_and(|t| now >= t) {
             self.restart_at = None;
-            if self.active.is_none() && self.starting.is_none() && self.build.is_none() && self.shutdown.is_none() {
+            if self.active.is_none()
+                && self.starting.is_none()
+                && self.build.is_none()
+                && self.shutdown.is_none()
+            {
                 info!("restarting");
                 self.begin(now, out);
             }
@@ -850,8 +906,14 @@ impl State {
             if b.cancel_kill_at.is_some_and(|k| now >= k) {
                 b.cancel_kill_at = None;
                 if let Some(pid) = b.pid {
-                    warn!("the build ignored SIGTERM for {}: killing its group", ms(BUILD_CANCEL_GRACE));
-                    out.push(Action::SignalBuild { pid, signal: Signal::SIGKILL });
+                    warn!(
+                        "the build ignored SIGTERM for {}: killing its group",
+                        ms(BUILD_CANCEL_GRACE)
+                    );
+                    out.push(Action::SignalBuild {
+                        pid,
+                        signal: Signal::SIGKILL,
+                    });
                 }
             }
         }
@@ -861,7 +923,10 @@ impl State {
         let Some(sd) = self.shutdown else {
             return;
         };
-        if self.gens.is_empty() && self.build.is_none() && !out.iter().any(|a| matches!(a, Action::Exit(_))) {
+        if self.gens.is_empty()
+            && self.build.is_none()
+            && !out.iter().any(|a| matches!(a, Action::Exit(_)))
+        {
             let code = if sd.killed_any { 1 } else { 0 };
             if code == 0 {
                 info!("every generation has exited; bye");

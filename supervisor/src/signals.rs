@@ -17,8 +17,8 @@ use crate::supervisor::Input;
 /// Starts the signal thread. From now on SIGINT and SIGTERM no longer kill
 /// devsup: they ask it to shut down.
 pub fn spawn(tx: Sender<Input>) -> anyhow::Result<()> {
-    let mut signals =
-        Signals::new([SIGHUP, SIGINT, SIGTERM, SIGCHLD]).context("cannot install signal handlers")?;
+    let mut signals = Signals::new([SIGHUP, SIGINT, SIGTERM, SIGCHLD])
+        .context("cannot install signal handlers")?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -29,8 +29,12 @@ pub fn spawn(tx: Sender<Input>) -> anyhow::Result<()> {
                         trigger: Trigger::Sighup,
                         at: Instant::now(),
                     }),
-                    SIGINT => Input::Event(Event::Shutdown { because: "SIGINT".into() }),
-                    _ => Input::Event(Event::Shutdown { because: "SIGTERM".into() }),
+                    SIGINT => Input::Event(Event::Shutdown {
+                        because: "SIGINT".into(),
+                    }),
+                    _ => Input::Event(Event::Shutdown {
+                        because: "SIGTERM".into(),
+                    }),
                 };
                 if tx.send(input).is_err() {
                     return;

@@ -49,7 +49,9 @@ impl FromStr for SocketSpec {
                 && name.len() <= 255
                 && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
             if !ok {
-                return Err(format!("bad socket name {name:?} in {s:?}: names are printable ASCII without ':'"));
+                return Err(format!(
+                    "bad socket name {name:?} in {s:?}: names are printable ASCII without ':'"
+                ));
             }
         }
         let addr = if let Some(path) = rest.strip_prefix("unix::") {
@@ -81,9 +83,13 @@ pub fn parse_tcp(s: &str) -> Result<SocketAddr, String> {
     let Some((host, port)) = s.rsplit_once(':') else {
         return Err(format!("bad TCP address {s:?}"));
     };
-    let port = port.parse::<u64>().map_err(|_| format!("bad port {port:?}"))?;
+    let port = port
+        .parse::<u64>()
+        .map_err(|_| format!("bad port {port:?}"))?;
     tcp_port(port)?;
-    Err(format!("bad host {host:?} (an IP address is needed; IPv6 goes in brackets)"))
+    Err(format!(
+        "bad host {host:?} (an IP address is needed; IPv6 goes in brackets)"
+    ))
 }
 
 fn tcp_port(port: u64) -> Result<u16, String> {
@@ -247,19 +253,34 @@ mod tests {
     #[test]
     fn parses_tcp_specs() {
         let local = |p| Addr::Tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p));
-        assert_eq!(spec("tcp::8080").unwrap(), SocketSpec { name: None, addr: local(8080) });
+        assert_eq!(
+            spec("tcp::8080").unwrap(),
+            SocketSpec {
+                name: None,
+                addr: local(8080)
+            }
+        );
         assert_eq!(
             spec("http=tcp::0.0.0.0:80").unwrap(),
-            SocketSpec { name: Some("http".into()), addr: Addr::Tcp("0.0.0.0:80".parse().unwrap()) }
+            SocketSpec {
+                name: Some("http".into()),
+                addr: Addr::Tcp("0.0.0.0:80".parse().unwrap())
+            }
         );
-        assert_eq!(spec("tcp::[::1]:8080").unwrap().addr, Addr::Tcp("[::1]:8080".parse().unwrap()));
+        assert_eq!(
+            spec("tcp::[::1]:8080").unwrap().addr,
+            Addr::Tcp("[::1]:8080".parse().unwrap())
+        );
     }
 
     #[test]
     fn parses_unix_specs() {
         assert_eq!(
             spec("api=unix::/run/app.sock").unwrap(),
-            SocketSpec { name: Some("api".into()), addr: Addr::Unix("/run/app.sock".into()) }
+            SocketSpec {
+                name: Some("api".into()),
+                addr: Addr::Unix("/run/app.sock".into())
+            }
         );
     }
 
@@ -270,7 +291,11 @@ mod tests {
         assert!(spec("tcp::99999").unwrap_err().contains("out of range"));
         assert!(spec("tcp::localhost:80").unwrap_err().contains("bad host"));
         assert!(spec("tcp::1.2.3.4:x").unwrap_err().contains("bad port"));
-        assert!(spec("unix::").unwrap_err().contains("empty unix socket path"));
+        assert!(
+            spec("unix::")
+                .unwrap_err()
+                .contains("empty unix socket path")
+        );
         assert!(spec("a:b=tcp::1").unwrap_err().contains("bad socket name"));
     }
 
@@ -280,7 +305,9 @@ mod tests {
         let listeners = bind_all(&specs, 1024).unwrap();
         assert_eq!(listeners[0].name, "http");
         assert_eq!(listeners[1].name, "http2");
-        let Addr::Tcp(addr) = listeners[0].addr else { panic!() };
+        let Addr::Tcp(addr) = listeners[0].addr else {
+            panic!()
+        };
         assert_ne!(addr.port(), 0);
         let flags = nix::fcntl::fcntl(listeners[0].fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();
         assert_ne!(flags & libc::FD_CLOEXEC, 0);
@@ -290,7 +317,9 @@ mod tests {
     #[test]
     fn port_in_use_says_so() {
         let first = bind_all(&[spec("tcp::0").unwrap()], 16).unwrap();
-        let Addr::Tcp(addr) = first[0].addr else { panic!() };
+        let Addr::Tcp(addr) = first[0].addr else {
+            panic!()
+        };
         let err = bind_all(&[spec(&format!("tcp::{addr}")).unwrap()], 16).unwrap_err();
         assert!(err.to_string().contains("is in use"), "{err}");
     }
@@ -307,7 +336,12 @@ mod tests {
         let listeners = bind_all(&specs, 16).unwrap();
         std::os::unix::net::UnixStream::connect(&path).unwrap();
         // A live one is not taken over.
-        assert!(bind_all(&specs, 16).unwrap_err().to_string().contains("in use"));
+        assert!(
+            bind_all(&specs, 16)
+                .unwrap_err()
+                .to_string()
+                .contains("in use")
+        );
         drop(listeners);
         assert!(!path.exists());
         std::fs::remove_dir(&dir).unwrap();
@@ -315,7 +349,8 @@ mod tests {
 
     #[test]
     fn missing_unix_directory_says_so() {
-        let err = bind_all(&[spec("unix::/nonexistent-devsup-dir/s.sock").unwrap()], 16).unwrap_err();
+        let err =
+            bind_all(&[spec("unix::/nonexistent-devsup-dir/s.sock").unwrap()], 16).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
 }

@@ -16,8 +16,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Instant;
 
@@ -75,10 +73,19 @@ pub fn run(config: Config) -> anyhow::Result<u8> {
     become_subreaper();
     let listeners = sockets::bind_all(&config.sockets, config.backlog)?;
     for (i, l) in listeners.iter().enumerate() {
-        info!("listening on {} (name={} fd={})", l.addr, l.name, proto::FIRST_FD + i as i32);
+        info!(
+            "listening on {} (name={} fd={})",
+            l.addr,
+            l.name,
+            proto::FIRST_FD + i as i32
+        );
     }
     let (tx, rx) = mpsc::channel();
     crate::signals::spawn(tx.clone())?;
+    if let Some(watch) = config.watch.clone() {
+        crate::watch::spawn(watch, tx.clone())?;
+    }
+    crate::terminal::spawn(tx.clone());
     let mut state = State::new(config.policy());
     let mut exec = Executor {
         config,
@@ -116,7 +123,8 @@ fn next_input(rx: &Receiver<Input>, state: &State) -> Input {
         return Input::Event(Event::Tick);
     }
     match deadline {
-        Some(deadline) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Some(deadline) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
             Ok(input) => input,
             Err(RecvTimeoutError::Timeout) => Input::Event(Event::Tick),
             Err(RecvTimeoutError::Disconnected) => unreachable!("the loop holds a sender"),
@@ -132,7 +140,9 @@ fn become_subreaper() {
     #[cfg(target_os = "linux")]
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        warn!("cannot become a child subreaper: processes left behind by a server may not be noticed");
+        warn!(
+            "cannot become a child subreaper: processes left behind by a server may not be noticed"
+        );
     }
 }
 
@@ -150,7 +160,10 @@ impl Executor {
             } => {
                 let sent = Instant::now();
                 match &reason {
-                    SignalReason::Handoff { successor, ready_at } => info!(
+                    SignalReason::Handoff {
+                        successor,
+                        ready_at,
+                    } => info!(
                         generation = gen_id,
                         "draining ({signal}) {}us after gen={successor} ready",
                         sent.saturating_duration_since(*ready_at).as_micros()
@@ -161,7 +174,9 @@ impl Executor {
                     }
                     SignalReason::Shutdown => info!(generation = gen_id, "draining ({signal})"),
                     SignalReason::DrainTimeout => {}
-                    SignalReason::Route(because) => info!(generation = gen_id, "{because}: sending {signal}"),
+                    SignalReason::Route(because) => {
+                        info!(generation = gen_id, "{because}: sending {signal}")
+                    }
                 }
                 signal_group(pid, signal);
             }
@@ -178,7 +193,12 @@ impl Executor {
     fn spawn(&mut self, gen_id: GenId, trigger_at: Option<Instant>) -> Event {
         let path = match self.config.program.resolve() {
             Ok(path) => path,
-            Err(e) => return Event::SpawnFailed { gen_id, error: format!("{e:#}") },
+            Err(e) => {
+                return Event::SpawnFailed {
+                    gen_id,
+                    error: format!("{e:#}"),
+                };
+            }
         };
         let fds: Vec<BorrowedFd<'_>> = self.listeners.iter().map(|l| l.fd()).collect();
         let names: Vec<&str> = self.listeners.iter().map(|l| l.name.as_str()).collect();
@@ -220,21 +240,8 @@ impl Executor {
         let cmd = &self.config.builds[step];
         let total = self.config.builds.len();
         info!("build step {}/{total}: {cmd}", step + 1);
-        let pdeathsig = self.config.drain_signal as libc::c_int;
-        let mut command = Command::new("/bin/sh");
-        command.arg("-c").arg(cmd).stdin(std::process::Stdio::null()).process_group(0);
-        // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
-        unsafe {
-            command.pre_exec(move || {
-                #[cfg(target_os = "linux")]
-                libc::prctl(libc::PR_SET_PDEATHSIG, pdeathsig as libc::c_ulong, 0, 0, 0);
-                Ok(())
-            });
-        }
-        // The child is reaped by `reap`, never through the Child handle.
-        match command.spawn() {
-            Ok(child) => {
-                let pid = child.id() as i32;
+        match crate::build::spawn(cmd, self.config.drain_signal) {
+            Ok(pid) => {
                 self.procs.insert(
                     pid,
                     Proc {
@@ -268,7 +275,9 @@ impl Executor {
             };
             match self.procs.get_mut(&pid.as_raw()) {
                 Some(p) => p.leader = Some(exit),
-                None => debug!("reaped pid={pid} (exited {exit}), left behind by a server or build"),
+                None => {
+                    debug!("reaped pid={pid} (exited {exit}), left behind by a server or build")
+                }
             }
         }
         let gone: Vec<i32> = self
@@ -311,7 +320,10 @@ fn spawn_channel_reader(gen_id: GenId, channel: OwnedFd, tx: Sender<Input>) {
         .name(format!("gen-{gen_id}-channel"))
         .spawn(move || read_channel(gen_id, channel, &tx));
     if let Err(e) = spawned {
-        warn!(generation = gen_id, "cannot start a thread to read its ready channel: {e}");
+        warn!(
+            generation = gen_id,
+            "cannot start a thread to read its ready channel: {e}"
+        );
     }
 }
 
@@ -323,10 +335,16 @@ fn read_channel(gen_id: GenId, channel: OwnedFd, tx: &Sender<Input>) {
     let mut warn_bad = |what: String| {
         warnings += 1;
         if warnings <= MAX_WARNINGS {
-            warn!(generation = gen_id, "ignoring a bad message on the ready channel: {what}");
+            warn!(
+                generation = gen_id,
+                "ignoring a bad message on the ready channel: {what}"
+            );
         }
         if warnings == MAX_WARNINGS {
-            warn!(generation = gen_id, "further bad messages from this generation are ignored silently");
+            warn!(
+                generation = gen_id,
+                "further bad messages from this generation are ignored silently"
+            );
         }
     };
     let mut buf = [0u8; 8192];

@@ -44,7 +44,11 @@ impl Sim {
             if let Action::Spawn { gen_id, .. } = a {
                 self.next_pid += 1;
                 let pid = self.next_pid;
-                assert!(self.state.step(Event::Spawned { gen_id, pid }, self.now).is_empty());
+                assert!(
+                    self.state
+                        .step(Event::Spawned { gen_id, pid }, self.now)
+                        .is_empty()
+                );
                 rest.push(a);
             } else {
                 rest.push(a);
@@ -55,12 +59,19 @@ impl Sim {
 
     fn reload(&mut self) -> Vec<Action> {
         let at = self.now;
-        self.feed(Event::Reload { trigger: Trigger::Sighup, at })
+        self.feed(Event::Reload {
+            trigger: Trigger::Sighup,
+            at,
+        })
     }
 
     fn ready(&mut self, gen_id: GenId) -> Vec<Action> {
         let at = self.now;
-        self.feed(Event::Message { gen_id, msg: Message::Ready, at })
+        self.feed(Event::Message {
+            gen_id,
+            msg: Message::Ready,
+            at,
+        })
     }
 
     fn exited(&mut self, gen_id: GenId, exit: Exit) -> Vec<Action> {
@@ -80,11 +91,16 @@ impl Sim {
     fn serving(policy: Policy) -> Self {
         let mut sim = Sim::new(policy);
         let at = sim.now;
-        let mut a = sim.feed(Event::Reload { trigger: Trigger::Startup, at });
+        let mut a = sim.feed(Event::Reload {
+            trigger: Trigger::Startup,
+            at,
+        });
         for step in 0..sim.state.policy.build_steps {
             assert_eq!(a, [Action::StartBuild { step }]);
             sim.feed(Event::BuildStarted { pid: 50 });
-            a = sim.feed(Event::BuildExited { exit: Some(Exit::Code(0)) });
+            a = sim.feed(Event::BuildExited {
+                exit: Some(Exit::Code(0)),
+            });
         }
         assert!(matches!(a[..], [Action::Spawn { gen_id: 1, .. }]), "{a:?}");
         sim.advance(30 * T);
@@ -125,7 +141,9 @@ fn handoff_drains_the_old_generation_only_after_ready() {
     sim.advance(40 * T);
     let a = sim.ready(2);
     assert_eq!(signals(&a), [(1, Signal::SIGTERM)]);
-    let Action::Signal { pid, reason, .. } = &a[0] else { unreachable!() };
+    let Action::Signal { pid, reason, .. } = &a[0] else {
+        unreachable!()
+    };
     assert_eq!(*pid, sim.next_pid - 1, "the signal goes to gen 1's group");
     assert!(matches!(reason, SignalReason::Handoff { successor: 2, .. }));
     assert_eq!(sim.state.active(), Some(2));
@@ -151,9 +169,18 @@ fn exit_before_ready_keeps_the_old_generation() {
 #[test]
 fn spawn_failure_keeps_the_old_generation() {
     let mut sim = Sim::serving(policy());
-    let a = sim.state.step(Event::Reload { trigger: Trigger::Sighup, at: sim.now }, sim.now);
+    let a = sim.state.step(
+        Event::Reload {
+            trigger: Trigger::Sighup,
+            at: sim.now,
+        },
+        sim.now,
+    );
     assert_eq!(spawned(&a), [2]);
-    let a = sim.feed(Event::SpawnFailed { gen_id: 2, error: "gone".into() });
+    let a = sim.feed(Event::SpawnFailed {
+        gen_id: 2,
+        error: "gone".into(),
+    });
     assert!(a.is_empty());
     assert_eq!(sim.state.active(), Some(1));
     assert_eq!(sim.state.live_generations(), [1]);
@@ -164,7 +191,10 @@ fn no_ready_within_the_timeout_drains_the_new_generation() {
     let mut sim = Sim::serving(policy());
     sim.reload();
     let spawned_at = sim.now;
-    assert_eq!(sim.state.next_deadline(), Some(spawned_at + Duration::from_secs(60)));
+    assert_eq!(
+        sim.state.next_deadline(),
+        Some(spawned_at + Duration::from_secs(60))
+    );
     let a = sim.tick();
     // Drained, not killed: it may have accepted connections.
     assert_eq!(signals(&a), [(2, Signal::SIGTERM)]);
@@ -182,7 +212,10 @@ fn triggers_during_startup_coalesce_into_one_more_reload() {
     let mut sim = Sim::serving(policy());
     sim.reload();
     for _ in 0..5 {
-        assert!(sim.reload().is_empty(), "no second generation starts at once");
+        assert!(
+            sim.reload().is_empty(),
+            "no second generation starts at once"
+        );
     }
     let a = sim.ready(2);
     assert_eq!(signals(&a), [(1, Signal::SIGTERM)]);
@@ -211,7 +244,13 @@ fn drain_timeout_kills_the_group() {
     let a = sim.tick();
     assert_eq!(sim.now, drained_at + Duration::from_secs(10));
     assert_eq!(signals(&a), [(1, Signal::SIGKILL)]);
-    assert!(matches!(a[0], Action::Signal { reason: SignalReason::DrainTimeout, .. }));
+    assert!(matches!(
+        a[0],
+        Action::Signal {
+            reason: SignalReason::DrainTimeout,
+            ..
+        }
+    ));
     assert_eq!(sim.state.next_deadline(), None, "SIGKILL is sent once");
 }
 
@@ -276,21 +315,33 @@ fn ready_after_counts_an_uptime_as_ready() {
 fn a_server_without_readiness_falls_back_to_ready_after_1s() {
     let mut sim = Sim::new(policy());
     let at = sim.now;
-    sim.feed(Event::Reload { trigger: Trigger::Startup, at });
+    sim.feed(Event::Reload {
+        trigger: Trigger::Startup,
+        at,
+    });
     // Gen 1 never says READY. Within the first second, a reload still waits.
     sim.advance(500 * T);
     sim.reload();
-    assert_eq!(sim.state.next_deadline(), Some(sim.now + Duration::from_secs(60)));
+    assert_eq!(
+        sim.state.next_deadline(),
+        Some(sim.now + Duration::from_secs(60))
+    );
     sim.exited(2, Exit::Code(1));
     sim.advance(Duration::from_secs(1));
     sim.reload();
     let spawned_at = sim.now;
-    assert_eq!(sim.state.next_deadline(), Some(spawned_at + READINESS_PROBE));
+    assert_eq!(
+        sim.state.next_deadline(),
+        Some(spawned_at + READINESS_PROBE)
+    );
     let a = sim.tick();
     assert_eq!(signals(&a), [(1, Signal::SIGTERM)]);
     // From then on, every reload uses it.
     sim.reload();
-    assert_eq!(sim.state.next_deadline().unwrap().duration_since(sim.now), READINESS_PROBE);
+    assert_eq!(
+        sim.state.next_deadline().unwrap().duration_since(sim.now),
+        READINESS_PROBE
+    );
 }
 
 #[test]
@@ -298,18 +349,29 @@ fn a_server_that_says_ready_never_falls_back() {
     let mut sim = Sim::serving(policy());
     sim.advance(Duration::from_secs(5));
     sim.reload();
-    assert_eq!(sim.state.next_deadline(), Some(sim.now + Duration::from_secs(60)));
+    assert_eq!(
+        sim.state.next_deadline(),
+        Some(sim.now + Duration::from_secs(60))
+    );
 }
 
 #[test]
 fn server_can_ask_for_its_own_reload() {
     let mut sim = Sim::serving(policy());
     let at = sim.now;
-    let a = sim.feed(Event::Message { gen_id: 1, msg: Message::Reload, at });
+    let a = sim.feed(Event::Message {
+        gen_id: 1,
+        msg: Message::Reload,
+        at,
+    });
     assert_eq!(spawned(&a), [2]);
     // A draining generation cannot.
     sim.ready(2);
-    let a = sim.feed(Event::Message { gen_id: 1, msg: Message::Reload, at });
+    let a = sim.feed(Event::Message {
+        gen_id: 1,
+        msg: Message::Reload,
+        at,
+    });
     assert!(a.is_empty());
 }
 
@@ -319,7 +381,10 @@ fn garbage_messages_change_nothing() {
     let at = sim.now;
     for msg in [
         Message::Status("hi".into()),
-        Message::Other { key: "X".into(), value: "y".into() },
+        Message::Other {
+            key: "X".into(),
+            value: "y".into(),
+        },
         Message::MainPid(1),
         Message::Stopping,
     ] {
@@ -332,24 +397,39 @@ fn garbage_messages_change_nothing() {
 
 #[test]
 fn build_runs_each_step_then_spawns() {
-    let mut sim = Sim::new(Policy { build_steps: 2, ..policy() });
+    let mut sim = Sim::new(Policy {
+        build_steps: 2,
+        ..policy()
+    });
     let at = sim.now;
-    let a = sim.feed(Event::Reload { trigger: Trigger::Startup, at });
+    let a = sim.feed(Event::Reload {
+        trigger: Trigger::Startup,
+        at,
+    });
     assert_eq!(a, [Action::StartBuild { step: 0 }]);
     sim.feed(Event::BuildStarted { pid: 50 });
-    let a = sim.feed(Event::BuildExited { exit: Some(Exit::Code(0)) });
+    let a = sim.feed(Event::BuildExited {
+        exit: Some(Exit::Code(0)),
+    });
     assert_eq!(a, [Action::StartBuild { step: 1 }]);
     sim.feed(Event::BuildStarted { pid: 51 });
-    let a = sim.feed(Event::BuildExited { exit: Some(Exit::Code(0)) });
+    let a = sim.feed(Event::BuildExited {
+        exit: Some(Exit::Code(0)),
+    });
     assert_eq!(spawned(&a), [1]);
 }
 
 #[test]
 fn failed_build_keeps_the_old_generation() {
-    let mut sim = Sim::serving(Policy { build_steps: 1, ..policy() });
+    let mut sim = Sim::serving(Policy {
+        build_steps: 1,
+        ..policy()
+    });
     sim.reload();
     sim.feed(Event::BuildStarted { pid: 50 });
-    let a = sim.feed(Event::BuildExited { exit: Some(Exit::Code(101)) });
+    let a = sim.feed(Event::BuildExited {
+        exit: Some(Exit::Code(101)),
+    });
     assert!(a.is_empty());
     assert_eq!(sim.state.active(), Some(1));
     assert_eq!(sim.state.next_deadline(), None, "waits for the next change");
@@ -358,30 +438,53 @@ fn failed_build_keeps_the_old_generation() {
 
 #[test]
 fn a_change_during_a_build_cancels_and_restarts_it() {
-    let mut sim = Sim::serving(Policy { build_steps: 1, ..policy() });
+    let mut sim = Sim::serving(Policy {
+        build_steps: 1,
+        ..policy()
+    });
     sim.reload();
     sim.feed(Event::BuildStarted { pid: 50 });
     let a = sim.reload();
-    assert_eq!(a, [Action::SignalBuild { pid: 50, signal: Signal::SIGTERM }]);
+    assert_eq!(
+        a,
+        [Action::SignalBuild {
+            pid: 50,
+            signal: Signal::SIGTERM
+        }]
+    );
     assert!(sim.reload().is_empty(), "signalled once");
-    let a = sim.feed(Event::BuildExited { exit: Some(Exit::Signal(libc::SIGTERM)) });
+    let a = sim.feed(Event::BuildExited {
+        exit: Some(Exit::Signal(libc::SIGTERM)),
+    });
     assert_eq!(a, [Action::StartBuild { step: 0 }]);
 }
 
 #[test]
 fn a_build_that_ignores_cancel_is_killed() {
-    let mut sim = Sim::serving(Policy { build_steps: 1, ..policy() });
+    let mut sim = Sim::serving(Policy {
+        build_steps: 1,
+        ..policy()
+    });
     sim.reload();
     sim.feed(Event::BuildStarted { pid: 50 });
     sim.reload();
     let a = sim.tick();
-    assert_eq!(a, [Action::SignalBuild { pid: 50, signal: Signal::SIGKILL }]);
+    assert_eq!(
+        a,
+        [Action::SignalBuild {
+            pid: 50,
+            signal: Signal::SIGKILL
+        }]
+    );
 }
 
 #[test]
 fn signal_on_goes_to_the_active_generation_only() {
     let mut sim = Sim::serving(policy());
-    let a = sim.feed(Event::SignalActive { signal: Signal::SIGUSR1, because: "x.html".into() });
+    let a = sim.feed(Event::SignalActive {
+        signal: Signal::SIGUSR1,
+        because: "x.html".into(),
+    });
     assert_eq!(signals(&a), [(1, Signal::SIGUSR1)]);
     assert!(spawned(&a).is_empty());
 }
@@ -390,7 +493,9 @@ fn signal_on_goes_to_the_active_generation_only() {
 fn shutdown_drains_everything_and_exits_cleanly() {
     let mut sim = Sim::serving(policy());
     sim.reload();
-    let a = sim.feed(Event::Shutdown { because: "SIGINT".into() });
+    let a = sim.feed(Event::Shutdown {
+        because: "SIGINT".into(),
+    });
     assert_eq!(signals(&a), [(1, Signal::SIGTERM), (2, Signal::SIGTERM)]);
     assert!(sim.reload().is_empty(), "no reload during shutdown");
     assert!(sim.exited(1, Exit::Code(0)).is_empty());
@@ -400,19 +505,45 @@ fn shutdown_drains_everything_and_exits_cleanly() {
 #[test]
 fn second_shutdown_kills_and_exit_status_says_so() {
     let mut sim = Sim::serving(policy());
-    sim.feed(Event::Shutdown { because: "SIGINT".into() });
-    let a = sim.feed(Event::Shutdown { because: "SIGINT".into() });
+    sim.feed(Event::Shutdown {
+        because: "SIGINT".into(),
+    });
+    let a = sim.feed(Event::Shutdown {
+        because: "SIGINT".into(),
+    });
     assert_eq!(signals(&a), [(1, Signal::SIGKILL)]);
-    assert_eq!(sim.exited(1, Exit::Signal(libc::SIGKILL)), [Action::Exit(1)]);
+    assert_eq!(
+        sim.exited(1, Exit::Signal(libc::SIGKILL)),
+        [Action::Exit(1)]
+    );
 }
 
 #[test]
 fn shutdown_with_nothing_running_exits_at_once() {
-    let mut sim = Sim::new(Policy { build_steps: 1, ..policy() });
+    let mut sim = Sim::new(Policy {
+        build_steps: 1,
+        ..policy()
+    });
     let at = sim.now;
-    sim.feed(Event::Reload { trigger: Trigger::Startup, at });
+    sim.feed(Event::Reload {
+        trigger: Trigger::Startup,
+        at,
+    });
     sim.feed(Event::BuildStarted { pid: 9 });
-    let a = sim.feed(Event::Shutdown { because: "SIGINT".into() });
-    assert_eq!(a, [Action::SignalBuild { pid: 9, signal: Signal::SIGTERM }]);
-    assert_eq!(sim.feed(Event::BuildExited { exit: Some(Exit::Signal(15)) }), [Action::Exit(0)]);
+    let a = sim.feed(Event::Shutdown {
+        because: "SIGINT".into(),
+    });
+    assert_eq!(
+        a,
+        [Action::SignalBuild {
+            pid: 9,
+            signal: Signal::SIGTERM
+        }]
+    );
+    assert_eq!(
+        sim.feed(Event::BuildExited {
+            exit: Some(Exit::Signal(15))
+        }),
+        [Action::Exit(0)]
+    );
 }

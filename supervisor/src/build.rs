@@ -1,0 +1,33 @@
+//! The build command: run in its own process group, cancellable.
+//!
+//! A build step is `sh -c CMD`, started in a new process group so that
+//! cancelling it (a change arrived mid-build) stops cargo and every rustc
+//! it started, not only the shell. It inherits none of devsup's sockets or
+//! pipes (they are all close-on-exec) and passes its output through. Its
+//! exit is seen by the supervisor's reaper like any other child.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use nix::sys::signal::Signal;
+
+/// Starts `cmd` and returns its pid, which is also its process group id.
+/// The child is reaped by the supervisor, never through a `Child` handle.
+pub fn spawn(cmd: &str, parent_death_signal: Signal) -> std::io::Result<i32> {
+    let pdeathsig = parent_death_signal as libc::c_ulong;
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe and the closure allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            #[cfg(target_os = "linux")]
+            libc::prctl(libc::PR_SET_PDEATHSIG, pdeathsig, 0, 0, 0);
+            Ok(())
+        });
+    }
+    Ok(command.spawn()?.id() as i32)
+}
