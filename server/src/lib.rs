@@ -1,21 +1,29 @@
 //! A drain-correct graceful shutdown for axum/hyper servers run under devsup
 //! (or systemd socket activation, or on their own).
 //!
-//! ```
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> std::io::Result<()> {
+//! ```no_run
 //! use axum::{Router, routing::get};
-//! use devsup_server::{Drain, serve};
+//! use devsup_server::{Drain, serve, shutdown_signal, take_listener};
 //!
-//! // A real server takes the listener devsup passed it and stops on SIGTERM:
-//! //     let listener = devsup_server::take_listener("127.0.0.1:8080".parse().unwrap())?;
-//! //     let shutdown = devsup_server::shutdown_signal()?;
-//! //     devsup_protocol::notify_ready()?;   // once serve is running
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let shutdown = async {}; // here: drain at once
-//! let app = Router::new().route("/", get(|| async { "hello\n" }));
-//! serve(listener, app, shutdown, Drain::default()).await?;
-//! # Ok(()) }
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     // The socket devsup (or systemd) passed at fd 3, or a bound one when
+//!     // run on its own.
+//!     let listener = take_listener("127.0.0.1:8080".parse().unwrap())?;
+//!     // Installed before READY: from then on a SIGTERM drains.
+//!     let stop = shutdown_signal()?;
+//!     let app = Router::new().route("/", get(|| async { "hello\n" }));
+//!     let shutdown = async {
+//!         stop.await;
+//!         let _ = devsup_protocol::notify_stopping();
+//!     };
+//!     let server = tokio::spawn(serve(listener, app, shutdown, Drain::default()));
+//!     // Connections queue in the socket's backlog until serve accepts them,
+//!     // so the old generation may be drained now.
+//!     devsup_protocol::notify_ready()?;
+//!     server.await??;
+//!     Ok(())
+//! }
 //! ```
 //!
 //! [`serve`] owns the accept loop and every connection, because draining
@@ -54,6 +62,12 @@
 //! instant of the drain" to "a request sent exactly a grace after the
 //! connection went quiet", which clients with a pool timeout below the grace
 //! never hit.
+//!
+//! Dropping the listeners at the start of the drain loses nothing under
+//! devsup, because the socket is shared: connections still waiting in its
+//! backlog stay there for the next generation. With a listener only this
+//! process holds (a test, or a server run on its own), closing it resets
+//! whatever the backlog still holds.
 #![deny(missing_docs)]
 
 use std::future::{Future, poll_fn};
@@ -159,8 +173,9 @@ impl Server {
     /// drains as the [module docs](crate) describe and returns once every
     /// connection is closed or the drain deadline has passed.
     ///
-    /// Errors only if accepting fails in a way that retrying cannot fix;
-    /// errors on single connections are theirs alone.
+    /// Errors only if the listener itself is broken (accept fails with
+    /// EBADF, EINVAL, ...). Other accept errors are retried, and errors on
+    /// single connections end only those connections.
     pub async fn serve<S, B>(
         self,
         app: S,
@@ -194,15 +209,16 @@ impl Server {
                     let stream = match accepted {
                         Ok(stream) => stream,
                         Err(err) if is_per_connection(&err) => continue,
-                        Err(err) if is_resource_shortage(&err) => {
-                            // Out of fds or memory: accepting again at once
+                        Err(err) if is_listener_broken(&err) => return Err(err),
+                        Err(_) => {
+                            // Out of fds or memory, or a network error the
+                            // kernel reports at accept: retrying at once
                             // would spin. Connections wait in the backlog.
                             tokio::select! {
                                 () = &mut shutdown => break,
                                 () = tokio::time::sleep(Duration::from_millis(50)) => continue,
                             }
                         }
-                        Err(err) => return Err(err),
                     };
                     let conn = Connection {
                         stream,
@@ -255,6 +271,20 @@ impl Server {
 /// `app` is any tower service over hyper requests, such as an
 /// [`axum::Router`]. Each connection runs in its own tokio task. Use
 /// [`Server`] for several listeners or to watch the connection count.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use axum::{Router, routing::get};
+/// use devsup_server::{Drain, serve};
+///
+/// // As in a test: a listener of our own, and a shutdown that is already due,
+/// // so serve stops accepting at once and returns with nothing to drain.
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let app = Router::new().route("/", get(|| async { "hello\n" }));
+/// serve(listener, app, async {}, Drain::default()).await?;
+/// # Ok(()) }
+/// ```
 pub async fn serve<S, B>(
     listener: TcpListener,
     app: S,
@@ -290,7 +320,7 @@ async fn accept_any(listeners: &[TcpListener]) -> io::Result<TcpStream> {
 }
 
 /// Errors that concern one connection that died in the backlog, not the
-/// listener.
+/// listener: accept the next one.
 fn is_per_connection(err: &io::Error) -> bool {
     matches!(
         err.kind(),
@@ -300,10 +330,12 @@ fn is_per_connection(err: &io::Error) -> bool {
     )
 }
 
-fn is_resource_shortage(err: &io::Error) -> bool {
+/// Errors that mean the listener itself is unusable, so that retrying can
+/// never succeed.
+fn is_listener_broken(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP | libc::EFAULT)
     )
 }
 
@@ -617,9 +649,10 @@ impl AsyncWrite for ActiveIo {
 /// Takes the first listening socket passed by devsup or systemd (fd 3),
 /// or binds `fallback` when there is none, ready for tokio.
 ///
-/// The socket is made non-blocking before tokio sees it: O_NONBLOCK belongs
-/// to the socket the generations share, not to this process's fd, and
-/// tokio's reactor hangs on a blocking one.
+/// The socket is made non-blocking before tokio sees it: tokio expects a
+/// non-blocking socket (a blocking accept would stall a runtime thread),
+/// and since O_NONBLOCK belongs to the socket the generations share, not to
+/// this process's fd, nothing else will have set it.
 ///
 /// listenfd removes `LISTEN_FDS` and `LISTEN_PID` from the environment, so
 /// read them before calling this if you need them. Changing the
