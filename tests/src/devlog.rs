@@ -14,7 +14,10 @@
 //!
 //! A line's *subject* is its first `gen=N` token; in
 //! `gen=1 draining (SIGTERM) 40us after gen=2 ready` that is generation 1,
-//! so [`is_event`]`(line, 2, "ready")` is false for it.
+//! so [`is_event`]`(line, 2, "ready")` is false for it. A `gen=N pid=P`
+//! token is a server's tag, never a subject: generations write to the same
+//! pipe, and a server line written in pieces can end up in front of a
+//! devsup line (`devsup-server gen=1 pid=5devsup gen=2 ready in 3ms`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -69,7 +72,9 @@ pub fn subject(line: &str) -> Option<(u64, &str)> {
         let digits = line[from..]
             .find(|c: char| !c.is_ascii_digit())
             .map_or(line.len(), |end| from + end);
-        if !boundary || digits == from {
+        // `gen=N pid=P` is a server's tag (devsup-server logs to the same
+        // pipe, and its partial writes can land in front of a devsup line).
+        if !boundary || digits == from || line[digits..].starts_with(" pid=") {
             continue;
         }
         let generation = line[from..digits].parse().ok()?;
@@ -220,6 +225,11 @@ mod tests {
         assert!(!is_event("regen=1 ready", 1, "ready"));
         assert_eq!(subject("no generation here"), None);
         assert_eq!(subject("gen= x gen=3 spawned"), Some((3, "spawned")));
+        // A server's tag, whole or torn in front of a devsup line.
+        assert_eq!(subject("devsup-server gen=1 pid=5: ready"), None);
+        let torn = "devsup-server gen=1 pid=5devsup gen=2 ready in 3ms";
+        assert!(is_event(torn, 2, "ready"));
+        assert!(!is_event(torn, 1, "ready"));
     }
 
     #[test]

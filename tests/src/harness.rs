@@ -157,7 +157,7 @@ struct Log {
 
 /// Spawns a thread that reads `pipe` line by line into `log` (stderr, or
 /// stdout when `stdout`), echoing each line to our stderr.
-fn collect(pipe: impl Read + Send + 'static, log: Arc<Log>, stdout: bool) {
+fn collect(pipe: impl Read + Send + 'static, log: Arc<Log>, stdout: bool, echo: bool) {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
         let mut buf = Vec::new();
@@ -169,9 +169,9 @@ fn collect(pipe: impl Read + Send + 'static, log: Arc<Log>, stdout: bool) {
             }
             let raw = String::from_utf8_lossy(&buf);
             let line = devlog::strip_ansi(raw.trim_end_matches(['\n', '\r']));
-            if stdout {
+            if echo && stdout {
                 eprintln!("[devsup stdout] {line}");
-            } else {
+            } else if echo {
                 eprintln!("[devsup] {line}");
             }
             let mut state = log.state.lock().unwrap();
@@ -198,9 +198,17 @@ pub struct DevsupBuilder {
     server: Option<OsString>,
     server_args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    echo: bool,
 }
 
 impl DevsupBuilder {
+    /// Whether to echo each log line to our stderr (default: yes, so a
+    /// failing test shows the log).
+    pub fn echo(mut self, echo: bool) -> Self {
+        self.echo = echo;
+        self
+    }
+
     /// Adds one devsup option (before `--`).
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
         self.args.push(arg.as_ref().into());
@@ -266,7 +274,7 @@ impl DevsupBuilder {
             .iter()
             .map(|(k, v)| (k.as_os_str(), v.as_os_str()))
             .collect();
-        Devsup::spawn_raw(&self.cwd, &args, &env)
+        Devsup::start(&self.cwd, &args, &env, self.echo)
     }
 }
 
@@ -296,12 +304,22 @@ impl Devsup {
             server: None,
             server_args: Vec::new(),
             env: Vec::new(),
+            echo: true,
         }
     }
 
     /// Starts the devsup binary with exactly `args`, in `cwd`, with `env`
     /// added: stdin null, stdout and stderr collected.
     pub fn spawn_raw<S: AsRef<OsStr>>(cwd: &Path, args: &[S], env: &[(&OsStr, &OsStr)]) -> Devsup {
+        Devsup::start(cwd, args, env, true)
+    }
+
+    fn start<S: AsRef<OsStr>>(
+        cwd: &Path,
+        args: &[S],
+        env: &[(&OsStr, &OsStr)],
+        echo: bool,
+    ) -> Devsup {
         let devsup = &binaries().devsup;
         let mut command = Command::new(devsup);
         command
@@ -320,8 +338,8 @@ impl Devsup {
             .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
         eprintln!("[harness] started devsup pid={}: {command:?}", child.id());
         let log = Arc::new(Log::default());
-        collect(child.stderr.take().unwrap(), log.clone(), false);
-        collect(child.stdout.take().unwrap(), log.clone(), true);
+        collect(child.stderr.take().unwrap(), log.clone(), false, echo);
+        collect(child.stdout.take().unwrap(), log.clone(), true, echo);
         Devsup {
             pid: child.id() as i32,
             child: Mutex::new(child),
@@ -513,6 +531,9 @@ impl Drop for Devsup {
                 let _ = nix::sys::signal::killpg(Pid::from_raw(*pid), Signal::SIGKILL);
                 let _ = nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGKILL);
             }
+            wait_until(Duration::from_secs(5), || {
+                generations.values().filter(outlived).count() == 0
+            });
         }
     }
 }
