@@ -15,17 +15,21 @@ use nix::sys::signal::Signal;
 /// The child is reaped by the supervisor, never through a `Child` handle.
 pub fn spawn(cmd: &str, parent_death_signal: Signal) -> std::io::Result<i32> {
     let pdeathsig = parent_death_signal as libc::c_ulong;
+    let max_fd = crate::generation::max_fd();
     let mut command = Command::new("/bin/sh");
     command
         .arg("-c")
         .arg(cmd)
         .stdin(Stdio::null())
         .process_group(0);
-    // SAFETY: prctl is async-signal-safe and the closure allocates nothing.
+    // SAFETY: prctl and close_range/fcntl are async-signal-safe and the
+    // closure allocates nothing.
     unsafe {
         command.pre_exec(move || {
             #[cfg(target_os = "linux")]
             libc::prctl(libc::PR_SET_PDEATHSIG, pdeathsig, 0, 0, 0);
+            // Only stdin, stdout and stderr: not even fds devsup inherited.
+            crate::generation::close_from_on_exec(3, max_fd);
             Ok(())
         });
     }

@@ -363,7 +363,7 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
 
 /// The highest fd number to mark close-on-exec where `close_range` is
 /// missing.
-fn max_fd() -> RawFd {
+pub(crate) fn max_fd() -> RawFd {
     let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(soft, _)| soft)
         .unwrap_or(1024);
@@ -374,7 +374,7 @@ fn max_fd() -> RawFd {
 ///
 /// # Safety
 /// Async-signal-safe; only for the child between fork and exec.
-unsafe fn close_from_on_exec(first: RawFd, max_fd: RawFd) {
+pub(crate) unsafe fn close_from_on_exec(first: RawFd, max_fd: RawFd) {
     #[cfg(target_os = "linux")]
     {
         const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
