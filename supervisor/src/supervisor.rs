@@ -165,8 +165,8 @@ impl Executor {
                         ready_at,
                     } => info!(
                         generation = gen_id,
-                        "draining ({signal}) {}us after gen={successor} ready",
-                        sent.saturating_duration_since(*ready_at).as_micros()
+                        "draining ({signal}) {} after gen={successor} ready",
+                        latency(sent.saturating_duration_since(*ready_at))
                     ),
                     SignalReason::NotReady => info!(generation = gen_id, "draining ({signal})"),
                     SignalReason::Shutdown if signal == Signal::SIGKILL => {
@@ -213,7 +213,7 @@ impl Executor {
         match generation::spawn(&path, &self.config.program, &inherit) {
             Ok(spawned) => {
                 let after = trigger_at
-                    .map(|t| format!(" in {}us after trigger", t.elapsed().as_micros()))
+                    .map(|t| format!(" in {} after trigger", latency(t.elapsed())))
                     .unwrap_or_default();
                 info!(generation = gen_id, "spawned pid={}{after}", spawned.pid);
                 self.procs.insert(
@@ -294,6 +294,16 @@ impl Executor {
                 Role::Build => Event::BuildExited { exit: Some(exit) },
             });
         }
+    }
+}
+
+/// A latency for the log: microseconds while they matter, else like
+/// [`crate::machine::ms`].
+fn latency(d: std::time::Duration) -> String {
+    if d < std::time::Duration::from_millis(10) {
+        format!("{}us", d.as_micros())
+    } else {
+        crate::machine::ms(d)
     }
 }
 
