@@ -404,13 +404,19 @@ pub fn spawn(mut cfg: WatchConfig, tx: Sender<Input>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// notify's poll watcher compares modification times in whole seconds, so
+/// a second edit within the same second as the first would go unseen;
+/// comparing contents too catches it. Only unignored directories are
+/// polled, which keeps the hashing cheap.
 fn poll_watcher(
     tx: Sender<notify::Result<notify::Event>>,
     interval: Duration,
 ) -> anyhow::Result<AnyWatcher> {
     Ok(AnyWatcher::Poll(PollWatcher::new(
         tx,
-        notify::Config::default().with_poll_interval(interval),
+        notify::Config::default()
+            .with_poll_interval(interval)
+            .with_compare_contents(true),
     )?))
 }
 
