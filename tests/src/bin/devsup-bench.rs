@@ -109,12 +109,7 @@ fn bench_mode(
     interval: Duration,
     reloads: u32,
 ) -> ModeResult {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    // At info level: the handoff lines are the measurement.
-    let devsup = Devsup::builder(dir.path()).echo(args.verbose).spawn();
-    let addr = devsup.addr();
-    devsup.wait_event(1, "ready", TIMEOUT);
-    let config = LoadConfig {
+    let config = |addr| LoadConfig {
         conns: args.conns,
         mode,
         path: args.path.clone(),
@@ -123,15 +118,18 @@ fn bench_mode(
         ..LoadConfig::new(addr)
     };
 
+    // A devsup (so a port) per phase: in close mode the steady phase leaves
+    // tens of thousands of TIME_WAIT sockets on its port, which would slow
+    // the next phase's connects to that port and read as a reload cost.
     eprintln!("devsup-bench: {mode}: steady phase");
-    let steady = load::run_blocking(config.clone());
+    let (devsup, _dir) = start_devsup(args);
+    let steady = load::run_blocking(config(devsup.addr()));
+    devsup.terminate(TIMEOUT);
 
     eprintln!("devsup-bench: {mode}: reload phase");
+    let (devsup, _dir) = start_devsup(args);
     let mark = devsup.mark();
-    let run = load::start(LoadConfig {
-        stop: load::Stop::new(),
-        ..config
-    });
+    let run = load::start(config(devsup.addr()));
     let started = Instant::now();
     for k in 1..=reloads {
         // Pacing the storm, not waiting for anything to happen.
@@ -164,6 +162,17 @@ fn bench_mode(
         generations_spawned,
         timings,
     }
+}
+
+/// devsup on the reference server, generation 1 ready, in a new
+/// directory (kept as long as the returned guard).
+fn start_devsup(args: &Args) -> (Devsup, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    // At info level: the handoff lines are the measurement.
+    let devsup = Devsup::builder(dir.path()).echo(args.verbose).spawn();
+    devsup.addr();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    (devsup, dir)
 }
 
 fn print_results(results: &[ModeResult]) {
