@@ -1,0 +1,240 @@
+//! Every example under `examples/` reloads under devsup with zero failed
+//! requests: 8 keep-alive clients send `GET /` through three SIGHUP
+//! reloads, each old generation drains and exits 0 by itself, and every
+//! request is answered by the generation and pid it says.
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use devsup_tests::harness::{Devsup, Signal, TIMEOUT, wait_until};
+use devsup_tests::http;
+use devsup_tests::load::{self, LoadConfig};
+
+#[test]
+fn axum_reloads_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server(example("example-axum"))
+        .spawn();
+    reloads_under_load(&devsup);
+}
+
+#[test]
+fn actix_reloads_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server(example("example-actix"))
+        .spawn();
+    reloads_under_load(&devsup);
+}
+
+#[test]
+fn hyper_reloads_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server(example("example-hyper"))
+        .spawn();
+    reloads_under_load(&devsup);
+}
+
+#[test]
+fn std_blocking_reloads_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server(example("example-std"))
+        .spawn();
+    reloads_under_load(&devsup);
+}
+
+#[test]
+fn python_reloads_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = workspace_root().join("examples/python/server.py");
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server("python3")
+        .server_args([script])
+        .spawn();
+    reloads_under_load(&devsup);
+}
+
+/// server.py's sd_notify path on its own, without devsup: given a listener
+/// at fd 3 and a `NOTIFY_SOCKET` (a path, then an abstract `@name`) and no
+/// `DEVSUP_READY_FD`, it sends `READY=1` there, serves, and exits 0 on
+/// SIGTERM.
+#[test]
+fn python_sends_ready_to_the_notify_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let by_path = UnixDatagram::bind(&path).unwrap();
+    python_notifies(&by_path, path.as_os_str());
+
+    let name = format!("devsup-examples-{}", std::process::id());
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let by_name = UnixDatagram::bind_addr(&addr).unwrap();
+    python_notifies(&by_name, format!("@{name}"));
+}
+
+fn python_notifies(notify: &UnixDatagram, notify_socket: impl AsRef<OsStr>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    let mut command = Command::new("python3");
+    command
+        .arg(workspace_root().join("examples/python/server.py"))
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDS_FIRST_FD", "3")
+        .env("DEVSUP_GENERATION", "7")
+        .env("NOTIFY_SOCKET", notify_socket)
+        .env_remove("DEVSUP_READY_FD")
+        .stdin(Stdio::null());
+    // SAFETY: the closure makes only async-signal-safe calls (dup2, fcntl).
+    unsafe { command.pre_exec(move || place_at_first_fd(fd)) };
+    let child = KillOnDrop(command.spawn().unwrap());
+    // The child's copy at fd 3 is the only one left.
+    drop(listener);
+
+    notify.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).expect("a datagram within TIMEOUT");
+    assert_eq!(&buf[..n], b"READY=1");
+    let response = http::get(addr, "/").unwrap();
+    assert_eq!(response.gen_pid(), Some((7, child.0.id() as i32)));
+
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    let mut child = child;
+    assert!(
+        wait_until(TIMEOUT, || child.0.try_wait().unwrap().is_some()),
+        "server.py exits on SIGTERM"
+    );
+    assert!(child.0.wait().unwrap().success());
+}
+
+/// In the child: makes `fd` the inheritable fd 3, as devsup does.
+fn place_at_first_fd(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain fd syscalls on fds this process owns.
+    unsafe {
+        if fd == 3 {
+            // dup2 onto itself would keep close-on-exec.
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        } else if libc::dup2(fd, 3) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A child that is SIGKILLed and reaped if a test fails before it exits.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Generation 1 serves, then three reloads under 8 keep-alive clients; no
+/// request may fail, and each old generation must drain and exit 0 by
+/// itself (not be killed at the drain timeout).
+fn reloads_under_load(devsup: &Devsup) {
+    let addr = devsup.addr();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    let first = http::get(addr, "/").unwrap();
+    assert_eq!(first.generation(), Some(1), "{first:?}");
+    assert_eq!(first.pid(), Some(devsup.generation_pid(1, TIMEOUT)));
+    assert_eq!(first.header("x-generation"), Some("1"), "{first:?}");
+
+    let run = load::start(LoadConfig {
+        conns: 8,
+        ..LoadConfig::new(addr)
+    });
+    assert!(run.wait_ok(50, TIMEOUT), "generation 1 serves the load");
+    for generation in 2..=4 {
+        devsup.reload();
+        devsup.wait_event(generation, "ready", TIMEOUT);
+        let exited = devsup.wait_event(generation - 1, "exited", TIMEOUT);
+        assert!(exited.contains("with status 0"), "drained itself: {exited}");
+        let ok = run.ok();
+        assert!(
+            run.wait_ok(ok + 20, TIMEOUT),
+            "generation {generation} serves the load"
+        );
+    }
+    let report = run.finish();
+    eprintln!("{report}");
+    assert_eq!(report.failures(), 0, "{report}");
+    assert!(report.generations.len() >= 3, "{report}");
+    let pids = devsup.generation_pids();
+    for (generation, seen) in &report.pids {
+        assert_eq!(
+            *seen,
+            BTreeSet::from([pids[generation]]),
+            "generation {generation} answered with its own pid"
+        );
+    }
+}
+
+/// The path of an example's binary, built by `$CARGO build -p PACKAGE`
+/// (once per package per test process) into the target directory and
+/// profile this test was built in, as the harness builds devsup.
+fn example(package: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let exe = std::env::current_exe().expect("current_exe");
+    // Tests run from target/<profile>/deps/, binaries from target/<profile>/.
+    let mut profile_dir = exe.parent().expect("exe has a parent").to_path_buf();
+    if profile_dir.file_name() == Some(OsStr::new("deps")) {
+        profile_dir.pop();
+    }
+    // Held across the build: cargo would serialise on its lock anyway.
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    if !built.contains(package) {
+        let release = profile_dir.file_name() == Some(OsStr::new("release"));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut command = Command::new(cargo);
+        command
+            .arg("build")
+            .arg("--quiet")
+            .arg("--manifest-path")
+            .arg(workspace_root().join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(profile_dir.parent().expect("profile dir has a parent"))
+            .args(["-p", package, "--bins"]);
+        if release {
+            command.arg("--release");
+        }
+        let started = Instant::now();
+        let status = command
+            .status()
+            .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+        assert!(status.success(), "{command:?} failed: {status}");
+        eprintln!("[examples] built {package} in {:.1?}", started.elapsed());
+        built.insert(package.to_owned());
+    }
+    profile_dir.join(package)
+}
+
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+}
