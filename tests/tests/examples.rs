@@ -13,7 +13,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, PoisonError};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use devsup_tests::harness::{Devsup, Signal, TIMEOUT, wait_until};
@@ -194,43 +194,56 @@ fn reloads_under_load(devsup: &Devsup) {
     }
 }
 
-/// The path of an example's binary, built by `$CARGO build -p PACKAGE`
-/// (once per package per test process) into the target directory and
-/// profile this test was built in, as the harness builds devsup.
+/// The Rust examples, built together by [`example`].
+const PACKAGES: [&str; 4] = [
+    "example-axum",
+    "example-actix",
+    "example-hyper",
+    "example-std",
+];
+
+/// The path of an example's binary. The first call builds all of them with
+/// one `$CARGO build -p ... -p ...` into the target directory and profile
+/// this test was built in, as the harness builds devsup: one build resolves
+/// one feature set for the dependencies they share (tokio, hyper), where a
+/// build per package would compile those once per package.
 fn example(package: &str) -> PathBuf {
-    static BUILT: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    static PROFILE_DIR: OnceLock<PathBuf> = OnceLock::new();
+    assert!(PACKAGES.contains(&package), "{package} is not in PACKAGES");
+    PROFILE_DIR.get_or_init(build_examples).join(package)
+}
+
+fn build_examples() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // Tests run from target/<profile>/deps/, binaries from target/<profile>/.
     let mut profile_dir = exe.parent().expect("exe has a parent").to_path_buf();
     if profile_dir.file_name() == Some(OsStr::new("deps")) {
         profile_dir.pop();
     }
-    // Held across the build: cargo would serialise on its lock anyway.
-    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
-    if !built.contains(package) {
-        let release = profile_dir.file_name() == Some(OsStr::new("release"));
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut command = Command::new(cargo);
-        command
-            .arg("build")
-            .arg("--quiet")
-            .arg("--manifest-path")
-            .arg(workspace_root().join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(profile_dir.parent().expect("profile dir has a parent"))
-            .args(["-p", package, "--bins"]);
-        if release {
-            command.arg("--release");
-        }
-        let started = Instant::now();
-        let status = command
-            .status()
-            .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
-        assert!(status.success(), "{command:?} failed: {status}");
-        eprintln!("[examples] built {package} in {:.1?}", started.elapsed());
-        built.insert(package.to_owned());
+    let release = profile_dir.file_name() == Some(OsStr::new("release"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .arg("build")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(workspace_root().join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(profile_dir.parent().expect("profile dir has a parent"))
+        .arg("--bins");
+    for package in PACKAGES {
+        command.args(["-p", package]);
     }
-    profile_dir.join(package)
+    if release {
+        command.arg("--release");
+    }
+    let started = Instant::now();
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    assert!(status.success(), "{command:?} failed: {status}");
+    eprintln!("[examples] built the examples in {:.1?}", started.elapsed());
+    profile_dir
 }
 
 fn workspace_root() -> &'static Path {
