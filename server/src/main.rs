@@ -19,7 +19,9 @@ use devsup_server::{Server, StopSignal};
 /// and pid so interleaved generations can be told apart.
 macro_rules! log {
     ($tag:expr, $($arg:tt)*) => {
-        eprintln!("devsup-server {}: {}", $tag, format_args!($($arg)*))
+        // One write per line: stderr is shared with devsup, whose lines
+        // must not be cut into.
+        eprint!("{}", format!("devsup-server {}: {}\n", $tag, format_args!($($arg)*)))
     };
 }
 

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod generation;
 pub mod log;
 pub mod machine;
+pub mod notify;
 pub mod signals;
 pub mod sockets;
 pub mod supervisor;

@@ -311,6 +311,8 @@ pub struct State {
     restart_at: Option<Instant>,
     backoff: Duration,
     shutdown: Option<Shutdown>,
+    /// The most generations alive at once so far.
+    peak: usize,
 }
 
 impl State {
@@ -328,6 +330,7 @@ impl State {
             restart_at: None,
             backoff: BACKOFF_MIN,
             shutdown: None,
+            peak: 0,
         }
     }
 
@@ -523,6 +526,20 @@ impl State {
             },
         );
         out.push(Action::Spawn { gen_id, trigger_at });
+        if self.gens.len() > self.peak {
+            self.peak = self.gens.len();
+            if self.peak > 2 {
+                info!(
+                    "{} generations alive at once, the most so far (the others are draining)",
+                    self.peak
+                );
+            }
+        }
+    }
+
+    /// The most generations that were alive at once.
+    pub fn peak_live(&self) -> usize {
+        self.peak
     }
 
     fn on_message(
@@ -929,7 +946,10 @@ impl State {
         {
             let code = if sd.killed_any { 1 } else { 0 };
             if code == 0 {
-                info!("every generation has exited; bye");
+                info!(
+                    "every generation has exited (at most {} were alive at once); bye",
+                    self.peak
+                );
             } else {
                 warn!("stopped, but some generation had to be killed");
             }

@@ -15,7 +15,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Instant;
 
@@ -29,6 +30,7 @@ use tracing::{debug, info, warn};
 use crate::cli::Config;
 use crate::generation::{self, Inherit};
 use crate::machine::{Action, Event, Exit, GenId, SignalReason, State, Trigger};
+use crate::notify::{self, NotifyDir};
 use crate::sockets::{self, Listener};
 
 /// What the loop receives.
@@ -38,6 +40,8 @@ pub enum Input {
     Event(Event),
     /// SIGCHLD: some child changed state; reap.
     ChildExited,
+    /// A generation asked devsup to keep or drop file descriptors.
+    Store(GenId, crate::notify::Store),
 }
 
 /// What a process devsup started is for.
@@ -61,7 +65,15 @@ struct Executor {
     tx: Sender<Input>,
     /// Process groups devsup started, by leader pid (= pgid).
     procs: HashMap<i32, Proc>,
+    notify_dir: NotifyDir,
+    /// Each live generation's notify socket.
+    notify_paths: HashMap<GenId, PathBuf>,
+    /// `FDSTORE=1` fds, passed to every new generation after the sockets.
+    fd_store: Vec<(String, OwnedFd)>,
 }
+
+/// Most fds devsup keeps for `FDSTORE=1`.
+const MAX_STORED_FDS: usize = 32;
 
 /// Runs devsup until it is told to stop; returns its exit status.
 pub fn run(config: Config) -> anyhow::Result<u8> {
@@ -92,6 +104,9 @@ pub fn run(config: Config) -> anyhow::Result<u8> {
         listeners,
         tx,
         procs: HashMap::new(),
+        notify_dir: NotifyDir::create()?,
+        notify_paths: HashMap::new(),
+        fd_store: Vec::new(),
     };
     let mut queue = VecDeque::from([Event::Reload {
         trigger: Trigger::Startup,
@@ -104,6 +119,10 @@ pub fn run(config: Config) -> anyhow::Result<u8> {
                 Input::Event(event) => event,
                 Input::ChildExited => {
                     exec.reap(&mut queue);
+                    continue;
+                }
+                Input::Store(gen_id, store) => {
+                    exec.store(gen_id, store);
                     continue;
                 }
             },
@@ -200,15 +219,28 @@ impl Executor {
                 };
             }
         };
-        let fds: Vec<BorrowedFd<'_>> = self.listeners.iter().map(|l| l.fd()).collect();
-        let names: Vec<&str> = self.listeners.iter().map(|l| l.name.as_str()).collect();
+        let (notify_path, notify_socket) = match self.notify_dir.bind(gen_id) {
+            Ok(bound) => bound,
+            Err(e) => {
+                return Event::SpawnFailed {
+                    gen_id,
+                    error: format!("{e:#}"),
+                };
+            }
+        };
+        let fds: Vec<BorrowedFd<'_>> = (self.listeners.iter().map(|l| l.fd()))
+            .chain(self.fd_store.iter().map(|(_, fd)| fd.as_fd()))
+            .collect();
+        let names: Vec<&str> = (self.listeners.iter().map(|l| l.name.as_str()))
+            .chain(self.fd_store.iter().map(|(name, _)| name.as_str()))
+            .collect();
         let inherit = Inherit {
             sockets: &fds,
             names: &names,
             generation: gen_id,
             listen_pid: self.config.listen_pid,
             parent_death_signal: self.config.drain_signal,
-            extra_env: Vec::new(),
+            extra_env: vec![(proto::NOTIFY_SOCKET_ENV.into(), notify_path.clone().into())],
         };
         match generation::spawn(&path, &self.config.program, &inherit) {
             Ok(spawned) => {
@@ -224,15 +256,58 @@ impl Executor {
                     },
                 );
                 spawn_channel_reader(gen_id, spawned.channel, self.tx.clone());
+                notify::spawn_reader(
+                    gen_id,
+                    spawned.pid,
+                    notify_socket,
+                    notify_path.clone(),
+                    self.tx.clone(),
+                );
+                self.notify_paths.insert(gen_id, notify_path);
                 Event::Spawned {
                     gen_id,
                     pid: spawned.pid,
                 }
             }
-            Err(e) => Event::SpawnFailed {
-                gen_id,
-                error: format!("{e:#}"),
-            },
+            Err(e) => {
+                let _ = std::fs::remove_file(&notify_path);
+                Event::SpawnFailed {
+                    gen_id,
+                    error: format!("{e:#}"),
+                }
+            }
+        }
+    }
+
+    /// Keeps or drops fds a generation sent with `FDSTORE=1`.
+    fn store(&mut self, gen_id: GenId, store: notify::Store) {
+        match store {
+            notify::Store::Add { name, fds } => {
+                let room = MAX_STORED_FDS.saturating_sub(self.fd_store.len());
+                if fds.len() > room {
+                    warn!(
+                        generation = gen_id,
+                        "the fd store is full ({MAX_STORED_FDS}): dropped {} fd(s) named {name}",
+                        fds.len() - room
+                    );
+                }
+                let n = fds.len().min(room);
+                self.fd_store
+                    .extend(fds.into_iter().take(n).map(|fd| (name.clone(), fd)));
+                info!(
+                    generation = gen_id,
+                    "stored {n} fd(s) named {name}, passed to the next generations"
+                );
+            }
+            notify::Store::Remove { name } => {
+                let before = self.fd_store.len();
+                self.fd_store.retain(|(n, _)| *n != name);
+                info!(
+                    generation = gen_id,
+                    "removed {} stored fd(s) named {name}",
+                    before - self.fd_store.len()
+                );
+            }
         }
     }
 
@@ -290,7 +365,12 @@ impl Executor {
             let p = self.procs.remove(&pid).expect("listed above");
             let exit = p.leader.expect("filtered above");
             queue.push_back(match p.role {
-                Role::Generation(gen_id) => Event::GenExited { gen_id, exit },
+                Role::Generation(gen_id) => {
+                    if let Some(path) = self.notify_paths.remove(&gen_id) {
+                        notify::stop_reader(&path);
+                    }
+                    Event::GenExited { gen_id, exit }
+                }
                 Role::Build => Event::BuildExited { exit: Some(exit) },
             });
         }

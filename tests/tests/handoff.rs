@@ -234,7 +234,12 @@ fn sigint_finishes_in_flight_requests_and_exits_cleanly() {
     for pid in pids.values() {
         assert!(!pid_alive(*pid), "pid {pid} is gone");
     }
-    assert!(port_is_free(addr), "the port is released");
+    // A snapshot can be fooled by another test's child that has not yet
+    // exec'd (it briefly holds copies of every fd): poll.
+    assert!(
+        wait_until(TIMEOUT, || port_is_free(addr)),
+        "the port is released"
+    );
 }
 
 #[test]

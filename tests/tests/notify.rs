@@ -1,0 +1,110 @@
+//! systemd's `NOTIFY_SOCKET` protocol: readiness from a server written for
+//! `Type=notify`, the sender check, the private directory, and `FDSTORE`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use devsup_tests::harness::{Devsup, Signal, TIMEOUT, event, wait_until};
+use devsup_tests::http;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/notify_server.py")
+}
+
+#[test]
+fn a_type_notify_server_reloads_through_notify_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server("python3")
+        .server_args([fixture()])
+        .spawn();
+    devsup.wait_event(1, "status: notify server up", TIMEOUT);
+    devsup.signal(Signal::SIGHUP);
+    devsup.wait_event(2, "ready", TIMEOUT);
+    devsup.wait_event(1, "draining", TIMEOUT);
+    let exited = devsup.wait_event(1, "exited", TIMEOUT);
+    assert!(exited.contains("with status 0"), "{exited}");
+}
+
+#[test]
+fn a_stored_memfd_reaches_later_generations() {
+    let dir = tempfile::tempdir().unwrap();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server("python3")
+        .server_args([
+            fixture().into_os_string(),
+            "--store".into(),
+            "warm cache v1".into(),
+        ])
+        .spawn();
+    devsup.wait_event(1, "stored 1 fd(s) named cache", TIMEOUT);
+    devsup.wait_event(1, "ready", TIMEOUT);
+    for generation in 2..=3 {
+        devsup.signal(Signal::SIGHUP);
+        devsup.wait_event(generation, "ready", TIMEOUT);
+    }
+    let out = |line: &str| {
+        let line = line.to_owned();
+        wait_until(TIMEOUT, || devsup.stdout_lines().contains(&line))
+    };
+    // Each later generation gets the socket, then the stored memfd, named.
+    assert!(
+        out("gen3 names=http:cache:cache"),
+        "{:?}",
+        devsup.stdout_lines()
+    );
+    assert!(
+        out("gen3 cache=warm cache v1"),
+        "{:?}",
+        devsup.stdout_lines()
+    );
+    assert!(
+        out("gen2 cache=warm cache v1"),
+        "{:?}",
+        devsup.stdout_lines()
+    );
+}
+
+/// The notify socket lives in a private directory, hears only the
+/// generation's own processes, and is gone with devsup.
+#[test]
+fn notify_sockets_are_private_and_check_the_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let devsup = Devsup::builder(dir.path())
+        .args(["--no-watch", "--ready-timeout", "60s"])
+        .server_args(["--never-ready", "2"])
+        .spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    let gen1_socket = http::get(devsup.addr(), "/env?name=NOTIFY_SOCKET")
+        .unwrap()
+        .body;
+    let private = Path::new(&gen1_socket).parent().unwrap().to_path_buf();
+    let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{}", private.display());
+
+    devsup.signal(Signal::SIGHUP);
+    devsup.wait_event(2, "spawned", TIMEOUT);
+    let gen2_socket = private.join("gen-2.sock");
+    assert!(wait_until(TIMEOUT, || gen2_socket.exists()));
+    // This test process is not in generation 2's process group: its
+    // READY=1 must not hand over.
+    let intruder = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    intruder.send_to(b"READY=1\n", &gen2_socket).unwrap();
+    let warning = devsup.wait_for_line("dropped a notify message from pid", TIMEOUT);
+    assert!(
+        warning.contains(&std::process::id().to_string()),
+        "{warning}"
+    );
+    assert_eq!(devsup.count_matching(event(2, "ready")), 0);
+    assert_eq!(devsup.count_matching(event(1, "draining")), 0);
+
+    devsup.signal(Signal::SIGINT);
+    assert_eq!(devsup.wait_exit(TIMEOUT).code(), Some(0));
+    assert!(
+        !private.exists(),
+        "{} is removed on exit",
+        private.display()
+    );
+}
