@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use nix::sys::signal::Signal;
 
 use crate::generation::Program;
@@ -24,14 +24,18 @@ use crate::watch::WatchConfig;
     version,
     about,
     long_about = None,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true,
     after_help = "\
 Examples:
   devsup --port 8080 -- ./target/debug/server
   devsup --port 8080 --build 'cargo build' -- ./target/debug/server
   devsup -s http=tcp::[::1]:8080 -s admin=unix::/tmp/admin.sock --ready-after 1s -- cargo run
 
-Reload: SIGHUP (`kill -HUP <devsup pid>`), or DEVSUP_RELOAD=1 from the server.
-Stop: Ctrl-C drains every generation; Ctrl-C again kills them."
+Reload: a file change, SIGHUP, r + Enter, or DEVSUP_RELOAD=1 from the server.
+Stop: Ctrl-C (or q + Enter) drains every generation; Ctrl-C again kills them.
+Options can also live in devsup.toml or [package.metadata.devsup] in Cargo.toml;
+the command line wins."
 )]
 pub struct Cli {
     /// Listen on 127.0.0.1:PORT (0 picks a free port). Same as `--socket tcp::PORT`.
@@ -122,9 +126,64 @@ pub struct Cli {
     #[arg(short, long, help_heading = "Output")]
     pub verbose: bool,
 
+    /// Prefix each line the server prints with its generation (`[gen 2] ...`).
+    #[arg(long, help_heading = "Output")]
+    pub prefix: bool,
+
+    /// Read options from this file instead of ./devsup.toml or ./Cargo.toml's
+    /// [package.metadata.devsup].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
     /// The server command and its arguments.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+
+    #[allow(missing_docs)]
+    #[command(subcommand)]
+    pub sub: Option<Sub>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Sub {
+    /// Print a shell completion script, e.g. `devsup completions bash > /etc/bash_completion.d/devsup`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Request {
+    /// Supervise a server.
+    Run(Box<Config>),
+    /// Print completions for a shell.
+    Completions(clap_complete::Shell),
+}
+
+/// Parses the command line and the config file; `Err` is a usage error to
+/// print. clap's own errors and `--help` exit from here.
+pub fn parse(
+    args: impl IntoIterator<Item = OsString>,
+    cwd: &std::path::Path,
+) -> anyhow::Result<(Request, bool, bool)> {
+    let matches = Cli::command().get_matches_from(args);
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(Sub::Completions { shell }) = cli.sub {
+        return Ok((Request::Completions(shell), false, false));
+    }
+    if let Some((file, config)) = crate::config::load(cwd, cli.config.as_deref())? {
+        config.apply(&mut cli, &matches, &file)?;
+    }
+    let (quiet, verbose) = (cli.quiet, cli.verbose);
+    Ok((Request::Run(Box::new(cli.into_config()?)), quiet, verbose))
+}
+
+/// Writes the completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "devsup", out);
 }
 
 /// Everything devsup runs with, checked.
@@ -150,6 +209,8 @@ pub struct Config {
     pub ready_after: Option<Duration>,
     /// File watching, unless `--no-watch`.
     pub watch: Option<WatchConfig>,
+    /// Prefix the server's output with its generation.
+    pub prefix: bool,
 }
 
 impl Config {
@@ -199,6 +260,7 @@ impl Cli {
             no_reload_on: self.no_reload_on,
         });
         Ok(Config {
+            prefix: self.prefix,
             watch,
             sockets,
             backlog: self.backlog,

@@ -100,6 +100,9 @@ pub struct Inherit<'a> {
     pub parent_death_signal: Signal,
     /// Extra environment (`NOTIFY_SOCKET`, …).
     pub extra_env: Vec<(OsString, OsString)>,
+    /// Capture stdout and stderr (for `--prefix`) instead of passing them
+    /// through.
+    pub capture_output: bool,
 }
 
 /// A started generation.
@@ -109,6 +112,8 @@ pub struct Spawned {
     pub pid: i32,
     /// devsup's end of the ready channel.
     pub channel: OwnedFd,
+    /// The read ends of its stdout and stderr, when captured.
+    pub output: Option<(OwnedFd, OwnedFd)>,
 }
 
 /// Environment variables of protocol v1 that must not leak from devsup's
@@ -198,6 +203,18 @@ pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::R
     let (err_read, err_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let dev_null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
+    let pipes = if inherit.capture_output {
+        let out =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+        let err =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+        Some((out, err))
+    } else {
+        None
+    };
+    let output_fds = pipes
+        .as_ref()
+        .map(|((_, w1), (_, w2))| (w1.as_raw_fd(), w2.as_raw_fd()));
 
     // The child's fd plan: sources, in the order of their targets 3, 4, …
     let sources: Vec<RawFd> = inherit
@@ -226,6 +243,7 @@ pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::R
                 envp: env_ptrs.as_ptr(),
                 sources: &sources,
                 stdin: dev_null.as_raw_fd(),
+                output: output_fds,
                 listen_pid_slot,
                 parent_pid,
                 pdeathsig,
@@ -237,6 +255,10 @@ pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::R
 
     drop(err_write);
     drop(theirs);
+    let output = pipes.map(|((r1, w1), (r2, w2))| {
+        drop((w1, w2));
+        (r1, r2)
+    });
     // The child writes errno here if exec fails; exec closes the pipe
     // (close-on-exec) when it succeeds, so EOF means success.
     let mut buf = [0u8; 4];
@@ -264,7 +286,11 @@ pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::R
         return Err(io::Error::from_raw_os_error(errno))
             .with_context(|| format!("cannot run {}", path.display()));
     }
-    Ok(Spawned { pid, channel: ours })
+    Ok(Spawned {
+        pid,
+        channel: ours,
+        output,
+    })
 }
 
 struct ChildPlan<'a> {
@@ -273,6 +299,7 @@ struct ChildPlan<'a> {
     envp: *const *const libc::c_char,
     sources: &'a [RawFd],
     stdin: RawFd,
+    output: Option<(RawFd, RawFd)>,
     listen_pid_slot: Option<*mut u8>,
     parent_pid: libc::pid_t,
     pdeathsig: libc::c_int,
@@ -342,6 +369,11 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
         }
         if libc::dup2(plan.stdin, 0) < 0 {
             fail(plan.err_pipe);
+        }
+        if let Some((out, err)) = plan.output {
+            if libc::dup2(out, 1) < 0 || libc::dup2(err, 2) < 0 {
+                fail(plan.err_pipe);
+            }
         }
         // devsup's own fds are all close-on-exec, but devsup may have
         // inherited others (a shell's, or cargo's jobserver pipes): the
@@ -479,6 +511,7 @@ mod tests {
                 listen_pid: true,
                 parent_death_signal: Signal::SIGTERM,
                 extra_env: vec![],
+                capture_output: false,
             },
         )
         .unwrap();

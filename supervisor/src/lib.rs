@@ -15,6 +15,7 @@ compile_error!("devsup runs on Linux and other Unix systems only; Windows is not
 
 pub mod build;
 pub mod cli;
+pub mod config;
 pub mod generation;
 pub mod log;
 pub mod machine;
@@ -24,3 +25,33 @@ pub mod sockets;
 pub mod supervisor;
 pub mod terminal;
 pub mod watch;
+
+/// The `devsup` binary: parse, set up logging, run; the only place that
+/// prints an error.
+pub fn main() -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let (request, quiet, verbose) = match cli::parse(std::env::args_os(), &cwd) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            eprintln!("devsup: error: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match request {
+        cli::Request::Completions(shell) => {
+            cli::completions(shell, &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        cli::Request::Run(config) => {
+            log::init(quiet, verbose);
+            match supervisor::run(*config) {
+                Ok(code) => ExitCode::from(code),
+                Err(err) => {
+                    eprintln!("devsup: error: {err:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}

@@ -241,6 +241,7 @@ impl Executor {
             listen_pid: self.config.listen_pid,
             parent_death_signal: self.config.drain_signal,
             extra_env: vec![(proto::NOTIFY_SOCKET_ENV.into(), notify_path.clone().into())],
+            capture_output: self.config.prefix,
         };
         match generation::spawn(&path, &self.config.program, &inherit) {
             Ok(spawned) => {
@@ -256,6 +257,10 @@ impl Executor {
                     },
                 );
                 spawn_channel_reader(gen_id, spawned.channel, self.tx.clone());
+                if let Some((stdout, stderr)) = spawned.output {
+                    spawn_prefixer(gen_id, stdout, false);
+                    spawn_prefixer(gen_id, stderr, true);
+                }
                 notify::spawn_reader(
                     gen_id,
                     spawned.pid,
@@ -395,6 +400,42 @@ fn signal_group(pgid: i32, signal: Signal) {
     match killpg(Pid::from_raw(pgid), signal) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => warn!("cannot send {signal} to process group {pgid}: {e}"),
+    }
+}
+
+/// Copies a generation's output to devsup's, each line prefixed with
+/// `[gen N] ` and written in one piece, so lines of overlapping
+/// generations never interleave mid-line.
+fn spawn_prefixer(gen_id: GenId, pipe: OwnedFd, stderr: bool) {
+    use std::io::{BufRead, Write};
+    let spawned = std::thread::Builder::new()
+        .name(format!("gen-{gen_id}-output"))
+        .spawn(move || {
+            let mut reader = std::io::BufReader::new(std::fs::File::from(pipe));
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                if line.last() != Some(&b'\n') {
+                    line.push(b'\n');
+                }
+                let mut out = format!("[gen {gen_id}] ").into_bytes();
+                out.extend_from_slice(&line);
+                let _ = if stderr {
+                    std::io::stderr().lock().write_all(&out)
+                } else {
+                    std::io::stdout().lock().write_all(&out)
+                };
+            }
+        });
+    if let Err(e) = spawned {
+        warn!(
+            generation = gen_id,
+            "cannot start a thread for its output: {e}"
+        );
     }
 }
 

@@ -1,0 +1,323 @@
+//! `devsup.toml`, or `[package.metadata.devsup]` in Cargo.toml: the same
+//! options as the command line, so a project can commit its dev setup.
+//!
+//! Keys are the long option names (`drain-timeout = "5s"`,
+//! `build = ["cargo build"]`, `command = ["./target/debug/server"]`). An
+//! option given on the command line wins over the file. An unknown key is
+//! an error that names it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use serde::Deserialize;
+
+use crate::cli::{Cli, parse_duration, parse_signal, parse_signal_on};
+
+/// One string or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Many {
+    /// `build = "cargo build"`
+    One(String),
+    /// `build = ["cargo build", "cargo test --lib"]`
+    List(Vec<String>),
+}
+
+impl Many {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Many::One(s) => vec![s],
+            Many::List(v) => v,
+        }
+    }
+}
+
+/// The options a config file may hold; every one is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[allow(missing_docs)]
+pub struct FileConfig {
+    pub port: Option<u16>,
+    pub socket: Option<Many>,
+    pub backlog: Option<i32>,
+    pub listen_pid: Option<bool>,
+    pub build: Option<Many>,
+    pub watch: Option<Many>,
+    pub no_watch: Option<bool>,
+    pub poll: Option<String>,
+    pub debounce: Option<String>,
+    pub ignore: Option<Many>,
+    pub ext: Option<Many>,
+    pub signal_on: Option<Many>,
+    pub no_reload_on: Option<Many>,
+    pub ready_timeout: Option<String>,
+    pub ready_after: Option<String>,
+    pub drain_signal: Option<String>,
+    pub drain_timeout: Option<String>,
+    pub prefix: Option<bool>,
+    pub command: Option<Many>,
+}
+
+/// Finds and reads the config: `explicit`, else `devsup.toml` in `dir`,
+/// else `[package.metadata.devsup]` in `dir/Cargo.toml`.
+pub fn load(dir: &Path, explicit: Option<&Path>) -> anyhow::Result<Option<(PathBuf, FileConfig)>> {
+    if let Some(path) = explicit {
+        return Ok(Some((path.to_owned(), read_file(path)?)));
+    }
+    let file = dir.join("devsup.toml");
+    if file.exists() {
+        return Ok(Some((file.clone(), read_file(&file)?)));
+    }
+    let cargo = dir.join("Cargo.toml");
+    let Ok(text) = std::fs::read_to_string(&cargo) else {
+        return Ok(None);
+    };
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", cargo.display()))?;
+    let section = table
+        .get("package")
+        .and_then(|p| p.get("metadata"))
+        .and_then(|m| m.get("devsup"))
+        .cloned();
+    match section {
+        None => Ok(None),
+        Some(value) => {
+            let config = FileConfig::deserialize(value).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} [package.metadata.devsup]: {}",
+                    cargo.display(),
+                    one_line(&e.to_string())
+                )
+            })?;
+            Ok(Some((cargo, config)))
+        }
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))
+}
+
+/// toml's errors span several lines (a snippet of the file); the first
+/// and the last say what is wrong.
+fn one_line(e: &str) -> String {
+    let lines: Vec<&str> = e.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    match (lines.first(), lines.last()) {
+        (Some(first), Some(last)) if first != last => format!("{first} {last}"),
+        (Some(first), _) => (*first).to_owned(),
+        _ => e.to_owned(),
+    }
+}
+
+impl FileConfig {
+    /// Fills every option of `cli` not given on the command line.
+    pub fn apply(self, cli: &mut Cli, matches: &ArgMatches, file: &Path) -> anyhow::Result<()> {
+        let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+        let bad = |key: &str, e: String| anyhow::anyhow!("{}: {key}: {e}", file.display());
+        let dur = |key: &str, v: String| parse_duration(&v).map_err(|e| bad(key, e));
+        if let (false, Some(v)) = (given("port"), self.port) {
+            cli.port = Some(v);
+        }
+        if let (false, Some(v)) = (given("sockets"), self.socket) {
+            cli.sockets = v
+                .into_vec()
+                .iter()
+                .map(|s| s.parse().map_err(|e| bad("socket", e)))
+                .collect::<Result<_, _>>()?;
+        }
+        if let (false, Some(v)) = (given("backlog"), self.backlog) {
+            if v < 1 {
+                return Err(bad("backlog", "must be at least 1".into()));
+            }
+            cli.backlog = v;
+        }
+        if let (false, Some(v)) = (given("listen_pid"), self.listen_pid) {
+            cli.listen_pid = v;
+        }
+        if let (false, Some(v)) = (given("builds"), self.build) {
+            cli.builds = v.into_vec();
+        }
+        if let (false, Some(v)) = (given("watch"), self.watch) {
+            cli.watch = v.into_vec().into_iter().map(PathBuf::from).collect();
+        }
+        if let (false, Some(v)) = (given("no_watch"), self.no_watch) {
+            cli.no_watch = v;
+        }
+        if let (false, Some(v)) = (given("poll"), self.poll) {
+            cli.poll = Some(dur("poll", v)?);
+        }
+        if let (false, Some(v)) = (given("debounce"), self.debounce) {
+            cli.debounce = dur("debounce", v)?;
+        }
+        if let (false, Some(v)) = (given("ignore"), self.ignore) {
+            cli.ignore = v.into_vec();
+        }
+        if let (false, Some(v)) = (given("exts"), self.ext) {
+            cli.exts = v
+                .into_vec()
+                .iter()
+                .flat_map(|e| e.split(','))
+                .map(str::to_owned)
+                .collect();
+        }
+        if let (false, Some(v)) = (given("signal_on"), self.signal_on) {
+            cli.signal_on = v
+                .into_vec()
+                .iter()
+                .map(|s| parse_signal_on(s).map_err(|e| bad("signal-on", e)))
+                .collect::<Result<_, _>>()?;
+        }
+        if let (false, Some(v)) = (given("no_reload_on"), self.no_reload_on) {
+            cli.no_reload_on = v.into_vec();
+        }
+        if let (false, Some(v)) = (given("ready_timeout"), self.ready_timeout) {
+            cli.ready_timeout = dur("ready-timeout", v)?;
+        }
+        if let (false, Some(v)) = (given("ready_after"), self.ready_after) {
+            cli.ready_after = Some(dur("ready-after", v)?);
+        }
+        if let (false, Some(v)) = (given("drain_signal"), self.drain_signal) {
+            cli.drain_signal = parse_signal(&v).map_err(|e| bad("drain-signal", e))?;
+        }
+        if let (false, Some(v)) = (given("drain_timeout"), self.drain_timeout) {
+            cli.drain_timeout = dur("drain-timeout", v)?;
+        }
+        if let (false, Some(v)) = (given("prefix"), self.prefix) {
+            cli.prefix = v;
+        }
+        if let (false, Some(v)) = (given("command"), self.command) {
+            cli.command = v.into_vec().into_iter().map(Into::into).collect();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use nix::sys::signal::Signal;
+
+    use crate::cli::{Config, Request, parse};
+
+    fn run(args: &[&str], file: &str, text: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(file), text).unwrap();
+        let args = std::iter::once("devsup")
+            .chain(args.iter().copied())
+            .map(Into::into);
+        match parse(args, dir.path())?.0 {
+            Request::Run(config) => Ok(*config),
+            Request::Completions(_) => unreachable!(),
+        }
+    }
+
+    const FILE: &str = r#"
+        port = 9000
+        build = "cargo build"
+        drain-timeout = "3s"
+        drain-signal = "INT"
+        ext = ["rs", "toml"]
+        signal-on = "templates/**=USR1"
+        command = ["./target/debug/server", "--flag"]
+    "#;
+
+    #[test]
+    fn the_file_supplies_options() {
+        let c = run(&[], "devsup.toml", FILE).unwrap();
+        assert_eq!(c.sockets[0].addr.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.builds, ["cargo build"]);
+        assert_eq!(c.drain_timeout, Duration::from_secs(3));
+        assert_eq!(c.drain_signal, Signal::SIGINT);
+        assert_eq!(c.program.argv, ["./target/debug/server", "--flag"]);
+        let w = c.watch.unwrap();
+        assert_eq!(w.exts, ["rs", "toml"]);
+        assert_eq!(w.signal_on, [("templates/**".to_owned(), Signal::SIGUSR1)]);
+    }
+
+    #[test]
+    fn the_command_line_wins() {
+        let c = run(
+            &[
+                "--port",
+                "9100",
+                "--drain-timeout",
+                "1s",
+                "-b",
+                "make",
+                "--",
+                "other",
+            ],
+            "devsup.toml",
+            FILE,
+        )
+        .unwrap();
+        assert_eq!(c.sockets[0].addr.to_string(), "127.0.0.1:9100");
+        assert_eq!(c.drain_timeout, Duration::from_secs(1));
+        assert_eq!(c.builds, ["make"]);
+        assert_eq!(c.program.argv, ["other"]);
+        // Options not given on the command line still come from the file.
+        assert_eq!(c.drain_signal, Signal::SIGINT);
+    }
+
+    #[test]
+    fn cargo_metadata_is_read() {
+        let toml = "[package]\nname = \"app\"\n[package.metadata.devsup]\nport = 7000\ncommand = \"./app\"\n";
+        let c = run(&[], "Cargo.toml", toml).unwrap();
+        assert_eq!(c.sockets[0].addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.program.argv, ["./app"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = run(&[], "devsup.toml", "prot = 8080\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("devsup.toml") && e.contains("unknown field `prot`"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "one line: {e}");
+        let e = run(
+            &[],
+            "Cargo.toml",
+            "[package.metadata.devsup]\nbuidl = \"x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `buidl`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = run(&["--", "x"], "devsup.toml", "drain-timeout = \"10x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("drain-timeout") && e.contains("not a duration"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn completions_generate_for_each_shell() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            crate::cli::completions(shell, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                text.contains("devsup") && text.contains("drain-timeout"),
+                "{shell}"
+            );
+        }
+    }
+}
