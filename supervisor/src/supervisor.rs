@@ -56,6 +56,9 @@ struct Proc {
     role: Role,
     /// How the group leader ended, once it has.
     leader: Option<Exit>,
+    /// Other process groups that belong to it: the group of a `MAINPID=`
+    /// that left the generation's own group.
+    extra_groups: Vec<i32>,
 }
 
 /// Carries out actions: the only code that touches processes.
@@ -116,6 +119,14 @@ pub fn run(config: Config) -> anyhow::Result<u8> {
         let event = match queue.pop_front() {
             Some(event) => event,
             None => match next_input(&rx, &state) {
+                Input::Event(Event::Message {
+                    gen_id,
+                    msg: proto::Message::MainPid(pid),
+                    ..
+                }) => {
+                    exec.main_pid(gen_id, pid);
+                    continue;
+                }
                 Input::Event(event) => event,
                 Input::ChildExited => {
                     exec.reap(&mut queue);
@@ -198,6 +209,14 @@ impl Executor {
                     }
                 }
                 signal_group(pid, signal);
+                for &group in self
+                    .procs
+                    .get(&pid)
+                    .map(|p| p.extra_groups.as_slice())
+                    .unwrap_or_default()
+                {
+                    signal_group(group, signal);
+                }
             }
             Action::StartBuild { step } => queue.push_back(self.start_build(step)),
             Action::SignalBuild { pid, signal } => {
@@ -254,6 +273,7 @@ impl Executor {
                     Proc {
                         role: Role::Generation(gen_id),
                         leader: None,
+                        extra_groups: Vec::new(),
                     },
                 );
                 spawn_channel_reader(gen_id, spawned.channel, self.tx.clone());
@@ -281,6 +301,41 @@ impl Executor {
                     error: format!("{e:#}"),
                 }
             }
+        }
+    }
+
+    /// `MAINPID=`: a server started through a launcher names its real
+    /// process. If that process has left the generation's process group,
+    /// its group gets every signal too, and the generation is gone only
+    /// once both groups are.
+    fn main_pid(&mut self, gen_id: GenId, pid: u32) {
+        let Some((&leader, proc)) = self
+            .procs
+            .iter_mut()
+            .find(|(_, p)| matches!(p.role, Role::Generation(g) if g == gen_id))
+        else {
+            return;
+        };
+        match nix::unistd::getpgid(Some(Pid::from_raw(pid as i32))) {
+            Ok(group) if group.as_raw() == leader => {
+                debug!(
+                    generation = gen_id,
+                    "MAINPID={pid}, in the generation's own process group"
+                )
+            }
+            Ok(group) => {
+                info!(
+                    generation = gen_id,
+                    "MAINPID={pid} is in process group {group}: signals go there too"
+                );
+                if !proc.extra_groups.contains(&group.as_raw()) {
+                    proc.extra_groups.push(group.as_raw());
+                }
+            }
+            Err(e) => warn!(
+                generation = gen_id,
+                "MAINPID={pid}: no such process ({e}); ignored"
+            ),
         }
     }
 
@@ -327,6 +382,7 @@ impl Executor {
                     Proc {
                         role: Role::Build,
                         leader: None,
+                        extra_groups: Vec::new(),
                     },
                 );
                 Event::BuildStarted { pid }
@@ -363,7 +419,11 @@ impl Executor {
         let gone: Vec<i32> = self
             .procs
             .iter()
-            .filter(|(pid, p)| p.leader.is_some() && group_is_gone(**pid))
+            .filter(|(pid, p)| {
+                p.leader.is_some()
+                    && group_is_gone(**pid)
+                    && p.extra_groups.iter().all(|g| group_is_gone(*g))
+            })
             .map(|(pid, _)| *pid)
             .collect();
         for pid in gone {

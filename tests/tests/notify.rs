@@ -108,3 +108,33 @@ fn notify_sockets_are_private_and_check_the_sender() {
         private.display()
     );
 }
+
+/// `MAINPID=` names a server that left the generation's process group: it
+/// gets the drain signal too, and the generation is gone only with it.
+#[test]
+fn mainpid_outside_the_group_is_drained_with_the_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/launcher.py");
+    let server = devsup_tests::harness::binaries().server.clone();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server("python3")
+        .server_args([launcher, server])
+        .spawn();
+    devsup.wait_event(1, "MAINPID=", TIMEOUT);
+    devsup.wait_event(1, "ready", TIMEOUT);
+    let server_pid = http::get(devsup.addr(), "/").unwrap().pid().unwrap();
+    assert_ne!(
+        server_pid,
+        devsup.generation_pid(1, TIMEOUT),
+        "the server is the launcher's child"
+    );
+
+    devsup.signal(Signal::SIGHUP);
+    devsup.wait_event(2, "ready", TIMEOUT);
+    devsup.wait_event(1, "exited", TIMEOUT);
+    assert!(
+        !devsup_tests::harness::pid_alive(server_pid),
+        "gen 1's server (pid {server_pid}) drained and exited"
+    );
+}
