@@ -199,9 +199,17 @@ pub struct DevsupBuilder {
     server_args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     echo: bool,
+    stdin: Option<std::os::fd::OwnedFd>,
 }
 
 impl DevsupBuilder {
+    /// Gives devsup this fd as stdin (a pty's slave, to test keys) instead
+    /// of `/dev/null`.
+    pub fn stdin(mut self, fd: std::os::fd::OwnedFd) -> Self {
+        self.stdin = Some(fd);
+        self
+    }
+
     /// Whether to echo each log line to our stderr (default: yes, so a
     /// failing test shows the log).
     pub fn echo(mut self, echo: bool) -> Self {
@@ -274,7 +282,8 @@ impl DevsupBuilder {
             .iter()
             .map(|(k, v)| (k.as_os_str(), v.as_os_str()))
             .collect();
-        Devsup::start(&self.cwd, &args, &env, self.echo)
+        let stdin = self.stdin.map_or_else(Stdio::null, Stdio::from);
+        Devsup::start(&self.cwd, &args, &env, self.echo, stdin)
     }
 }
 
@@ -305,13 +314,14 @@ impl Devsup {
             server_args: Vec::new(),
             env: Vec::new(),
             echo: true,
+            stdin: None,
         }
     }
 
     /// Starts the devsup binary with exactly `args`, in `cwd`, with `env`
     /// added: stdin null, stdout and stderr collected.
     pub fn spawn_raw<S: AsRef<OsStr>>(cwd: &Path, args: &[S], env: &[(&OsStr, &OsStr)]) -> Devsup {
-        Devsup::start(cwd, args, env, true)
+        Devsup::start(cwd, args, env, true, Stdio::null())
     }
 
     fn start<S: AsRef<OsStr>>(
@@ -319,6 +329,7 @@ impl Devsup {
         args: &[S],
         env: &[(&OsStr, &OsStr)],
         echo: bool,
+        stdin: Stdio,
     ) -> Devsup {
         let devsup = &binaries().devsup;
         let mut command = Command::new(devsup);
@@ -327,7 +338,7 @@ impl Devsup {
             .current_dir(cwd)
             // Plain lines even if devsup's subscriber would colour them.
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (key, value) in env {
