@@ -366,6 +366,13 @@ impl State {
         self.active
     }
 
+    /// "; keeping gen=N serving", for a log line about a failed start.
+    fn keeping(&self) -> String {
+        self.active
+            .map(|a| format!("; keeping gen={a} serving"))
+            .unwrap_or_default()
+    }
+
     fn ready_after(&self) -> Option<Duration> {
         self.policy.ready_after.or(self.fallback_ready_after)
     }
@@ -663,10 +670,7 @@ impl State {
                 );
             }
             Phase::Starting { .. } => {
-                let keep = self
-                    .active
-                    .map(|a| format!("; keeping gen={a} serving"))
-                    .unwrap_or_default();
+                let keep = self.keeping();
                 warn!(
                     generation = gen_id,
                     "failed before ready: exited {exit} after {}{keep}",
@@ -896,10 +900,7 @@ impl State {
             self.promote(gen_id, None, now, out);
         }
         if let Some(gen_id) = not_ready {
-            let keep = self
-                .active
-                .map(|a| format!("; keeping gen={a} serving"))
-                .unwrap_or_default();
+            let keep = self.keeping();
             warn!(
                 generation = gen_id,
                 "not ready after {} (no READY=1; raise --ready-timeout if it needs longer): draining it{keep}",

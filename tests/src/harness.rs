@@ -50,6 +50,21 @@ pub fn binaries() -> &'static Binaries {
 }
 
 fn build_binaries() -> Binaries {
+    let profile_dir = build_packages(&["devsup", "devsup-server"]);
+    Binaries {
+        devsup: profile_dir.join("devsup"),
+        server: profile_dir.join("devsup-server"),
+        release: profile_dir.file_name() == Some(OsStr::new("release")),
+    }
+}
+
+/// Builds the binaries of the workspace `packages` with one
+/// `$CARGO build -p ... --bins`, into the target directory and profile the
+/// running test or benchmark was built in (release if it lives in
+/// `target/release`), and returns that profile's directory, where the
+/// binaries are. One build for several packages resolves one feature set
+/// for the dependencies they share. Panics if the build fails.
+pub fn build_packages(packages: &[&str]) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // Tests run from target/<profile>/deps/, binaries from target/<profile>/.
     let mut profile_dir = exe.parent().expect("exe has a parent").to_path_buf();
@@ -69,7 +84,10 @@ fn build_binaries() -> Binaries {
         .arg(&manifest)
         .arg("--target-dir")
         .arg(target_dir)
-        .args(["-p", "devsup", "-p", "devsup-server", "--bins"]);
+        .arg("--bins");
+    for package in packages {
+        command.args(["-p", package]);
+    }
     if release {
         command.arg("--release");
     }
@@ -79,15 +97,12 @@ fn build_binaries() -> Binaries {
         .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
     assert!(status.success(), "{command:?} failed: {status}");
     eprintln!(
-        "[harness] built devsup and devsup-server ({}) in {:.1?}",
+        "[harness] built {} ({}) in {:.1?}",
+        packages.join(", "),
         if release { "release" } else { "debug" },
         started.elapsed()
     );
-    Binaries {
-        devsup: profile_dir.join("devsup"),
-        server: profile_dir.join("devsup-server"),
-        release,
-    }
+    profile_dir
 }
 
 /// What a [`Devsup`] waits for in its log: a substring (`&str`, `String`)

@@ -14,7 +14,6 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Instant;
 
 use devsup_tests::harness::{Devsup, Signal, TIMEOUT, wait_until};
 use devsup_tests::http;
@@ -214,36 +213,7 @@ fn example(package: &str) -> PathBuf {
 }
 
 fn build_examples() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // Tests run from target/<profile>/deps/, binaries from target/<profile>/.
-    let mut profile_dir = exe.parent().expect("exe has a parent").to_path_buf();
-    if profile_dir.file_name() == Some(OsStr::new("deps")) {
-        profile_dir.pop();
-    }
-    let release = profile_dir.file_name() == Some(OsStr::new("release"));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .arg("build")
-        .arg("--quiet")
-        .arg("--manifest-path")
-        .arg(workspace_root().join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(profile_dir.parent().expect("profile dir has a parent"))
-        .arg("--bins");
-    for package in PACKAGES {
-        command.args(["-p", package]);
-    }
-    if release {
-        command.arg("--release");
-    }
-    let started = Instant::now();
-    let status = command
-        .status()
-        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
-    assert!(status.success(), "{command:?} failed: {status}");
-    eprintln!("[examples] built the examples in {:.1?}", started.elapsed());
-    profile_dir
+    devsup_tests::harness::build_packages(&PACKAGES)
 }
 
 fn workspace_root() -> &'static Path {
