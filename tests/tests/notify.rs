@@ -28,20 +28,24 @@ fn a_type_notify_server_reloads_through_notify_socket() {
 }
 
 #[test]
-fn a_stored_memfd_reaches_later_generations() {
+fn a_stored_memfd_reaches_later_generations_until_removed() {
     let dir = tempfile::tempdir().unwrap();
+    let args = [
+        fixture().display().to_string(),
+        "--store".into(),
+        "1".into(),
+        "warm cache v1".into(),
+        "--remove".into(),
+        "3".into(),
+    ];
     let devsup = Devsup::builder(dir.path())
         .arg("--no-watch")
         .server("python3")
-        .server_args([
-            fixture().into_os_string(),
-            "--store".into(),
-            "warm cache v1".into(),
-        ])
+        .server_args(args)
         .spawn();
     devsup.wait_event(1, "stored 1 fd(s) named cache", TIMEOUT);
     devsup.wait_event(1, "ready", TIMEOUT);
-    for generation in 2..=3 {
+    for generation in 2..=4 {
         devsup.signal(Signal::SIGHUP);
         devsup.wait_event(generation, "ready", TIMEOUT);
     }
@@ -49,12 +53,9 @@ fn a_stored_memfd_reaches_later_generations() {
         let line = line.to_owned();
         wait_until(TIMEOUT, || devsup.stdout_lines().contains(&line))
     };
-    // Each later generation gets the socket, then the stored memfd, named.
-    assert!(
-        out("gen3 names=http:cache:cache"),
-        "{:?}",
-        devsup.stdout_lines()
-    );
+    // Each later generation gets the socket, then the stored memfd, named,
+    // with the content generation 1 wrote.
+    assert!(out("gen3 names=http:cache"), "{:?}", devsup.stdout_lines());
     assert!(
         out("gen3 cache=warm cache v1"),
         "{:?}",
@@ -65,6 +66,9 @@ fn a_stored_memfd_reaches_later_generations() {
         "{:?}",
         devsup.stdout_lines()
     );
+    // Generation 3 removed it: generation 4 gets the socket alone.
+    devsup.wait_event(3, "removed 1 stored fd(s) named cache", TIMEOUT);
+    assert!(out("gen4 names=http"), "{:?}", devsup.stdout_lines());
 }
 
 /// The notify socket lives in a private directory, hears only the
