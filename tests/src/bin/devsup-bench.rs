@@ -1,19 +1,34 @@
-//! Throughput, errors and handoff timings of devsup under a reload storm.
+//! Throughput, errors and handoff timings of devsup under a reload storm;
+//! edit→serve latency; watch start-up on a large tree; a long run of
+//! reloads.
 //!
 //! ```text
 //! cargo run --release -p devsup-tests --bin devsup-bench -- \
-//!     [--reloads N] [--conns C] [--interval MS] [--duration SECS] [--keepalive|--close|--both]
+//!     [--only handoff,edit,watch,soak] \
+//!     [--reloads N] [--conns C] [--interval MS] [--duration SECS] [--keepalive|--close|--both] \
+//!     [--edits N] [--tree DIR] [--starts N] [--soak-reloads N] [--soak-conns C]
 //! ```
 //!
-//! For each connection mode: start devsup on the reference server, load it
-//! with no reloads (steady), then with a SIGHUP every interval (reload),
-//! and print both phases side by side with the handoff timings devsup
-//! logged. A benchmark prints; it asserts nothing.
+//! - `handoff`: for each connection mode, start devsup on the reference
+//!   server, load it with no reloads (steady), then with a SIGHUP every
+//!   interval (reload), and print both phases side by side with the
+//!   handoff timings devsup logged.
+//! - `edit`: write a watched file, poll until the new generation answers
+//!   (see `bench/edit.rs`).
+//! - `watch`: watch set-up time and devsup's memory on 5,000 source files
+//!   beside a 200,000-file `target/` (see `bench/watch.rs`).
+//! - `soak`: 1,000 reloads in a row; devsup's fds and memory after 10 and
+//!   after 1,000 (see `bench/soak.rs`).
+//!
+//! Every part by default, each printed as it finishes. A benchmark prints;
+//! it asserts nothing.
+
+mod bench;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use devsup_tests::devlog::{self, HandoffTimings};
 use devsup_tests::harness::{self, Devsup, TIMEOUT};
 use devsup_tests::load::{self, LoadConfig, LoadReport, Mode};
@@ -54,6 +69,38 @@ struct Args {
     /// Load generator runtime threads (1: current-thread).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Run only these parts (repeat, or a comma list); default: all.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
+    /// edit: how many edits.
+    #[arg(long, default_value_t = 20)]
+    edits: usize,
+    /// watch: keep the trees in DIR and reuse them in later runs (default:
+    /// a temporary directory, removed at the end).
+    #[arg(long, value_name = "DIR")]
+    tree: Option<std::path::PathBuf>,
+    /// watch: devsup start-ups per tree.
+    #[arg(long, default_value_t = 5)]
+    starts: usize,
+    /// soak: reloads in a row.
+    #[arg(long, default_value_t = 1000)]
+    soak_reloads: u32,
+    /// soak: keep-alive clients during the reloads (0: none).
+    #[arg(long, default_value_t = 2)]
+    soak_conns: usize,
+}
+
+/// A part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    /// Load, steady and under a reload storm; handoff timings.
+    Handoff,
+    /// Edit→serve latency.
+    Edit,
+    /// Watch start-up time and memory on a large tree.
+    Watch,
+    /// 1,000 reloads in a row: fds and memory.
+    Soak,
 }
 
 /// One mode's results.
@@ -68,6 +115,52 @@ struct ModeResult {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let parts = if args.only.is_empty() {
+        vec![Part::Handoff, Part::Edit, Part::Watch, Part::Soak]
+    } else {
+        args.only.clone()
+    };
+    let runs = |part| parts.contains(&part);
+
+    let bins = harness::binaries();
+    if !bins.release {
+        eprintln!("devsup-bench: warning: debug build; run with --release for real numbers");
+    }
+    println!(
+        "devsup-bench: {} build, {} CPUs, load average {}",
+        if bins.release { "release" } else { "debug" },
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        bench::loadavg()
+    );
+
+    if runs(Part::Handoff) {
+        handoff(&args);
+    }
+    if runs(Part::Edit) {
+        eprintln!("devsup-bench: edit: {} edits", args.edits);
+        bench::edit::print(&bench::edit::run(args.edits, args.verbose));
+    }
+    if runs(Part::Watch) {
+        let report = bench::watch::run(args.tree.as_deref(), args.starts.max(1), args.verbose);
+        bench::watch::print(&report);
+    }
+    if runs(Part::Soak) {
+        eprintln!(
+            "devsup-bench: soak: {} reloads, {} keep-alive clients",
+            args.soak_reloads, args.soak_conns
+        );
+        bench::soak::print(&bench::soak::run(
+            args.soak_reloads,
+            args.soak_conns,
+            args.verbose,
+        ));
+    }
+    ExitCode::SUCCESS
+}
+
+/// The handoff part: load, steady and under a reload storm, per mode.
+fn handoff(args: &Args) {
+    let load_before = bench::loadavg();
     let interval = Duration::from_millis(args.interval.max(1));
     let (reloads, phase) = match args.reloads {
         Some(n) => (n, interval * (n + 1)),
@@ -85,10 +178,6 @@ fn main() -> ExitCode {
         vec![Mode::KeepAlive, Mode::Close]
     };
 
-    let bins = harness::binaries();
-    if !bins.release {
-        eprintln!("devsup-bench: warning: debug build; run with --release for real numbers");
-    }
     eprintln!(
         "devsup-bench: {} conns, {phase:?} per phase, {reloads} reloads every {interval:?}",
         args.conns
@@ -96,10 +185,10 @@ fn main() -> ExitCode {
 
     let mut results = Vec::new();
     for mode in modes {
-        results.push(bench_mode(&args, mode, phase, interval, reloads));
+        results.push(bench_mode(args, mode, phase, interval, reloads));
     }
     print_results(&results);
-    ExitCode::SUCCESS
+    bench::print_load(&load_before);
 }
 
 fn bench_mode(
