@@ -143,7 +143,7 @@ pub fn print(r: &SoakReport) {
     );
     println!("(devsup's own process, sampled once the replaced generation has exited)");
     println!(
-        "{:<10} {:>5} {:>10} {:>10} {:>8}  fds by kind",
+        "{:<11} {:>5} {:>10} {:>10} {:>8}  fds by kind",
         "after", "fds", "RSS", "peak RSS", "threads"
     );
     for p in &r.points {
@@ -152,7 +152,7 @@ pub fn print(r: &SoakReport) {
             k => format!("reload {k}"),
         };
         println!(
-            "{:<10} {:>5} {:>10} {:>10} {:>8}  {}",
+            "{:<11} {:>5} {:>10} {:>10} {:>8}  {}",
             label,
             p.sample.fds,
             mib(p.sample.rss_kib),
