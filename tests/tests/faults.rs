@@ -1,0 +1,503 @@
+//! Faults and bad input, on the real binaries: a generation that crashes,
+//! crashes at start-up, ignores the drain signal, forks, or writes garbage
+//! on its ready channel; reload storms and a soak; devsup itself killed or
+//! interrupted at every stage; command lines it must refuse; and what it
+//! leaves in the temporary directory.
+//!
+//! Every test waits on events (a log line, a response, a pid, a file);
+//! the only sleep paces the reload storm.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use devsup_tests::devlog;
+use devsup_tests::harness::{self, Devsup, Signal, TIMEOUT, event, pid_alive, wait_until};
+use devsup_tests::{http, load};
+use nix::unistd::Pid;
+
+fn dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn server() -> &'static Path {
+    &harness::binaries().server
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/faults")
+        .join(name)
+}
+
+/// Sends `signal` to process `pid` (not its group).
+fn kill(pid: i32, signal: Signal) {
+    nix::sys::signal::kill(Pid::from_raw(pid), signal)
+        .unwrap_or_else(|e| panic!("kill({pid}, {signal}): {e}"));
+}
+
+/// `(state, ppid, pgrp)` of a process, from `/proc/<pid>/stat`.
+fn stat(pid: i32) -> Option<(char, i32, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain anything.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, ppid, pgrp))
+}
+
+/// Every process on the machine, with its `stat`.
+fn processes() -> Vec<(i32, (char, i32, i32))> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| {
+            let pid = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            Some((pid, stat(pid)?))
+        })
+        .collect()
+}
+
+/// The live (not zombie) processes of process group `pgid`.
+fn group_members(pgid: i32) -> Vec<i32> {
+    processes()
+        .into_iter()
+        .filter(|(_, (state, _, pgrp))| *pgrp == pgid && !matches!(state, 'Z' | 'X'))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Whether process `pid` has a handler for `signal` (`SigCgt` in
+/// `/proc/<pid>/status`).
+fn catches(pid: i32, signal: Signal) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (signal as i32 - 1)) != 0)
+}
+
+/// The duration token right after `marker` in `line`.
+fn duration_after(line: &str, marker: &str) -> Duration {
+    let at = line
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker:?} in {line:?}"))
+        + marker.len();
+    let token = line[at..].split_whitespace().next().unwrap_or_default();
+    devlog::parse_duration(token)
+        .unwrap_or_else(|| panic!("no duration after {marker:?} in {line:?}"))
+}
+
+/// Stops devsup with SIGINT and checks that it drained everything and
+/// exited 0, leaving no process of any generation behind.
+fn stop_cleanly(devsup: &Devsup) {
+    devsup.signal(Signal::SIGINT);
+    let status = devsup.wait_exit(TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{}", devsup.log_text());
+    for (generation, pid) in devsup.generation_pids() {
+        assert_eq!(
+            group_members(pid),
+            [] as [i32; 0],
+            "gen {generation}'s process group {pid} is gone"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------
+// Faults the server makes
+// ---------------------------------------------------------------------
+
+/// Crashes the active generation `generation` with `crash`, given the pid
+/// of the process that serves (from a response), and sends a request right
+/// after: it waits in the backlog and the next generation answers it.
+/// devsup logs how the generation ended and when it restarts.
+fn crash_and_restart(
+    devsup: &Devsup,
+    generation: u64,
+    crash: impl FnOnce(i32),
+    how: &str,
+    delay: &str,
+) {
+    let addr = devsup.addr();
+    devsup.wait_event(generation, "ready", TIMEOUT);
+    let before = http::get(addr, "/").unwrap();
+    assert_eq!(before.generation(), Some(generation), "{}", before.body);
+    crash(before.pid().unwrap());
+
+    let after = http::get(addr, "/")
+        .expect("a client that connects while no generation runs waits, and is served");
+    assert_eq!(after.status, 200);
+    assert_eq!(after.generation(), Some(generation + 1), "{}", after.body);
+    let exited = devsup.wait_event(generation, "exited", TIMEOUT);
+    assert!(
+        exited.contains(&format!("exited {how} on its own")),
+        "{exited}"
+    );
+    assert!(
+        exited.contains(&format!("restarting in {delay}")),
+        "{exited}"
+    );
+    devsup.wait_event(generation + 1, "spawned", TIMEOUT);
+}
+
+#[test]
+fn an_active_generation_that_crashes_is_restarted_and_waiting_clients_are_served() {
+    let dir = dir();
+
+    // SIGSEGV, then SIGKILL from outside, on the server itself.
+    let devsup = Devsup::builder(dir.path()).arg("--no-watch").spawn();
+    let segv = |pid: i32| {
+        // Rust's runtime catches SIGSEGV to report stack overflows; one
+        // that is not a fault makes it restore the default action and
+        // return. Once the handler is gone, the next one is fatal.
+        kill(pid, Signal::SIGSEGV);
+        assert!(wait_until(TIMEOUT, || !pid_alive(pid)
+            || !catches(pid, Signal::SIGSEGV)));
+        if pid_alive(pid) {
+            kill(pid, Signal::SIGSEGV);
+        }
+    };
+    crash_and_restart(&devsup, 1, segv, "by SIGSEGV", "100ms");
+    let sigkill = |pid: i32| kill(pid, Signal::SIGKILL);
+    // Up for less than the reset time: the delay doubles.
+    crash_and_restart(&devsup, 2, sigkill, "by SIGKILL", "200ms");
+    stop_cleanly(&devsup);
+
+    // exit(1): a wrapper whose server died exits with status 1.
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server("sh")
+        .server_args([
+            OsString::from("-c"),
+            "\"$0\"; exit 1".into(),
+            server().into(),
+        ])
+        .spawn();
+    let leader = devsup.generation_pid(1, TIMEOUT);
+    let kill_server = |pid: i32| {
+        assert_ne!(pid, leader, "the server is the shell's child");
+        kill(pid, Signal::SIGKILL);
+    };
+    crash_and_restart(&devsup, 1, kill_server, "with status 1", "100ms");
+    stop_cleanly(&devsup);
+}
+
+#[test]
+fn a_generation_crashing_at_startup_backs_off_doubling_and_sighup_starts_one_at_once() {
+    let dir = dir();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server_args(["--fail-before-ready", "all"])
+        .spawn();
+    let mut delays = Vec::new();
+    let mut last_exit = String::new();
+    for generation in 1..=5 {
+        last_exit = devsup.wait_event(generation, "exited", TIMEOUT);
+        assert!(
+            last_exit.contains("exited with status 1 on its own"),
+            "{last_exit}"
+        );
+        delays.push(duration_after(&last_exit, "restarting in "));
+    }
+    let ms = Duration::from_millis;
+    assert_eq!(delays, [ms(100), ms(200), ms(400), ms(800), ms(1600)]);
+
+    // A change (here SIGHUP) does not wait out the 1.6 s back-off.
+    devsup.reload();
+    let spawned = devsup.wait_event(6, "spawned", TIMEOUT);
+    let lines = devsup.lines();
+    let from = lines.iter().position(|l| *l == last_exit).unwrap();
+    let to = lines.iter().position(|l| *l == spawned).unwrap();
+    let between = &lines[from + 1..to];
+    assert!(
+        between
+            .iter()
+            .any(|l| l.contains("reload requested by SIGHUP")),
+        "{between:#?}"
+    );
+    assert!(
+        !between.iter().any(|l| l.ends_with("devsup restarting")),
+        "gen 6 came from the SIGHUP, not from the back-off timer: {between:#?}"
+    );
+    assert!(
+        duration_after(&spawned, " in ") < ms(1600),
+        "spawned at once after the SIGHUP: {spawned}"
+    );
+    stop_cleanly(&devsup);
+}
+
+#[test]
+fn a_generation_that_ignores_the_drain_signal_is_killed_after_the_drain_timeout() {
+    let dir = dir();
+    let devsup = Devsup::builder(dir.path())
+        .args(["--no-watch", "--drain-timeout", "1s"])
+        .server_args(["--ignore-drain", "1"])
+        .spawn();
+    let addr = devsup.addr();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    let pid1 = devsup.generation_pid(1, TIMEOUT);
+
+    devsup.reload();
+    devsup.wait_event(2, "ready", TIMEOUT);
+    devsup.wait_event(1, "draining", TIMEOUT);
+    devsup.wait_for_line(
+        format!("devsup-server gen=1 pid={pid1}: ignoring SIGTERM"),
+        TIMEOUT,
+    );
+    let killing = devsup.wait_event(1, "still running", TIMEOUT);
+    assert!(killing.contains("sending SIGKILL"), "{killing}");
+    assert!(
+        duration_after(&killing, "still running ") >= Duration::from_secs(1),
+        "{killing}"
+    );
+    let exited = devsup.wait_event(1, "exited", TIMEOUT);
+    assert!(exited.contains("exited by SIGKILL"), "{exited}");
+    assert!(!pid_alive(pid1));
+    assert_eq!(http::get(addr, "/").unwrap().generation(), Some(2));
+    stop_cleanly(&devsup);
+}
+
+#[test]
+fn a_forking_generation_gets_signals_as_a_group_and_is_gone_only_with_its_last_process() {
+    let dir = dir();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server("sh")
+        .server_args([
+            OsString::from("-c"),
+            "\"$0\" & wait".into(),
+            server().into(),
+        ])
+        .spawn();
+    let addr = devsup.addr();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    let leader = devsup.generation_pid(1, TIMEOUT);
+    let server_pid = http::get(addr, "/").unwrap().pid().unwrap();
+    assert_ne!(server_pid, leader, "the server is the shell's child");
+
+    // Keep the server busy past its shell's death.
+    let mut slow = http::Conn::connect(addr).unwrap();
+    slow.send("/sleep?ms=2000", false).unwrap();
+    assert_eq!(http::get(addr, "/").unwrap().generation(), Some(1));
+
+    devsup.reload();
+    devsup.wait_event(2, "ready", TIMEOUT);
+    devsup.wait_event(1, "draining", TIMEOUT);
+    // The drain signal went to the group: the real server drains...
+    devsup.wait_for_line(
+        format!("devsup-server gen=1 pid={server_pid}: draining after SIGTERM"),
+        TIMEOUT,
+    );
+    // ...and the shell, the group leader, died of it.
+    assert!(wait_until(TIMEOUT, || !pid_alive(leader)));
+    // The server still runs, so generation 1 is not gone yet.
+    assert!(pid_alive(server_pid), "the slow request keeps it busy");
+    assert_eq!(devsup.count_matching(event(1, "exited")), 0);
+
+    let response = slow.recv().unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.pid(), Some(server_pid));
+    let exited = devsup.wait_event(1, "exited", TIMEOUT);
+    assert!(
+        !pid_alive(server_pid),
+        "gen 1 logged as exited while its server pid {server_pid} runs: {exited}"
+    );
+    assert!(exited.contains("exited by SIGTERM"), "{exited}");
+    stop_cleanly(&devsup);
+}
+
+#[test]
+fn garbage_on_the_ready_channel_is_warned_about_and_reloads_still_work() {
+    let dir = dir();
+    let devsup = Devsup::builder(dir.path())
+        .args(["--no-watch", "--ready-after", "200ms"])
+        .server("sh")
+        .server_args([fixture("ready_channel.sh")])
+        .spawn();
+    let bad = "ignoring a bad message on the ready channel";
+
+    // Gen 1: seven bad lines, at most five warnings, then a good line that
+    // is still understood.
+    devsup.wait_event(1, "status: garbage written", TIMEOUT);
+    assert_eq!(
+        devsup.count_matching(event(1, bad)),
+        5,
+        "{}",
+        devsup.log_text()
+    );
+    assert_eq!(
+        devsup.count_matching(event(1, "further bad messages")),
+        1,
+        "{}",
+        devsup.log_text()
+    );
+
+    // Gen 2: a 1 MiB line; gen 3: nothing; gen 4: closes the channel at
+    // once; gen 5: nothing. Each counts ready, and the previous drains.
+    for generation in 2..=5 {
+        devsup.reload();
+        devsup.wait_event(generation, "counted ready", TIMEOUT);
+        devsup.wait_event(generation - 1, "exited", TIMEOUT);
+        assert!(devsup.try_exit_status().is_none(), "devsup is alive");
+    }
+    let long = devsup.wait_event(2, "status: after a long line", TIMEOUT);
+    assert_eq!(
+        devsup.count_matching(event(2, bad)),
+        1,
+        "{long}\n{}",
+        devsup.log_text()
+    );
+    assert!(
+        devsup
+            .lines()
+            .iter()
+            .any(|l| devlog::is_event(l, 2, bad) && l.contains("longer than 4096 bytes")),
+        "{}",
+        devsup.log_text()
+    );
+    for generation in 3..=5 {
+        assert_eq!(devsup.count_matching(event(generation, bad)), 0);
+    }
+    assert_eq!(devsup.count_lines("panicked"), 0);
+    stop_cleanly(&devsup);
+}
+
+/// Whether the storm has settled: the last generation spawned is ready, no
+/// reload is queued, and every other generation has exited. Returns the
+/// last generation.
+fn settled(devsup: &Devsup) -> Option<u64> {
+    let lines = devsup.lines();
+    let last = *devsup.generation_pids().keys().max()?;
+    let queued = lines.iter().filter(|l| l.contains("queued until")).count();
+    let started = lines
+        .iter()
+        .filter(|l| l.contains("starting the reload queued"))
+        .count();
+    let ready = lines.iter().any(|l| devlog::is_event(l, last, "ready"));
+    let exited: BTreeSet<u64> = lines
+        .iter()
+        .filter_map(|l| devlog::subject(l))
+        .filter(|(_, rest)| rest.starts_with("exited"))
+        .map(|(g, _)| g)
+        .collect();
+    let all_exited = (1..last).all(|g| exited.contains(&g));
+    (ready && queued == started && all_exited).then_some(last)
+}
+
+#[test]
+fn a_storm_of_200_sighups_coalesces_and_loses_no_request() {
+    let dir = dir();
+    // The reference server says READY within a few milliseconds, before
+    // the next SIGHUP of the storm: each would be a reload of its own. A
+    // start-up of 50 ms makes triggers arrive while a generation starts.
+    let startup = Duration::from_millis(50);
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server_args(["--startup-delay", "50"])
+        .echo(false)
+        .spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    let run = load::start(load::LoadConfig {
+        conns: 4,
+        ..load::LoadConfig::new(devsup.addr())
+    });
+    assert!(run.wait_ok(20, TIMEOUT), "load is flowing");
+
+    let started = Instant::now();
+    for _ in 0..200 {
+        devsup.reload();
+        // Pacing of the storm, not synchronisation.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let storm = started.elapsed();
+    let mut last = None;
+    assert!(
+        wait_until(TIMEOUT, || {
+            last = settled(&devsup);
+            last.is_some()
+        }),
+        "the storm settles: {}",
+        devsup.log_text()
+    );
+    let last = last.unwrap();
+    let report = run.finish();
+    assert_eq!(
+        settled(&devsup),
+        Some(last),
+        "nothing started after settling"
+    );
+    let lines = devsup.lines();
+    let pids = devsup.generation_pids();
+    eprintln!(
+        "200 SIGHUPs in {:.1}s: {} generations spawned\n{report}",
+        storm.as_secs_f64(),
+        pids.len()
+    );
+
+    assert_eq!(report.failures(), 0, "{report}");
+    // One start-up at a time, each at least 50 ms long: the triggers that
+    // came meanwhile were coalesced (plus gen 1, and one queued at the end).
+    let most = (storm.as_millis() / startup.as_millis()) as usize + 2;
+    assert!(
+        pids.len() <= most,
+        "coalesced: {} generations for 200 SIGHUPs in {storm:?}, expected at most {most}",
+        pids.len()
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("SIGKILL")),
+        "no generation was killed: {}",
+        devsup.log_text()
+    );
+    for (generation, answered) in &report.pids {
+        assert_eq!(
+            answered.iter().copied().collect::<Vec<_>>(),
+            [pids[generation]],
+            "gen {generation} answered with its own pid"
+        );
+    }
+
+    // At most one generation starting at a time, and the peak of live
+    // generations, from the order of the log lines.
+    let mut starting: Option<u64> = None;
+    let mut alive = BTreeSet::new();
+    let mut peak = 0;
+    for line in &lines {
+        let Some((generation, rest)) = devlog::subject(line) else {
+            continue;
+        };
+        if rest.starts_with("spawned") {
+            if generation > 1 {
+                assert_eq!(
+                    starting, None,
+                    "gen={generation} spawned while another was starting"
+                );
+                starting = Some(generation);
+            }
+            alive.insert(generation);
+            peak = peak.max(alive.len());
+        } else if rest.starts_with("exited") {
+            alive.remove(&generation);
+        }
+        let settled = ["ready", "counted ready", "failed", "not ready"];
+        if starting == Some(generation) && settled.iter().any(|w| rest.starts_with(w)) {
+            starting = None;
+        }
+    }
+    eprintln!("at most {peak} generations alive at once");
+    if peak > 2 {
+        let said = format!("{peak} generations alive at once");
+        assert!(
+            lines.iter().any(|l| l.contains(&said)),
+            "devsup logs its peak ({said}): {}",
+            devsup.log_text()
+        );
+    }
+
+    for generation in 1..last {
+        assert!(!pid_alive(pids[&generation]), "gen {generation} is gone");
+    }
+    assert!(pid_alive(pids[&last]), "the last generation serves on");
+    stop_cleanly(&devsup);
+}
