@@ -7,13 +7,16 @@
 //! Every test waits on events (a log line, a response, a pid, a file);
 //! the only sleep paces the reload storm.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use devsup_tests::devlog;
-use devsup_tests::harness::{self, Devsup, Signal, TIMEOUT, event, pid_alive, wait_until};
+use devsup_tests::harness::{
+    self, Devsup, Signal, TIMEOUT, event, open_fds, pid_alive, port_is_free, wait_until,
+};
 use devsup_tests::{http, load};
 use nix::unistd::Pid;
 
@@ -500,4 +503,250 @@ fn a_storm_of_200_sighups_coalesces_and_loses_no_request() {
     }
     assert!(pid_alive(pids[&last]), "the last generation serves on");
     stop_cleanly(&devsup);
+}
+
+// ---------------------------------------------------------------------
+// Faults around devsup
+// ---------------------------------------------------------------------
+
+#[test]
+fn devsup_killed_with_sigkill_drains_every_generation_and_frees_the_port() {
+    let dir = dir();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server_args(["--never-ready", "2"])
+        .spawn();
+    let addr = devsup.addr();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    // Gen 1 active, gen 2 starting (it never says READY): two generations,
+    // neither told to drain yet.
+    devsup.reload();
+    let pid2 = devsup.generation_pid(2, TIMEOUT);
+    devsup.wait_for_line(
+        format!("devsup-server gen=2 pid={pid2}: serving, never sending READY"),
+        TIMEOUT,
+    );
+    let pids = devsup.generation_pids();
+    assert_eq!(pids.len(), 2);
+
+    devsup.signal(Signal::SIGKILL);
+    let killed = Instant::now();
+    for (generation, pid) in &pids {
+        // Generations write to the same stderr pipe, read on after devsup
+        // is gone.
+        let within = (killed + Duration::from_secs(1)).saturating_duration_since(Instant::now());
+        devsup.wait_for_line(
+            format!("devsup-server gen={generation} pid={pid}: draining after SIGTERM"),
+            within,
+        );
+    }
+    eprintln!(
+        "every generation draining {:?} after SIGKILL",
+        killed.elapsed()
+    );
+    let status = devsup.wait_exit(TIMEOUT);
+    assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));
+    assert!(
+        wait_until(TIMEOUT, || port_is_free(addr)),
+        "the port is released"
+    );
+    for (generation, pid) in &pids {
+        assert!(
+            wait_until(TIMEOUT, || group_members(*pid).is_empty()),
+            "gen {generation} (group {pid}) is gone: {:?}",
+            group_members(*pid)
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_during_a_build_stops_the_build_group_and_exits_0() {
+    let dir = dir();
+    // The first build is fast; the second records its process group and
+    // hangs (a shell and its `sleep`).
+    let build = "if [ -e marker ]; then echo $$ > pgid.tmp && mv pgid.tmp pgid; sleep 30; echo unreachable; else touch marker; fi";
+    let devsup = Devsup::builder(dir.path())
+        .args(["--no-watch", "--build", build])
+        .spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    devsup.reload();
+    let pgid_file = dir.path().join("pgid");
+    assert!(wait_until(TIMEOUT, || pgid_file.exists()));
+    let pgid: i32 = std::fs::read_to_string(&pgid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        wait_until(TIMEOUT, || group_members(pgid).len() == 2),
+        "the build runs as a shell and its sleep: {:?}",
+        group_members(pgid)
+    );
+
+    stop_cleanly(&devsup);
+    assert_eq!(
+        group_members(pgid),
+        [] as [i32; 0],
+        "the build's group is gone"
+    );
+    assert!(
+        devsup.count_lines("build stopped") == 1,
+        "{}",
+        devsup.log_text()
+    );
+    assert_eq!(devsup.count_matching(event(2, "spawned")), 0);
+}
+
+#[test]
+fn ctrl_c_during_a_start_up_drains_the_starting_generation_and_exits_0() {
+    let dir = dir();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server_args(["--startup-delay", "3000"])
+        .spawn();
+    let pid1 = devsup.generation_pid(1, TIMEOUT);
+    devsup.wait_for_line(format!("devsup-server gen=1 pid={pid1}: started"), TIMEOUT);
+    devsup.reload();
+    let pid2 = devsup.generation_pid(2, TIMEOUT);
+    devsup.wait_for_line(format!("devsup-server gen=2 pid={pid2}: started"), TIMEOUT);
+
+    let interrupted = Instant::now();
+    stop_cleanly(&devsup);
+    eprintln!("stopped {:?} after SIGINT", interrupted.elapsed());
+    assert_eq!(
+        devsup.count_matching(event(2, "ready")),
+        0,
+        "interrupted while starting"
+    );
+    devsup.wait_event(2, "draining", TIMEOUT);
+    assert!(!pid_alive(pid1) && !pid_alive(pid2));
+}
+
+#[test]
+fn ctrl_c_during_a_drain_lets_the_request_in_flight_finish_and_exits_0() {
+    let dir = dir();
+    let devsup = Devsup::builder(dir.path()).arg("--no-watch").spawn();
+    let addr = devsup.addr();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    let mut slow = http::Conn::connect(addr).unwrap();
+    slow.send("/sleep?ms=2000", false).unwrap();
+    assert_eq!(http::get(addr, "/").unwrap().generation(), Some(1));
+    devsup.reload();
+    devsup.wait_event(2, "ready", TIMEOUT);
+    devsup.wait_event(1, "draining", TIMEOUT);
+
+    devsup.signal(Signal::SIGINT);
+    devsup.wait_for_line("shutting down", TIMEOUT);
+    let response = slow.recv().unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.generation(), Some(1), "{}", response.body);
+    assert!(response.body.contains("slept=2000"), "{}", response.body);
+    // Already stopped: stop_cleanly's SIGINT would be a second one.
+    let status = devsup.wait_exit(TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{}", devsup.log_text());
+    for (generation, pid) in devsup.generation_pids() {
+        assert_eq!(
+            group_members(pid),
+            [] as [i32; 0],
+            "gen {generation} is gone"
+        );
+    }
+}
+
+/// The children of `ppid` that are zombies: exited, not reaped.
+fn zombie_children(ppid: i32) -> Vec<i32> {
+    processes()
+        .into_iter()
+        .filter(|(_, (state, parent, _))| *parent == ppid && *state == 'Z')
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// The names of the threads of process `pid`, sorted.
+fn thread_names(pid: i32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The fds and thread names of devsup once generation `next` alone is
+/// alive and every reader thread of the earlier ones has finished.
+fn quiet_snapshot(devsup: &Devsup, next: u64) -> (Vec<(i32, String)>, Vec<String>) {
+    let pid = devsup.pid();
+    for generation in 1..next {
+        devsup.wait_event(generation, "exited", TIMEOUT);
+    }
+    let own = [format!("gen-{next}-channel"), format!("gen-{next}-notify")];
+    assert!(
+        wait_until(TIMEOUT, || {
+            let gens: Vec<String> = thread_names(pid)
+                .into_iter()
+                .filter(|t| t.starts_with("gen-"))
+                .collect();
+            gens == own
+        }),
+        "only gen {next}'s reader threads are left: {:?}",
+        thread_names(pid)
+    );
+    let zombies = zombie_children(pid);
+    assert!(
+        zombies.is_empty(),
+        "unreaped children of devsup: {zombies:?}"
+    );
+    (open_fds(pid), thread_names(pid))
+}
+
+#[test]
+fn soak_300_reloads_keep_devsup_fds_flat_and_leave_no_zombies() {
+    let dir = dir();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .echo(false)
+        .spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    let run = load::start(load::LoadConfig {
+        conns: 2,
+        ..load::LoadConfig::new(devsup.addr())
+    });
+    assert!(run.wait_ok(20, TIMEOUT), "load is flowing");
+
+    let started = Instant::now();
+    let mut snapshots = BTreeMap::new();
+    for reload in 1..=300u64 {
+        devsup.reload();
+        devsup.wait_event(reload + 1, "ready", TIMEOUT);
+        if reload == 10 || reload == 300 {
+            snapshots.insert(reload, quiet_snapshot(&devsup, reload + 1));
+        }
+    }
+    let took = started.elapsed();
+    let report = run.finish();
+    let (fds10, threads10) = &snapshots[&10];
+    let (fds300, threads300) = &snapshots[&300];
+    eprintln!(
+        "300 reloads in {:.1}s; devsup fds after reload 10: {}, after 300: {}\n{report}",
+        took.as_secs_f64(),
+        fds10.len(),
+        fds300.len()
+    );
+
+    assert_eq!(report.failures(), 0, "{report}");
+    assert_eq!(
+        fds10.len(),
+        fds300.len(),
+        "devsup's fds grew:\nafter reload 10: {fds10:#?}\nafter reload 300: {fds300:#?}"
+    );
+    assert_eq!(
+        threads10.len(),
+        threads300.len(),
+        "devsup's threads grew:\nafter reload 10: {threads10:?}\nafter reload 300: {threads300:?}"
+    );
+    stop_cleanly(&devsup);
+    assert!(took < Duration::from_secs(120), "300 reloads took {took:?}");
 }
