@@ -163,6 +163,10 @@ fn an_active_generation_that_crashes_is_restarted_and_waiting_clients_are_served
         if pid_alive(pid) {
             kill(pid, Signal::SIGSEGV);
         }
+        // Unlike SIGKILL, a core-dumping signal does not stop every thread
+        // at once: until the process is gone, another of its threads may
+        // still accept (and then lose) a connection.
+        assert!(wait_until(TIMEOUT, || !pid_alive(pid)));
     };
     crash_and_restart(&devsup, 1, segv, "by SIGSEGV", "100ms");
     let sigkill = |pid: i32| kill(pid, Signal::SIGKILL);
