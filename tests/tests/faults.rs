@@ -565,6 +565,54 @@ fn devsup_killed_with_sigkill_drains_every_generation_and_frees_the_port() {
     }
 }
 
+/// The same for a generation whose server is a child of its leader
+/// (`sh -c`, `cargo run`-like wrappers): the parent-death signal reaches
+/// only the leader, yet no orphan may keep the port.
+#[test]
+fn devsup_killed_with_sigkill_leaves_no_process_of_a_forking_generation() {
+    let dir = dir();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server("sh")
+        .server_args([
+            OsString::from("-c"),
+            "\"$0\" & wait".into(),
+            server().into(),
+        ])
+        .spawn();
+    let addr = devsup.addr();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    let leader = devsup.generation_pid(1, TIMEOUT);
+    let server_pid = http::get(addr, "/").unwrap().pid().unwrap();
+    assert_ne!(server_pid, leader, "the server is the shell's child");
+
+    devsup.signal(Signal::SIGKILL);
+    devsup.wait_exit(TIMEOUT);
+    assert!(
+        wait_until(TIMEOUT, || !pid_alive(leader)),
+        "the shell got the parent-death signal"
+    );
+    // The server's drain takes milliseconds once it is told; five seconds
+    // is ample, and keeps the failure report quick.
+    let gone = wait_until(Duration::from_secs(5), || group_members(leader).is_empty());
+    let survivors = group_members(leader);
+    let answer = http::get(addr, "/").map(|r| r.body);
+    // The harness ends only generations whose leader outlived devsup:
+    // end the survivors here, by pid, before reporting them.
+    for pid in &survivors {
+        let _ = nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    assert!(
+        gone,
+        "gen 1's server pid {server_pid} outlived devsup (group {leader}: {survivors:?}) and \
+         still served its port: {answer:?}"
+    );
+    assert!(
+        wait_until(TIMEOUT, || port_is_free(addr)),
+        "the port is released"
+    );
+}
+
 #[test]
 fn ctrl_c_during_a_build_stops_the_build_group_and_exits_0() {
     let dir = dir();
