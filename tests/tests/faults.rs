@@ -784,7 +784,7 @@ fn soak_300_reloads_keep_devsup_fds_flat_and_leave_no_zombies() {
     let (fds10, threads10) = &snapshots[&10];
     let (fds300, threads300) = &snapshots[&300];
     eprintln!(
-        "300 reloads in {:.1}s; devsup fds after reload 10: {}, after 300: {}\n{report}",
+        "300 reloads in {:.1}s; devsup fds after reload 10: {}, after 300: {} {fds300:?}\n{report}",
         took.as_secs_f64(),
         fds10.len(),
         fds300.len()
