@@ -94,8 +94,12 @@ async fn serve(
     let server = Server::new(listeners).drain(args.drain());
     let connections = server.connections();
     let shutdown_tag = tag.to_owned();
+    // Told to stop while still starting up: there is no READY to send.
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let stopped = stopping.clone();
     let shutdown = async move {
         let signal = stop.await;
+        stopped.notify_one();
         if let Err(err) = devsup_protocol::notify_stopping() {
             log!(shutdown_tag, "cannot send STOPPING=1: {err}");
         }
@@ -110,8 +114,13 @@ async fn serve(
     // The socket has been listening all along, and the serve task now owns
     // it: connections that arrive before its first accept wait in the
     // kernel's queue, so READY may be sent at once.
-    tokio::time::sleep(args.startup_delay()).await;
-    if args.never_ready.contains(generation) {
+    let stopped_early = tokio::select! {
+        () = tokio::time::sleep(args.startup_delay()) => false,
+        () = stopping.notified() => true,
+    };
+    if stopped_early {
+        log!(tag, "stopped while starting up: no READY");
+    } else if args.never_ready.contains(generation) {
         log!(tag, "serving, never sending READY (--never-ready)");
     } else {
         let told = devsup_protocol::notify_ready().context("sending READY=1")?;

@@ -17,6 +17,7 @@ pub mod build;
 pub mod cli;
 pub mod config;
 pub mod generation;
+pub mod guard;
 pub mod log;
 pub mod machine;
 pub mod notify;

@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::cli::Config;
 use crate::generation::{self, Inherit};
+use crate::guard::Guard;
 use crate::machine::{Action, Event, Exit, GenId, SignalReason, State, Trigger};
 use crate::notify::{self, NotifyDir};
 use crate::sockets::{self, Listener};
@@ -73,6 +74,8 @@ struct Executor {
     notify_paths: HashMap<GenId, PathBuf>,
     /// `FDSTORE=1` fds, passed to every new generation after the sockets.
     fd_store: Vec<(String, OwnedFd)>,
+    /// Stops every group devsup started if devsup dies first.
+    guard: Guard,
 }
 
 /// Most fds devsup keeps for `FDSTORE=1`.
@@ -86,6 +89,8 @@ pub fn run(config: Config) -> anyhow::Result<u8> {
         config.program.resolve()?;
     }
     become_subreaper();
+    // Before any thread exists: the guard is forked.
+    let guard = Guard::start(config.drain_signal, config.drain_timeout)?;
     let listeners = sockets::bind_all(&config.sockets, config.backlog)?;
     for (i, l) in listeners.iter().enumerate() {
         info!(
@@ -110,6 +115,7 @@ pub fn run(config: Config) -> anyhow::Result<u8> {
         notify_dir: NotifyDir::create()?,
         notify_paths: HashMap::new(),
         fd_store: Vec::new(),
+        guard,
     };
     let mut queue = VecDeque::from([Event::Reload {
         trigger: Trigger::Startup,
@@ -268,6 +274,7 @@ impl Executor {
                     .map(|t| format!(" in {} after trigger", latency(t.elapsed())))
                     .unwrap_or_default();
                 info!(generation = gen_id, "spawned pid={}{after}", spawned.pid);
+                self.guard.watch(spawned.pid);
                 self.procs.insert(
                     spawned.pid,
                     Proc {
@@ -330,6 +337,7 @@ impl Executor {
                 );
                 if !proc.extra_groups.contains(&group.as_raw()) {
                     proc.extra_groups.push(group.as_raw());
+                    self.guard.watch(group.as_raw());
                 }
             }
             Err(e) => warn!(
@@ -377,6 +385,7 @@ impl Executor {
         info!("build step {}/{total}: {cmd}", step + 1);
         match crate::build::spawn(cmd, self.config.drain_signal) {
             Ok(pid) => {
+                self.guard.watch(pid);
                 self.procs.insert(
                     pid,
                     Proc {
@@ -428,6 +437,9 @@ impl Executor {
             .collect();
         for pid in gone {
             let p = self.procs.remove(&pid).expect("listed above");
+            for group in std::iter::once(pid).chain(p.extra_groups.iter().copied()) {
+                self.guard.forget(group);
+            }
             let exit = p.leader.expect("filtered above");
             queue.push_back(match p.role {
                 Role::Generation(gen_id) => {

@@ -1077,3 +1077,41 @@ fn nothing_devsup_creates_is_world_writable_or_left_in_the_temp_dir() {
         assert!(left.is_empty(), "left behind after exit: {left:?}");
     }
 }
+
+/// A build's own children outlive the parent-death signal (it reaches the
+/// shell only); devsup's guard stops the whole build group when devsup is
+/// SIGKILLed mid-build, so no `cargo` keeps running and holding its lock.
+#[test]
+fn devsup_killed_with_sigkill_mid_build_leaves_no_build_process() {
+    let dir = dir();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let build =
+        "sleep 60 & echo $! > state/sleep.pid.tmp; mv state/sleep.pid.tmp state/sleep.pid; wait";
+    let devsup = Devsup::builder(dir.path())
+        .args([
+            "--ignore",
+            "state/",
+            "--drain-timeout",
+            "2s",
+            "--build",
+            build,
+        ])
+        .spawn();
+    let pid_file = dir.path().join("state/sleep.pid");
+    assert!(
+        wait_until(TIMEOUT, || pid_file.exists()),
+        "the build started"
+    );
+    let sleep: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pid_alive(sleep));
+
+    devsup.signal(Signal::SIGKILL);
+    assert!(
+        wait_until(TIMEOUT, || !pid_alive(sleep)),
+        "the build's child (pid {sleep}) is stopped"
+    );
+}

@@ -1,0 +1,132 @@
+//! The guard: stops every process group devsup started if devsup itself
+//! dies without doing so (SIGKILL, a crash).
+//!
+//! `PR_SET_PDEATHSIG` reaches only a generation's direct child; a fork
+//! clears it. So with `devsup -- sh -c 'server & wait'` or `cargo run`,
+//! the real server would outlive a killed devsup and keep the port, and a
+//! build's `rustc` would keep cargo's lock. The guard closes that hole for
+//! servers that do nothing special:
+//!
+//! 1. At start-up, while devsup is still single-threaded, it forks the
+//!    guard. The guard keeps only the read end of a pipe; devsup keeps the
+//!    write end (close-on-exec, so no generation or build holds it).
+//! 2. devsup writes `+PGID` when it starts a process group and `-PGID`
+//!    once the group is gone, so the guard always knows the live groups.
+//! 3. On a clean exit devsup writes `exit`, and the guard exits.
+//! 4. If the pipe reaches end of file without `exit`, devsup died: the
+//!    guard sends the drain signal to every live group, waits up to the
+//!    drain timeout for them to go, SIGKILLs what is left, and exits.
+//!
+//! The guard stays in devsup's process group and ignores the terminal's
+//! SIGINT, so Ctrl-C reaches devsup, which drains properly, and not it.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+/// devsup's side of the guard.
+#[derive(Debug)]
+pub struct Guard {
+    pipe: File,
+}
+
+impl Guard {
+    /// Forks the guard. Must be called while devsup has no other thread:
+    /// the guard runs ordinary Rust code after `fork`.
+    pub fn start(drain_signal: Signal, drain_timeout: Duration) -> anyhow::Result<Guard> {
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+        // SAFETY: devsup is single-threaded here (see above), so the child
+        // may allocate and take locks; it never returns.
+        match unsafe { libc::fork() } {
+            -1 => Err(std::io::Error::last_os_error()).context("cannot fork the guard"),
+            0 => {
+                drop(write);
+                guard_main(read, drain_signal, drain_timeout)
+            }
+            _ => Ok(Guard {
+                pipe: File::from(write),
+            }),
+        }
+    }
+
+    /// The guard is to stop process group `pgid` if devsup dies.
+    pub fn watch(&mut self, pgid: i32) {
+        let _ = writeln!(self.pipe, "+{pgid}");
+    }
+
+    /// Process group `pgid` is gone.
+    pub fn forget(&mut self, pgid: i32) {
+        let _ = writeln!(self.pipe, "-{pgid}");
+    }
+}
+
+impl Drop for Guard {
+    /// devsup exits cleanly: every group is stopped already.
+    fn drop(&mut self) {
+        let _ = writeln!(self.pipe, "exit");
+    }
+}
+
+fn guard_main(pipe: OwnedFd, drain_signal: Signal, drain_timeout: Duration) -> ! {
+    // Hold nothing of devsup's but the pipe: not stdin (a terminal), not
+    // a socket devsup may have inherited.
+    // SAFETY: plain system calls on this process's own fds and signals.
+    unsafe {
+        let fd = pipe.as_raw_fd();
+        for other in 0..fd {
+            libc::close(other);
+        }
+        libc::syscall(
+            libc::SYS_close_range,
+            (fd + 1) as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        );
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+        libc::signal(libc::SIGTSTP, libc::SIG_IGN);
+    }
+    let mut groups = HashSet::new();
+    for line in BufReader::new(File::from(pipe)).lines() {
+        let Ok(line) = line else { break };
+        if line == "exit" {
+            // SAFETY: _exit ends this process without running devsup's
+            // destructors, which are not the guard's to run.
+            unsafe { libc::_exit(0) };
+        }
+        if let Some(pgid) = line.strip_prefix('+').and_then(|p| p.parse::<i32>().ok()) {
+            groups.insert(pgid);
+        } else if let Some(pgid) = line.strip_prefix('-').and_then(|p| p.parse::<i32>().ok()) {
+            groups.remove(&pgid);
+        }
+    }
+    stop_groups(&mut groups, drain_signal, drain_timeout);
+    // SAFETY: as above.
+    unsafe { libc::_exit(0) }
+}
+
+/// Drains every group, then SIGKILLs those still there after the timeout.
+fn stop_groups(groups: &mut HashSet<i32>, drain_signal: Signal, drain_timeout: Duration) {
+    let alive = |pgid: &i32| killpg(Pid::from_raw(*pgid), None) != Err(Errno::ESRCH);
+    groups.retain(alive);
+    for &pgid in groups.iter() {
+        let _ = killpg(Pid::from_raw(pgid), drain_signal);
+    }
+    let deadline = Instant::now() + drain_timeout;
+    while !groups.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        groups.retain(alive);
+    }
+    for &pgid in groups.iter() {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
