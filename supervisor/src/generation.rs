@@ -114,6 +114,8 @@ pub struct Spawned {
     pub channel: OwnedFd,
     /// The read ends of its stdout and stderr, when captured.
     pub output: Option<(OwnedFd, OwnedFd)>,
+    /// Whether it managed to exec.
+    pub exec_status: ExecStatus,
 }
 
 /// Environment variables of protocol v1 that must not leak from devsup's
@@ -137,8 +139,8 @@ fn cstring(bytes: Vec<u8>) -> anyhow::Result<CString> {
     CString::new(bytes).context("an argument or environment variable contains a NUL byte")
 }
 
-/// Spawns `program` as a new generation and returns once it has exec'd (or
-/// failed to).
+/// Forks `program` as a new generation and returns at once; the returned
+/// [`ExecStatus`] says whether its exec succeeded.
 pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::Result<Spawned> {
     let n = inherit.sockets.len() as RawFd;
     let ready_fd = proto::FIRST_FD + n;
@@ -259,38 +261,43 @@ pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::R
         drop((w1, w2));
         (r1, r2)
     });
-    // The child writes errno here if exec fails; exec closes the pipe
-    // (close-on-exec) when it succeeds, so EOF means success.
-    let mut buf = [0u8; 4];
-    let mut got = 0;
-    let mut err_file = std::fs::File::from(err_read);
-    loop {
-        use std::io::Read;
-        match err_file.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(k) => {
-                got += k;
-                if got == 4 {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).context("cannot read the exec status"),
-        }
-    }
-    if got == 4 {
-        let errno = i32::from_ne_bytes(buf);
-        // Reap the child that failed to exec, so it is not seen as a
-        // generation that exited.
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-        return Err(io::Error::from_raw_os_error(errno))
-            .with_context(|| format!("cannot run {}", path.display()));
-    }
     Ok(Spawned {
         pid,
         channel: ours,
         output,
+        exec_status: ExecStatus(std::fs::File::from(err_read)),
     })
+}
+
+/// Whether a spawned child managed to exec. Reading it blocks until the
+/// child has exec'd or failed to, which can take a millisecond or more:
+/// the supervisor loop does not wait for it (the ready channel's reader
+/// thread does).
+#[derive(Debug)]
+pub struct ExecStatus(std::fs::File);
+
+impl ExecStatus {
+    /// Waits for the exec; `Err` is the child's errno (the child then exits
+    /// with status 127).
+    pub fn wait(mut self) -> io::Result<()> {
+        use std::io::Read;
+        // The child writes errno here if exec fails; exec closes the pipe
+        // (close-on-exec) when it succeeds, so EOF means success.
+        let mut buf = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match self.0.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match got {
+            4 => Err(io::Error::from_raw_os_error(i32::from_ne_bytes(buf))),
+            _ => Ok(()),
+        }
+    }
 }
 
 struct ChildPlan<'a> {
@@ -515,6 +522,7 @@ mod tests {
             },
         )
         .unwrap();
+        spawned.exec_status.wait().unwrap();
         drop(theirs);
         let mut out = String::new();
         use std::io::Read;

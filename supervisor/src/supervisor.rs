@@ -25,10 +25,10 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cli::Config;
-use crate::generation::{self, Inherit};
+use crate::generation::{self, ExecStatus, Inherit};
 use crate::guard::Guard;
 use crate::machine::{Action, Event, Exit, GenId, SignalReason, State, Trigger};
 use crate::notify::{self, NotifyDir};
@@ -283,7 +283,8 @@ impl Executor {
                         extra_groups: Vec::new(),
                     },
                 );
-                spawn_channel_reader(gen_id, spawned.channel, self.tx.clone());
+                let exec = (spawned.exec_status, path.display().to_string());
+                spawn_channel_reader(gen_id, spawned.channel, exec, self.tx.clone());
                 if let Some((stdout, stderr)) = spawned.output {
                     spawn_prefixer(gen_id, stdout, false);
                     spawn_prefixer(gen_id, stderr, true);
@@ -515,13 +516,26 @@ fn spawn_prefixer(gen_id: GenId, pipe: OwnedFd, stderr: bool) {
 /// server writing garbage in a loop cannot flood the terminal.
 const MAX_WARNINGS: u32 = 5;
 
-/// Reads one generation's ready channel until EOF (its whole group is gone,
-/// or it closed the channel). Lines longer than [`proto::MAX_LINE`] are
+/// Waits for the generation's exec, then reads its ready channel until EOF
+/// (its whole group is gone, or it closed the channel). Lines longer than [`proto::MAX_LINE`] are
 /// skipped; bad lines are warned about; nothing read here can stop devsup.
-fn spawn_channel_reader(gen_id: GenId, channel: OwnedFd, tx: Sender<Input>) {
+fn spawn_channel_reader(
+    gen_id: GenId,
+    channel: OwnedFd,
+    exec: (ExecStatus, String),
+    tx: Sender<Input>,
+) {
     let spawned = std::thread::Builder::new()
         .name(format!("gen-{gen_id}-channel"))
-        .spawn(move || read_channel(gen_id, channel, &tx));
+        .spawn(move || {
+            let (status, path) = exec;
+            match status.wait() {
+                // The child exits with status 127, which the reaper reports
+                // as a generation that ended before it was ready.
+                Err(e) => error!(generation = gen_id, "cannot run {path}: {e}"),
+                Ok(()) => read_channel(gen_id, channel, &tx),
+            }
+        });
     if let Err(e) = spawned {
         warn!(
             generation = gen_id,

@@ -1115,3 +1115,31 @@ fn devsup_killed_with_sigkill_mid_build_leaves_no_build_process() {
         "the build's child (pid {sleep}) is stopped"
     );
 }
+
+/// A program that stops being runnable between reloads (here: no longer an
+/// executable format, as with a half-written build output) fails at exec;
+/// the running generation keeps serving.
+#[test]
+fn a_program_that_cannot_be_exec_d_keeps_the_old_generation() {
+    let dir = dir();
+    let program = dir.path().join("srv");
+    std::fs::copy(server(), &program).unwrap();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server(&program)
+        .spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    std::fs::remove_file(&program).unwrap();
+    std::fs::write(&program, "not a program").unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    devsup.reload();
+    let error = devsup.wait_event(2, "cannot run", TIMEOUT);
+    assert!(error.contains("Exec format error"), "{error}");
+    let failed = devsup.wait_event(2, "failed before ready", TIMEOUT);
+    assert!(
+        failed.contains("status 127") && failed.contains("keeping gen=1"),
+        "{failed}"
+    );
+    assert_eq!(http::get(devsup.addr(), "/").unwrap().generation(), Some(1));
+}
