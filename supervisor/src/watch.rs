@@ -339,6 +339,8 @@ struct Watch {
     watcher: AnyWatcher,
     watched: HashSet<PathBuf>,
     notify_tx: Sender<notify::Result<notify::Event>>,
+    /// An ignore file changed: read the rules again at the end of the burst.
+    rules_changed: bool,
 }
 
 /// Sets up the watches (reporting errors and the time it took) and starts
@@ -372,6 +374,7 @@ pub fn spawn(mut cfg: WatchConfig, tx: Sender<Input>) -> anyhow::Result<()> {
         watcher,
         watched: HashSet::new(),
         notify_tx,
+        rules_changed: false,
     };
     for root in w.cfg.roots.clone() {
         w.add_tree(&root);
@@ -475,6 +478,29 @@ impl Watch {
         }
     }
 
+    /// Reads every ignore file again, and watches directories that are no
+    /// longer ignored. (Directories that became ignored keep their watch;
+    /// their changes are filtered out like any ignored change.)
+    fn reload_rules(&mut self) {
+        match Rules::new(&self.cfg.roots, &self.cfg.ignore, &self.cfg.exts) {
+            Ok(rules) => self.rules = rules,
+            Err(e) => {
+                warn!("cannot read the ignore rules again: {e:#}");
+                return;
+            }
+        }
+        for dir in self.watched.clone() {
+            self.rules.add_dir(&dir);
+        }
+        for root in self.cfg.roots.clone() {
+            self.add_tree(&root);
+        }
+        debug!(
+            "ignore rules read again; watching {} directories",
+            self.watched.len()
+        );
+    }
+
     /// The inotify watch limit is per user and shared by every program:
     /// rather than miss changes, poll, and say how to raise the limit.
     fn fall_back_to_polling(&mut self) {
@@ -524,6 +550,9 @@ impl Watch {
                 Err(RecvTimeoutError::Timeout) => {
                     deadline = None;
                     seen.clear();
+                    if std::mem::take(&mut self.rules_changed) {
+                        self.reload_rules();
+                    }
                     let batch = std::mem::take(&mut changed);
                     for input in self.outcome(&batch) {
                         if tx.send(input).is_err() {
@@ -556,6 +585,12 @@ impl Watch {
         let mut any = false;
         for path in event.paths {
             let is_dir = path.is_dir();
+            if path
+                .file_name()
+                .is_some_and(|n| n == ".gitignore" || n == ".ignore")
+            {
+                self.rules_changed = true;
+            }
             if self.rules.is_ignored(&path, is_dir) {
                 continue;
             }

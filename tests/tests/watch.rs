@@ -253,3 +253,23 @@ fn polling_sees_a_change() {
     devsup.wait_for_line("reload requested by change to src/main.rs", TIMEOUT);
     devsup.wait_event(2, "ready", TIMEOUT);
 }
+
+#[test]
+fn an_edited_gitignore_takes_effect_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let devsup = Devsup::builder(dir.path()).spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    devsup.wait_for_line("watching", TIMEOUT);
+
+    write(dir.path(), ".gitignore", "*.log\n");
+    devsup.wait_for_line("reload requested by change to .gitignore", TIMEOUT);
+    devsup.wait_event(2, "ready", TIMEOUT);
+    // The new rule holds for the next burst: the log file is not counted.
+    write(dir.path(), "server.log", "noise");
+    write(dir.path(), "main.rs", "fn main() {}");
+    devsup.wait_for_line("reload requested by change to main.rs", TIMEOUT);
+    devsup.wait_event(3, "ready", TIMEOUT);
+    let reloads = reloads(&devsup);
+    assert_eq!(reloads.len(), 2, "{reloads:?}");
+    assert!(!reloads[1].contains("more"), "{reloads:?}");
+}
