@@ -9,12 +9,12 @@
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use nix::sys::signal::Signal;
-
 /// Starts `cmd` and returns its pid, which is also its process group id.
 /// The child is reaped by the supervisor, never through a `Child` handle.
-pub fn spawn(cmd: &str, parent_death_signal: Signal) -> std::io::Result<i32> {
-    let pdeathsig = parent_death_signal as libc::c_ulong;
+/// If devsup dies, the shell gets SIGTERM (whatever the drain signal, which
+/// need not stop a build) and the guard stops the rest of its group.
+pub fn spawn(cmd: &str) -> std::io::Result<i32> {
+    let parent = std::process::id() as libc::pid_t;
     let max_fd = crate::generation::max_fd();
     let mut command = Command::new("/bin/sh");
     command
@@ -22,12 +22,27 @@ pub fn spawn(cmd: &str, parent_death_signal: Signal) -> std::io::Result<i32> {
         .arg(cmd)
         .stdin(Stdio::null())
         .process_group(0);
-    // SAFETY: prctl and close_range/fcntl are async-signal-safe and the
-    // closure allocates nothing.
+    // SAFETY: prctl, getppid and close_range/fcntl are async-signal-safe,
+    // and the closure allocates nothing.
     unsafe {
         command.pre_exec(move || {
             #[cfg(target_os = "linux")]
-            libc::prctl(libc::PR_SET_PDEATHSIG, pdeathsig, 0, 0, 0);
+            {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGTERM as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // devsup may have died between fork and prctl.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+            }
             // Only stdin, stdout and stderr: not even fds devsup inherited.
             crate::generation::close_from_on_exec(3, max_fd);
             Ok(())

@@ -172,8 +172,8 @@ pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::R
     ] {
         c_env.push(cstring(format!("{k}={v}").into_bytes())?);
     }
-    // The LISTEN_PID slot: "LISTEN_PID=" then PID_DIGITS NULs, filled in by
-    // the child. Its heap buffer does not move when the CString does.
+    // The LISTEN_PID slot: "LISTEN_PID=" then PID_DIGITS zeros, overwritten
+    // by the child with its pid and a NUL. Its heap buffer does not move when the CString does.
     let listen_pid_slot = if inherit.listen_pid {
         let mut buf = LISTEN_PID_PREFIX.to_vec();
         buf.extend(std::iter::repeat_n(b'0', PID_DIGITS));
@@ -255,6 +255,11 @@ pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::R
         }
     }
 
+    // The child makes its own process group too, but a signal sent to the
+    // group before the child has run would find no group: make it here as
+    // well, as shells do. EACCES (the child has exec'd) means it is done.
+    // SAFETY: setpgid on our own child has no memory-safety preconditions.
+    unsafe { libc::setpgid(pid, pid) };
     drop(err_write);
     drop(theirs);
     let output = pipes.map(|((r1, w1), (r2, w2))| {
@@ -270,9 +275,9 @@ pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::R
 }
 
 /// Whether a spawned child managed to exec. Reading it blocks until the
-/// child has exec'd or failed to, which can take a millisecond or more:
-/// the supervisor loop does not wait for it (the ready channel's reader
-/// thread does).
+/// child has exec'd or failed to, which can take a millisecond or more, so
+/// the supervisor reads it only once the child has exited (a child that
+/// cannot exec exits at once, with status 127).
 #[derive(Debug)]
 pub struct ExecStatus(std::fs::File);
 
@@ -351,35 +356,44 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
                 libc::_exit(1);
             }
         }
-        // Copy each source above every target first, so that a source
-        // sitting on a target number is not overwritten before it is moved.
+        // Copy every fd the child still needs (the sources, stdin, the
+        // output pipes, the error pipe) above every target first, so that
+        // none sitting on a target number is overwritten before it is used.
         let first = proto::FIRST_FD;
         let high = first + plan.sources.len() as RawFd;
+        let lift = |fd: RawFd, err_pipe: RawFd| -> RawFd {
+            let lifted = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, high + 1);
+            if lifted < 0 {
+                fail(err_pipe);
+            }
+            lifted
+        };
+        let err_pipe = lift(plan.err_pipe, plan.err_pipe);
+        let stdin = lift(plan.stdin, err_pipe);
+        let output = plan
+            .output
+            .map(|(out, err)| (lift(out, err_pipe), lift(err, err_pipe)));
         let mut moved = [0 as RawFd; 64];
         if plan.sources.len() > moved.len() {
             *libc::__errno_location() = libc::EMFILE;
-            fail(plan.err_pipe);
+            fail(err_pipe);
         }
         for (i, &src) in plan.sources.iter().enumerate() {
-            let fd = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, high + 1);
-            if fd < 0 {
-                fail(plan.err_pipe);
-            }
-            moved[i] = fd;
+            moved[i] = lift(src, err_pipe);
         }
-        // dup2 clears close-on-exec on the target: these, and stdin, are
+        // dup2 clears close-on-exec on the target: these, and stdio, are
         // the only fds the program inherits from devsup.
         for (i, &fd) in moved[..plan.sources.len()].iter().enumerate() {
             if libc::dup2(fd, first + i as RawFd) < 0 {
-                fail(plan.err_pipe);
+                fail(err_pipe);
             }
         }
-        if libc::dup2(plan.stdin, 0) < 0 {
-            fail(plan.err_pipe);
+        if libc::dup2(stdin, 0) < 0 {
+            fail(err_pipe);
         }
-        if let Some((out, err)) = plan.output {
+        if let Some((out, err)) = output {
             if libc::dup2(out, 1) < 0 || libc::dup2(err, 2) < 0 {
-                fail(plan.err_pipe);
+                fail(err_pipe);
             }
         }
         // devsup's own fds are all close-on-exec, but devsup may have
@@ -396,7 +410,7 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         libc::execve(plan.path, plan.argv, plan.envp);
-        fail(plan.err_pipe)
+        fail(err_pipe)
     }
 }
 

@@ -17,8 +17,9 @@
 //!    guard sends the drain signal to every live group, waits up to the
 //!    drain timeout for them to go, SIGKILLs what is left, and exits.
 //!
-//! The guard stays in devsup's process group and ignores the terminal's
-//! SIGINT, so Ctrl-C reaches devsup, which drains properly, and not it.
+//! The guard runs in a session of its own, so that a signal to devsup's
+//! whole process group (Ctrl-C, an IDE's stop button, `timeout -s KILL`)
+//! does not take it down together with devsup.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -38,13 +39,21 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Forks the guard. Must be called while devsup has no other thread:
-    /// the guard runs ordinary Rust code after `fork`.
+    /// Forks the guard. The guard runs ordinary Rust code after `fork`,
+    /// which is sound only while this process has a single thread: that is
+    /// checked, and an error otherwise.
     pub fn start(drain_signal: Signal, drain_timeout: Duration) -> anyhow::Result<Guard> {
+        let threads = std::fs::read_dir("/proc/self/task")
+            .map(Iterator::count)
+            .unwrap_or(0);
+        anyhow::ensure!(
+            threads == 1,
+            "the guard must be started before any other thread ({threads} threads run)"
+        );
         let (read, write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-        // SAFETY: devsup is single-threaded here (see above), so the child
-        // may allocate and take locks; it never returns.
+        // SAFETY: this process has one thread (checked above), so the
+        // child may allocate and take locks; it never returns.
         match unsafe { libc::fork() } {
             -1 => Err(std::io::Error::last_os_error()).context("cannot fork the guard"),
             0 => {
@@ -90,10 +99,8 @@ fn guard_main(pipe: OwnedFd, drain_signal: Signal, drain_timeout: Duration) -> !
             libc::c_uint::MAX,
             0 as libc::c_uint,
         );
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::setsid();
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
-        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
-        libc::signal(libc::SIGTSTP, libc::SIG_IGN);
     }
     let mut groups = HashSet::new();
     for line in BufReader::new(File::from(pipe)).lines() {

@@ -279,7 +279,10 @@ struct Generation {
 struct Build {
     step: usize,
     pid: Option<i32>,
+    /// When the first step started.
     started: Instant,
+    /// When this step started.
+    step_started: Instant,
     /// Set once it has been told to stop; SIGKILL at this time.
     cancel_kill_at: Option<Instant>,
     /// Whether to start the build again once the cancelled one is gone.
@@ -386,12 +389,36 @@ impl State {
             Event::Spawned { gen_id, pid } => {
                 if let Some(g) = self.gens.get_mut(&gen_id) {
                     g.pid = Some(pid);
+                    // Told to drain before its pid was known (the executor
+                    // answers Spawn at once, but the machine does not rely
+                    // on it).
+                    if matches!(g.phase, Phase::Draining { .. }) {
+                        let reason = if self.shutdown.is_some() {
+                            SignalReason::Shutdown
+                        } else {
+                            SignalReason::NotReady
+                        };
+                        out.push(Action::Signal {
+                            gen_id,
+                            pid,
+                            signal: self.policy.drain_signal,
+                            reason,
+                        });
+                    }
                 }
             }
             Event::SpawnFailed { gen_id, error } => {
-                error!(generation = gen_id, "cannot start: {error}");
-                self.gens.remove(&gen_id);
-                self.after_start_failed(gen_id, now, &mut out);
+                if self.gens.remove(&gen_id).is_some() {
+                    if self.active == Some(gen_id) {
+                        self.active = None;
+                    }
+                    if self.starting == Some(gen_id) {
+                        self.starting = None;
+                    }
+                    let keep = self.keeping();
+                    error!(generation = gen_id, "cannot start: {error}{keep}");
+                    self.keep_serving(now, &mut out);
+                }
             }
             Event::GenExited { gen_id, exit } => self.on_exited(gen_id, exit, now, &mut out),
             Event::BuildStarted { pid } => {
@@ -465,7 +492,7 @@ impl State {
         }
         self.check_readiness_support(now);
         self.restart_at = None;
-        self.begin(at, out);
+        self.begin(at, now, out);
     }
 
     /// The readiness fallback: a server that has never said READY although
@@ -493,19 +520,20 @@ impl State {
     }
 
     /// Starts the build, or the generation if there is no build.
-    fn begin(&mut self, trigger_at: Instant, out: &mut Vec<Action>) {
+    fn begin(&mut self, trigger_at: Instant, now: Instant, out: &mut Vec<Action>) {
         if self.policy.build_steps > 0 {
             self.build = Some(Build {
                 step: 0,
                 pid: None,
-                started: trigger_at,
+                started: now,
+                step_started: now,
                 cancel_kill_at: None,
                 restart: false,
                 trigger_at,
             });
             out.push(Action::StartBuild { step: 0 });
         } else {
-            self.spawn(Some(trigger_at), trigger_at, out);
+            self.spawn(Some(trigger_at), now, out);
         }
     }
 
@@ -567,6 +595,12 @@ impl State {
                     return;
                 }
                 g.said_ready = true;
+                if self.fallback_ready_after.take().is_some() {
+                    info!(
+                        generation = gen_id,
+                        "sent READY=1: this server reports readiness after all, so handoffs wait for READY again"
+                    );
+                }
                 let took = at.saturating_duration_since(g.spawned_at);
                 match g.phase {
                     Phase::Starting { .. } => {
@@ -625,7 +659,7 @@ impl State {
         if let Some((trigger, at)) = self.pending.take() {
             info!("starting the reload queued by {trigger}");
             self.check_readiness_support(now);
-            self.begin(at, out);
+            self.begin(at, now, out);
         }
     }
 
@@ -677,7 +711,7 @@ impl State {
                     ms(now.duration_since(g.spawned_at))
                 );
                 self.starting = None;
-                self.after_start_failed(gen_id, now, out);
+                self.keep_serving(now, out);
             }
             Phase::Active { since } => {
                 self.active = None;
@@ -703,43 +737,55 @@ impl State {
                     );
                     return;
                 }
-                let delay = self.backoff;
-                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-                warn!(
-                    generation = gen_id,
-                    "exited {exit} on its own after {}; restarting in {} (connections wait in the backlog meanwhile)",
-                    ms(up),
-                    ms(delay)
-                );
-                if self.build.is_none() {
-                    self.restart_at = Some(now + delay);
+                match self.schedule_restart(now) {
+                    Some(delay) => warn!(
+                        generation = gen_id,
+                        "exited {exit} on its own after {}; restarting in {} (connections wait in the backlog meanwhile)",
+                        ms(up),
+                        ms(delay)
+                    ),
+                    None => warn!(
+                        generation = gen_id,
+                        "exited {exit} on its own after {}; the build under way starts the next one",
+                        ms(up)
+                    ),
                 }
             }
         }
     }
 
-    /// A generation that never became ready is gone.
-    fn after_start_failed(&mut self, gen_id: GenId, now: Instant, out: &mut Vec<Action>) {
-        if self.active == Some(gen_id) {
-            self.active = None;
-        }
-        if self.starting == Some(gen_id) {
-            self.starting = None;
-        }
-        if self.shutdown.is_some() {
-            return;
-        }
-        if self.pending.is_some() {
+    /// If nothing serves and nothing is on its way to (no generation
+    /// starting, no build), runs the queued reload, or schedules a restart
+    /// after the back-off delay.
+    fn keep_serving(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.pending.is_some()
+            && self.starting.is_none()
+            && self.build.is_none()
+            && self.shutdown.is_none()
+        {
             self.settled(now, out);
-        } else if self.active.is_none() && self.starting.is_none() && self.build.is_none() {
-            let delay = self.backoff;
-            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        } else if let Some(delay) = self.schedule_restart(now) {
             warn!(
-                "no generation is serving: retrying in {} (or at once on the next change)",
+                "no generation is serving: starting one in {} (or at once on the next change)",
                 ms(delay)
             );
-            self.restart_at = Some(now + delay);
         }
+    }
+
+    /// Schedules a restart if nothing serves and nothing is on its way to;
+    /// the delay doubles each time, up to [`BACKOFF_MAX`].
+    fn schedule_restart(&mut self, now: Instant) -> Option<Duration> {
+        if self.shutdown.is_some()
+            || self.active.is_some()
+            || self.starting.is_some()
+            || self.build.is_some()
+        {
+            return None;
+        }
+        let delay = self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        self.restart_at = Some(now + delay);
+        Some(delay)
     }
 
     fn on_build_exited(&mut self, exit: Option<Exit>, now: Instant, out: &mut Vec<Action>) {
@@ -747,6 +793,7 @@ impl State {
             return;
         };
         let took = ms(now.duration_since(build.started));
+        let step_took = ms(now.duration_since(build.step_started));
         if self.shutdown.is_some() {
             info!("build stopped after {took}");
             return;
@@ -754,7 +801,7 @@ impl State {
         if build.restart {
             info!("build cancelled after {took}; starting it again");
             let trigger_at = build.trigger_at;
-            self.begin(trigger_at, out);
+            self.begin(trigger_at, now, out);
             return;
         }
         let step = build.step;
@@ -764,6 +811,7 @@ impl State {
                     self.build = Some(Build {
                         step: step + 1,
                         pid: None,
+                        step_started: now,
                         ..build
                     });
                     out.push(Action::StartBuild { step: step + 1 });
@@ -778,11 +826,11 @@ impl State {
                     .unwrap_or_else(|| "could not start".into());
                 match self.active {
                     Some(a) => error!(
-                        "build step {} failed ({how}) after {took}; keeping gen={a} serving. Fix the error and save to try again",
+                        "build step {} failed ({how}) after {step_took}; keeping gen={a} serving. Fix the error and save to try again",
                         step + 1
                     ),
                     None => error!(
-                        "build step {} failed ({how}) after {took}; no generation is running. Fix the error and save to try again",
+                        "build step {} failed ({how}) after {step_took}; no generation is running. Fix the error and save to try again",
                         step + 1
                     ),
                 }
@@ -907,7 +955,7 @@ impl State {
                 ms(self.policy.ready_timeout)
             );
             self.drain(gen_id, SignalReason::NotReady, now, out);
-            self.settled(now, out);
+            self.keep_serving(now, out);
         }
         if self.restart_at.is_some_and(|t| now >= t) {
             self.restart_at = None;
@@ -917,7 +965,7 @@ impl State {
                 && self.shutdown.is_none()
             {
                 info!("restarting");
-                self.begin(now, out);
+                self.begin(now, now, out);
             }
         }
         if let Some(b) = &mut self.build {
@@ -941,10 +989,7 @@ impl State {
         let Some(sd) = self.shutdown else {
             return;
         };
-        if self.gens.is_empty()
-            && self.build.is_none()
-            && !out.iter().any(|a| matches!(a, Action::Exit(_)))
-        {
+        if self.gens.is_empty() && self.build.is_none() {
             let code = if sd.killed_any { 1 } else { 0 };
             if code == 0 {
                 info!(

@@ -25,7 +25,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cli::Config;
 use crate::generation::{self, ExecStatus, Inherit};
@@ -60,6 +60,9 @@ struct Proc {
     /// Other process groups that belong to it: the group of a `MAINPID=`
     /// that left the generation's own group.
     extra_groups: Vec<i32>,
+    /// A generation's exec status and program, read once it has exited: a
+    /// child that could not exec exits at once, with status 127.
+    exec: Option<(ExecStatus, String)>,
 }
 
 /// Carries out actions: the only code that touches processes.
@@ -281,10 +284,10 @@ impl Executor {
                         role: Role::Generation(gen_id),
                         leader: None,
                         extra_groups: Vec::new(),
+                        exec: Some((spawned.exec_status, path.display().to_string())),
                     },
                 );
-                let exec = (spawned.exec_status, path.display().to_string());
-                spawn_channel_reader(gen_id, spawned.channel, exec, self.tx.clone());
+                spawn_channel_reader(gen_id, spawned.channel, self.tx.clone());
                 if let Some((stdout, stderr)) = spawned.output {
                     spawn_prefixer(gen_id, stdout, false);
                     spawn_prefixer(gen_id, stderr, true);
@@ -384,7 +387,7 @@ impl Executor {
         let cmd = &self.config.builds[step];
         let total = self.config.builds.len();
         info!("build step {}/{total}: {cmd}", step + 1);
-        match crate::build::spawn(cmd, self.config.drain_signal) {
+        match crate::build::spawn(cmd) {
             Ok(pid) => {
                 self.guard.watch(pid);
                 self.procs.insert(
@@ -393,6 +396,7 @@ impl Executor {
                         role: Role::Build,
                         leader: None,
                         extra_groups: Vec::new(),
+                        exec: None,
                     },
                 );
                 Event::BuildStarted { pid }
@@ -447,7 +451,15 @@ impl Executor {
                     if let Some(path) = self.notify_paths.remove(&gen_id) {
                         notify::stop_reader(&path);
                     }
-                    Event::GenExited { gen_id, exit }
+                    // The child has exited, so its end of the exec status
+                    // pipe is closed: this read does not block.
+                    match p.exec.map(|(status, path)| (status.wait(), path)) {
+                        Some((Err(e), path)) => Event::SpawnFailed {
+                            gen_id,
+                            error: format!("cannot run {path}: {e}"),
+                        },
+                        _ => Event::GenExited { gen_id, exit },
+                    }
                 }
                 Role::Build => Event::BuildExited { exit: Some(exit) },
             });
@@ -516,26 +528,13 @@ fn spawn_prefixer(gen_id: GenId, pipe: OwnedFd, stderr: bool) {
 /// server writing garbage in a loop cannot flood the terminal.
 const MAX_WARNINGS: u32 = 5;
 
-/// Waits for the generation's exec, then reads its ready channel until EOF
-/// (its whole group is gone, or it closed the channel). Lines longer than [`proto::MAX_LINE`] are
+/// Reads one generation's ready channel until EOF (its whole group is gone,
+/// or it closed the channel). Lines longer than [`proto::MAX_LINE`] are
 /// skipped; bad lines are warned about; nothing read here can stop devsup.
-fn spawn_channel_reader(
-    gen_id: GenId,
-    channel: OwnedFd,
-    exec: (ExecStatus, String),
-    tx: Sender<Input>,
-) {
+fn spawn_channel_reader(gen_id: GenId, channel: OwnedFd, tx: Sender<Input>) {
     let spawned = std::thread::Builder::new()
         .name(format!("gen-{gen_id}-channel"))
-        .spawn(move || {
-            let (status, path) = exec;
-            match status.wait() {
-                // The child exits with status 127, which the reaper reports
-                // as a generation that ended before it was ready.
-                Err(e) => error!(generation = gen_id, "cannot run {path}: {e}"),
-                Ok(()) => read_channel(gen_id, channel, &tx),
-            }
-        });
+        .spawn(move || read_channel(gen_id, channel, &tx));
     if let Err(e) = spawned {
         warn!(
             generation = gen_id,

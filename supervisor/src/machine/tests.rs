@@ -547,3 +547,110 @@ fn shutdown_with_nothing_running_exits_at_once() {
         [Action::Exit(0)]
     );
 }
+
+#[test]
+fn a_ready_after_the_fallback_restores_waiting_for_ready() {
+    let mut sim = Sim::new(policy());
+    let at = sim.now;
+    sim.feed(Event::Reload {
+        trigger: Trigger::Startup,
+        at,
+    });
+    sim.advance(Duration::from_secs(2));
+    // Gen 1 is slow (a first `cargo run` compile): the fallback kicks in.
+    sim.reload();
+    assert_eq!(sim.state.next_deadline(), Some(sim.now + READINESS_PROBE));
+    // Then it turns out the server does say READY.
+    sim.ready(2);
+    sim.exited(1, Exit::Code(0));
+    sim.reload();
+    assert_eq!(
+        sim.state.next_deadline(),
+        Some(sim.now + Duration::from_secs(60))
+    );
+}
+
+#[test]
+fn nothing_serving_after_a_successor_times_out_schedules_a_restart() {
+    let mut sim = Sim::serving(policy());
+    sim.reload();
+    // The active generation dies while its successor starts…
+    sim.exited(1, Exit::Signal(libc::SIGSEGV));
+    // …and the successor never gets ready: drained, and a new one started.
+    let a = sim.tick();
+    assert_eq!(signals(&a), [(2, Signal::SIGTERM)]);
+    assert_eq!(sim.state.active(), None);
+    let restart = sim.state.next_deadline().unwrap();
+    assert_eq!(restart, sim.now + BACKOFF_MIN);
+    let a = sim.tick();
+    assert_eq!(spawned(&a), [3]);
+}
+
+#[test]
+fn a_drain_decided_before_the_pid_is_known_is_sent_once_it_is() {
+    let mut state = State::new(policy());
+    let now = Instant::now();
+    let a = state.step(
+        Event::Reload {
+            trigger: Trigger::Startup,
+            at: now,
+        },
+        now,
+    );
+    assert!(matches!(a[..], [Action::Spawn { gen_id: 1, .. }]));
+    let a = state.step(
+        Event::Shutdown {
+            because: "SIGINT".into(),
+        },
+        now,
+    );
+    assert!(signals(&a).is_empty(), "no pid to signal yet");
+    let a = state.step(Event::Spawned { gen_id: 1, pid: 77 }, now);
+    assert!(
+        matches!(
+            a[..],
+            [Action::Signal {
+                gen_id: 1,
+                pid: 77,
+                signal: Signal::SIGTERM,
+                ..
+            }]
+        ),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn a_spawn_failure_of_the_only_generation_retries_with_backoff() {
+    let mut state = State::new(policy());
+    let now = Instant::now();
+    state.step(
+        Event::Reload {
+            trigger: Trigger::Startup,
+            at: now,
+        },
+        now,
+    );
+    let a = state.step(
+        Event::SpawnFailed {
+            gen_id: 1,
+            error: "ENOEXEC".into(),
+        },
+        now,
+    );
+    assert!(a.is_empty());
+    assert_eq!(state.active(), None);
+    assert_eq!(state.next_deadline(), Some(now + BACKOFF_MIN));
+    // The exit of the child that failed to exec is then ignored.
+    assert!(
+        state
+            .step(
+                Event::GenExited {
+                    gen_id: 1,
+                    exit: Exit::Code(127)
+                },
+                now
+            )
+            .is_empty()
+    );
+}
