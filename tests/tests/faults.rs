@@ -1135,6 +1135,9 @@ fn a_program_that_cannot_be_exec_d_keeps_the_old_generation() {
 
     devsup.reload();
     let error = devsup.wait_event(2, "cannot start", TIMEOUT);
-    assert!(error.contains("Exec format error") && error.contains("keeping gen=1 serving"), "{error}");
+    assert!(
+        error.contains("Exec format error") && error.contains("keeping gen=1 serving"),
+        "{error}"
+    );
     assert_eq!(http::get(devsup.addr(), "/").unwrap().generation(), Some(1));
 }
