@@ -202,8 +202,6 @@ pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::R
         nix::sys::socket::SockFlag::SOCK_CLOEXEC,
     )
     .context("cannot create the ready channel")?;
-    let (err_read, err_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let dev_null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
     let pipes = if inherit.capture_output {
         let out =
@@ -225,42 +223,16 @@ pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::R
         .map(|fd| fd.as_raw_fd())
         .chain(std::iter::once(theirs.as_raw_fd()))
         .collect();
-    let parent_pid = std::process::id() as libc::pid_t;
-    let pdeathsig = inherit.parent_death_signal as libc::c_int;
-    let max_fd = max_fd();
-
-    // SAFETY: fork in a multi-threaded process; the child only calls
-    // async-signal-safe functions (see `child_after_fork`) and never returns.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io::Error::last_os_error()).context("fork failed");
-    }
-    if pid == 0 {
-        // SAFETY: we are the child of a fork; every pointer was made above
-        // and stays valid in this copy of the address space.
-        unsafe {
-            child_after_fork(ChildPlan {
-                path: c_path.as_ptr(),
-                argv: argv_ptrs.as_ptr(),
-                envp: env_ptrs.as_ptr(),
-                sources: &sources,
-                stdin: dev_null.as_raw_fd(),
-                output: output_fds,
-                listen_pid_slot,
-                parent_pid,
-                pdeathsig,
-                err_pipe: err_write.as_raw_fd(),
-                max_fd,
-            })
-        }
-    }
-
-    // The child makes its own process group too, but a signal sent to the
-    // group before the child has run would find no group: make it here as
-    // well, as shells do. EACCES (the child has exec'd) means it is done.
-    // SAFETY: setpgid on our own child has no memory-safety preconditions.
-    unsafe { libc::setpgid(pid, pid) };
-    drop(err_write);
+    let (pid, exec_status) = fork_exec(&ExecPlan {
+        path: &c_path,
+        argv: &argv_ptrs,
+        envp: &env_ptrs,
+        sources: &sources,
+        stdin: dev_null.as_raw_fd(),
+        output: output_fds,
+        listen_pid_slot,
+        pdeathsig: inherit.parent_death_signal,
+    })?;
     drop(theirs);
     let output = pipes.map(|((r1, w1), (r2, w2))| {
         drop((w1, w2));
@@ -270,8 +242,127 @@ pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::R
         pid,
         channel: ours,
         output,
-        exec_status: ExecStatus(std::fs::File::from(err_read)),
+        exec_status,
     })
+}
+
+/// Starts `sh -c CMD` (a build step) the same way: its own process group,
+/// stdin from `/dev/null`, no fd of devsup's but stdout and stderr, and
+/// SIGTERM (whatever the drain signal) if devsup dies.
+pub fn spawn_shell(cmd: &str) -> anyhow::Result<(i32, ExecStatus)> {
+    let c_path = cstring(b"/bin/sh".to_vec())?;
+    let c_argv = [
+        cstring(b"sh".to_vec())?,
+        cstring(b"-c".to_vec())?,
+        cstring(cmd.as_bytes().to_vec())?,
+    ];
+    let c_env: Vec<CString> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend(v.into_vec());
+            cstring(kv)
+        })
+        .collect::<Result<_, _>>()?;
+    let argv_ptrs: Vec<*const libc::c_char> = c_argv
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let env_ptrs: Vec<*const libc::c_char> = c_env
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let dev_null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
+    fork_exec(&ExecPlan {
+        path: &c_path,
+        argv: &argv_ptrs,
+        envp: &env_ptrs,
+        sources: &[],
+        stdin: dev_null.as_raw_fd(),
+        output: None,
+        listen_pid_slot: None,
+        pdeathsig: Signal::SIGTERM,
+    })
+}
+
+/// Everything the child needs between fork and exec, made before fork.
+struct ExecPlan<'a> {
+    path: &'a CString,
+    /// NULL-terminated.
+    argv: &'a [*const libc::c_char],
+    /// NULL-terminated.
+    envp: &'a [*const libc::c_char],
+    sources: &'a [RawFd],
+    stdin: RawFd,
+    output: Option<(RawFd, RawFd)>,
+    listen_pid_slot: Option<*mut u8>,
+    pdeathsig: Signal,
+}
+
+/// Forks and execs `plan` in a new process group; returns the pid and the
+/// exec status to read later.
+///
+/// Every signal is blocked across the fork: a signal that reached the child
+/// before exec would otherwise run devsup's own handlers there (signal-hook
+/// writes to a pipe devsup reads, so a drain signal sent to a generation
+/// that has not exec'd yet would look like a SIGTERM to devsup). The child
+/// resets its handlers to the default before it unblocks them, so such a
+/// signal does to it what it would do after exec.
+fn fork_exec(plan: &ExecPlan<'_>) -> anyhow::Result<(i32, ExecStatus)> {
+    let (err_read, err_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    let parent_pid = std::process::id() as libc::pid_t;
+    let max_fd = max_fd();
+    let all = nix::sys::signal::SigSet::all();
+    let mut old = nix::sys::signal::SigSet::empty();
+    nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&all),
+        Some(&mut old),
+    )
+    .context("cannot block signals")?;
+    // SAFETY: fork in a multi-threaded process; the child only calls
+    // async-signal-safe functions (see `child_after_fork`) and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: we are the child of a fork; every pointer was made before
+        // it and stays valid in this copy of the address space.
+        unsafe {
+            child_after_fork(ChildPlan {
+                path: plan.path.as_ptr(),
+                argv: plan.argv.as_ptr(),
+                envp: plan.envp.as_ptr(),
+                sources: plan.sources,
+                stdin: plan.stdin,
+                output: plan.output,
+                listen_pid_slot: plan.listen_pid_slot,
+                parent_pid,
+                pdeathsig: plan.pdeathsig as libc::c_int,
+                err_pipe: err_write.as_raw_fd(),
+                max_fd,
+            })
+        }
+    }
+    let forked = if pid < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(pid)
+    };
+    let _ = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&old),
+        None,
+    );
+    let pid = forked.context("fork failed")?;
+    // The child makes its own process group too, but a signal sent to the
+    // group before the child has run would find no group: make it here as
+    // well, as shells do. EACCES (the child has exec'd) means it is done.
+    // SAFETY: setpgid on our own child has no memory-safety preconditions.
+    unsafe { libc::setpgid(pid, pid) };
+    drop(err_write);
+    Ok((pid, ExecStatus(std::fs::File::from(err_read))))
 }
 
 /// Whether a spawned child managed to exec. Reading it blocks until the
@@ -334,6 +425,22 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
             libc::write(fd, bytes.as_ptr().cast(), bytes.len());
             libc::_exit(127)
         };
+        // devsup's signal handlers must not run here: back to the default
+        // for every signal that is not ignored (the mask, blocked across
+        // the fork, is cleared right before exec).
+        for sig in 1..65 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            let mut current: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut current) == 0
+                && current.sa_sigaction != libc::SIG_IGN
+            {
+                let mut default: libc::sigaction = std::mem::zeroed();
+                default.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &default, std::ptr::null_mut());
+            }
+        }
         // Own process group: every signal devsup sends goes to the group,
         // so `sh -c` and `cargo run` pass it on to the real server.
         if libc::setpgid(0, 0) != 0 {

@@ -137,6 +137,12 @@ fn read(gen_id: GenId, pgid: i32, socket: &UnixDatagram, tx: &Sender<Input>) {
         };
         let len = msg.bytes;
         let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
+        if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+            warn!(
+                generation = gen_id,
+                "a notify datagram carried more than {MAX_FDS} fds: the rest are lost"
+            );
+        }
         let mut sender = None;
         let mut fds: Vec<OwnedFd> = Vec::new();
         if let Ok(cmsgs) = msg.cmsgs() {
@@ -161,8 +167,14 @@ fn read(gen_id: GenId, pgid: i32, socket: &UnixDatagram, tx: &Sender<Input>) {
         }
         // Only the generation's own processes are heard: the socket's path
         // is private, but a datagram's sender is checked all the same.
-        let member = sender
-            .is_some_and(|pid| getpgid(Some(Pid::from_raw(pid))).is_ok_and(|g| g.as_raw() == pgid));
+        // A sender that has exited since (`systemd-notify --ready` in a
+        // wrapper script) cannot be checked; the socket is the user's own
+        // (0600 in a 0700 directory), so it is heard.
+        let member = sender.is_some_and(|pid| match getpgid(Some(Pid::from_raw(pid))) {
+            Ok(group) => group.as_raw() == pgid,
+            Err(nix::errno::Errno::ESRCH) => true,
+            Err(_) => false,
+        });
         if !member {
             warned += 1;
             if warned <= 5 {
@@ -185,6 +197,10 @@ fn read(gen_id: GenId, pgid: i32, socket: &UnixDatagram, tx: &Sender<Input>) {
             return;
         }
     }
+}
+
+fn valid_fd_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 
 /// Sends one datagram's messages on; `FDSTORE` needs the whole datagram,
@@ -212,6 +228,16 @@ fn forward(
         }
     }
     let send = |input| tx.send(input).map_err(|_| ());
+    // Names end up in LISTEN_FDNAMES, colon-separated: as systemd does,
+    // refuse what would break that list.
+    if let Some(bad) = name.as_ref().filter(|n| !valid_fd_name(n)) {
+        warn!(
+            generation = gen_id,
+            "FDNAME={bad:?} is not a valid name (printable ASCII, no ':', at most 255 bytes): ignored"
+        );
+        store = false;
+        remove = false;
+    }
     if store && !fds.is_empty() {
         let name = name.clone().unwrap_or_else(|| "stored".to_owned());
         send(Input::Store(gen_id, Store::Add { name, fds }))?;

@@ -320,34 +320,57 @@ impl Executor {
     /// its group gets every signal too, and the generation is gone only
     /// once both groups are.
     fn main_pid(&mut self, gen_id: GenId, pid: u32) {
-        let Some((&leader, proc)) = self
+        let Some(leader) = self
             .procs
-            .iter_mut()
+            .iter()
             .find(|(_, p)| matches!(p.role, Role::Generation(g) if g == gen_id))
+            .map(|(&leader, _)| leader)
         else {
             return;
         };
-        match nix::unistd::getpgid(Some(Pid::from_raw(pid as i32))) {
-            Ok(group) if group.as_raw() == leader => {
-                debug!(
+        let pid = pid as i32;
+        let group = match nix::unistd::getpgid(Some(Pid::from_raw(pid))) {
+            Ok(group) => group.as_raw(),
+            Err(e) => {
+                warn!(
                     generation = gen_id,
-                    "MAINPID={pid}, in the generation's own process group"
-                )
-            }
-            Ok(group) => {
-                info!(
-                    generation = gen_id,
-                    "MAINPID={pid} is in process group {group}: signals go there too"
+                    "MAINPID={pid}: no such process ({e}); ignored"
                 );
-                if !proc.extra_groups.contains(&group.as_raw()) {
-                    proc.extra_groups.push(group.as_raw());
-                    self.guard.watch(group.as_raw());
-                }
+                return;
             }
-            Err(e) => warn!(
+        };
+        if group == leader {
+            debug!(
                 generation = gen_id,
-                "MAINPID={pid}: no such process ({e}); ignored"
-            ),
+                "MAINPID={pid}, in the generation's own process group"
+            );
+            return;
+        }
+        // Only a process of this generation may be named: a descendant of
+        // its leader, or an orphan devsup adopted (as subreaper) that is in
+        // no group devsup knows. Never devsup's own group, nor init's.
+        let own_group = nix::unistd::getpgrp().as_raw();
+        let known = |g: i32| {
+            self.procs
+                .iter()
+                .any(|(&l, p)| l == g || p.extra_groups.contains(&g))
+        };
+        let adopted = parent_of(pid) == Some(std::process::id() as i32) && !known(group);
+        if group <= 1 || group == own_group || !(descends_from(pid, leader) || adopted) {
+            warn!(
+                generation = gen_id,
+                "MAINPID={pid} is not a process of this generation; ignored"
+            );
+            return;
+        }
+        info!(
+            generation = gen_id,
+            "MAINPID={pid} is in process group {group}: signals go there too"
+        );
+        let proc = self.procs.get_mut(&leader).expect("found above");
+        if !proc.extra_groups.contains(&group) {
+            proc.extra_groups.push(group);
+            self.guard.watch(group);
         }
     }
 
@@ -402,7 +425,7 @@ impl Executor {
                 Event::BuildStarted { pid }
             }
             Err(e) => {
-                warn!("cannot run the build command {cmd:?}: {e}");
+                warn!("cannot run the build command {cmd:?}: {e:#}");
                 Event::BuildExited { exit: None }
             }
         }
@@ -475,6 +498,32 @@ fn latency(d: std::time::Duration) -> String {
     } else {
         crate::machine::ms(d)
     }
+}
+
+/// The parent pid of `pid`, from `/proc`.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: the fields
+    // after the last ')' are state, then ppid.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Whether `ancestor` is `pid`'s parent, grandparent, …
+fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let mut current = pid;
+    for _ in 0..64 {
+        match parent_of(current) {
+            Some(parent) if parent == ancestor => return true,
+            Some(parent) if parent > 1 => current = parent,
+            _ => return false,
+        }
+    }
+    false
 }
 
 fn group_is_gone(pgid: i32) -> bool {

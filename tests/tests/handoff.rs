@@ -167,6 +167,13 @@ fn only_the_generation_inherits_the_socket_and_the_ready_channel() {
         .server_args(["600"])
         .spawn();
     let pid = devsup.generation_pid(1, TIMEOUT);
+    // "spawned" is logged at fork: wait for the exec.
+    let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert!(
+        wait_until(TIMEOUT, || comm().trim() == "sleep"),
+        "{}",
+        comm()
+    );
     let fds = open_fds(pid);
     let numbers: Vec<i32> = fds.iter().map(|(fd, _)| *fd).collect();
     assert_eq!(numbers, [0, 1, 2, 3, 4], "{fds:?}");

@@ -142,3 +142,35 @@ fn mainpid_outside_the_group_is_drained_with_the_generation() {
         "gen 1's server (pid {server_pid}) drained and exited"
     );
 }
+
+/// What a generation says about other processes and names is checked: a
+/// `MAINPID=` outside the generation is refused (MAINPID=1 would otherwise
+/// make every signal a kill(-1)), and so is an `FDNAME` that would break
+/// `LISTEN_FDNAMES`. The READY=1 beside them still counts.
+#[test]
+fn mainpid_and_fdname_from_a_generation_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+import array, os, signal, socket
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+fd = os.memfd_create("x")
+s.sendmsg([b"FDSTORE=1\nFDNAME=a:b\n"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))], 0, os.environ["NOTIFY_SOCKET"])
+s.sendto(b"MAINPID=1\nREADY=1\n", os.environ["NOTIFY_SOCKET"])
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+while True:
+    signal.pause()
+"#;
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server("python3")
+        .server_args(["-c", script])
+        .spawn();
+    devsup.wait_event(1, "FDNAME=\"a:b\" is not a valid name", TIMEOUT);
+    devsup.wait_event(1, "MAINPID=1 is not a process of this generation", TIMEOUT);
+    devsup.wait_event(1, "ready", TIMEOUT);
+    devsup.signal(Signal::SIGHUP);
+    devsup.wait_event(2, "ready", TIMEOUT);
+    assert_eq!(devsup.count_lines("stored"), 0);
+    devsup.signal(Signal::SIGINT);
+    assert_eq!(devsup.wait_exit(TIMEOUT).code(), Some(0));
+}
