@@ -243,6 +243,21 @@ fn env_fd(var: &str) -> io::Result<Option<RawFd>> {
     if flags < 0 {
         return Err(io::Error::last_os_error());
     }
+    // Only ever write into the channel devsup made: a stale variable (a
+    // child that inherited the environment but not the fd) must not make
+    // us write into whatever file now has that number.
+    // SAFETY: fstat fills the zeroed stat buffer it is given.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let kind = st.st_mode & libc::S_IFMT;
+    if kind != libc::S_IFSOCK && kind != libc::S_IFIFO {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{var}={fd} is not a socket or a pipe"),
+        ));
+    }
     // SAFETY: as above.
     if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
@@ -251,8 +266,8 @@ fn env_fd(var: &str) -> io::Result<Option<RawFd>> {
 }
 
 fn write_all_fd(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
-    // SAFETY: env_fd checked that the fd is open; it stays open for the life
-    // of the process because nothing here closes it.
+    // SAFETY: env_fd checked that the fd is an open socket or pipe; the
+    // borrow lasts for this call only, and nothing here closes it.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     while !buf.is_empty() {
         // MSG_NOSIGNAL: a supervisor that went away gives EPIPE, not SIGPIPE.
@@ -402,6 +417,12 @@ mod tests {
         unsafe { std::env::set_var(READY_FD_ENV, theirs.as_raw_fd().to_string()) };
         assert!(notify_ready().unwrap());
         assert!(request_reload().unwrap());
+        // An fd that is not a socket or pipe is never written to.
+        let file = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: as above.
+        unsafe { std::env::set_var(READY_FD_ENV, file.as_raw_fd().to_string()) };
+        let err = notify_ready().unwrap_err();
+        assert!(err.to_string().contains("not a socket or a pipe"), "{err}");
         // SAFETY: as above.
         unsafe { std::env::remove_var(READY_FD_ENV) };
         drop(theirs);

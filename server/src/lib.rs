@@ -676,13 +676,16 @@ pub fn take_std_listener(fallback: SocketAddr) -> io::Result<std::net::TcpListen
 
 /// Takes every listening socket passed by devsup or systemd, in fd order,
 /// or binds `fallback` when there is none; each already non-blocking.
-/// Fails if a passed socket is not a TCP listener. The same environment
+/// Passed fds that are not TCP listeners are skipped. The same environment
 /// caveat as [`take_listener`] applies.
 pub fn take_std_listeners(fallback: SocketAddr) -> io::Result<Vec<std::net::TcpListener>> {
     let mut fds = listenfd::ListenFd::from_env();
     let mut listeners = Vec::with_capacity(fds.len());
     for idx in 0..fds.len() {
-        if let Some(listener) = fds.take_tcp_listener(idx)? {
+        // Passed fds that are not TCP listeners (a unix socket, an fd a
+        // previous generation stored with FDSTORE=1) are left for the
+        // application.
+        if let Ok(Some(listener)) = fds.take_tcp_listener(idx) {
             listeners.push(listener);
         }
     }

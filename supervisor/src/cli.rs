@@ -240,12 +240,7 @@ impl Cli {
         if sockets.is_empty() {
             anyhow::bail!("nothing to listen on: pass --port 8080 or --socket tcp::8080");
         }
-        let mut names = std::collections::HashSet::new();
-        for name in sockets.iter().filter_map(|s| s.name.as_deref()) {
-            if !names.insert(name) {
-                anyhow::bail!("socket name {name:?} is given twice: names must be unique");
-            }
-        }
+        sockets::names(&sockets)?;
         let watch = (!self.no_watch).then(|| WatchConfig {
             roots: if self.watch.is_empty() {
                 vec![PathBuf::from(".")]
@@ -400,7 +395,7 @@ mod tests {
         assert_eq!(c.drain_signal, Signal::SIGTERM);
         assert_eq!(c.drain_timeout, Duration::from_secs(10));
         assert_eq!(c.ready_timeout, Duration::from_secs(60));
-        assert_eq!(c.program.argv, ["server", "-x"]);
+        assert_eq!(c.program.argv(), ["server", "-x"]);
     }
 
     #[test]
@@ -418,6 +413,14 @@ mod tests {
         assert!(parse(&["devsup", "-p", "1", "--backlog", "0", "--", "x"]).is_err());
         assert!(parse(&["devsup", "-p", "1", "-q", "-v", "--", "x"]).is_err());
         let dup = parse(&["devsup", "-s", "a=tcp::1", "-s", "a=tcp::2", "--", "x"]).unwrap_err();
-        assert!(dup.to_string().contains("given twice"));
+        assert!(
+            dup.to_string().contains("two sockets are named \"a\""),
+            "{dup}"
+        );
+        let dup = parse(&["devsup", "-p", "1", "-s", "http=tcp::2", "--", "x"]).unwrap_err();
+        assert!(
+            dup.to_string().contains("two sockets are named \"http\""),
+            "{dup}"
+        );
     }
 }

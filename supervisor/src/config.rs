@@ -120,10 +120,13 @@ impl FileConfig {
         let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
         let bad = |key: &str, e: String| anyhow::anyhow!("{}: {key}: {e}", file.display());
         let dur = |key: &str, v: String| parse_duration(&v).map_err(|e| bad(key, e));
-        if let (false, Some(v)) = (given("port"), self.port) {
+        // --port and --socket together say where to listen: either on the
+        // command line replaces both of the file's.
+        let sockets_given = given("port") || given("sockets");
+        if let (false, Some(v)) = (sockets_given, self.port) {
             cli.port = Some(v);
         }
-        if let (false, Some(v)) = (given("sockets"), self.socket) {
+        if let (false, Some(v)) = (sockets_given, self.socket) {
             cli.sockets = v
                 .into_vec()
                 .iter()
@@ -142,10 +145,12 @@ impl FileConfig {
         if let (false, Some(v)) = (given("builds"), self.build) {
             cli.builds = v.into_vec();
         }
-        if let (false, Some(v)) = (given("watch"), self.watch) {
+        // Likewise --watch and --no-watch.
+        let watch_given = given("watch") || given("no_watch");
+        if let (false, Some(v)) = (watch_given, self.watch) {
             cli.watch = v.into_vec().into_iter().map(PathBuf::from).collect();
         }
-        if let (false, Some(v)) = (given("no_watch"), self.no_watch) {
+        if let (false, Some(v)) = (watch_given, self.no_watch) {
             cli.no_watch = v;
         }
         if let (false, Some(v)) = (given("poll"), self.poll) {
@@ -234,7 +239,7 @@ mod tests {
         assert_eq!(c.builds, ["cargo build"]);
         assert_eq!(c.drain_timeout, Duration::from_secs(3));
         assert_eq!(c.drain_signal, Signal::SIGINT);
-        assert_eq!(c.program.argv, ["./target/debug/server", "--flag"]);
+        assert_eq!(c.program.argv(), ["./target/debug/server", "--flag"]);
         let w = c.watch.unwrap();
         assert_eq!(w.exts, ["rs", "toml"]);
         assert_eq!(w.signal_on, [("templates/**".to_owned(), Signal::SIGUSR1)]);
@@ -260,9 +265,26 @@ mod tests {
         assert_eq!(c.sockets[0].addr.to_string(), "127.0.0.1:9100");
         assert_eq!(c.drain_timeout, Duration::from_secs(1));
         assert_eq!(c.builds, ["make"]);
-        assert_eq!(c.program.argv, ["other"]);
+        assert_eq!(c.program.argv(), ["other"]);
         // Options not given on the command line still come from the file.
         assert_eq!(c.drain_signal, Signal::SIGINT);
+    }
+
+    #[test]
+    fn where_to_listen_and_what_to_watch_are_replaced_whole() {
+        let file =
+            "port = 9000\nsocket = \"admin=unix::/tmp/a.sock\"\nno-watch = true\ncommand = \"x\"\n";
+        let c = run(&["-s", "tcp::9100", "-w", "src"], "devsup.toml", file).unwrap();
+        assert_eq!(
+            c.sockets.len(),
+            1,
+            "the file's port and socket are both replaced"
+        );
+        assert_eq!(c.sockets[0].addr.to_string(), "127.0.0.1:9100");
+        assert!(
+            c.watch.is_some(),
+            "-w on the command line beats no-watch in the file"
+        );
     }
 
     #[test]
@@ -270,7 +292,7 @@ mod tests {
         let toml = "[package]\nname = \"app\"\n[package.metadata.devsup]\nport = 7000\ncommand = \"./app\"\n";
         let c = run(&[], "Cargo.toml", toml).unwrap();
         assert_eq!(c.sockets[0].addr.to_string(), "127.0.0.1:7000");
-        assert_eq!(c.program.argv, ["./app"]);
+        assert_eq!(c.program.argv(), ["./app"]);
     }
 
     #[test]

@@ -30,8 +30,8 @@ use nix::sys::signal::Signal;
 /// The program to run as a generation, resolved once.
 #[derive(Debug, Clone)]
 pub struct Program {
-    /// The command as given (`argv[0]` and arguments).
-    pub argv: Vec<OsString>,
+    /// The command as given (`argv[0]` and arguments); never empty.
+    argv: Vec<OsString>,
 }
 
 impl Program {
@@ -43,6 +43,11 @@ impl Program {
             );
         }
         Ok(Program { argv })
+    }
+
+    /// The command as given (`argv[0]` and arguments).
+    pub fn argv(&self) -> &[OsString] {
+        &self.argv
     }
 
     /// Finds the executable: a path as given, or the first match in `PATH`.

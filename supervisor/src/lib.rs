@@ -10,8 +10,10 @@
 //! sockets at fds 3…
 #![deny(missing_docs)]
 
-#[cfg(not(unix))]
-compile_error!("devsup runs on Linux and other Unix systems only; Windows is not supported");
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "devsup runs on Linux only: it relies on prctl (parent-death signal, child subreaper), close_range and SO_PASSCRED"
+);
 
 pub mod build;
 pub mod cli;

@@ -132,15 +132,33 @@ impl Drop for Listener {
     }
 }
 
-/// Binds every spec, in order. Names default to `http`, `http2`, `http3`, …
-pub fn bind_all(specs: &[SocketSpec], backlog: i32) -> anyhow::Result<Vec<Listener>> {
-    let mut listeners = Vec::with_capacity(specs.len());
-    for (i, spec) in specs.iter().enumerate() {
-        let name = match &spec.name {
+/// The names passed in `LISTEN_FDNAMES`, in order: as given, else `http`,
+/// `http2`, `http3`, … by position. An error if two are the same.
+pub fn names(specs: &[SocketSpec]) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| match &spec.name {
             Some(name) => name.clone(),
             None if i == 0 => "http".to_owned(),
             None => format!("http{}", i + 1),
-        };
+        })
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            bail!(
+                "two sockets are named {name:?} (unnamed ones are http, http2, …): name them apart with NAME="
+            );
+        }
+    }
+    Ok(names)
+}
+
+/// Binds every spec, in order, named by [`names`].
+pub fn bind_all(specs: &[SocketSpec], backlog: i32) -> anyhow::Result<Vec<Listener>> {
+    let names = names(specs)?;
+    let mut listeners = Vec::with_capacity(specs.len());
+    for (spec, name) in specs.iter().zip(names) {
         listeners.push(bind(spec, name, backlog)?);
     }
     Ok(listeners)
@@ -153,8 +171,9 @@ fn bind(spec: &SocketSpec, name: String, backlog: i32) -> anyhow::Result<Listene
                 .context("cannot create a TCP socket")?;
             socket.set_reuse_address(true)?;
             if addr.is_ipv6() {
-                // [::]:8080 means IPv6 only, so that a second socket can take
-                // 0.0.0.0:8080; the same as systemd's BindIPv6Only=both is not.
+                // An IPv6 socket takes IPv6 only, so that `-s tcp::[::]:8080
+                // -s tcp::0.0.0.0:8080` can bind both (systemd's
+                // BindIPv6Only=ipv6-only).
                 socket.set_only_v6(true)?;
             }
             socket

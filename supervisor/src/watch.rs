@@ -489,7 +489,10 @@ impl Watch {
                 return;
             }
         }
-        for dir in self.watched.clone() {
+        // Outer directories first: the deepest ignore file decides.
+        let mut dirs: Vec<PathBuf> = self.watched.iter().cloned().collect();
+        dirs.sort_by_key(|d| d.components().count());
+        for dir in dirs {
             self.rules.add_dir(&dir);
         }
         for root in self.cfg.roots.clone() {
@@ -598,8 +601,10 @@ impl Watch {
                 // A new directory (mkdir, a checkout, a rename into the tree).
                 self.add_tree(&path);
             }
-            if matches!(event.kind, EventKind::Remove(_)) {
-                self.watched.remove(&path);
+            if !is_dir && !path.exists() {
+                // Removed, or renamed away: forget every watch under it, so
+                // a directory made again at that path is watched again.
+                self.watched.retain(|w| !w.starts_with(&path));
             }
             any = true;
             if seen.insert(path.clone()) {
