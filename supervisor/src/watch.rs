@@ -124,10 +124,7 @@ impl Rules {
     }
 
     fn root_of(&self, path: &Path) -> Option<&Root> {
-        self.roots
-            .iter()
-            .filter(|r| path.starts_with(&r.path))
-            .max_by_key(|r| r.path.as_os_str().len())
+        innermost(&self.roots, |r| &r.path, path).map(|i| &self.roots[i])
     }
 
     /// Whether a change at `path` is to be ignored.
@@ -179,11 +176,7 @@ impl Rules {
 
     /// Adds the ignore files of a directory found while walking.
     fn add_dir(&mut self, dir: &Path) {
-        let Some(root) = self
-            .roots
-            .iter_mut()
-            .filter(|r| dir.starts_with(&r.path))
-            .max_by_key(|r| r.path.as_os_str().len())
+        let Some(root) = innermost(&self.roots, |r| &r.path, dir).map(|i| &mut self.roots[i])
         else {
             return;
         };
@@ -198,6 +191,15 @@ impl Rules {
             }
         }
     }
+}
+
+/// The index of the innermost of `items` whose root (given by `root`)
+/// holds `path`: with `--watch . --watch ./src`, a path in `src` is
+/// `src`'s.
+fn innermost<T>(items: &[T], root: impl Fn(&T) -> &PathBuf, path: &Path) -> Option<usize> {
+    (0..items.len())
+        .filter(|&i| path.starts_with(root(&items[i])))
+        .max_by_key(|&i| root(&items[i]).as_os_str().len())
 }
 
 /// Ignore files in the directories above a root, up to the repository's top
@@ -426,6 +428,14 @@ fn poll_watcher(
 impl Watch {
     /// Watches `dir` and every directory below it that is not ignored.
     fn add_tree(&mut self, dir: &Path) {
+        self.walk(dir, false);
+    }
+
+    /// Watches `dir` and every directory below it that is not ignored;
+    /// with `files`, returns the files in them that are not ignored (a
+    /// directory that just appeared may hold files made before its watch).
+    fn walk(&mut self, dir: &Path, files: bool) -> Vec<PathBuf> {
+        let mut found = Vec::new();
         let builtin_roots: Vec<(PathBuf, Gitignore)> = self
             .rules
             .roots
@@ -440,12 +450,10 @@ impl Watch {
             .filter_entry(move |e| {
                 let is_dir = e.file_type().is_some_and(|t| t.is_dir());
                 if !is_dir {
-                    return false;
+                    return files;
                 }
-                let Some((root, gi)) = builtin_roots
-                    .iter()
-                    .filter(|(r, _)| e.path().starts_with(r))
-                    .max_by_key(|(r, _)| r.as_os_str().len())
+                let Some((root, gi)) =
+                    innermost(&builtin_roots, |(r, _)| r, e.path()).map(|i| &builtin_roots[i])
                 else {
                     return true;
                 };
@@ -460,7 +468,13 @@ impl Watch {
         for entry in walker {
             let Ok(entry) = entry else { continue };
             let path = entry.path();
-            if !entry.file_type().is_some_and(|t| t.is_dir()) || self.watched.contains(path) {
+            if !entry.file_type().is_some_and(|t| t.is_dir()) {
+                if files && !self.rules.is_ignored(path, false) {
+                    found.push(path.to_path_buf());
+                }
+                continue;
+            }
+            if self.watched.contains(path) {
                 continue;
             }
             self.rules.add_dir(path);
@@ -469,13 +483,14 @@ impl Watch {
                     && matches!(self.watcher, AnyWatcher::Native(_))
                 {
                     self.fall_back_to_polling();
-                    return;
+                    return found;
                 }
                 debug!("cannot watch {}: {e}", path.display());
                 continue;
             }
             self.watched.insert(path.to_path_buf());
         }
+        found
     }
 
     /// Reads every ignore file again, and watches directories that are no
@@ -597,24 +612,29 @@ impl Watch {
             if self.rules.is_ignored(&path, is_dir) {
                 continue;
             }
-            if is_dir && !self.watched.contains(&path) {
-                // A new directory (mkdir, a checkout, a rename into the tree).
-                self.add_tree(&path);
-            }
+            // A new directory (mkdir, a checkout, a rename into the tree):
+            // watch it, and count the files already in it as changed.
+            let inside = if is_dir && !self.watched.contains(&path) {
+                self.walk(&path, true)
+            } else {
+                Vec::new()
+            };
             if !is_dir && !path.exists() {
                 // Removed, or renamed away: forget every watch under it, so
                 // a directory made again at that path is watched again.
                 self.watched.retain(|w| !w.starts_with(&path));
             }
             any = true;
-            if seen.insert(path.clone()) {
-                let rel = self
-                    .rules
-                    .root_of(&path)
-                    .and_then(|r| path.strip_prefix(&r.path).ok())
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| path.clone());
-                changed.push((path, rel));
+            for path in std::iter::once(path).chain(inside) {
+                if seen.insert(path.clone()) {
+                    let rel = self
+                        .rules
+                        .root_of(&path)
+                        .and_then(|r| path.strip_prefix(&r.path).ok())
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| path.clone());
+                    changed.push((path, rel));
+                }
             }
         }
         any
