@@ -167,16 +167,21 @@ fn only_the_generation_inherits_the_socket_and_the_ready_channel() {
         .server_args(["600"])
         .spawn();
     let pid = devsup.generation_pid(1, TIMEOUT);
-    // "spawned" is logged at fork: wait for the exec.
-    let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    assert!(
-        wait_until(TIMEOUT, || comm().trim() == "sleep"),
-        "{}",
-        comm()
-    );
+    // "spawned" is logged at fork, and `sleep` briefly opens locale files
+    // while it starts: wait for it to settle. An fd it inherited would
+    // stay, and the wait would fail.
+    let numbers = || {
+        open_fds(pid)
+            .iter()
+            .map(|(fd, _)| *fd)
+            .collect::<Vec<i32>>()
+    };
+    let settled = wait_until(TIMEOUT, || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+            && numbers() == [0, 1, 2, 3, 4]
+    });
     let fds = open_fds(pid);
-    let numbers: Vec<i32> = fds.iter().map(|(fd, _)| *fd).collect();
-    assert_eq!(numbers, [0, 1, 2, 3, 4], "{fds:?}");
+    assert!(settled, "{fds:?}");
     assert_eq!(fds[0].1, "/dev/null", "stdin is not devsup's terminal");
     assert!(fds[3].1.starts_with("socket:"), "{fds:?}");
     assert!(fds[4].1.starts_with("socket:"), "{fds:?}");
