@@ -140,6 +140,27 @@ const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
 /// Room for any pid_t in decimal.
 const PID_DIGITS: usize = 20;
 
+/// `KEY=VALUE` entries for `execve`'s environment.
+fn env_entries(vars: impl Iterator<Item = (OsString, OsString)>) -> anyhow::Result<Vec<CString>> {
+    vars.map(|(k, v)| {
+        let mut kv = k.into_vec();
+        kv.push(b'=');
+        kv.extend(v.into_vec());
+        cstring(kv)
+    })
+    .collect()
+}
+
+/// The NULL-terminated pointer array `execve` takes; valid while `strings`
+/// lives.
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
 fn cstring(bytes: Vec<u8>) -> anyhow::Result<CString> {
     CString::new(bytes).context("an argument or environment variable contains a NUL byte")
 }
@@ -157,16 +178,11 @@ pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::R
         .iter()
         .map(|a| cstring(a.as_bytes().to_vec()))
         .collect::<Result<_, _>>()?;
-    let mut c_env: Vec<CString> = std::env::vars_os()
-        .filter(|(k, _)| !PROTOCOL_VARS.iter().any(|v| k == OsStr::new(v)))
-        .chain(inherit.extra_env.iter().cloned())
-        .map(|(k, v)| {
-            let mut kv = k.into_vec();
-            kv.push(b'=');
-            kv.extend(v.into_vec());
-            cstring(kv)
-        })
-        .collect::<Result<_, _>>()?;
+    let mut c_env = env_entries(
+        std::env::vars_os()
+            .filter(|(k, _)| !PROTOCOL_VARS.iter().any(|v| k == OsStr::new(v)))
+            .chain(inherit.extra_env.iter().cloned()),
+    )?;
     let names = inherit.names.join(":");
     for (k, v) in [
         (proto::LISTEN_FDS_ENV, n.to_string()),
@@ -189,16 +205,8 @@ pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::R
     } else {
         None
     };
-    let argv_ptrs: Vec<*const libc::c_char> = c_argv
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let env_ptrs: Vec<*const libc::c_char> = c_env
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
+    let argv_ptrs = null_terminated(&c_argv);
+    let env_ptrs = null_terminated(&c_env);
 
     let (ours, theirs) = nix::sys::socket::socketpair(
         nix::sys::socket::AddressFamily::Unix,
@@ -261,24 +269,9 @@ pub fn spawn_shell(cmd: &str) -> anyhow::Result<(i32, ExecStatus)> {
         cstring(b"-c".to_vec())?,
         cstring(cmd.as_bytes().to_vec())?,
     ];
-    let c_env: Vec<CString> = std::env::vars_os()
-        .map(|(k, v)| {
-            let mut kv = k.into_vec();
-            kv.push(b'=');
-            kv.extend(v.into_vec());
-            cstring(kv)
-        })
-        .collect::<Result<_, _>>()?;
-    let argv_ptrs: Vec<*const libc::c_char> = c_argv
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let env_ptrs: Vec<*const libc::c_char> = c_env
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
+    let c_env = env_entries(std::env::vars_os())?;
+    let argv_ptrs = null_terminated(&c_argv);
+    let env_ptrs = null_terminated(&c_env);
     let dev_null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
     fork_exec(&ExecPlan {
         path: &c_path,

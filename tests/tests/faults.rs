@@ -268,9 +268,10 @@ fn a_generation_that_ignores_the_drain_signal_is_killed_after_the_drain_timeout(
     stop_cleanly(&devsup);
 }
 
-#[test]
-fn a_forking_generation_gets_signals_as_a_group_and_is_gone_only_with_its_last_process() {
-    let dir = dir();
+/// devsup running `sh -c '"$0" & wait' devsup-server`: the server is the
+/// shell's child. Returns devsup, the address, the shell's pid (the
+/// generation's leader) and the server's.
+fn forking_generation(dir: &tempfile::TempDir) -> (Devsup, std::net::SocketAddr, i32, i32) {
     let devsup = Devsup::builder(dir.path())
         .arg("--no-watch")
         .server("sh")
@@ -285,6 +286,13 @@ fn a_forking_generation_gets_signals_as_a_group_and_is_gone_only_with_its_last_p
     let leader = devsup.generation_pid(1, TIMEOUT);
     let server_pid = http::get(addr, "/").unwrap().pid().unwrap();
     assert_ne!(server_pid, leader, "the server is the shell's child");
+    (devsup, addr, leader, server_pid)
+}
+
+#[test]
+fn a_forking_generation_gets_signals_as_a_group_and_is_gone_only_with_its_last_process() {
+    let dir = dir();
+    let (devsup, addr, leader, server_pid) = forking_generation(&dir);
 
     // Keep the server busy past its shell's death.
     let mut slow = http::Conn::connect(addr).unwrap();
@@ -571,20 +579,7 @@ fn devsup_killed_with_sigkill_drains_every_generation_and_frees_the_port() {
 #[test]
 fn devsup_killed_with_sigkill_leaves_no_process_of_a_forking_generation() {
     let dir = dir();
-    let devsup = Devsup::builder(dir.path())
-        .arg("--no-watch")
-        .server("sh")
-        .server_args([
-            OsString::from("-c"),
-            "\"$0\" & wait".into(),
-            server().into(),
-        ])
-        .spawn();
-    let addr = devsup.addr();
-    devsup.wait_event(1, "ready", TIMEOUT);
-    let leader = devsup.generation_pid(1, TIMEOUT);
-    let server_pid = http::get(addr, "/").unwrap().pid().unwrap();
-    assert_ne!(server_pid, leader, "the server is the shell's child");
+    let (devsup, addr, leader, server_pid) = forking_generation(&dir);
 
     devsup.signal(Signal::SIGKILL);
     devsup.wait_exit(TIMEOUT);
