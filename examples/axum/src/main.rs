@@ -13,7 +13,7 @@
 //! send devsup a SIGHUP: the next generation starts, says ready, and this
 //! one drains.
 //!
-//! The drain is `devsup_server::serve`, not `axum::serve(..)
+//! The drain is `devsup_serve::serve`, not `axum::serve(..)
 //! .with_graceful_shutdown(..)`. axum's graceful shutdown (hyper's, really)
 //! closes idle keep-alive connections the moment it starts, and a client
 //! that writes its next request on such a connection in that instant gets
@@ -30,7 +30,7 @@ use std::process::ExitCode;
 
 use axum::Router;
 use axum::routing::get;
-use devsup_server::{Drain, serve, shutdown_signal};
+use devsup_serve::{Drain, serve, shutdown_signal};
 
 /// Where to listen when run on its own, without devsup.
 const FALLBACK_ADDR: &str = "127.0.0.1:8080";
@@ -74,7 +74,7 @@ async fn serve_app(listener: TcpListener) -> std::io::Result<()> {
     server.await?
 }
 
-async fn stop_then_log(stop: impl Future<Output = devsup_server::StopSignal>) {
+async fn stop_then_log(stop: impl Future<Output = devsup_serve::StopSignal>) {
     let signal = stop.await;
     eprintln!("example-axum: {signal}, draining");
     let _ = devsup_protocol::notify_stopping();

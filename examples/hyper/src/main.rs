@@ -24,7 +24,7 @@
 //! idle keep-alive connection at the very moment the client may be writing
 //! its next request on it, and that request gets no answer. A client whose
 //! connection stays quiet for the whole grace and then writes at the instant
-//! it ends can still lose that race; `devsup_server::serve` (see
+//! it ends can still lose that race; `devsup_serve::serve` (see
 //! examples/axum) narrows it further by timing the grace per connection.
 //!
 //! `GET /` answers `gen=N pid=P` (N from `DEVSUP_GENERATION`).

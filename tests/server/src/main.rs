@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use devsup_server::{Server, StopSignal};
+use devsup_serve::{Server, StopSignal};
 
 /// Prints one log line to stderr, tagged with this process's generation
 /// and pid so interleaved generations can be told apart.
@@ -48,7 +48,7 @@ fn run(args: cli::Args, id: app::Identity, tag: &str) -> anyhow::Result<ExitCode
     // Taken before the runtime starts its threads, because listenfd changes
     // the environment, which is only sound while one thread runs.
     let fallback = SocketAddr::from(([127, 0, 0, 1], args.port));
-    let listeners = devsup_server::take_std_listeners(fallback).context("taking the listener")?;
+    let listeners = devsup_serve::take_std_listeners(fallback).context("taking the listener")?;
     let addrs: Vec<String> = listeners
         .iter()
         .map(|l| {
@@ -150,7 +150,7 @@ type StopFuture = Pin<Box<dyn Future<Output = StopSignal> + Send>>;
 /// outlives devsup's drain timeout and still stop it by hand.
 fn stop_signal(ignore_term: bool, tag: String) -> std::io::Result<StopFuture> {
     if !ignore_term {
-        return Ok(Box::pin(devsup_server::shutdown_signal()?));
+        return Ok(Box::pin(devsup_serve::shutdown_signal()?));
     }
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;

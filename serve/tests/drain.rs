@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use bytes::Bytes;
-use devsup_server::{Drain, DrainReport, Server};
+use devsup_serve::{Drain, DrainReport, Server};
 use hyper::body::Frame;
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};

@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
-//! use devsup_server::{Drain, serve, shutdown_signal, take_listener};
+//! use devsup_serve::{Drain, serve, shutdown_signal, take_listener};
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
@@ -276,7 +276,7 @@ impl Server {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> std::io::Result<()> {
 /// use axum::{Router, routing::get};
-/// use devsup_server::{Drain, serve};
+/// use devsup_serve::{Drain, serve};
 ///
 /// // As in a test: a listener of our own, and a shutdown that is already due,
 /// // so serve stops accepting at once and returns with nothing to drain.

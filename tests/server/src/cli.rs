@@ -46,8 +46,8 @@ impl Args {
         Duration::from_millis(self.startup_delay)
     }
 
-    pub fn drain(&self) -> devsup_server::Drain {
-        devsup_server::Drain {
+    pub fn drain(&self) -> devsup_serve::Drain {
+        devsup_serve::Drain {
             idle_grace: Duration::from_millis(self.drain_grace),
             deadline: Duration::from_millis(self.drain_deadline),
         }
