@@ -26,9 +26,11 @@
 //! - [`http`]: a small exact synchronous HTTP/1.1 client and the response
 //!   parser shared with the load generator.
 //! - [`load`]: the tokio load generator that classifies every request.
+//! - [`tools`]: third-party programs the tests install on first use.
 #![warn(missing_docs)]
 
 pub mod devlog;
 pub mod harness;
 pub mod http;
 pub mod load;
+pub mod tools;
