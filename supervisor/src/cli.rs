@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use crate::generation::Program;
 use crate::machine::Policy;
 use crate::sockets::{self, Addr, SocketSpec};
-use crate::watch::WatchConfig;
+use crate::sources::watch::WatchConfig;
 
 /// Reload a network server on code changes without dropping a connection.
 ///

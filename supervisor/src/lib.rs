@@ -3,8 +3,8 @@
 //!
 //! One reload reads as one path through these modules:
 //! [`cli`] builds the [`cli::Config`]; [`sockets`] binds the listeners once;
-//! [`signals`], [`watch`] and [`terminal`] turn OS signals, file changes and
-//! keys into events; [`supervisor`] runs the loop
+//! the [`sources`] turn OS signals, file changes, keys and each generation's
+//! messages into [`event`]s; [`supervisor`] runs the loop
 //! that feeds events to the pure decision logic in [`machine`] and carries
 //! out its actions; [`generation`] spawns each server generation with the
 //! sockets at fds 3…
@@ -18,16 +18,14 @@ compile_error!(
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod event;
 pub mod generation;
 pub mod guard;
 pub mod log;
 pub mod machine;
-pub mod notify;
-pub mod signals;
 pub mod sockets;
+pub mod sources;
 pub mod supervisor;
-pub mod terminal;
-pub mod watch;
 
 /// The `devsup` binary: parse, set up logging, run; the only place that
 /// prints an error.

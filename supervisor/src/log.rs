@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -99,5 +100,23 @@ where
             }
         }
         writeln!(w, " {}{}", fields.message, fields.rest)
+    }
+}
+
+/// Formats a duration for the log: `34ms`, `1.2s`.
+pub fn ms(d: Duration) -> String {
+    if d < Duration::from_secs(10) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// A latency for the log: microseconds while they matter, else like [`ms`].
+pub fn latency(d: Duration) -> String {
+    if d < Duration::from_millis(10) {
+        format!("{}us", d.as_micros())
+    } else {
+        ms(d)
     }
 }

@@ -14,7 +14,6 @@
 //! forked by a thread that lives as long as devsup.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -28,22 +27,14 @@ use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
 use crate::cli::Config;
+use crate::event::{Action, Event, Exit, GenId, Input, SignalReason, Store, Trigger};
 use crate::generation::{self, ExecStatus, Inherit};
 use crate::guard::Guard;
-use crate::machine::{Action, Event, Exit, GenId, SignalReason, State, Trigger};
-use crate::notify::{self, NotifyDir};
+use crate::log::latency;
+use crate::machine::State;
 use crate::sockets::{self, Listener};
-
-/// What the loop receives.
-#[derive(Debug)]
-pub enum Input {
-    /// A domain event for the state machine.
-    Event(Event),
-    /// SIGCHLD: some child changed state; reap.
-    ChildExited,
-    /// A generation asked devsup to keep or drop file descriptors.
-    Store(GenId, crate::notify::Store),
-}
+use crate::sources::notify::{self, NotifyDir};
+use crate::sources::{ready_channel, signals, terminal, watch};
 
 /// What a process devsup started is for.
 #[derive(Debug, Clone, Copy)]
@@ -104,11 +95,11 @@ pub fn run(config: Config) -> anyhow::Result<u8> {
         );
     }
     let (tx, rx) = mpsc::channel();
-    crate::signals::spawn(tx.clone())?;
+    signals::spawn(tx.clone())?;
     if let Some(watch) = config.watch.clone() {
-        crate::watch::spawn(watch, tx.clone())?;
+        watch::spawn(watch, tx.clone())?;
     }
-    crate::terminal::spawn(tx.clone());
+    terminal::spawn(tx.clone());
     let mut state = State::new(config.policy());
     let mut exec = Executor {
         config,
@@ -287,7 +278,7 @@ impl Executor {
                         exec: Some((spawned.exec_status, path.display().to_string())),
                     },
                 );
-                spawn_channel_reader(gen_id, spawned.channel, self.tx.clone());
+                ready_channel::spawn_reader(gen_id, spawned.channel, self.tx.clone());
                 if let Some((stdout, stderr)) = spawned.output {
                     spawn_prefixer(gen_id, stdout, false);
                     spawn_prefixer(gen_id, stderr, true);
@@ -375,9 +366,9 @@ impl Executor {
     }
 
     /// Keeps or drops fds a generation sent with `FDSTORE=1`.
-    fn store(&mut self, gen_id: GenId, store: notify::Store) {
+    fn store(&mut self, gen_id: GenId, store: Store) {
         match store {
-            notify::Store::Add { name, fds } => {
+            Store::Add { name, fds } => {
                 let room = MAX_STORED_FDS.saturating_sub(self.fd_store.len());
                 if fds.len() > room {
                     warn!(
@@ -394,7 +385,7 @@ impl Executor {
                     "stored {n} fd(s) named {name}, passed to the next generations"
                 );
             }
-            notify::Store::Remove { name } => {
+            Store::Remove { name } => {
                 let before = self.fd_store.len();
                 self.fd_store.retain(|(n, _)| *n != name);
                 info!(
@@ -490,16 +481,6 @@ impl Executor {
     }
 }
 
-/// A latency for the log: microseconds while they matter, else like
-/// [`crate::machine::ms`].
-fn latency(d: std::time::Duration) -> String {
-    if d < std::time::Duration::from_millis(10) {
-        format!("{}us", d.as_micros())
-    } else {
-        crate::machine::ms(d)
-    }
-}
-
 /// The parent pid of `pid`, from `/proc`.
 fn parent_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -571,94 +552,4 @@ fn spawn_prefixer(gen_id: GenId, pipe: OwnedFd, stderr: bool) {
             "cannot start a thread for its output: {e}"
         );
     }
-}
-
-/// Most warnings logged about one generation's bad messages, so that a
-/// server writing garbage in a loop cannot flood the terminal.
-const MAX_WARNINGS: u32 = 5;
-
-/// Reads one generation's ready channel until EOF (its whole group is gone,
-/// or it closed the channel). Lines longer than [`proto::MAX_LINE`] are
-/// skipped; bad lines are warned about; nothing read here can stop devsup.
-fn spawn_channel_reader(gen_id: GenId, channel: OwnedFd, tx: Sender<Input>) {
-    let spawned = std::thread::Builder::new()
-        .name(format!("gen-{gen_id}-channel"))
-        .spawn(move || read_channel(gen_id, channel, &tx));
-    if let Err(e) = spawned {
-        warn!(
-            generation = gen_id,
-            "cannot start a thread to read its ready channel: {e}"
-        );
-    }
-}
-
-fn read_channel(gen_id: GenId, channel: OwnedFd, tx: &Sender<Input>) {
-    let mut stream = std::os::unix::net::UnixStream::from(channel);
-    let mut line = Vec::with_capacity(256);
-    let mut overlong = false;
-    let mut warnings = 0;
-    let mut warn_bad = |what: String| {
-        warnings += 1;
-        if warnings <= MAX_WARNINGS {
-            warn!(
-                generation = gen_id,
-                "ignoring a bad message on the ready channel: {what}"
-            );
-        }
-        if warnings == MAX_WARNINGS {
-            warn!(
-                generation = gen_id,
-                "further bad messages from this generation are ignored silently"
-            );
-        }
-    };
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                debug!(generation = gen_id, "ready channel: {e}");
-                break;
-            }
-        };
-        let at = Instant::now();
-        for &b in &buf[..n] {
-            if b != b'\n' {
-                if line.len() < proto::MAX_LINE {
-                    line.push(b);
-                } else {
-                    overlong = true;
-                }
-                continue;
-            }
-            if overlong {
-                warn_bad(format!("a line longer than {} bytes", proto::MAX_LINE));
-                overlong = false;
-            } else if let Some(parsed) = proto::parse_line(&line) {
-                match parsed {
-                    Ok(msg) => {
-                        let _ = tx.send(Input::Event(Event::Message { gen_id, msg, at }));
-                    }
-                    Err(e) => warn_bad(e.to_string()),
-                }
-            }
-            line.clear();
-        }
-    }
-    if !line.is_empty() && !overlong {
-        match proto::parse_line(&line) {
-            Some(Ok(msg)) => {
-                let _ = tx.send(Input::Event(Event::Message {
-                    gen_id,
-                    msg,
-                    at: Instant::now(),
-                }));
-            }
-            Some(Err(e)) => warn_bad(e.to_string()),
-            None => {}
-        }
-    }
-    debug!(generation = gen_id, "ready channel closed");
 }

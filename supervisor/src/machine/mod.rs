@@ -1,6 +1,6 @@
 //! The decision logic: a pure function of (state, event, now) to actions.
 //!
-//! Nothing here touches a process, a file or a clock; [`crate::supervisor`]
+//! Nothing here touches a process, a file or a clock; the loop
 //! feeds events in and carries the actions out. That keeps every edge of the
 //! failure table testable without processes.
 //!
@@ -19,16 +19,14 @@
 //! one starts coalesce into one more reload, started when it settles.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use devsup_protocol::Message;
 use nix::sys::signal::Signal;
 use tracing::{debug, error, info, warn};
 
-/// A generation number: 1, 2, 3, …
-pub type GenId = u64;
+use crate::event::{Action, Event, Exit, GenId, SignalReason, Trigger};
+use crate::log::ms;
 
 /// How long a generation must have been up, without ever saying `READY=1`,
 /// before devsup concludes that the server does not report readiness.
@@ -55,195 +53,6 @@ pub struct Policy {
     pub ready_after: Option<Duration>,
     /// Number of build steps run before each generation.
     pub build_steps: usize,
-}
-
-/// Why a reload happens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Trigger {
-    /// devsup has just started.
-    Startup,
-    /// SIGHUP.
-    Sighup,
-    /// `r` + Enter in the terminal.
-    Key,
-    /// The active generation sent `DEVSUP_RELOAD=1`.
-    Server(GenId),
-    /// Watched files changed.
-    Files {
-        /// One of the changed paths.
-        first: PathBuf,
-        /// How many more changed.
-        more: usize,
-    },
-}
-
-impl fmt::Display for Trigger {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Trigger::Startup => f.write_str("startup"),
-            Trigger::Sighup => f.write_str("SIGHUP"),
-            Trigger::Key => f.write_str("key press"),
-            Trigger::Server(gen_id) => write!(f, "gen={gen_id}"),
-            Trigger::Files { first, more: 0 } => write!(f, "change to {}", first.display()),
-            Trigger::Files { first, more } => {
-                write!(f, "change to {} (+{more} more)", first.display())
-            }
-        }
-    }
-}
-
-/// How a process (group) ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// It exited with this status.
-    Code(i32),
-    /// A signal ended it.
-    Signal(i32),
-}
-
-impl Exit {
-    /// Exited with status 0.
-    pub fn success(self) -> bool {
-        self == Exit::Code(0)
-    }
-}
-
-impl fmt::Display for Exit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Exit::Code(code) => write!(f, "with status {code}"),
-            Exit::Signal(sig) => match Signal::try_from(sig) {
-                Ok(sig) => write!(f, "by {sig}"),
-                Err(_) => write!(f, "by signal {sig}"),
-            },
-        }
-    }
-}
-
-/// Something that happened.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// Start a new generation (through the build, if any).
-    Reload {
-        /// Why.
-        trigger: Trigger,
-        /// When the trigger was seen, for the trigger→spawn figure.
-        at: Instant,
-    },
-    /// A message from a generation.
-    Message {
-        /// From which generation.
-        gen_id: GenId,
-        /// The message.
-        msg: Message,
-        /// When it was read.
-        at: Instant,
-    },
-    /// The `Spawn` action succeeded.
-    Spawned {
-        /// Generation.
-        gen_id: GenId,
-        /// Its pid, which is its process group id.
-        pid: i32,
-    },
-    /// The `Spawn` action failed (the program could not be run).
-    SpawnFailed {
-        /// Generation.
-        gen_id: GenId,
-        /// Why, in one line.
-        error: String,
-    },
-    /// A generation's whole process group is gone.
-    GenExited {
-        /// Generation.
-        gen_id: GenId,
-        /// How its leader ended.
-        exit: Exit,
-    },
-    /// The `StartBuild` action started a build step.
-    BuildStarted {
-        /// Its pid, which is its process group id.
-        pid: i32,
-    },
-    /// A build step's process group is gone, or it could not start.
-    BuildExited {
-        /// How it ended; `None` if it could not be started.
-        exit: Option<Exit>,
-    },
-    /// Send a signal to the active generation instead of reloading
-    /// (`--signal-on`).
-    SignalActive {
-        /// The signal.
-        signal: Signal,
-        /// Why, for the log.
-        because: String,
-    },
-    /// SIGINT, SIGTERM, or `q` + Enter.
-    Shutdown {
-        /// What asked for it, for the log.
-        because: String,
-    },
-    /// A deadline from [`State::next_deadline`] passed.
-    Tick,
-}
-
-/// Something to do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Start generation `gen_id`; answer with `Spawned` or `SpawnFailed`.
-    Spawn {
-        /// Generation.
-        gen_id: GenId,
-        /// When its trigger was seen.
-        trigger_at: Option<Instant>,
-    },
-    /// Send `signal` to generation `gen_id`'s process group.
-    Signal {
-        /// Generation.
-        gen_id: GenId,
-        /// Its process group.
-        pid: i32,
-        /// The signal.
-        signal: Signal,
-        /// Why: a drain after the given generation said READY at the given
-        /// time, or another reason.
-        reason: SignalReason,
-    },
-    /// Run build step `step` (0-based); answer with `BuildStarted` or
-    /// `BuildExited { exit: None }`.
-    StartBuild {
-        /// Step index.
-        step: usize,
-    },
-    /// Send a signal to the running build's process group.
-    SignalBuild {
-        /// Its process group.
-        pid: i32,
-        /// The signal.
-        signal: Signal,
-    },
-    /// Exit devsup with this status.
-    Exit(u8),
-}
-
-/// Why a signal is sent, for its log line.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SignalReason {
-    /// Handoff: the successor said READY at this time.
-    Handoff {
-        /// The successor.
-        successor: GenId,
-        /// When its READY was read.
-        ready_at: Instant,
-    },
-    /// It did not become ready in time.
-    NotReady,
-    /// devsup is shutting down.
-    Shutdown,
-    /// The drain timeout passed (the signal is SIGKILL).
-    DrainTimeout,
-    /// `--signal-on`.
-    Route(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1001,15 +810,6 @@ impl State {
             }
             out.push(Action::Exit(code));
         }
-    }
-}
-
-/// Formats a duration for the log: `34ms`, `1.2s`.
-pub fn ms(d: Duration) -> String {
-    if d < Duration::from_secs(10) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
     }
 }
 

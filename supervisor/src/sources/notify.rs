@@ -22,8 +22,7 @@ use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, setsock
 use nix::unistd::{Pid, getpgid};
 use tracing::{debug, warn};
 
-use crate::machine::{Event, GenId};
-use crate::supervisor::Input;
+use crate::event::{Event, GenId, Input, Store};
 
 /// Largest datagram read; sd_notify messages are far smaller.
 const MAX_DATAGRAM: usize = 64 * 1024;
@@ -66,23 +65,6 @@ impl NotifyDir {
         setsockopt(&socket, sockopt::PassCred, &true).context("cannot set SO_PASSCRED")?;
         Ok((path, socket))
     }
-}
-
-/// What a reader thread forwards besides plain messages.
-#[derive(Debug)]
-pub enum Store {
-    /// `FDSTORE=1`: keep these fds under `name`.
-    Add {
-        /// `FDNAME=`, or `stored`.
-        name: String,
-        /// The fds received.
-        fds: Vec<OwnedFd>,
-    },
-    /// `FDSTOREREMOVE=1`: drop the fds stored under `name`.
-    Remove {
-        /// `FDNAME=`.
-        name: String,
-    },
 }
 
 /// Tells a reader thread to stop: an empty datagram from devsup itself.

@@ -27,8 +27,8 @@ use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
 use tracing::{debug, info, warn};
 
-use crate::machine::{Event, Trigger};
-use crate::supervisor::Input;
+use crate::event::{Event, Input, Trigger};
+use crate::log::ms;
 
 /// Built-in ignores, in gitignore syntax: build output, VCS data, and the
 /// swap, backup and probe files editors write next to the file they save
@@ -384,10 +384,10 @@ pub fn spawn(mut cfg: WatchConfig, tx: Sender<Input>) -> anyhow::Result<()> {
     let mode = match (&w.watcher, w.cfg.poll) {
         (AnyWatcher::Native(_), _) => "native events".to_owned(),
         (AnyWatcher::Poll(_), Some(interval)) => {
-            format!("polling every {}", crate::machine::ms(interval))
+            format!("polling every {}", ms(interval))
         }
         (AnyWatcher::Poll(_), None) => {
-            format!("polling every {}", crate::machine::ms(FALLBACK_POLL))
+            format!("polling every {}", ms(FALLBACK_POLL))
         }
     };
     info!(
@@ -400,7 +400,7 @@ pub fn spawn(mut cfg: WatchConfig, tx: Sender<Input>) -> anyhow::Result<()> {
             .map(|r| r.display().to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        crate::machine::ms(started.elapsed())
+        ms(started.elapsed())
     );
     std::thread::Builder::new()
         .name("watch".into())
