@@ -1,16 +1,18 @@
-//! The command line, turned into a plain [`Config`].
+//! The command line: clap's definitions and the parsers of its values.
+//!
+//! Only what clap needs lives here. Merging in devsup.toml and checking
+//! what clap cannot (see [`crate::config`]) turns a [`Cli`] into the
+//! `Config` devsup runs with; every option here has a devsup.toml key of
+//! the same name, which a test in `config/file.rs` checks.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use nix::sys::signal::Signal;
 
-use crate::generation::Program;
-use crate::machine::Policy;
-use crate::sockets::{self, Addr, SocketSpec};
-use crate::sources::watch::WatchConfig;
+use crate::sockets::SocketSpec;
 
 /// Reload a network server on code changes without dropping a connection.
 ///
@@ -154,120 +156,24 @@ pub enum Sub {
     },
 }
 
-/// What the command line asks for.
-#[derive(Debug)]
-pub enum Request {
-    /// Supervise a server.
-    Run(Box<Config>),
-    /// Print completions for a shell.
-    Completions(clap_complete::Shell),
+/// Parses the command line. clap's own errors, `--help` and `--version`
+/// print and exit from here, as clap does.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> (Cli, ArgMatches) {
+    try_parse(args).unwrap_or_else(|e| e.exit())
 }
 
-/// Parses the command line and the config file; `Err` is a usage error to
-/// print. clap's own errors and `--help` exit from here.
-pub fn parse(
+/// Parses the command line; `Err` is clap's error (or help) to print.
+pub fn try_parse(
     args: impl IntoIterator<Item = OsString>,
-    cwd: &std::path::Path,
-) -> anyhow::Result<(Request, bool, bool)> {
-    let matches = Cli::command().get_matches_from(args);
-    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let Some(Sub::Completions { shell }) = cli.sub {
-        return Ok((Request::Completions(shell), false, false));
-    }
-    if let Some((file, config)) = crate::config::load(cwd, cli.config.as_deref())? {
-        config.apply(&mut cli, &matches, &file)?;
-    }
-    let (quiet, verbose) = (cli.quiet, cli.verbose);
-    Ok((Request::Run(Box::new(cli.into_config()?)), quiet, verbose))
+) -> Result<(Cli, ArgMatches), clap::Error> {
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    Ok((cli, matches))
 }
 
 /// Writes the completion script for `shell`.
 pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
     clap_complete::generate(shell, &mut Cli::command(), "devsup", out);
-}
-
-/// Everything devsup runs with, checked.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Sockets, in fd order.
-    pub sockets: Vec<SocketSpec>,
-    /// Accept queue length.
-    pub backlog: i32,
-    /// The server.
-    pub program: Program,
-    /// Build steps.
-    pub builds: Vec<String>,
-    /// Set LISTEN_PID.
-    pub listen_pid: bool,
-    /// Drain signal.
-    pub drain_signal: Signal,
-    /// Drain timeout.
-    pub drain_timeout: Duration,
-    /// Ready timeout.
-    pub ready_timeout: Duration,
-    /// Ready after.
-    pub ready_after: Option<Duration>,
-    /// File watching, unless `--no-watch`.
-    pub watch: Option<WatchConfig>,
-    /// Prefix the server's output with its generation.
-    pub prefix: bool,
-}
-
-impl Config {
-    /// The decision parameters for the state machine.
-    pub fn policy(&self) -> Policy {
-        Policy {
-            drain_signal: self.drain_signal,
-            drain_timeout: self.drain_timeout,
-            ready_timeout: self.ready_timeout,
-            ready_after: self.ready_after,
-            build_steps: self.builds.len(),
-        }
-    }
-}
-
-impl Cli {
-    /// Checks what clap cannot and builds the [`Config`].
-    pub fn into_config(self) -> anyhow::Result<Config> {
-        let mut sockets = Vec::new();
-        if let Some(port) = self.port {
-            sockets.push(SocketSpec {
-                name: None,
-                addr: Addr::Tcp(sockets::parse_tcp(&port.to_string()).map_err(anyhow::Error::msg)?),
-            });
-        }
-        sockets.extend(self.sockets);
-        if sockets.is_empty() {
-            anyhow::bail!("nothing to listen on: pass --port 8080 or --socket tcp::8080");
-        }
-        sockets::names(&sockets)?;
-        let watch = (!self.no_watch).then(|| WatchConfig {
-            roots: if self.watch.is_empty() {
-                vec![PathBuf::from(".")]
-            } else {
-                self.watch
-            },
-            poll: self.poll,
-            debounce: self.debounce,
-            ignore: self.ignore,
-            exts: self.exts,
-            signal_on: self.signal_on,
-            no_reload_on: self.no_reload_on,
-        });
-        Ok(Config {
-            prefix: self.prefix,
-            watch,
-            sockets,
-            backlog: self.backlog,
-            program: Program::new(self.command)?,
-            builds: self.builds,
-            listen_pid: self.listen_pid,
-            drain_signal: self.drain_signal,
-            drain_timeout: self.drain_timeout,
-            ready_timeout: self.ready_timeout,
-            ready_after: self.ready_after,
-        })
-    }
 }
 
 /// Parses `500ms`, `10s`, `1m`, `1.5s` (humantime, plus decimal seconds).
@@ -313,10 +219,6 @@ pub fn parse_signal(s: &str) -> Result<Signal, String> {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> anyhow::Result<Config> {
-        Cli::try_parse_from(args)?.into_config()
-    }
-
     #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
@@ -341,86 +243,19 @@ mod tests {
     }
 
     #[test]
-    fn watch_options() {
-        let c = parse(&[
-            "devsup",
-            "-p",
-            "1",
-            "-w",
-            "src",
-            "-w",
-            "templates",
-            "--poll=1s",
-            "--ext",
-            "rs,html",
-            "--signal-on",
-            "templates/**=USR1",
-            "--no-reload-on",
-            "*.md",
-            "--",
-            "x",
-        ])
-        .unwrap();
-        let w = c.watch.unwrap();
-        assert_eq!(w.roots, [PathBuf::from("src"), PathBuf::from("templates")]);
-        assert_eq!(w.poll, Some(Duration::from_secs(1)));
-        assert_eq!(w.exts, ["rs", "html"]);
-        assert_eq!(w.signal_on, [("templates/**".to_owned(), Signal::SIGUSR1)]);
-        assert_eq!(w.debounce, Duration::from_millis(50));
-        let c = parse(&["devsup", "-p", "1", "--poll", "--", "x"]).unwrap();
-        assert_eq!(c.watch.unwrap().poll, Some(Duration::from_millis(500)));
-        assert!(
-            parse(&["devsup", "-p", "1", "--no-watch", "--", "x"])
-                .unwrap()
-                .watch
-                .is_none()
-        );
-        assert!(
-            parse(&["devsup", "-p", "1", "--no-watch", "-w", "a", "--", "x"]).is_err(),
-            "conflict"
-        );
-        assert!(parse(&["devsup", "-p", "1", "--signal-on", "a=NOPE", "--", "x"]).is_err());
-        assert!(parse(&["devsup", "-p", "1", "--signal-on", "nosignal", "--", "x"]).is_err());
-    }
-
-    #[test]
-    fn defaults_and_port() {
-        let c = parse(&["devsup", "--port", "8080", "--", "server", "-x"]).unwrap();
-        assert_eq!(c.sockets.len(), 1);
-        assert_eq!(
-            c.sockets[0].addr,
-            Addr::Tcp("127.0.0.1:8080".parse().unwrap())
-        );
-        assert_eq!(c.backlog, 1024);
-        assert_eq!(c.drain_signal, Signal::SIGTERM);
-        assert_eq!(c.drain_timeout, Duration::from_secs(10));
-        assert_eq!(c.ready_timeout, Duration::from_secs(60));
-        assert_eq!(c.program.argv(), ["server", "-x"]);
-    }
-
-    #[test]
-    fn bad_input_is_refused() {
-        assert!(parse(&["devsup", "--port", "99999", "--", "x"]).is_err());
-        assert!(parse(&["devsup", "--port", "80"]).is_err(), "no command");
-        assert!(
-            parse(&["devsup", "--", "x"])
-                .unwrap_err()
-                .to_string()
-                .contains("nothing to listen on")
-        );
-        assert!(parse(&["devsup", "-p", "1", "--drain-signal", "NOPE", "--", "x"]).is_err());
-        assert!(parse(&["devsup", "-p", "1", "--drain-timeout", "10x", "--", "x"]).is_err());
-        assert!(parse(&["devsup", "-p", "1", "--backlog", "0", "--", "x"]).is_err());
-        assert!(parse(&["devsup", "-p", "1", "-q", "-v", "--", "x"]).is_err());
-        let dup = parse(&["devsup", "-s", "a=tcp::1", "-s", "a=tcp::2", "--", "x"]).unwrap_err();
-        assert!(
-            dup.to_string().contains("two sockets are named \"a\""),
-            "{dup}"
-        );
-        let dup = parse(&["devsup", "-p", "1", "-s", "http=tcp::2", "--", "x"]).unwrap_err();
-        assert!(
-            dup.to_string().contains("two sockets are named \"http\""),
-            "{dup}"
-        );
+    fn completions_generate_for_each_shell() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            completions(shell, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                text.contains("devsup") && text.contains("drain-timeout"),
+                "{shell}"
+            );
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! devsup binds every listening socket once, before the first generation
 //! starts, and keeps it open until it exits. Sockets are created
 //! close-on-exec (socket2 passes `SOCK_CLOEXEC`); they become inheritable
-//! only inside a generation's fork, in [`crate::generation`].
+//! only inside a generation's fork, in [`crate::process`].
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -1,22 +1,18 @@
-//! The supervisor loop: one thread that owns all state.
+//! The executor: the only code that touches processes.
 //!
-//! Every source of events (signals, each generation's ready channel, the
-//! file watcher, the terminal) runs on its own thread and sends an
-//! [`Input`] into one channel. The loop feeds each into
-//! [`State::step`](crate::machine::State::step) and carries out the actions
-//! it returns. It is also the only place that reaps children: devsup is a
-//! child subreaper, so processes a generation leaves behind are reparented
-//! to it, reaped here, and a generation counts as gone only when its whole
-//! process group is.
-//!
-//! The loop runs on the main thread on purpose: `PR_SET_PDEATHSIG` fires
-//! when the *thread* that forked a child exits, so generations must be
-//! forked by a thread that lives as long as devsup.
+//! It carries out the state machine's [`Action`]s (spawn a generation, start
+//! a build step, signal a process group, exit) and answers each at once with
+//! the [`Event`] it causes. It also owns the bookkeeping the state machine
+//! does not need to see: which process groups devsup started and what for,
+//! reaping (devsup is a child subreaper, so processes a generation leaves
+//! behind are reparented to it and reaped here, and a generation counts as
+//! gone only when its whole process group is), each generation's notify
+//! socket, the `FDSTORE=1` fds, and the guard.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::Sender;
 use std::time::Instant;
 
 use devsup_protocol as proto;
@@ -26,15 +22,17 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
-use crate::cli::Config;
-use crate::event::{Action, Event, Exit, GenId, Input, SignalReason, Store, Trigger};
-use crate::generation::{self, ExecStatus, Inherit};
+use crate::config::Config;
+use crate::event::{Action, Event, Exit, GenId, Input, SignalReason, Store};
 use crate::guard::Guard;
 use crate::log::latency;
-use crate::machine::State;
-use crate::sockets::{self, Listener};
+use crate::process::{self, ExecStatus, Inherit};
+use crate::sockets::Listener;
 use crate::sources::notify::{self, NotifyDir};
-use crate::sources::{ready_channel, signals, terminal, watch};
+use crate::sources::ready_channel;
+
+mod main_pid;
+mod output;
 
 /// What a process devsup started is for.
 #[derive(Debug, Clone, Copy)]
@@ -57,7 +55,7 @@ struct Proc {
 }
 
 /// Carries out actions: the only code that touches processes.
-struct Executor {
+pub(crate) struct Executor {
     config: Config,
     listeners: Vec<Listener>,
     tx: Sender<Input>,
@@ -75,111 +73,30 @@ struct Executor {
 /// Most fds devsup keeps for `FDSTORE=1`.
 const MAX_STORED_FDS: usize = 32;
 
-/// Runs devsup until it is told to stop; returns its exit status.
-pub fn run(config: Config) -> anyhow::Result<u8> {
-    // Say a missing command before binding anything. With a build step,
-    // the build may be what creates it.
-    if config.builds.is_empty() {
-        config.program.resolve()?;
-    }
-    become_subreaper();
-    // Before any thread exists: the guard is forked.
-    let guard = Guard::start(config.drain_signal, config.drain_timeout)?;
-    let listeners = sockets::bind_all(&config.sockets, config.backlog)?;
-    for (i, l) in listeners.iter().enumerate() {
-        info!(
-            "listening on {} (name={} fd={})",
-            l.addr,
-            l.name,
-            proto::FIRST_FD + i as i32
-        );
-    }
-    let (tx, rx) = mpsc::channel();
-    signals::spawn(tx.clone())?;
-    if let Some(watch) = config.watch.clone() {
-        watch::spawn(watch, tx.clone())?;
-    }
-    terminal::spawn(tx.clone());
-    let mut state = State::new(config.policy());
-    let mut exec = Executor {
-        config,
-        listeners,
-        tx,
-        procs: HashMap::new(),
-        notify_dir: NotifyDir::create()?,
-        notify_paths: HashMap::new(),
-        fd_store: Vec::new(),
-        guard,
-    };
-    let mut queue = VecDeque::from([Event::Reload {
-        trigger: Trigger::Startup,
-        at: Instant::now(),
-    }]);
-    loop {
-        let event = match queue.pop_front() {
-            Some(event) => event,
-            None => match next_input(&rx, &state) {
-                Input::Event(Event::Message {
-                    gen_id,
-                    msg: proto::Message::MainPid(pid),
-                    ..
-                }) => {
-                    exec.main_pid(gen_id, pid);
-                    continue;
-                }
-                Input::Event(event) => event,
-                Input::ChildExited => {
-                    exec.reap(&mut queue);
-                    continue;
-                }
-                Input::Store(gen_id, store) => {
-                    exec.store(gen_id, store);
-                    continue;
-                }
-            },
-        };
-        for action in state.step(event, Instant::now()) {
-            if let Some(code) = exec.execute(action, &mut queue) {
-                return Ok(code);
-            }
-        }
-    }
-}
-
-fn next_input(rx: &Receiver<Input>, state: &State) -> Input {
-    let deadline = state.next_deadline();
-    // A due deadline goes first, so that a stream of inputs cannot starve it.
-    if deadline.is_some_and(|d| d <= Instant::now()) {
-        return Input::Event(Event::Tick);
-    }
-    match deadline {
-        Some(deadline) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            Ok(input) => input,
-            Err(RecvTimeoutError::Timeout) => Input::Event(Event::Tick),
-            Err(RecvTimeoutError::Disconnected) => unreachable!("the loop holds a sender"),
-        },
-        None => rx.recv().expect("the loop holds a sender"),
-    }
-}
-
-/// Orphans of a generation (a server that double-forks, `cargo run`'s
-/// child once cargo dies) are reparented to devsup, so they are reaped and
-/// a generation's group is seen to be gone.
-fn become_subreaper() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        warn!(
-            "cannot become a child subreaper: processes left behind by a server may not be noticed"
-        );
-    }
-}
-
 impl Executor {
+    /// An executor with no process yet, and the private directory for the
+    /// generations' notify sockets.
+    pub fn new(
+        config: Config,
+        listeners: Vec<Listener>,
+        tx: Sender<Input>,
+        guard: Guard,
+    ) -> anyhow::Result<Executor> {
+        Ok(Executor {
+            config,
+            listeners,
+            tx,
+            procs: HashMap::new(),
+            notify_dir: NotifyDir::create()?,
+            notify_paths: HashMap::new(),
+            fd_store: Vec::new(),
+            guard,
+        })
+    }
+
     /// Carries out one action; pushes the events it causes at once onto
     /// `queue`. Returns an exit status to stop.
-    fn execute(&mut self, action: Action, queue: &mut VecDeque<Event>) -> Option<u8> {
+    pub fn execute(&mut self, action: Action, queue: &mut VecDeque<Event>) -> Option<u8> {
         match action {
             Action::Spawn { gen_id, trigger_at } => queue.push_back(self.spawn(gen_id, trigger_at)),
             Action::Signal {
@@ -262,7 +179,7 @@ impl Executor {
             extra_env: vec![(proto::NOTIFY_SOCKET_ENV.into(), notify_path.clone().into())],
             capture_output: self.config.prefix,
         };
-        match generation::spawn(&path, &self.config.program, &inherit) {
+        match process::spawn(&path, &self.config.program, &inherit) {
             Ok(spawned) => {
                 let after = trigger_at
                     .map(|t| format!(" in {} after trigger", latency(t.elapsed())))
@@ -280,8 +197,8 @@ impl Executor {
                 );
                 ready_channel::spawn_reader(gen_id, spawned.channel, self.tx.clone());
                 if let Some((stdout, stderr)) = spawned.output {
-                    spawn_prefixer(gen_id, stdout, false);
-                    spawn_prefixer(gen_id, stderr, true);
+                    output::spawn_prefixer(gen_id, stdout, false);
+                    output::spawn_prefixer(gen_id, stderr, true);
                 }
                 notify::spawn_reader(
                     gen_id,
@@ -306,67 +223,8 @@ impl Executor {
         }
     }
 
-    /// `MAINPID=`: a server started through a launcher names its real
-    /// process. If that process has left the generation's process group,
-    /// its group gets every signal too, and the generation is gone only
-    /// once both groups are.
-    fn main_pid(&mut self, gen_id: GenId, pid: u32) {
-        let Some(leader) = self
-            .procs
-            .iter()
-            .find(|(_, p)| matches!(p.role, Role::Generation(g) if g == gen_id))
-            .map(|(&leader, _)| leader)
-        else {
-            return;
-        };
-        let pid = pid as i32;
-        let group = match nix::unistd::getpgid(Some(Pid::from_raw(pid))) {
-            Ok(group) => group.as_raw(),
-            Err(e) => {
-                warn!(
-                    generation = gen_id,
-                    "MAINPID={pid}: no such process ({e}); ignored"
-                );
-                return;
-            }
-        };
-        if group == leader {
-            debug!(
-                generation = gen_id,
-                "MAINPID={pid}, in the generation's own process group"
-            );
-            return;
-        }
-        // Only a process of this generation may be named: a descendant of
-        // its leader, or an orphan devsup adopted (as subreaper) that is in
-        // no group devsup knows. Never devsup's own group, nor init's.
-        let own_group = nix::unistd::getpgrp().as_raw();
-        let known = |g: i32| {
-            self.procs
-                .iter()
-                .any(|(&l, p)| l == g || p.extra_groups.contains(&g))
-        };
-        let adopted = parent_of(pid) == Some(std::process::id() as i32) && !known(group);
-        if group <= 1 || group == own_group || !(descends_from(pid, leader) || adopted) {
-            warn!(
-                generation = gen_id,
-                "MAINPID={pid} is not a process of this generation; ignored"
-            );
-            return;
-        }
-        info!(
-            generation = gen_id,
-            "MAINPID={pid} is in process group {group}: signals go there too"
-        );
-        let proc = self.procs.get_mut(&leader).expect("found above");
-        if !proc.extra_groups.contains(&group) {
-            proc.extra_groups.push(group);
-            self.guard.watch(group);
-        }
-    }
-
     /// Keeps or drops fds a generation sent with `FDSTORE=1`.
-    fn store(&mut self, gen_id: GenId, store: Store) {
+    pub fn store(&mut self, gen_id: GenId, store: Store) {
         match store {
             Store::Add { name, fds } => {
                 let room = MAX_STORED_FDS.saturating_sub(self.fd_store.len());
@@ -401,7 +259,7 @@ impl Executor {
         let cmd = &self.config.builds[step];
         let total = self.config.builds.len();
         info!("build step {}/{total}: {cmd}", step + 1);
-        match crate::build::spawn(cmd) {
+        match process::spawn_build(cmd) {
             Ok(pid) => {
                 self.guard.watch(pid);
                 self.procs.insert(
@@ -424,7 +282,7 @@ impl Executor {
 
     /// Reaps every child that has exited and reports the process groups
     /// that are now empty.
-    fn reap(&mut self, queue: &mut VecDeque<Event>) {
+    pub fn reap(&mut self, queue: &mut VecDeque<Event>) {
         loop {
             let (pid, exit) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
@@ -481,32 +339,6 @@ impl Executor {
     }
 }
 
-/// The parent pid of `pid`, from `/proc`.
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces: the fields
-    // after the last ')' are state, then ppid.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// Whether `ancestor` is `pid`'s parent, grandparent, …
-fn descends_from(pid: i32, ancestor: i32) -> bool {
-    let mut current = pid;
-    for _ in 0..64 {
-        match parent_of(current) {
-            Some(parent) if parent == ancestor => return true,
-            Some(parent) if parent > 1 => current = parent,
-            _ => return false,
-        }
-    }
-    false
-}
-
 fn group_is_gone(pgid: i32) -> bool {
     killpg(Pid::from_raw(pgid), None) == Err(Errno::ESRCH)
 }
@@ -515,41 +347,5 @@ fn signal_group(pgid: i32, signal: Signal) {
     match killpg(Pid::from_raw(pgid), signal) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => warn!("cannot send {signal} to process group {pgid}: {e}"),
-    }
-}
-
-/// Copies a generation's output to devsup's, each line prefixed with
-/// `[gen N] ` and written in one piece, so lines of overlapping
-/// generations never interleave mid-line.
-fn spawn_prefixer(gen_id: GenId, pipe: OwnedFd, stderr: bool) {
-    use std::io::{BufRead, Write};
-    let spawned = std::thread::Builder::new()
-        .name(format!("gen-{gen_id}-output"))
-        .spawn(move || {
-            let mut reader = std::io::BufReader::new(std::fs::File::from(pipe));
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-                if line.last() != Some(&b'\n') {
-                    line.push(b'\n');
-                }
-                let mut out = format!("[gen {gen_id}] ").into_bytes();
-                out.extend_from_slice(&line);
-                let _ = if stderr {
-                    std::io::stderr().lock().write_all(&out)
-                } else {
-                    std::io::stdout().lock().write_all(&out)
-                };
-            }
-        });
-    if let Err(e) = spawned {
-        warn!(
-            generation = gen_id,
-            "cannot start a thread for its output: {e}"
-        );
     }
 }
