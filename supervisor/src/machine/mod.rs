@@ -17,16 +17,31 @@
 //!
 //! At most one generation is starting at a time; triggers that arrive while
 //! one starts coalesce into one more reload, started when it settles.
+//!
+//! The code is split by concern: `handoff` (reloads, spawning, READY,
+//! promotion and drain), `build` (build steps and their cancellation),
+//! `exits` (a generation that fails to start or exits, restarts with
+//! back-off), `shutdown` (the first and second stop request, the exit
+//! status) and `timers` (deadlines and what happens when they pass).
+//! [`State::step`] is the one entry point; it is a pure function of the
+//! state, the event and the `now` it is given, so tests drive it with a
+//! simulated clock (see `tests.rs`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use devsup_protocol::Message;
 use nix::sys::signal::Signal;
-use tracing::{debug, error, info, warn};
 
-use crate::event::{Action, Event, Exit, GenId, SignalReason, Trigger};
-use crate::log::ms;
+use crate::event::{Action, Event, GenId, Trigger};
+
+mod build;
+mod exits;
+mod handoff;
+mod shutdown;
+mod timers;
+
+use build::Build;
+use shutdown::Shutdown;
 
 /// How long a generation must have been up, without ever saying `READY=1`,
 /// before devsup concludes that the server does not report readiness.
@@ -40,7 +55,7 @@ pub const BACKOFF_RESET: Duration = Duration::from_secs(10);
 /// How long a cancelled build gets to exit before its group is killed.
 pub const BUILD_CANCEL_GRACE: Duration = Duration::from_secs(5);
 
-/// What the decisions depend on, from the command line.
+/// What the decisions depend on, from the command line (see `Config::policy`).
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// Sent to a generation's group to drain it.
@@ -55,6 +70,8 @@ pub struct Policy {
     pub build_steps: usize,
 }
 
+/// Where a generation is in its life; [`State::gens`] holds one per
+/// generation, and is the only record of which one is active or starting.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
     /// Spawned, waiting for READY; may already accept.
@@ -76,54 +93,55 @@ enum Phase {
     },
 }
 
+/// One generation whose process group may still be alive.
 #[derive(Debug, Clone)]
 struct Generation {
+    /// Its pid (= process group id), once the executor has answered
+    /// `Spawn` with `Spawned`.
     pid: Option<i32>,
     spawned_at: Instant,
+    /// It has sent `READY=1` (a second one is ignored).
     said_ready: bool,
     phase: Phase,
 }
 
-#[derive(Debug, Clone)]
-struct Build {
-    step: usize,
-    pid: Option<i32>,
-    /// When the first step started.
-    started: Instant,
-    /// When this step started.
-    step_started: Instant,
-    /// Set once it has been told to stop; SIGKILL at this time.
-    cancel_kill_at: Option<Instant>,
-    /// Whether to start the build again once the cancelled one is gone.
-    restart: bool,
-    trigger_at: Instant,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Shutdown {
-    /// A second request: no more draining.
-    forced: bool,
-    /// Some generation had to be killed.
-    killed_any: bool,
-}
-
 /// Everything the supervisor knows and decides on.
+///
+/// Built with [`State::new`] and changed only by [`State::step`], which
+/// never reads a clock: time comes in as `now`, and [`State::next_deadline`]
+/// says when the caller should send the next [`Event::Tick`].
 #[derive(Debug)]
 pub struct State {
+    /// The options the decisions depend on; never changes.
     policy: Policy,
+    /// The last generation number handed out; the next one is this + 1.
     last_gen: GenId,
+    /// Every generation whose process group may still be alive, from
+    /// `Spawn` until `GenExited` (or `SpawnFailed`). The one source of truth
+    /// for which generation is active and which is starting (see
+    /// [`State::active`], [`State::starting`]): at most one of each.
     gens: BTreeMap<GenId, Generation>,
-    active: Option<GenId>,
-    starting: Option<GenId>,
-    /// A reload was asked for while a generation was starting.
+    /// A reload asked for while a generation was starting: the latest
+    /// trigger and when it was seen. However many arrive, they become one
+    /// more reload, run once the start-up settles.
     pending: Option<(Trigger, Instant)>,
+    /// The build under way, if any; never while a generation is starting.
     build: Option<Build>,
-    /// Set once the server turned out not to report readiness.
+    /// Set once the server turned out not to report readiness (no READY=1
+    /// after [`READINESS_PROBE`] of uptime): generations then count as ready
+    /// after this long, until one does say READY=1.
     fallback_ready_after: Option<Duration>,
+    /// When to start a generation again, after the active one exited on its
+    /// own with no successor on its way.
     restart_at: Option<Instant>,
+    /// The next restart delay: doubles with each restart up to
+    /// [`BACKOFF_MAX`], back to [`BACKOFF_MIN`] once a generation has stayed
+    /// up [`BACKOFF_RESET`].
     backoff: Duration,
+    /// Set once devsup is shutting down: no more reloads or restarts, and
+    /// `Exit` once every generation and the build are gone.
     shutdown: Option<Shutdown>,
-    /// The most generations alive at once so far.
+    /// The most generations alive at once so far, for the log.
     peak: usize,
 }
 
@@ -134,8 +152,6 @@ impl State {
             policy,
             last_gen: 0,
             gens: BTreeMap::new(),
-            active: None,
-            starting: None,
             pending: None,
             build: None,
             fallback_ready_after: None,
@@ -146,41 +162,47 @@ impl State {
         }
     }
 
-    /// The earliest time at which a `Tick` is due, if any.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        let mut deadlines = Vec::new();
-        for g in self.gens.values() {
-            match g.phase {
-                Phase::Starting { deadline } => {
-                    deadlines.push(deadline);
-                    if let Some(after) = self.ready_after() {
-                        deadlines.push(g.spawned_at + after);
-                    }
-                }
-                Phase::Draining { kill_at, .. } => deadlines.extend(kill_at),
-                Phase::Active { .. } => {}
-            }
-        }
-        deadlines.extend(self.restart_at);
-        if let Some(build) = &self.build {
-            deadlines.extend(build.cancel_kill_at);
-        }
-        deadlines.into_iter().min()
+    /// The generation new connections belong to: the one in
+    /// `Phase::Active`, if any.
+    pub fn active(&self) -> Option<GenId> {
+        self.in_phase(|p| matches!(p, Phase::Active { .. }))
     }
 
-    /// The generations that are alive, for diagnostics and tests.
-    pub fn live_generations(&self) -> Vec<GenId> {
+    /// The generation on its way to replace the active one, waiting for
+    /// READY: the one in [`Phase::Starting`], if any.
+    fn starting(&self) -> Option<GenId> {
+        self.in_phase(|p| matches!(p, Phase::Starting { .. }))
+    }
+
+    fn in_phase(&self, phase: impl Fn(&Phase) -> bool) -> Option<GenId> {
+        self.gens
+            .iter()
+            .find(|(_, g)| phase(&g.phase))
+            .map(|(&gen_id, _)| gen_id)
+    }
+
+    /// The generations that are alive, oldest first.
+    #[cfg(test)]
+    fn live_generations(&self) -> Vec<GenId> {
         self.gens.keys().copied().collect()
     }
 
-    /// The active generation.
-    pub fn active(&self) -> Option<GenId> {
-        self.active
+    /// No generation starting and no build: nothing is on its way to
+    /// replace what serves (if anything does), and devsup is not shutting
+    /// down.
+    fn nothing_on_its_way(&self) -> bool {
+        self.starting().is_none() && self.build.is_none() && self.shutdown.is_none()
+    }
+
+    /// Nothing serving and nothing on its way: the only state in which
+    /// devsup starts a generation of its own accord (a restart).
+    fn idle(&self) -> bool {
+        self.active().is_none() && self.nothing_on_its_way()
     }
 
     /// "; keeping gen=N serving", for a log line about a failed start.
     fn keeping(&self) -> String {
-        self.active
+        self.active()
             .map(|a| format!("; keeping gen={a} serving"))
             .unwrap_or_default()
     }
@@ -189,627 +211,47 @@ impl State {
         self.policy.ready_after.or(self.fallback_ready_after)
     }
 
-    /// Decides what to do about `event`.
+    /// Decides what to do about `event`, at time `now`.
     pub fn step(&mut self, event: Event, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         match event {
             Event::Reload { trigger, at } => self.on_reload(trigger, at, now, &mut out),
             Event::Message { gen_id, msg, at } => self.on_message(gen_id, msg, at, now, &mut out),
-            Event::Spawned { gen_id, pid } => {
-                if let Some(g) = self.gens.get_mut(&gen_id) {
-                    g.pid = Some(pid);
-                    // Told to drain before its pid was known (the executor
-                    // answers Spawn at once, but the machine does not rely
-                    // on it).
-                    if matches!(g.phase, Phase::Draining { .. }) {
-                        let reason = if self.shutdown.is_some() {
-                            SignalReason::Shutdown
-                        } else {
-                            SignalReason::NotReady
-                        };
-                        out.push(Action::Signal {
-                            gen_id,
-                            pid,
-                            signal: self.policy.drain_signal,
-                            reason,
-                        });
-                    }
-                }
-            }
+            Event::Spawned { gen_id, pid } => self.on_spawned(gen_id, pid, &mut out),
             Event::SpawnFailed { gen_id, error } => {
-                if self.gens.remove(&gen_id).is_some() {
-                    if self.active == Some(gen_id) {
-                        self.active = None;
-                    }
-                    if self.starting == Some(gen_id) {
-                        self.starting = None;
-                    }
-                    let keep = self.keeping();
-                    error!(generation = gen_id, "cannot start: {error}{keep}");
-                    self.keep_serving(now, &mut out);
-                }
+                self.on_spawn_failed(gen_id, &error, now, &mut out)
             }
             Event::GenExited { gen_id, exit } => self.on_exited(gen_id, exit, now, &mut out),
-            Event::BuildStarted { pid } => {
-                if let Some(b) = &mut self.build {
-                    b.pid = Some(pid);
-                    // A cancel that came before the pid was known.
-                    if b.cancel_kill_at.is_some() {
-                        out.push(Action::SignalBuild {
-                            pid,
-                            signal: Signal::SIGTERM,
-                        });
-                    }
-                }
-            }
+            Event::BuildStarted { pid } => self.on_build_started(pid, &mut out),
             Event::BuildExited { exit } => self.on_build_exited(exit, now, &mut out),
             Event::SignalActive { signal, because } => {
-                if let Some((gen_id, pid)) =
-                    self.active.and_then(|a| Some((a, self.gens.get(&a)?.pid?)))
-                {
-                    out.push(Action::Signal {
-                        gen_id,
-                        pid,
-                        signal,
-                        reason: SignalReason::Route(because),
-                    });
-                } else {
-                    info!("{because}: no generation running to send {signal} to");
-                }
+                self.signal_active(signal, because, &mut out)
             }
             Event::Shutdown { because } => self.on_shutdown(because, now, &mut out),
             Event::Tick => self.on_tick(now, &mut out),
         }
         self.maybe_exit(&mut out);
+        self.debug_check();
         out
     }
 
-    fn on_reload(&mut self, trigger: Trigger, at: Instant, now: Instant, out: &mut Vec<Action>) {
-        if self.shutdown.is_some() {
-            debug!("reload requested by {trigger} during shutdown: ignored");
-            return;
-        }
-        if let Some(b) = &mut self.build {
-            // The build is building stale sources: start it again.
-            b.restart = true;
-            b.trigger_at = at;
-            if b.cancel_kill_at.is_none() {
-                info!(
-                    "reload requested by {trigger}: cancelling the running build to start it again"
-                );
-                b.cancel_kill_at = Some(now + BUILD_CANCEL_GRACE);
-                if let Some(pid) = b.pid {
-                    out.push(Action::SignalBuild {
-                        pid,
-                        signal: Signal::SIGTERM,
-                    });
-                }
-            }
-            return;
-        }
-        if let Some(starting) = self.starting {
-            if self.pending.is_none() {
-                info!("reload requested by {trigger}: queued until gen={starting} has started");
-            }
-            self.pending = Some((trigger, at));
-            return;
-        }
-        if trigger == Trigger::Startup {
-            info!("starting");
-        } else {
-            info!("reload requested by {trigger}");
-        }
-        self.check_readiness_support(now);
-        self.restart_at = None;
-        self.begin(at, now, out);
-    }
-
-    /// The readiness fallback: a server that has never said READY although
-    /// it has been up a while does not report readiness. Waiting the full
-    /// ready timeout on every reload would make devsup useless with it.
-    fn check_readiness_support(&mut self, now: Instant) {
-        if self.ready_after().is_some() {
-            return;
-        }
-        let Some(active) = self.active.and_then(|a| self.gens.get(&a).map(|g| (a, g))) else {
-            return;
-        };
-        let (gen_id, g) = active;
-        if !g.said_ready && now.duration_since(g.spawned_at) > READINESS_PROBE {
-            warn!(
-                generation = gen_id,
-                "this server does not report readiness (no READY=1 after {:.1}s); counting each generation ready after {}s of uptime. \
-                 Opt in to exact handoffs with one line after the listener is set up: devsup_protocol::notify_ready(), \
-                 or pass --ready-after DUR to choose the delay",
-                now.duration_since(g.spawned_at).as_secs_f64(),
-                READINESS_PROBE.as_secs()
-            );
-            self.fallback_ready_after = Some(READINESS_PROBE);
-        }
-    }
-
-    /// Starts the build, or the generation if there is no build.
-    fn begin(&mut self, trigger_at: Instant, now: Instant, out: &mut Vec<Action>) {
-        if self.policy.build_steps > 0 {
-            self.build = Some(Build {
-                step: 0,
-                pid: None,
-                started: now,
-                step_started: now,
-                cancel_kill_at: None,
-                restart: false,
-                trigger_at,
-            });
-            out.push(Action::StartBuild { step: 0 });
-        } else {
-            self.spawn(Some(trigger_at), now, out);
-        }
-    }
-
-    fn spawn(&mut self, trigger_at: Option<Instant>, now: Instant, out: &mut Vec<Action>) {
-        self.last_gen += 1;
-        let gen_id = self.last_gen;
-        // With nobody serving, the new generation is the one connections
-        // belong to from the start: there is nothing to hand over from.
-        let phase = if self.active.is_none() {
-            self.active = Some(gen_id);
-            Phase::Active { since: now }
-        } else {
-            self.starting = Some(gen_id);
-            Phase::Starting {
-                deadline: now + self.policy.ready_timeout,
-            }
-        };
-        self.gens.insert(
-            gen_id,
-            Generation {
-                pid: None,
-                spawned_at: now,
-                said_ready: false,
-                phase,
-            },
+    /// The invariants every step keeps, checked in debug builds (and so in
+    /// every test, including the integration tests' devsup).
+    fn debug_check(&self) {
+        let count =
+            |phase: fn(&Phase) -> bool| self.gens.values().filter(|g| phase(&g.phase)).count();
+        debug_assert!(
+            count(|p| matches!(p, Phase::Active { .. })) <= 1,
+            "more than one active generation: {self:?}"
         );
-        out.push(Action::Spawn { gen_id, trigger_at });
-        if self.gens.len() > self.peak {
-            self.peak = self.gens.len();
-            if self.peak > 2 {
-                info!(
-                    "{} generations alive at once, the most so far (the others are draining)",
-                    self.peak
-                );
-            }
-        }
-    }
-
-    /// The most generations that were alive at once.
-    pub fn peak_live(&self) -> usize {
-        self.peak
-    }
-
-    fn on_message(
-        &mut self,
-        gen_id: GenId,
-        msg: Message,
-        at: Instant,
-        now: Instant,
-        out: &mut Vec<Action>,
-    ) {
-        match msg {
-            Message::Ready => {
-                let Some(g) = self.gens.get_mut(&gen_id) else {
-                    return;
-                };
-                if g.said_ready {
-                    debug!(generation = gen_id, "READY=1 again: ignored");
-                    return;
-                }
-                g.said_ready = true;
-                if self.fallback_ready_after.take().is_some() {
-                    info!(
-                        generation = gen_id,
-                        "sent READY=1: this server reports readiness after all, so handoffs wait for READY again"
-                    );
-                }
-                let took = at.saturating_duration_since(g.spawned_at);
-                match g.phase {
-                    Phase::Starting { .. } => {
-                        info!(generation = gen_id, "ready in {}", ms(took));
-                        self.promote(gen_id, Some(at), now, out);
-                    }
-                    Phase::Active { .. } => info!(generation = gen_id, "ready in {}", ms(took)),
-                    Phase::Draining { .. } => {
-                        debug!(generation = gen_id, "READY=1 while draining: ignored")
-                    }
-                }
-            }
-            Message::Status(status) => info!(generation = gen_id, "status: {status}"),
-            Message::Stopping => info!(generation = gen_id, "stopping"),
-            Message::Reloading => info!(generation = gen_id, "reloading its configuration"),
-            Message::Reload => {
-                if self.active == Some(gen_id) || self.starting == Some(gen_id) {
-                    self.on_reload(Trigger::Server(gen_id), at, now, out);
-                } else {
-                    debug!(
-                        generation = gen_id,
-                        "DEVSUP_RELOAD=1 from a draining generation: ignored"
-                    );
-                }
-            }
-            Message::MainPid(pid) => debug!(generation = gen_id, "MAINPID={pid}: noted"),
-            Message::Other { key, .. } => debug!(generation = gen_id, "{key}=…: ignored"),
-        }
-    }
-
-    /// `gen_id` (starting) becomes active; the previous active drains.
-    fn promote(
-        &mut self,
-        gen_id: GenId,
-        ready_at: Option<Instant>,
-        now: Instant,
-        out: &mut Vec<Action>,
-    ) {
-        self.starting = None;
-        if let Some(g) = self.gens.get_mut(&gen_id) {
-            g.phase = Phase::Active { since: now };
-        }
-        if let Some(old) = self.active.replace(gen_id) {
-            let reason = SignalReason::Handoff {
-                successor: gen_id,
-                ready_at: ready_at.unwrap_or(now),
-            };
-            self.drain(old, reason, now, out);
-        }
-        self.settled(now, out);
-    }
-
-    /// A start-up ended (well or not): run the reload that was queued
-    /// behind it.
-    fn settled(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if let Some((trigger, at)) = self.pending.take() {
-            info!("starting the reload queued by {trigger}");
-            self.check_readiness_support(now);
-            self.begin(at, now, out);
-        }
-    }
-
-    fn drain(&mut self, gen_id: GenId, reason: SignalReason, now: Instant, out: &mut Vec<Action>) {
-        let Some(g) = self.gens.get_mut(&gen_id) else {
-            return;
-        };
-        if matches!(g.phase, Phase::Draining { .. }) {
-            return;
-        }
-        g.phase = Phase::Draining {
-            since: now,
-            kill_at: Some(now + self.policy.drain_timeout),
-        };
-        if self.active == Some(gen_id) {
-            self.active = None;
-        }
-        if self.starting == Some(gen_id) {
-            self.starting = None;
-        }
-        match g.pid {
-            Some(pid) => out.push(Action::Signal {
-                gen_id,
-                pid,
-                signal: self.policy.drain_signal,
-                reason,
-            }),
-            None => debug!(generation = gen_id, "draining before its pid is known"),
-        }
-    }
-
-    fn on_exited(&mut self, gen_id: GenId, exit: Exit, now: Instant, out: &mut Vec<Action>) {
-        let Some(g) = self.gens.remove(&gen_id) else {
-            return;
-        };
-        match g.phase {
-            Phase::Draining { since, .. } => {
-                info!(
-                    generation = gen_id,
-                    "exited {exit} after {}",
-                    ms(now.duration_since(since))
-                );
-            }
-            Phase::Starting { .. } => {
-                let keep = self.keeping();
-                warn!(
-                    generation = gen_id,
-                    "failed before ready: exited {exit} after {}{keep}",
-                    ms(now.duration_since(g.spawned_at))
-                );
-                self.starting = None;
-                self.keep_serving(now, out);
-            }
-            Phase::Active { since } => {
-                self.active = None;
-                if self.shutdown.is_some() {
-                    info!(
-                        generation = gen_id,
-                        "exited {exit} after {}",
-                        ms(now.duration_since(since))
-                    );
-                    return;
-                }
-                let up = now.duration_since(g.spawned_at);
-                if up >= BACKOFF_RESET {
-                    self.backoff = BACKOFF_MIN;
-                }
-                if let Some(starting) = self.starting {
-                    // The successor will be promoted when it says READY;
-                    // meanwhile connections wait in the kernel's backlog.
-                    warn!(
-                        generation = gen_id,
-                        "exited {exit} after {} while gen={starting} is starting",
-                        ms(up)
-                    );
-                    return;
-                }
-                match self.schedule_restart(now) {
-                    Some(delay) => warn!(
-                        generation = gen_id,
-                        "exited {exit} on its own after {}; restarting in {} (connections wait in the backlog meanwhile)",
-                        ms(up),
-                        ms(delay)
-                    ),
-                    None => warn!(
-                        generation = gen_id,
-                        "exited {exit} on its own after {}; the build under way starts the next one",
-                        ms(up)
-                    ),
-                }
-            }
-        }
-    }
-
-    /// If nothing serves and nothing is on its way to (no generation
-    /// starting, no build), runs the queued reload, or schedules a restart
-    /// after the back-off delay.
-    fn keep_serving(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.pending.is_some()
-            && self.starting.is_none()
-            && self.build.is_none()
-            && self.shutdown.is_none()
-        {
-            self.settled(now, out);
-        } else if let Some(delay) = self.schedule_restart(now) {
-            warn!(
-                "no generation is serving: starting one in {} (or at once on the next change)",
-                ms(delay)
-            );
-        }
-    }
-
-    /// Schedules a restart if nothing serves and nothing is on its way to;
-    /// the delay doubles each time, up to [`BACKOFF_MAX`].
-    fn schedule_restart(&mut self, now: Instant) -> Option<Duration> {
-        if self.shutdown.is_some()
-            || self.active.is_some()
-            || self.starting.is_some()
-            || self.build.is_some()
-        {
-            return None;
-        }
-        let delay = self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        self.restart_at = Some(now + delay);
-        Some(delay)
-    }
-
-    fn on_build_exited(&mut self, exit: Option<Exit>, now: Instant, out: &mut Vec<Action>) {
-        let Some(build) = self.build.take() else {
-            return;
-        };
-        let took = ms(now.duration_since(build.started));
-        let step_took = ms(now.duration_since(build.step_started));
-        if self.shutdown.is_some() {
-            info!("build stopped after {took}");
-            return;
-        }
-        if build.restart {
-            info!("build cancelled after {took}; starting it again");
-            let trigger_at = build.trigger_at;
-            self.begin(trigger_at, now, out);
-            return;
-        }
-        let step = build.step;
-        match exit {
-            Some(exit) if exit.success() => {
-                if step + 1 < self.policy.build_steps {
-                    self.build = Some(Build {
-                        step: step + 1,
-                        pid: None,
-                        step_started: now,
-                        ..build
-                    });
-                    out.push(Action::StartBuild { step: step + 1 });
-                } else {
-                    info!("build finished in {took}");
-                    self.spawn(Some(build.trigger_at), now, out);
-                }
-            }
-            failed => {
-                let how = failed
-                    .map(|e| format!("exited {e}"))
-                    .unwrap_or_else(|| "could not start".into());
-                match self.active {
-                    Some(a) => error!(
-                        "build step {} failed ({how}) after {step_took}; keeping gen={a} serving. Fix the error and save to try again",
-                        step + 1
-                    ),
-                    None => error!(
-                        "build step {} failed ({how}) after {step_took}; no generation is running. Fix the error and save to try again",
-                        step + 1
-                    ),
-                }
-            }
-        }
-    }
-
-    fn on_shutdown(&mut self, because: String, now: Instant, out: &mut Vec<Action>) {
-        if let Some(sd) = &mut self.shutdown {
-            if sd.forced {
-                return;
-            }
-            sd.forced = true;
-            sd.killed_any = true;
-            warn!("{because} again: killing every generation now");
-            for (&gen_id, g) in &mut self.gens {
-                if let Some(pid) = g.pid {
-                    out.push(Action::Signal {
-                        gen_id,
-                        pid,
-                        signal: Signal::SIGKILL,
-                        reason: SignalReason::Shutdown,
-                    });
-                }
-                if let Phase::Draining { kill_at, .. } = &mut g.phase {
-                    *kill_at = None;
-                }
-            }
-            if let Some(b) = &mut self.build {
-                if let Some(pid) = b.pid {
-                    out.push(Action::SignalBuild {
-                        pid,
-                        signal: Signal::SIGKILL,
-                    });
-                }
-            }
-            return;
-        }
-        self.shutdown = Some(Shutdown {
-            forced: false,
-            killed_any: false,
-        });
-        self.pending = None;
-        self.restart_at = None;
-        let live = self.gens.len();
-        info!(
-            "{because}: shutting down; draining {live} generation{} (again to kill at once)",
-            if live == 1 { "" } else { "s" }
+        debug_assert!(
+            count(|p| matches!(p, Phase::Starting { .. })) <= 1,
+            "more than one starting generation: {self:?}"
         );
-        let ids: Vec<GenId> = self.gens.keys().copied().collect();
-        for gen_id in ids {
-            self.drain(gen_id, SignalReason::Shutdown, now, out);
-        }
-        if let Some(b) = &mut self.build {
-            b.restart = false;
-            if b.cancel_kill_at.is_none() {
-                b.cancel_kill_at = Some(now + BUILD_CANCEL_GRACE);
-                if let Some(pid) = b.pid {
-                    out.push(Action::SignalBuild {
-                        pid,
-                        signal: Signal::SIGTERM,
-                    });
-                }
-            }
-        }
-    }
-
-    fn on_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let ready_after = self.ready_after();
-        let mut promote = None;
-        let mut not_ready = None;
-        let mut kill = Vec::new();
-        for (&gen_id, g) in &mut self.gens {
-            match &mut g.phase {
-                Phase::Starting { deadline } => {
-                    if let Some(after) = ready_after.filter(|&a| now >= g.spawned_at + a) {
-                        info!(
-                            generation = gen_id,
-                            "counted ready: up for {} without exiting",
-                            ms(after)
-                        );
-                        promote = Some(gen_id);
-                    } else if now >= *deadline {
-                        not_ready = Some(gen_id);
-                    }
-                }
-                Phase::Draining { since, kill_at } => {
-                    if kill_at.is_some_and(|k| now >= k) {
-                        *kill_at = None;
-                        warn!(
-                            generation = gen_id,
-                            "still running {} after the drain signal: sending SIGKILL to its group",
-                            ms(now.duration_since(*since))
-                        );
-                        if let Some(pid) = g.pid {
-                            kill.push((gen_id, pid));
-                        }
-                    }
-                }
-                Phase::Active { .. } => {}
-            }
-        }
-        for (gen_id, pid) in kill {
-            if let Some(sd) = &mut self.shutdown {
-                sd.killed_any = true;
-            }
-            out.push(Action::Signal {
-                gen_id,
-                pid,
-                signal: Signal::SIGKILL,
-                reason: SignalReason::DrainTimeout,
-            });
-        }
-        if let Some(gen_id) = promote {
-            self.promote(gen_id, None, now, out);
-        }
-        if let Some(gen_id) = not_ready {
-            let keep = self.keeping();
-            warn!(
-                generation = gen_id,
-                "not ready after {} (no READY=1; raise --ready-timeout if it needs longer): draining it{keep}",
-                ms(self.policy.ready_timeout)
-            );
-            self.drain(gen_id, SignalReason::NotReady, now, out);
-            self.keep_serving(now, out);
-        }
-        if self.restart_at.is_some_and(|t| now >= t) {
-            self.restart_at = None;
-            if self.active.is_none()
-                && self.starting.is_none()
-                && self.build.is_none()
-                && self.shutdown.is_none()
-            {
-                info!("restarting");
-                self.begin(now, now, out);
-            }
-        }
-        if let Some(b) = &mut self.build {
-            if b.cancel_kill_at.is_some_and(|k| now >= k) {
-                b.cancel_kill_at = None;
-                if let Some(pid) = b.pid {
-                    warn!(
-                        "the build ignored SIGTERM for {}: killing its group",
-                        ms(BUILD_CANCEL_GRACE)
-                    );
-                    out.push(Action::SignalBuild {
-                        pid,
-                        signal: Signal::SIGKILL,
-                    });
-                }
-            }
-        }
-    }
-
-    fn maybe_exit(&mut self, out: &mut Vec<Action>) {
-        let Some(sd) = self.shutdown else {
-            return;
-        };
-        if self.gens.is_empty() && self.build.is_none() {
-            let code = if sd.killed_any { 1 } else { 0 };
-            if code == 0 {
-                info!(
-                    "every generation has exited (at most {} were alive at once); bye",
-                    self.peak
-                );
-            } else {
-                warn!("stopped, but some generation had to be killed");
-            }
-            out.push(Action::Exit(code));
-        }
+        debug_assert!(
+            self.build.is_none() || self.starting().is_none(),
+            "a build runs while a generation starts: {self:?}"
+        );
     }
 }
 
