@@ -39,51 +39,51 @@ Stop: Ctrl-C (or q + Enter) drains every generation; Ctrl-C again kills them.
 Options can also live in devsup.toml or [package.metadata.devsup] in Cargo.toml;
 the command line wins."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Listen on 127.0.0.1:PORT (0 picks a free port). Same as `--socket tcp::PORT`.
     #[arg(short, long, value_name = "PORT", help_heading = "Sockets")]
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
 
     /// A socket to listen on, passed at fds 3, 4, … in order: `[NAME=]tcp::[HOST:]PORT` or `[NAME=]unix::PATH`.
     #[arg(short, long = "socket", value_name = "SPEC", help_heading = "Sockets")]
-    pub sockets: Vec<SocketSpec>,
+    pub(crate) sockets: Vec<SocketSpec>,
 
     /// Length of each socket's accept queue; connections wait there while no generation accepts.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..), help_heading = "Sockets")]
-    pub backlog: i32,
+    pub(crate) backlog: i32,
 
     /// Set LISTEN_PID to the server's pid, for servers using libsystemd's `sd_listen_fds()`.
     /// Off by default so that wrappers such as `cargo run` or `sh -c` work: their child's pid differs.
     #[arg(long, help_heading = "Sockets")]
-    pub listen_pid: bool,
+    pub(crate) listen_pid: bool,
 
     /// Shell command to run before each generation, in its own process group; repeat for several steps.
     /// A failing step keeps the running generation.
     #[arg(short, long = "build", value_name = "CMD", help_heading = "Build")]
-    pub builds: Vec<String>,
+    pub(crate) builds: Vec<String>,
 
     /// Watch this path for changes; repeat for several (default: the current directory).
     #[arg(short, long = "watch", value_name = "PATH", help_heading = "Watching")]
-    pub watch: Vec<PathBuf>,
+    pub(crate) watch: Vec<PathBuf>,
 
     /// Do not watch files: reload only on SIGHUP, `r` + Enter, or the server's own request.
     #[arg(long, conflicts_with_all = ["watch", "poll"], help_heading = "Watching")]
-    pub no_watch: bool,
+    pub(crate) no_watch: bool,
 
     /// Poll for changes (every INTERVAL, default 500ms) instead of using native file events,
     /// for filesystems without them (NFS, some container mounts).
     #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "500ms",
           require_equals = true, value_parser = parse_duration, help_heading = "Watching")]
-    pub poll: Option<Duration>,
+    pub(crate) poll: Option<Duration>,
 
     /// Quiet time that ends a burst of changes: an editor's save or a checkout is one reload.
     #[arg(long, default_value = "50ms", value_parser = parse_duration, value_name = "DUR", help_heading = "Watching")]
-    pub debounce: Duration,
+    pub(crate) debounce: Duration,
 
     /// Ignore changes matching this pattern (gitignore syntax, e.g. `*.log`, `tmp/`), on top of
     /// .gitignore, .ignore, git's excludes and the built-in ignores (target/, .git/, editor files).
     #[arg(short, long = "ignore", value_name = "GLOB", help_heading = "Watching")]
-    pub ignore: Vec<String>,
+    pub(crate) ignore: Vec<String>,
 
     /// Only changes to files with these extensions count, e.g. `--ext rs,toml,html`.
     #[arg(
@@ -93,77 +93,77 @@ pub struct Cli {
         value_delimiter = ',',
         help_heading = "Watching"
     )]
-    pub exts: Vec<String>,
+    pub(crate) exts: Vec<String>,
 
     /// When every change matches GLOB, send SIGNAL to the running generation instead of
     /// reloading (templates, translations, static files), e.g. `--signal-on 'templates/**=USR1'`.
     #[arg(long = "signal-on", value_name = "GLOB=SIGNAL", value_parser = parse_signal_on, help_heading = "Watching")]
-    pub signal_on: Vec<(String, Signal)>,
+    pub(crate) signal_on: Vec<(String, Signal)>,
 
     /// Never reload for changes matching GLOB, even if watched, e.g. `--no-reload-on '*.md'`.
     #[arg(long = "no-reload-on", value_name = "GLOB", help_heading = "Watching")]
-    pub no_reload_on: Vec<String>,
+    pub(crate) no_reload_on: Vec<String>,
 
     /// How long a new generation has to send READY=1 before it is drained and the old one kept.
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR", help_heading = "Handoff")]
-    pub ready_timeout: Duration,
+    pub(crate) ready_timeout: Duration,
 
     /// Count a generation ready once it has stayed up this long (for servers that never send READY=1).
     #[arg(long, value_parser = parse_duration, value_name = "DUR", help_heading = "Handoff")]
-    pub ready_after: Option<Duration>,
+    pub(crate) ready_after: Option<Duration>,
 
     /// Signal sent to the old generation's process group to drain it.
     #[arg(long, default_value = "TERM", value_parser = parse_signal, value_name = "SIGNAL", help_heading = "Handoff")]
-    pub drain_signal: Signal,
+    pub(crate) drain_signal: Signal,
 
     /// How long a draining generation has before its process group gets SIGKILL.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DUR", help_heading = "Handoff")]
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
 
     /// Only print warnings and errors.
     #[arg(short, long, conflicts_with = "verbose", help_heading = "Output")]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 
     /// Print debug output too (or set DEVSUP_LOG, e.g. DEVSUP_LOG=devsup=trace).
     #[arg(short, long, help_heading = "Output")]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
 
     /// Prefix each line the server prints with its generation (`[gen 2] ...`).
     #[arg(long, help_heading = "Output")]
-    pub prefix: bool,
+    pub(crate) prefix: bool,
 
     /// Read options from this file instead of ./devsup.toml or ./Cargo.toml's
     /// [package.metadata.devsup].
     #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 
     /// The server command and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
-    pub command: Vec<OsString>,
+    pub(crate) command: Vec<OsString>,
 
     #[allow(missing_docs)]
     #[command(subcommand)]
-    pub sub: Option<Sub>,
+    pub(crate) sub: Option<Sub>,
 }
 
-/// Subcommands.
+/// Subcommands: devsup's only one prints shell completions.
 #[derive(Debug, Subcommand)]
-pub enum Sub {
+pub(crate) enum Sub {
     /// Print a shell completion script, e.g. `devsup completions bash > /etc/bash_completion.d/devsup`.
     Completions {
-        /// The shell.
+        /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
 }
 
 /// Parses the command line. clap's own errors, `--help` and `--version`
 /// print and exit from here, as clap does.
-pub fn parse(args: impl IntoIterator<Item = OsString>) -> (Cli, ArgMatches) {
+pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> (Cli, ArgMatches) {
     try_parse(args).unwrap_or_else(|e| e.exit())
 }
 
 /// Parses the command line; `Err` is clap's error (or help) to print.
-pub fn try_parse(
+pub(crate) fn try_parse(
     args: impl IntoIterator<Item = OsString>,
 ) -> Result<(Cli, ArgMatches), clap::Error> {
     let matches = Cli::command().try_get_matches_from(args)?;
@@ -172,12 +172,12 @@ pub fn try_parse(
 }
 
 /// Writes the completion script for `shell`.
-pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+pub(crate) fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
     clap_complete::generate(shell, &mut Cli::command(), "devsup", out);
 }
 
 /// Parses `500ms`, `10s`, `1m`, `1.5s` (humantime, plus decimal seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Ok(d) = humantime::parse_duration(s) {
         return Ok(d);
     }
@@ -192,7 +192,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Parses `GLOB=SIGNAL` for `--signal-on`.
-pub fn parse_signal_on(s: &str) -> Result<(String, Signal), String> {
+pub(crate) fn parse_signal_on(s: &str) -> Result<(String, Signal), String> {
     let (glob, sig) = s
         .rsplit_once('=')
         .ok_or_else(|| format!("{s:?} is not GLOB=SIGNAL, e.g. 'templates/**=USR1'"))?;
@@ -201,7 +201,7 @@ pub fn parse_signal_on(s: &str) -> Result<(String, Signal), String> {
 }
 
 /// Parses a signal by name (`TERM`, `SIGTERM`, `usr1`) or number.
-pub fn parse_signal(s: &str) -> Result<Signal, String> {
+pub(crate) fn parse_signal(s: &str) -> Result<Signal, String> {
     let err = || format!("{s:?} is not a signal: use a name such as TERM, INT, QUIT, USR1 or HUP");
     if let Ok(n) = s.parse::<i32>() {
         return Signal::try_from(n).map_err(|_| err());

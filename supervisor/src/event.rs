@@ -16,11 +16,11 @@ use devsup_protocol::Message;
 use nix::sys::signal::Signal;
 
 /// A generation number: 1, 2, 3, …
-pub type GenId = u64;
+pub(crate) type GenId = u64;
 
 /// What the loop receives on its one channel, from every source thread.
 #[derive(Debug)]
-pub enum Input {
+pub(crate) enum Input {
     /// A domain event for the state machine.
     Event(Event),
     /// SIGCHLD: some child changed state; reap.
@@ -33,24 +33,16 @@ pub enum Input {
 /// (`FDSTORE=1` / `FDSTOREREMOVE=1`). It bypasses the state machine: the
 /// executor owns the stored fds.
 #[derive(Debug)]
-pub enum Store {
-    /// `FDSTORE=1`: keep these fds under `name`.
-    Add {
-        /// `FDNAME=`, or `stored`.
-        name: String,
-        /// The fds received.
-        fds: Vec<OwnedFd>,
-    },
-    /// `FDSTOREREMOVE=1`: drop the fds stored under `name`.
-    Remove {
-        /// `FDNAME=`.
-        name: String,
-    },
+pub(crate) enum Store {
+    /// `FDSTORE=1`: keep `fds` under `name` (`FDNAME=`, or `stored`).
+    Add { name: String, fds: Vec<OwnedFd> },
+    /// `FDSTOREREMOVE=1`: drop the fds stored under `name` (`FDNAME=`).
+    Remove { name: String },
 }
 
 /// Why a reload happens.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     /// devsup has just started.
     Startup,
     /// SIGHUP.
@@ -59,13 +51,9 @@ pub enum Trigger {
     Key,
     /// The active generation sent `DEVSUP_RELOAD=1`.
     Server(GenId),
-    /// Watched files changed.
-    Files {
-        /// One of the changed paths.
-        first: PathBuf,
-        /// How many more changed.
-        more: usize,
-    },
+    /// Watched files changed: `first` of them, and `more` others in the
+    /// same burst.
+    Files { first: PathBuf, more: usize },
 }
 
 impl fmt::Display for Trigger {
@@ -85,7 +73,7 @@ impl fmt::Display for Trigger {
 
 /// How a process (group) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     /// It exited with this status.
     Code(i32),
     /// A signal ended it.
@@ -94,7 +82,7 @@ pub enum Exit {
 
 impl Exit {
     /// Exited with status 0.
-    pub fn success(self) -> bool {
+    pub(crate) fn success(self) -> bool {
         self == Exit::Code(0)
     }
 }
@@ -111,128 +99,85 @@ impl fmt::Display for Exit {
     }
 }
 
-/// Something that happened.
+/// Something that happened, for [`State::step`](crate::machine::State::step).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// Start a new generation (through the build, if any).
-    Reload {
-        /// Why.
-        trigger: Trigger,
-        /// When the trigger was seen, for the trigger→spawn figure.
-        at: Instant,
-    },
-    /// A message from a generation.
+pub(crate) enum Event {
+    /// Start a new generation (through the build, if any); `at` is when the
+    /// trigger was seen, for the "spawned in N after trigger" figure.
+    Reload { trigger: Trigger, at: Instant },
+    /// A protocol line from a generation's ready channel or notify socket;
+    /// `at` is when it was read, so that handoff latencies do not include
+    /// the loop's queueing.
     Message {
-        /// From which generation.
         gen_id: GenId,
-        /// The message.
         msg: Message,
-        /// When it was read.
         at: Instant,
     },
-    /// The `Spawn` action succeeded.
-    Spawned {
-        /// Generation.
-        gen_id: GenId,
-        /// Its pid, which is its process group id.
-        pid: i32,
-    },
-    /// The `Spawn` action failed (the program could not be run).
-    SpawnFailed {
-        /// Generation.
-        gen_id: GenId,
-        /// Why, in one line.
-        error: String,
-    },
-    /// A generation's whole process group is gone.
-    GenExited {
-        /// Generation.
-        gen_id: GenId,
-        /// How its leader ended.
-        exit: Exit,
-    },
-    /// The `StartBuild` action started a build step.
-    BuildStarted {
-        /// Its pid, which is its process group id.
-        pid: i32,
-    },
-    /// A build step's process group is gone, or it could not start.
-    BuildExited {
-        /// How it ended; `None` if it could not be started.
-        exit: Option<Exit>,
-    },
+    /// The `Spawn` action succeeded; `pid` is also the generation's process
+    /// group id, which every signal goes to.
+    Spawned { gen_id: GenId, pid: i32 },
+    /// The `Spawn` action failed, or the child could not exec; `error` is
+    /// one line for the log.
+    SpawnFailed { gen_id: GenId, error: String },
+    /// A generation's whole process group is gone (and any group its
+    /// `MAINPID=` moved to); `exit` is how its leader ended.
+    GenExited { gen_id: GenId, exit: Exit },
+    /// The `StartBuild` action started a build step; `pid` is its process
+    /// group id.
+    BuildStarted { pid: i32 },
+    /// A build step's process group is gone (`Some`), or it could not be
+    /// started (`None`).
+    BuildExited { exit: Option<Exit> },
     /// Send a signal to the active generation instead of reloading
-    /// (`--signal-on`).
-    SignalActive {
-        /// The signal.
-        signal: Signal,
-        /// Why, for the log.
-        because: String,
-    },
-    /// SIGINT, SIGTERM, or `q` + Enter.
-    Shutdown {
-        /// What asked for it, for the log.
-        because: String,
-    },
+    /// (`--signal-on`); `because` names the change, for the log.
+    SignalActive { signal: Signal, because: String },
+    /// SIGINT, SIGTERM, `q` + Enter or the terminal closing; `because`
+    /// names it, for the log.
+    Shutdown { because: String },
     /// A deadline from the state machine's `next_deadline` passed.
     Tick,
 }
 
-/// Something to do.
+/// Something to do, decided by the state machine, carried out by the
+/// executor.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Start generation `gen_id`; answer with `Spawned` or `SpawnFailed`.
+pub(crate) enum Action {
+    /// Start generation `gen_id`; the executor answers at once with
+    /// `Spawned` or `SpawnFailed`. `trigger_at` (when its trigger was seen)
+    /// is only for the log.
     Spawn {
-        /// Generation.
         gen_id: GenId,
-        /// When its trigger was seen.
         trigger_at: Option<Instant>,
     },
-    /// Send `signal` to generation `gen_id`'s process group.
+    /// Send `signal` to generation `gen_id`'s process group `pid` (and to
+    /// any group its `MAINPID=` moved to); `reason` chooses the log line.
     Signal {
-        /// Generation.
         gen_id: GenId,
-        /// Its process group.
         pid: i32,
-        /// The signal.
         signal: Signal,
-        /// Why: a drain after the given generation said READY at the given
-        /// time, or another reason.
         reason: SignalReason,
     },
     /// Run build step `step` (0-based); answer with `BuildStarted` or
     /// `BuildExited { exit: None }`.
-    StartBuild {
-        /// Step index.
-        step: usize,
-    },
-    /// Send a signal to the running build's process group.
-    SignalBuild {
-        /// Its process group.
-        pid: i32,
-        /// The signal.
-        signal: Signal,
-    },
+    StartBuild { step: usize },
+    /// Send `signal` to the running build's process group `pid`.
+    SignalBuild { pid: i32, signal: Signal },
     /// Exit devsup with this status.
     Exit(u8),
 }
 
 /// Why a signal is sent, for its log line.
 #[derive(Debug, Clone, PartialEq)]
-pub enum SignalReason {
-    /// Handoff: the successor said READY at this time.
-    Handoff {
-        /// The successor.
-        successor: GenId,
-        /// When its READY was read.
-        ready_at: Instant,
-    },
+pub(crate) enum SignalReason {
+    /// Handoff: `successor` said READY at `ready_at`; the log line gives the
+    /// time from that READY to this drain signal.
+    Handoff { successor: GenId, ready_at: Instant },
     /// It did not become ready in time.
     NotReady,
     /// devsup is shutting down.
     Shutdown,
     /// The drain timeout passed (the signal is SIGKILL).
     DrainTimeout,
-    /// `--signal-on`.
+    /// `--signal-on`, with the change that matched.
     Route(String),
 }

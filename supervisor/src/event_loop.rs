@@ -28,7 +28,7 @@ use crate::sockets;
 use crate::sources::{signals, terminal, watch};
 
 /// Runs devsup until it is told to stop; returns its exit status.
-pub fn run(config: Config) -> anyhow::Result<u8> {
+pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
     // Say a missing command before binding anything. With a build step,
     // the build may be what creates it.
     if config.builds.is_empty() {

@@ -12,24 +12,22 @@
 //! its actions to the `executor`, which starts generations and build steps
 //! through `process` (sockets at fds 3…) and tells the `guard` of every
 //! process group, so that they are stopped even if devsup is killed.
-#![deny(missing_docs)]
-
 #[cfg(not(target_os = "linux"))]
 compile_error!(
     "devsup runs on Linux only: it relies on prctl (parent-death signal, child subreaper), close_range and SO_PASSCRED"
 );
 
-pub mod cli;
-pub mod config;
-pub mod event;
-pub mod event_loop;
-pub mod executor;
-pub mod guard;
-pub mod log;
-pub mod machine;
-pub mod process;
-pub mod sockets;
-pub mod sources;
+mod cli;
+mod config;
+mod event;
+mod event_loop;
+mod executor;
+mod guard;
+mod log;
+mod machine;
+mod process;
+mod sockets;
+mod sources;
 
 /// The `devsup` binary: parse, set up logging, run; the only place that
 /// prints an error.

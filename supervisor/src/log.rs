@@ -17,7 +17,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// Sets up logging: `DEVSUP_LOG` if set, else info (warn with `-q`, debug
 /// with `-v`).
-pub fn init(quiet: bool, verbose: bool) {
+pub(crate) fn init(quiet: bool, verbose: bool) {
     let default = if quiet {
         "warn"
     } else if verbose {
@@ -104,7 +104,7 @@ where
 }
 
 /// Formats a duration for the log: `34ms`, `1.2s`.
-pub fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     if d < Duration::from_secs(10) {
         format!("{}ms", d.as_millis())
     } else {
@@ -113,7 +113,7 @@ pub fn ms(d: Duration) -> String {
 }
 
 /// A latency for the log: microseconds while they matter, else like [`ms`].
-pub fn latency(d: Duration) -> String {
+pub(crate) fn latency(d: Duration) -> String {
     if d < Duration::from_millis(10) {
         format!("{}us", d.as_micros())
     } else {

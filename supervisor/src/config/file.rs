@@ -18,7 +18,7 @@ use crate::cli::{Cli, parse_duration, parse_signal, parse_signal_on};
 /// One string or a list of them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum Many {
+pub(crate) enum Many {
     /// `build = "cargo build"`
     One(String),
     /// `build = ["cargo build", "cargo test --lib"]`
@@ -38,31 +38,34 @@ impl Many {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 #[allow(missing_docs)]
-pub struct FileConfig {
-    pub port: Option<u16>,
-    pub socket: Option<Many>,
-    pub backlog: Option<i32>,
-    pub listen_pid: Option<bool>,
-    pub build: Option<Many>,
-    pub watch: Option<Many>,
-    pub no_watch: Option<bool>,
-    pub poll: Option<String>,
-    pub debounce: Option<String>,
-    pub ignore: Option<Many>,
-    pub ext: Option<Many>,
-    pub signal_on: Option<Many>,
-    pub no_reload_on: Option<Many>,
-    pub ready_timeout: Option<String>,
-    pub ready_after: Option<String>,
-    pub drain_signal: Option<String>,
-    pub drain_timeout: Option<String>,
-    pub prefix: Option<bool>,
-    pub command: Option<Many>,
+pub(crate) struct FileConfig {
+    pub(crate) port: Option<u16>,
+    pub(crate) socket: Option<Many>,
+    pub(crate) backlog: Option<i32>,
+    pub(crate) listen_pid: Option<bool>,
+    pub(crate) build: Option<Many>,
+    pub(crate) watch: Option<Many>,
+    pub(crate) no_watch: Option<bool>,
+    pub(crate) poll: Option<String>,
+    pub(crate) debounce: Option<String>,
+    pub(crate) ignore: Option<Many>,
+    pub(crate) ext: Option<Many>,
+    pub(crate) signal_on: Option<Many>,
+    pub(crate) no_reload_on: Option<Many>,
+    pub(crate) ready_timeout: Option<String>,
+    pub(crate) ready_after: Option<String>,
+    pub(crate) drain_signal: Option<String>,
+    pub(crate) drain_timeout: Option<String>,
+    pub(crate) prefix: Option<bool>,
+    pub(crate) command: Option<Many>,
 }
 
 /// Finds and reads the config: `explicit`, else `devsup.toml` in `dir`,
 /// else `[package.metadata.devsup]` in `dir/Cargo.toml`.
-pub fn load(dir: &Path, explicit: Option<&Path>) -> anyhow::Result<Option<(PathBuf, FileConfig)>> {
+pub(crate) fn load(
+    dir: &Path,
+    explicit: Option<&Path>,
+) -> anyhow::Result<Option<(PathBuf, FileConfig)>> {
     if let Some(path) = explicit {
         return Ok(Some((path.to_owned(), read_file(path)?)));
     }
@@ -116,7 +119,12 @@ fn one_line(e: &str) -> String {
 
 impl FileConfig {
     /// Fills every option of `cli` not given on the command line.
-    pub fn apply(self, cli: &mut Cli, matches: &ArgMatches, file: &Path) -> anyhow::Result<()> {
+    pub(crate) fn apply(
+        self,
+        cli: &mut Cli,
+        matches: &ArgMatches,
+        file: &Path,
+    ) -> anyhow::Result<()> {
         let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
         let bad = |key: &str, e: String| anyhow::anyhow!("{}: {key}: {e}", file.display());
         let dur = |key: &str, v: String| parse_duration(&v).map_err(|e| bad(key, e));

@@ -1,5 +1,5 @@
 //! The merged configuration devsup runs with: the command line first, then
-//! devsup.toml or `[package.metadata.devsup]` (see [`file`]) for what it
+//! devsup.toml or `[package.metadata.devsup]` (see [`mod@file`]) for what it
 //! did not give, checked once into a plain [`Config`].
 
 use std::path::{Path, PathBuf};
@@ -16,36 +16,28 @@ use crate::sources::watch::WatchConfig;
 
 mod file;
 
-/// Everything devsup runs with, checked.
+/// Everything devsup runs with, checked: each field is the option of the
+/// same name (see `--help`), after the file is merged in. `--port` has
+/// become the first of `sockets`, in fd order, and `--watch`, `--poll` and
+/// the other watching options are `watch`, `None` with `--no-watch`.
 #[derive(Debug, Clone)]
-pub struct Config {
-    /// Sockets, in fd order.
-    pub sockets: Vec<SocketSpec>,
-    /// Accept queue length.
-    pub backlog: i32,
-    /// The server.
-    pub program: Program,
-    /// Build steps.
-    pub builds: Vec<String>,
-    /// Set LISTEN_PID.
-    pub listen_pid: bool,
-    /// Drain signal.
-    pub drain_signal: Signal,
-    /// Drain timeout.
-    pub drain_timeout: Duration,
-    /// Ready timeout.
-    pub ready_timeout: Duration,
-    /// Ready after.
-    pub ready_after: Option<Duration>,
-    /// File watching, unless `--no-watch`.
-    pub watch: Option<WatchConfig>,
-    /// Prefix the server's output with its generation.
-    pub prefix: bool,
+pub(crate) struct Config {
+    pub(crate) sockets: Vec<SocketSpec>,
+    pub(crate) backlog: i32,
+    pub(crate) program: Program,
+    pub(crate) builds: Vec<String>,
+    pub(crate) listen_pid: bool,
+    pub(crate) drain_signal: Signal,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) ready_timeout: Duration,
+    pub(crate) ready_after: Option<Duration>,
+    pub(crate) watch: Option<WatchConfig>,
+    pub(crate) prefix: bool,
 }
 
 impl Config {
-    /// The decision parameters for the state machine.
-    pub fn policy(&self) -> Policy {
+    /// The part of the configuration the state machine decides with.
+    pub(crate) fn policy(&self) -> Policy {
         Policy {
             drain_signal: self.drain_signal,
             drain_timeout: self.drain_timeout,
@@ -61,7 +53,7 @@ impl Config {
     /// `[package.metadata.devsup]` in `cwd`), fills in every option the
     /// command line did not give, and checks the result. `Err` is a usage
     /// error to print.
-    pub fn load(mut cli: Cli, matches: &ArgMatches, cwd: &Path) -> anyhow::Result<Config> {
+    pub(crate) fn load(mut cli: Cli, matches: &ArgMatches, cwd: &Path) -> anyhow::Result<Config> {
         if let Some((path, file)) = file::load(cwd, cli.config.as_deref())? {
             file.apply(&mut cli, matches, &path)?;
         }
@@ -69,7 +61,7 @@ impl Config {
     }
 
     /// Checks what clap cannot and builds the [`Config`].
-    pub fn from_cli(cli: Cli) -> anyhow::Result<Config> {
+    pub(crate) fn from_cli(cli: Cli) -> anyhow::Result<Config> {
         let mut sockets = Vec::new();
         if let Some(port) = cli.port {
             sockets.push(SocketSpec {

@@ -13,11 +13,9 @@ use super::{Executor, Role};
 use crate::event::GenId;
 
 impl Executor {
-    /// `MAINPID=`: a server started through a launcher names its real
-    /// process. If that process has left the generation's process group,
-    /// its group gets every signal too, and the generation is gone only
-    /// once both groups are.
-    pub fn main_pid(&mut self, gen_id: GenId, pid: u32) {
+    /// Generation `gen_id` sent `MAINPID=pid`: if `pid` is a process of
+    /// the generation in another process group, add that group to it.
+    pub(crate) fn main_pid(&mut self, gen_id: GenId, pid: u32) {
         let Some(leader) = self
             .procs
             .iter()

@@ -76,7 +76,7 @@ const MAX_STORED_FDS: usize = 32;
 impl Executor {
     /// An executor with no process yet, and the private directory for the
     /// generations' notify sockets.
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         listeners: Vec<Listener>,
         tx: Sender<Input>,
@@ -96,7 +96,7 @@ impl Executor {
 
     /// Carries out one action; pushes the events it causes at once onto
     /// `queue`. Returns an exit status to stop.
-    pub fn execute(&mut self, action: Action, queue: &mut VecDeque<Event>) -> Option<u8> {
+    pub(crate) fn execute(&mut self, action: Action, queue: &mut VecDeque<Event>) -> Option<u8> {
         match action {
             Action::Spawn { gen_id, trigger_at } => queue.push_back(self.spawn(gen_id, trigger_at)),
             Action::Signal {
@@ -224,7 +224,7 @@ impl Executor {
     }
 
     /// Keeps or drops fds a generation sent with `FDSTORE=1`.
-    pub fn store(&mut self, gen_id: GenId, store: Store) {
+    pub(crate) fn store(&mut self, gen_id: GenId, store: Store) {
         match store {
             Store::Add { name, fds } => {
                 let room = MAX_STORED_FDS.saturating_sub(self.fd_store.len());
@@ -282,7 +282,7 @@ impl Executor {
 
     /// Reaps every child that has exited and reports the process groups
     /// that are now empty.
-    pub fn reap(&mut self, queue: &mut VecDeque<Event>) {
+    pub(crate) fn reap(&mut self, queue: &mut VecDeque<Event>) {
         loop {
             let (pid, exit) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),

@@ -18,11 +18,11 @@
 //! At most one generation is starting at a time; triggers that arrive while
 //! one starts coalesce into one more reload, started when it settles.
 //!
-//! The code is split by concern: `handoff` (reloads, spawning, READY,
-//! promotion and drain), `build` (build steps and their cancellation),
-//! `exits` (a generation that fails to start or exits, restarts with
-//! back-off), `shutdown` (the first and second stop request, the exit
-//! status) and `timers` (deadlines and what happens when they pass).
+//! The code is split by concern: [`handoff`] (reloads, spawning, READY,
+//! promotion and drain), [`build`] (build steps and their cancellation),
+//! [`exits`] (a generation that fails to start or exits, restarts with
+//! back-off), [`shutdown`] (the first and second stop request, the exit
+//! status) and [`timers`] (deadlines and what happens when they pass).
 //! [`State::step`] is the one entry point; it is a pure function of the
 //! state, the event and the `now` it is given, so tests drive it with a
 //! simulated clock (see `tests.rs`).
@@ -45,29 +45,29 @@ use shutdown::Shutdown;
 
 /// How long a generation must have been up, without ever saying `READY=1`,
 /// before devsup concludes that the server does not report readiness.
-pub const READINESS_PROBE: Duration = Duration::from_secs(1);
+pub(crate) const READINESS_PROBE: Duration = Duration::from_secs(1);
 /// First restart delay after the active generation exits on its own.
-pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest restart delay.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A generation that stays up this long resets the restart delay.
-pub const BACKOFF_RESET: Duration = Duration::from_secs(10);
+pub(crate) const BACKOFF_RESET: Duration = Duration::from_secs(10);
 /// How long a cancelled build gets to exit before its group is killed.
-pub const BUILD_CANCEL_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const BUILD_CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 /// What the decisions depend on, from the command line (see `Config::policy`).
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// Sent to a generation's group to drain it.
-    pub drain_signal: Signal,
+    pub(crate) drain_signal: Signal,
     /// After this long draining, the group gets SIGKILL.
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
     /// How long a starting generation has to say READY.
-    pub ready_timeout: Duration,
+    pub(crate) ready_timeout: Duration,
     /// Count a generation ready once it has stayed up this long.
-    pub ready_after: Option<Duration>,
+    pub(crate) ready_after: Option<Duration>,
     /// Number of build steps run before each generation.
-    pub build_steps: usize,
+    pub(crate) build_steps: usize,
 }
 
 /// Where a generation is in its life; [`State::gens`] holds one per
@@ -75,20 +75,15 @@ pub struct Policy {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
     /// Spawned, waiting for READY; may already accept.
-    Starting {
-        /// Give up at this time.
-        deadline: Instant,
-    },
-    /// The generation new connections belong to.
-    Active {
-        /// Since when.
-        since: Instant,
-    },
-    /// Told to drain.
+    /// Drained (and the old generation kept) if not ready by `deadline`.
+    Starting { deadline: Instant },
+    /// The generation new connections belong to, `since` it was promoted
+    /// (or spawned, when nothing served); at most one.
+    Active { since: Instant },
+    /// Told to drain `since` then; SIGKILL at `kill_at`, which is `None`
+    /// once SIGKILL has been sent.
     Draining {
-        /// Since when.
         since: Instant,
-        /// SIGKILL at this time, unless already sent.
         kill_at: Option<Instant>,
     },
 }
@@ -99,6 +94,7 @@ struct Generation {
     /// Its pid (= process group id), once the executor has answered
     /// `Spawn` with `Spawned`.
     pid: Option<i32>,
+    /// For readiness timing, `--ready-after` and the back-off reset.
     spawned_at: Instant,
     /// It has sent `READY=1` (a second one is ignored).
     said_ready: bool,
@@ -111,7 +107,7 @@ struct Generation {
 /// never reads a clock: time comes in as `now`, and [`State::next_deadline`]
 /// says when the caller should send the next [`Event::Tick`].
 #[derive(Debug)]
-pub struct State {
+pub(crate) struct State {
     /// The options the decisions depend on; never changes.
     policy: Policy,
     /// The last generation number handed out; the next one is this + 1.
@@ -147,7 +143,7 @@ pub struct State {
 
 impl State {
     /// A supervisor with no generation yet.
-    pub fn new(policy: Policy) -> Self {
+    pub(crate) fn new(policy: Policy) -> Self {
         State {
             policy,
             last_gen: 0,
@@ -163,8 +159,8 @@ impl State {
     }
 
     /// The generation new connections belong to: the one in
-    /// `Phase::Active`, if any.
-    pub fn active(&self) -> Option<GenId> {
+    /// [`Phase::Active`], if any.
+    pub(crate) fn active(&self) -> Option<GenId> {
         self.in_phase(|p| matches!(p, Phase::Active { .. }))
     }
 
@@ -212,7 +208,7 @@ impl State {
     }
 
     /// Decides what to do about `event`, at time `now`.
-    pub fn step(&mut self, event: Event, now: Instant) -> Vec<Action> {
+    pub(crate) fn step(&mut self, event: Event, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         match event {
             Event::Reload { trigger, at } => self.on_reload(trigger, at, now, &mut out),

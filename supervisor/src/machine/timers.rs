@@ -16,7 +16,7 @@ use crate::log::ms;
 
 impl State {
     /// The earliest time at which a `Tick` is due, if any.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let mut deadlines = Vec::new();
         for g in self.gens.values() {
             match g.phase {

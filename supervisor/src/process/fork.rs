@@ -151,22 +151,19 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
         if libc::setpgid(0, 0) != 0 {
             fail(plan.err_pipe);
         }
-        #[cfg(target_os = "linux")]
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            plan.pdeathsig as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
         {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                plan.pdeathsig as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                fail(plan.err_pipe);
-            }
-            // devsup may have died between fork and prctl.
-            if libc::getppid() != plan.parent_pid {
-                libc::_exit(1);
-            }
+            fail(plan.err_pipe);
+        }
+        // devsup may have died between fork and prctl.
+        if libc::getppid() != plan.parent_pid {
+            libc::_exit(1);
         }
         // Copy every fd the child still needs (the sources, stdin, the
         // output pipes, the error pipe) above every target first, so that
@@ -240,21 +237,18 @@ pub(crate) fn max_fd() -> RawFd {
 /// # Safety
 /// Async-signal-safe; only for the child between fork and exec.
 pub(crate) unsafe fn close_from_on_exec(first: RawFd, max_fd: RawFd) {
-    #[cfg(target_os = "linux")]
-    {
-        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-        // SAFETY: close_range only changes fd flags.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_close_range,
-                first as libc::c_uint,
-                libc::c_uint::MAX,
-                CLOSE_RANGE_CLOEXEC,
-            )
-        };
-        if r == 0 {
-            return;
-        }
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes fd flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return;
     }
     for fd in first..max_fd {
         // SAFETY: fcntl on a closed fd fails with EBADF, harmlessly.

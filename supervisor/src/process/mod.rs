@@ -31,14 +31,14 @@ use fork::{ExecPlan, LISTEN_PID_PREFIX, PID_DIGITS, fork_exec};
 
 /// The program to run as a generation, resolved once.
 #[derive(Debug, Clone)]
-pub struct Program {
+pub(crate) struct Program {
     /// The command as given (`argv[0]` and arguments); never empty.
     argv: Vec<OsString>,
 }
 
 impl Program {
     /// Takes the command line given after `--`.
-    pub fn new(argv: Vec<OsString>) -> anyhow::Result<Self> {
+    pub(crate) fn new(argv: Vec<OsString>) -> anyhow::Result<Self> {
         if argv.is_empty() {
             bail!(
                 "no command to run: put the server command after `--`, e.g. `devsup --port 8080 -- ./target/debug/server`"
@@ -48,18 +48,19 @@ impl Program {
     }
 
     /// The command as given (`argv[0]` and arguments).
-    pub fn argv(&self) -> &[OsString] {
+    #[cfg(test)]
+    pub(crate) fn argv(&self) -> &[OsString] {
         &self.argv
     }
 
     /// Finds the executable: a path as given, or the first match in `PATH`.
-    pub fn resolve(&self) -> anyhow::Result<PathBuf> {
+    pub(crate) fn resolve(&self) -> anyhow::Result<PathBuf> {
         resolve_executable(&self.argv[0])
     }
 }
 
 /// Finds an executable the way `execvp` would, and says why when it can't.
-pub fn resolve_executable(name: &OsStr) -> anyhow::Result<PathBuf> {
+pub(crate) fn resolve_executable(name: &OsStr) -> anyhow::Result<PathBuf> {
     let shown = Path::new(name).display();
     if name.as_bytes().contains(&b'/') {
         let path = PathBuf::from(name);
@@ -94,35 +95,35 @@ fn check_executable(path: &Path) -> anyhow::Result<()> {
 
 /// What a generation is given besides the program.
 #[derive(Debug)]
-pub struct Inherit<'a> {
+pub(crate) struct Inherit<'a> {
     /// The listening sockets, placed at fds 3, 4, …
-    pub sockets: &'a [BorrowedFd<'a>],
+    pub(crate) sockets: &'a [BorrowedFd<'a>],
     /// Their names, for `LISTEN_FDNAMES`.
-    pub names: &'a [&'a str],
-    /// The generation number.
-    pub generation: u64,
+    pub(crate) names: &'a [&'a str],
+    /// For `DEVSUP_GENERATION`.
+    pub(crate) generation: u64,
     /// Put the child's own pid in `LISTEN_PID`.
-    pub listen_pid: bool,
+    pub(crate) listen_pid: bool,
     /// Sent to the generation's process when devsup dies.
-    pub parent_death_signal: Signal,
+    pub(crate) parent_death_signal: Signal,
     /// Extra environment (`NOTIFY_SOCKET`, …).
-    pub extra_env: Vec<(OsString, OsString)>,
+    pub(crate) extra_env: Vec<(OsString, OsString)>,
     /// Capture stdout and stderr (for `--prefix`) instead of passing them
     /// through.
-    pub capture_output: bool,
+    pub(crate) capture_output: bool,
 }
 
-/// A started generation.
+/// A started generation: what the executor keeps of it.
 #[derive(Debug)]
-pub struct Spawned {
+pub(crate) struct Spawned {
     /// Its pid, which is also its process group id.
-    pub pid: i32,
+    pub(crate) pid: i32,
     /// devsup's end of the ready channel.
-    pub channel: OwnedFd,
+    pub(crate) channel: OwnedFd,
     /// The read ends of its stdout and stderr, when captured.
-    pub output: Option<(OwnedFd, OwnedFd)>,
+    pub(crate) output: Option<(OwnedFd, OwnedFd)>,
     /// Whether it managed to exec.
-    pub exec_status: ExecStatus,
+    pub(crate) exec_status: ExecStatus,
 }
 
 /// Environment variables of protocol v1 that must not leak from devsup's
@@ -165,7 +166,11 @@ fn cstring(bytes: Vec<u8>) -> anyhow::Result<CString> {
 
 /// Forks `program` as a new generation and returns at once; the returned
 /// [`ExecStatus`] says whether its exec succeeded.
-pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::Result<Spawned> {
+pub(crate) fn spawn(
+    path: &Path,
+    program: &Program,
+    inherit: &Inherit<'_>,
+) -> anyhow::Result<Spawned> {
     let n = inherit.sockets.len() as RawFd;
     let ready_fd = proto::FIRST_FD + n;
 
@@ -268,7 +273,7 @@ pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::R
 /// of its group. A signal that reaches it before its exec is its own, never
 /// devsup's. Its exit is seen by the loop's reaper like any other child; a
 /// shell that cannot be run exits with status 127, which fails the step.
-pub fn spawn_build(cmd: &str) -> anyhow::Result<i32> {
+pub(crate) fn spawn_build(cmd: &str) -> anyhow::Result<i32> {
     let c_path = cstring(b"/bin/sh".to_vec())?;
     let c_argv = [
         cstring(b"sh".to_vec())?,
@@ -297,12 +302,12 @@ pub fn spawn_build(cmd: &str) -> anyhow::Result<i32> {
 /// the supervisor reads it only once the child has exited (a child that
 /// cannot exec exits at once, with status 127).
 #[derive(Debug)]
-pub struct ExecStatus(std::fs::File);
+pub(crate) struct ExecStatus(std::fs::File);
 
 impl ExecStatus {
     /// Waits for the exec; `Err` is the child's errno (the child then exits
     /// with status 127).
-    pub fn wait(mut self) -> io::Result<()> {
+    pub(crate) fn wait(mut self) -> io::Result<()> {
         use std::io::Read;
         // The child writes errno here if exec fails; exec closes the pipe
         // (close-on-exec) when it succeeds, so EOF means success.

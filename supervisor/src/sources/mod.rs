@@ -10,8 +10,8 @@
 //! - [`notify`]: each generation's `NOTIFY_SOCKET` (sd_notify datagrams,
 //!   `FDSTORE=1` fds).
 
-pub mod notify;
-pub mod ready_channel;
-pub mod signals;
-pub mod terminal;
-pub mod watch;
+pub(crate) mod notify;
+pub(crate) mod ready_channel;
+pub(crate) mod signals;
+pub(crate) mod terminal;
+pub(crate) mod watch;

@@ -31,14 +31,14 @@ const MAX_FDS: usize = 16;
 
 /// The private directory holding the generations' notify sockets.
 #[derive(Debug)]
-pub struct NotifyDir {
+pub(crate) struct NotifyDir {
     dir: tempfile::TempDir,
 }
 
 impl NotifyDir {
     /// Creates the directory, readable and writable by this user only, in
     /// `$XDG_RUNTIME_DIR` when set, else the temporary directory.
-    pub fn create() -> anyhow::Result<NotifyDir> {
+    pub(crate) fn create() -> anyhow::Result<NotifyDir> {
         let base = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
@@ -51,13 +51,8 @@ impl NotifyDir {
         Ok(NotifyDir { dir })
     }
 
-    /// The directory's path.
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// Binds generation `gen_id`'s socket (close-on-exec, `SO_PASSCRED`).
-    pub fn bind(&self, gen_id: GenId) -> anyhow::Result<(PathBuf, UnixDatagram)> {
+    pub(crate) fn bind(&self, gen_id: GenId) -> anyhow::Result<(PathBuf, UnixDatagram)> {
         let path = self.dir.path().join(format!("gen-{gen_id}.sock"));
         let _ = std::fs::remove_file(&path);
         let socket =
@@ -68,7 +63,7 @@ impl NotifyDir {
 }
 
 /// Tells a reader thread to stop: an empty datagram from devsup itself.
-pub fn stop_reader(path: &Path) {
+pub(crate) fn stop_reader(path: &Path) {
     if let Ok(socket) = UnixDatagram::unbound() {
         let _ = socket.send_to(&[], path);
     }
@@ -76,7 +71,7 @@ pub fn stop_reader(path: &Path) {
 
 /// Reads generation `gen_id`'s notify socket until [`stop_reader`], then
 /// removes it. `pgid` is the generation's process group.
-pub fn spawn_reader(
+pub(crate) fn spawn_reader(
     gen_id: GenId,
     pgid: i32,
     socket: UnixDatagram,

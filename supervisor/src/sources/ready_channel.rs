@@ -23,7 +23,7 @@ const MAX_WARNINGS: u32 = 5;
 /// Reads one generation's ready channel until EOF (its whole group is gone,
 /// or it closed the channel). Lines longer than [`proto::MAX_LINE`] are
 /// skipped; bad lines are warned about; nothing read here can stop devsup.
-pub fn spawn_reader(gen_id: GenId, channel: OwnedFd, tx: Sender<Input>) {
+pub(crate) fn spawn_reader(gen_id: GenId, channel: OwnedFd, tx: Sender<Input>) {
     let spawned = std::thread::Builder::new()
         .name(format!("gen-{gen_id}-channel"))
         .spawn(move || read_channel(gen_id, channel, &tx));

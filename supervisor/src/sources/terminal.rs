@@ -13,7 +13,7 @@ use tracing::{debug, info};
 use crate::event::{Event, Input, Trigger};
 
 /// Starts the key thread if stdin is a terminal.
-pub fn spawn(tx: Sender<Input>) {
+pub(crate) fn spawn(tx: Sender<Input>) {
     if !std::io::stdin().is_terminal() {
         return;
     }
