@@ -34,7 +34,7 @@ use nix::unistd::Pid;
 
 /// devsup's side of the guard.
 #[derive(Debug)]
-pub struct Guard {
+pub(crate) struct Guard {
     pipe: File,
 }
 
@@ -42,7 +42,7 @@ impl Guard {
     /// Forks the guard. The guard runs ordinary Rust code after `fork`,
     /// which is sound only while this process has a single thread: that is
     /// checked, and an error otherwise.
-    pub fn start(drain_signal: Signal, drain_timeout: Duration) -> anyhow::Result<Guard> {
+    pub(crate) fn start(drain_signal: Signal, drain_timeout: Duration) -> anyhow::Result<Guard> {
         let threads = std::fs::read_dir("/proc/self/task")
             .map(Iterator::count)
             .unwrap_or(0);
@@ -67,12 +67,12 @@ impl Guard {
     }
 
     /// The guard is to stop process group `pgid` if devsup dies.
-    pub fn watch(&mut self, pgid: i32) {
+    pub(crate) fn watch(&mut self, pgid: i32) {
         let _ = writeln!(self.pipe, "+{pgid}");
     }
 
     /// Process group `pgid` is gone.
-    pub fn forget(&mut self, pgid: i32) {
+    pub(crate) fn forget(&mut self, pgid: i32) {
         let _ = writeln!(self.pipe, "-{pgid}");
     }
 }

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -16,7 +17,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// Sets up logging: `DEVSUP_LOG` if set, else info (warn with `-q`, debug
 /// with `-v`).
-pub fn init(quiet: bool, verbose: bool) {
+pub(crate) fn init(quiet: bool, verbose: bool) {
     let default = if quiet {
         "warn"
     } else if verbose {
@@ -99,5 +100,23 @@ where
             }
         }
         writeln!(w, " {}{}", fields.message, fields.rest)
+    }
+}
+
+/// Formats a duration for the log: `34ms`, `1.2s`.
+pub(crate) fn ms(d: Duration) -> String {
+    if d < Duration::from_secs(10) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// A latency for the log: microseconds while they matter, else like [`ms`].
+pub(crate) fn latency(d: Duration) -> String {
+    if d < Duration::from_millis(10) {
+        format!("{}us", d.as_micros())
+    } else {
+        ms(d)
     }
 }

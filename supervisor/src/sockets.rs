@@ -3,7 +3,7 @@
 //! devsup binds every listening socket once, before the first generation
 //! starts, and keeps it open until it exits. Sockets are created
 //! close-on-exec (socket2 passes `SOCK_CLOEXEC`); they become inheritable
-//! only inside a generation's fork, in [`crate::generation`].
+//! only inside a generation's fork, in [`crate::process`].
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -17,7 +17,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 /// Where a socket listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Addr {
+pub(crate) enum Addr {
     /// A TCP address; port 0 picks a free port.
     Tcp(SocketAddr),
     /// A unix stream socket at a path.
@@ -26,11 +26,11 @@ pub enum Addr {
 
 /// One `--socket` spec: `[NAME=]tcp::[HOST:]PORT` or `[NAME=]unix::PATH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SocketSpec {
+pub(crate) struct SocketSpec {
     /// The name passed in `LISTEN_FDNAMES`, if given.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// The address.
-    pub addr: Addr,
+    pub(crate) addr: Addr,
 }
 
 const SPEC_HELP: &str = "expected [NAME=]tcp::[HOST:]PORT or [NAME=]unix::PATH, \
@@ -72,7 +72,7 @@ impl FromStr for SocketSpec {
 }
 
 /// Parses `PORT`, `HOST:PORT` or `[V6]:PORT`; the host defaults to 127.0.0.1.
-pub fn parse_tcp(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_tcp(s: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = s.parse::<u64>() {
         return tcp_port(port).map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p));
     }
@@ -107,11 +107,11 @@ impl fmt::Display for Addr {
 
 /// A bound, listening socket that devsup owns for its whole life.
 #[derive(Debug)]
-pub struct Listener {
+pub(crate) struct Listener {
     /// The name in `LISTEN_FDNAMES`.
-    pub name: String,
+    pub(crate) name: String,
     /// The address it is bound to (with the real port if 0 was asked for).
-    pub addr: Addr,
+    pub(crate) addr: Addr,
     socket: Socket,
     /// A unix socket file to remove when devsup exits.
     unlink_on_drop: Option<PathBuf>,
@@ -119,7 +119,7 @@ pub struct Listener {
 
 impl Listener {
     /// The socket, to be passed to a generation.
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
     }
 }
@@ -134,7 +134,7 @@ impl Drop for Listener {
 
 /// The names passed in `LISTEN_FDNAMES`, in order: as given, else `http`,
 /// `http2`, `http3`, … by position. An error if two are the same.
-pub fn names(specs: &[SocketSpec]) -> anyhow::Result<Vec<String>> {
+pub(crate) fn names(specs: &[SocketSpec]) -> anyhow::Result<Vec<String>> {
     let names: Vec<String> = specs
         .iter()
         .enumerate()
@@ -155,7 +155,7 @@ pub fn names(specs: &[SocketSpec]) -> anyhow::Result<Vec<String>> {
 }
 
 /// Binds every spec, in order, named by [`names`].
-pub fn bind_all(specs: &[SocketSpec], backlog: i32) -> anyhow::Result<Vec<Listener>> {
+pub(crate) fn bind_all(specs: &[SocketSpec], backlog: i32) -> anyhow::Result<Vec<Listener>> {
     let names = names(specs)?;
     let mut listeners = Vec::with_capacity(specs.len());
     for (spec, name) in specs.iter().zip(names) {

@@ -1,6 +1,19 @@
-//! Every edge of the design's failure table, without a process.
+//! The state machine driven through every failure edge (a generation that
+//! exits, fails to spawn, never says READY or overruns its drain; a build
+//! that fails or is cancelled; shutdown, forced or not; the readiness
+//! fallback; restarts with back-off) on a simulated clock, without a
+//! process. These are the rows of the failure table in `docs/design.md`.
+//!
+//! One file of about 650 lines on purpose: every scenario uses the `Sim`
+//! driver at the top, and they read best as one list.
+
+use std::time::{Duration, Instant};
+
+use devsup_protocol::Message;
+use nix::sys::signal::Signal;
 
 use super::*;
+use crate::event::{Exit, SignalReason};
 
 const T: Duration = Duration::from_millis(1);
 

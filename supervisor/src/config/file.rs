@@ -18,7 +18,7 @@ use crate::cli::{Cli, parse_duration, parse_signal, parse_signal_on};
 /// One string or a list of them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum Many {
+pub(crate) enum Many {
     /// `build = "cargo build"`
     One(String),
     /// `build = ["cargo build", "cargo test --lib"]`
@@ -38,31 +38,34 @@ impl Many {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 #[allow(missing_docs)]
-pub struct FileConfig {
-    pub port: Option<u16>,
-    pub socket: Option<Many>,
-    pub backlog: Option<i32>,
-    pub listen_pid: Option<bool>,
-    pub build: Option<Many>,
-    pub watch: Option<Many>,
-    pub no_watch: Option<bool>,
-    pub poll: Option<String>,
-    pub debounce: Option<String>,
-    pub ignore: Option<Many>,
-    pub ext: Option<Many>,
-    pub signal_on: Option<Many>,
-    pub no_reload_on: Option<Many>,
-    pub ready_timeout: Option<String>,
-    pub ready_after: Option<String>,
-    pub drain_signal: Option<String>,
-    pub drain_timeout: Option<String>,
-    pub prefix: Option<bool>,
-    pub command: Option<Many>,
+pub(crate) struct FileConfig {
+    pub(crate) port: Option<u16>,
+    pub(crate) socket: Option<Many>,
+    pub(crate) backlog: Option<i32>,
+    pub(crate) listen_pid: Option<bool>,
+    pub(crate) build: Option<Many>,
+    pub(crate) watch: Option<Many>,
+    pub(crate) no_watch: Option<bool>,
+    pub(crate) poll: Option<String>,
+    pub(crate) debounce: Option<String>,
+    pub(crate) ignore: Option<Many>,
+    pub(crate) ext: Option<Many>,
+    pub(crate) signal_on: Option<Many>,
+    pub(crate) no_reload_on: Option<Many>,
+    pub(crate) ready_timeout: Option<String>,
+    pub(crate) ready_after: Option<String>,
+    pub(crate) drain_signal: Option<String>,
+    pub(crate) drain_timeout: Option<String>,
+    pub(crate) prefix: Option<bool>,
+    pub(crate) command: Option<Many>,
 }
 
 /// Finds and reads the config: `explicit`, else `devsup.toml` in `dir`,
 /// else `[package.metadata.devsup]` in `dir/Cargo.toml`.
-pub fn load(dir: &Path, explicit: Option<&Path>) -> anyhow::Result<Option<(PathBuf, FileConfig)>> {
+pub(crate) fn load(
+    dir: &Path,
+    explicit: Option<&Path>,
+) -> anyhow::Result<Option<(PathBuf, FileConfig)>> {
     if let Some(path) = explicit {
         return Ok(Some((path.to_owned(), read_file(path)?)));
     }
@@ -116,7 +119,12 @@ fn one_line(e: &str) -> String {
 
 impl FileConfig {
     /// Fills every option of `cli` not given on the command line.
-    pub fn apply(self, cli: &mut Cli, matches: &ArgMatches, file: &Path) -> anyhow::Result<()> {
+    pub(crate) fn apply(
+        self,
+        cli: &mut Cli,
+        matches: &ArgMatches,
+        file: &Path,
+    ) -> anyhow::Result<()> {
         let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
         let bad = |key: &str, e: String| anyhow::anyhow!("{}: {key}: {e}", file.display());
         let dur = |key: &str, v: String| parse_duration(&v).map_err(|e| bad(key, e));
@@ -208,18 +216,25 @@ mod tests {
 
     use nix::sys::signal::Signal;
 
-    use crate::cli::{Config, Request, parse};
+    use std::collections::BTreeSet;
 
+    use clap::CommandFactory;
+    use serde::Deserialize;
+
+    use super::FileConfig;
+    use crate::cli::Cli;
+    use crate::config::Config;
+
+    /// Runs the command line `args` in a directory holding `file` with
+    /// `text`, as `main` does.
     fn run(args: &[&str], file: &str, text: &str) -> anyhow::Result<Config> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(file), text).unwrap();
         let args = std::iter::once("devsup")
             .chain(args.iter().copied())
             .map(Into::into);
-        match parse(args, dir.path())?.0 {
-            Request::Run(config) => Ok(*config),
-            Request::Completions(_) => unreachable!(),
-        }
+        let (cli, matches) = crate::cli::try_parse(args)?;
+        Config::load(cli, &matches, dir.path())
     }
 
     const FILE: &str = r#"
@@ -326,20 +341,77 @@ mod tests {
         );
     }
 
-    #[test]
-    fn completions_generate_for_each_shell() {
-        for shell in [
-            clap_complete::Shell::Bash,
-            clap_complete::Shell::Zsh,
-            clap_complete::Shell::Fish,
-        ] {
-            let mut out = Vec::new();
-            crate::cli::completions(shell, &mut out);
-            let text = String::from_utf8(out).unwrap();
-            assert!(
-                text.contains("devsup") && text.contains("drain-timeout"),
-                "{shell}"
-            );
+    /// Command-line options with no devsup.toml key, and why.
+    const CLI_ONLY: &[&str] = &[
+        // Names the file itself.
+        "config",
+        // How much one run prints, chosen per run; logging is set up before
+        // the file is read.
+        "quiet", "verbose",
+    ];
+
+    /// The long names of every command-line option (the id for the
+    /// positional `command`), from clap's own definition.
+    fn cli_keys() -> BTreeSet<String> {
+        Cli::command()
+            .get_arguments()
+            .map(|a| match a.get_long() {
+                Some(long) => long.to_owned(),
+                None => a.get_id().to_string(),
+            })
+            .filter(|k| !CLI_ONLY.contains(&k.as_str()))
+            .collect()
+    }
+
+    /// The keys [`FileConfig`] accepts, as serde sees them (after
+    /// `rename_all`): a deserializer that only records the field list serde
+    /// asks it for.
+    fn file_keys() -> BTreeSet<String> {
+        struct Fields(Option<&'static [&'static str]>);
+        impl<'de> serde::Deserializer<'de> for &mut Fields {
+            type Error = serde::de::value::Error;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(
+                self,
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                Err(serde::de::Error::custom("only structs"))
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                self.0 = Some(fields);
+                Err(serde::de::Error::custom("fields recorded"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+                bytes byte_buf option unit unit_struct newtype_struct seq tuple
+                tuple_struct map enum identifier ignored_any
+            }
         }
+        let mut fields = Fields(None);
+        let _ = FileConfig::deserialize(&mut fields);
+        let fields = fields.0.expect("FileConfig deserializes as a struct");
+        fields.iter().map(|f| (*f).to_owned()).collect()
+    }
+
+    #[test]
+    fn every_option_has_its_file_key_and_back() {
+        let cli = cli_keys();
+        let file = file_keys();
+        assert!(cli.contains("drain-timeout") && cli.contains("command"));
+        assert!(file.contains("drain-timeout") && file.contains("command"));
+        let no_key: Vec<_> = cli.difference(&file).collect();
+        let no_option: Vec<_> = file.difference(&cli).collect();
+        assert!(
+            no_key.is_empty(),
+            "options with no devsup.toml key (add one to FileConfig and FileConfig::apply, or to CLI_ONLY with a reason): {no_key:?}"
+        );
+        assert!(
+            no_option.is_empty(),
+            "devsup.toml keys with no command-line option: {no_option:?}"
+        );
     }
 }

@@ -22,8 +22,7 @@ use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, setsock
 use nix::unistd::{Pid, getpgid};
 use tracing::{debug, warn};
 
-use crate::machine::{Event, GenId};
-use crate::supervisor::Input;
+use crate::event::{Event, GenId, Input, Store};
 
 /// Largest datagram read; sd_notify messages are far smaller.
 const MAX_DATAGRAM: usize = 64 * 1024;
@@ -32,14 +31,14 @@ const MAX_FDS: usize = 16;
 
 /// The private directory holding the generations' notify sockets.
 #[derive(Debug)]
-pub struct NotifyDir {
+pub(crate) struct NotifyDir {
     dir: tempfile::TempDir,
 }
 
 impl NotifyDir {
     /// Creates the directory, readable and writable by this user only, in
     /// `$XDG_RUNTIME_DIR` when set, else the temporary directory.
-    pub fn create() -> anyhow::Result<NotifyDir> {
+    pub(crate) fn create() -> anyhow::Result<NotifyDir> {
         let base = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
@@ -52,13 +51,8 @@ impl NotifyDir {
         Ok(NotifyDir { dir })
     }
 
-    /// The directory's path.
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// Binds generation `gen_id`'s socket (close-on-exec, `SO_PASSCRED`).
-    pub fn bind(&self, gen_id: GenId) -> anyhow::Result<(PathBuf, UnixDatagram)> {
+    pub(crate) fn bind(&self, gen_id: GenId) -> anyhow::Result<(PathBuf, UnixDatagram)> {
         let path = self.dir.path().join(format!("gen-{gen_id}.sock"));
         let _ = std::fs::remove_file(&path);
         let socket =
@@ -68,25 +62,8 @@ impl NotifyDir {
     }
 }
 
-/// What a reader thread forwards besides plain messages.
-#[derive(Debug)]
-pub enum Store {
-    /// `FDSTORE=1`: keep these fds under `name`.
-    Add {
-        /// `FDNAME=`, or `stored`.
-        name: String,
-        /// The fds received.
-        fds: Vec<OwnedFd>,
-    },
-    /// `FDSTOREREMOVE=1`: drop the fds stored under `name`.
-    Remove {
-        /// `FDNAME=`.
-        name: String,
-    },
-}
-
 /// Tells a reader thread to stop: an empty datagram from devsup itself.
-pub fn stop_reader(path: &Path) {
+pub(crate) fn stop_reader(path: &Path) {
     if let Ok(socket) = UnixDatagram::unbound() {
         let _ = socket.send_to(&[], path);
     }
@@ -94,7 +71,7 @@ pub fn stop_reader(path: &Path) {
 
 /// Reads generation `gen_id`'s notify socket until [`stop_reader`], then
 /// removes it. `pgid` is the generation's process group.
-pub fn spawn_reader(
+pub(crate) fn spawn_reader(
     gen_id: GenId,
     pgid: i32,
     socket: UnixDatagram,

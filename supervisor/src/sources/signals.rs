@@ -11,12 +11,11 @@ use anyhow::Context;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::machine::{Event, Trigger};
-use crate::supervisor::Input;
+use crate::event::{Event, Input, Trigger};
 
 /// Starts the signal thread. From now on SIGINT and SIGTERM no longer kill
 /// devsup: they ask it to shut down.
-pub fn spawn(tx: Sender<Input>) -> anyhow::Result<()> {
+pub(crate) fn spawn(tx: Sender<Input>) -> anyhow::Result<()> {
     let mut signals = Signals::new([SIGHUP, SIGINT, SIGTERM, SIGCHLD])
         .context("cannot install signal handlers")?;
     std::thread::Builder::new()

@@ -1,5 +1,6 @@
-//! File watching: notify, ignore rules and debounce, producing one event per
-//! burst of changes.
+//! File watching: notify and debounce, producing one event per burst of
+//! changes. Which changes count is [`rules`]; where a burst goes (reload or
+//! signal) is [`routes`].
 //!
 //! Watches are placed one directory at a time, and never inside an ignored
 //! directory: the tree is walked with the `ignore` crate (`.gitignore`,
@@ -20,304 +21,41 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use globset::{Glob, GlobSet, GlobSetBuilder};
-use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use ignore::gitignore::Gitignore;
 use nix::sys::signal::Signal;
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
 use tracing::{debug, info, warn};
 
-use crate::machine::{Event, Trigger};
-use crate::supervisor::Input;
+use crate::event::{Event, Input, Trigger};
+use crate::log::ms;
 
-/// Built-in ignores, in gitignore syntax: build output, VCS data, and the
-/// swap, backup and probe files editors write next to the file they save
-/// (vim's `4913` probe and `*~` backups, emacs' `.#lock` files).
-pub const BUILTIN_IGNORES: &[&str] = &[
-    "target/",
-    ".git/",
-    ".hg/",
-    ".svn/",
-    "node_modules/",
-    "*.swp",
-    "*.swx",
-    "*.swo",
-    "*~",
-    "4913",
-    ".#*",
-    "#*#",
-    "*.tmp",
-    ".DS_Store",
-];
+mod routes;
+mod rules;
+
+use routes::{Outcome, Routes};
+use rules::{Rules, innermost};
 
 /// Poll interval when native events are not available.
 const FALLBACK_POLL: Duration = Duration::from_millis(500);
 
 /// What to watch and how to route changes.
 #[derive(Debug, Clone)]
-pub struct WatchConfig {
+pub(crate) struct WatchConfig {
     /// Directories (or files) to watch.
-    pub roots: Vec<PathBuf>,
+    pub(crate) roots: Vec<PathBuf>,
     /// Poll at this interval instead of using native events.
-    pub poll: Option<Duration>,
+    pub(crate) poll: Option<Duration>,
     /// Quiet time that ends a burst of changes.
-    pub debounce: Duration,
+    pub(crate) debounce: Duration,
     /// Extra ignores, in gitignore syntax.
-    pub ignore: Vec<String>,
+    pub(crate) ignore: Vec<String>,
     /// Only files with these extensions count (empty: all).
-    pub exts: Vec<String>,
+    pub(crate) exts: Vec<String>,
     /// Changes matching only these globs send a signal instead of reloading.
-    pub signal_on: Vec<(String, Signal)>,
+    pub(crate) signal_on: Vec<(String, Signal)>,
     /// Changes matching these globs never reload.
-    pub no_reload_on: Vec<String>,
-}
-
-/// Ignore rules for a set of roots.
-#[derive(Debug)]
-struct Rules {
-    roots: Vec<Root>,
-    global: Gitignore,
-    exts: Vec<String>,
-}
-
-#[derive(Debug)]
-struct Root {
-    path: PathBuf,
-    /// Built-in and `--ignore` patterns, relative to this root.
-    builtin: Gitignore,
-    /// Each `.gitignore` / `.ignore` / `.git/info/exclude` found, deepest
-    /// last.
-    files: Vec<Gitignore>,
-}
-
-impl Rules {
-    fn new(roots: &[PathBuf], extra: &[String], exts: &[String]) -> anyhow::Result<Rules> {
-        let (global, err) = Gitignore::global();
-        if let Some(err) = err {
-            debug!("global git excludes: {err}");
-        }
-        let mut out = Vec::new();
-        for path in roots {
-            let mut b = GitignoreBuilder::new(path);
-            for line in BUILTIN_IGNORES
-                .iter()
-                .copied()
-                .chain(extra.iter().map(String::as_str))
-            {
-                b.add_line(None, line)
-                    .with_context(|| format!("bad --ignore pattern {line:?}"))?;
-            }
-            out.push(Root {
-                path: path.clone(),
-                builtin: b.build()?,
-                files: ancestor_ignore_files(path),
-            });
-        }
-        Ok(Rules {
-            roots: out,
-            global,
-            exts: exts
-                .iter()
-                .map(|e| e.trim_start_matches('.').to_owned())
-                .collect(),
-        })
-    }
-
-    fn root_of(&self, path: &Path) -> Option<&Root> {
-        innermost(&self.roots, |r| &r.path, path).map(|i| &self.roots[i])
-    }
-
-    /// Whether a change at `path` is to be ignored.
-    fn is_ignored(&self, path: &Path, is_dir: bool) -> bool {
-        let Some(root) = self.root_of(path) else {
-            return true;
-        };
-        if let Ok(rel) = path.strip_prefix(&root.path) {
-            if !rel.as_os_str().is_empty()
-                && root
-                    .builtin
-                    .matched_path_or_any_parents(rel, is_dir)
-                    .is_ignore()
-            {
-                return true;
-            }
-        }
-        if !is_dir && !self.exts.is_empty() {
-            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-            if !self.exts.iter().any(|e| e == ext) {
-                return true;
-            }
-        }
-        // The deepest ignore file that has an opinion decides, as in git.
-        for gi in root.files.iter().rev() {
-            if !path.starts_with(gi.path()) || path == gi.path() {
-                continue;
-            }
-            let m = gi.matched_path_or_any_parents(path, is_dir);
-            if m.is_ignore() {
-                return true;
-            }
-            if m.is_whitelist() {
-                return false;
-            }
-        }
-        if !self.global.is_empty() {
-            if let Ok(rel) = path.strip_prefix(&root.path) {
-                if !rel.as_os_str().is_empty() {
-                    return self
-                        .global
-                        .matched_path_or_any_parents(rel, is_dir)
-                        .is_ignore();
-                }
-            }
-        }
-        false
-    }
-
-    /// Adds the ignore files of a directory found while walking.
-    fn add_dir(&mut self, dir: &Path) {
-        let Some(root) = innermost(&self.roots, |r| &r.path, dir).map(|i| &mut self.roots[i])
-        else {
-            return;
-        };
-        for name in [".gitignore", ".ignore"] {
-            let file = dir.join(name);
-            if file.is_file() {
-                let (gi, err) = Gitignore::new(&file);
-                if let Some(err) = err {
-                    warn!("{}: {err}", file.display());
-                }
-                root.files.push(gi);
-            }
-        }
-    }
-}
-
-/// The index of the innermost of `items` whose root (given by `root`)
-/// holds `path`: with `--watch . --watch ./src`, a path in `src` is
-/// `src`'s.
-fn innermost<T>(items: &[T], root: impl Fn(&T) -> &PathBuf, path: &Path) -> Option<usize> {
-    (0..items.len())
-        .filter(|&i| path.starts_with(root(&items[i])))
-        .max_by_key(|&i| root(&items[i]).as_os_str().len())
-}
-
-/// Ignore files in the directories above a root, up to the repository's top
-/// (the first with `.git`), outermost first, and its `.git/info/exclude`.
-fn ancestor_ignore_files(root: &Path) -> Vec<Gitignore> {
-    let mut dirs: Vec<&Path> = Vec::new();
-    for dir in root.ancestors().skip(1) {
-        dirs.push(dir);
-        if dir.join(".git").exists() {
-            break;
-        }
-        if dirs.len() > 32 {
-            dirs.clear();
-            break;
-        }
-    }
-    if !root.ancestors().any(|d| d.join(".git").exists()) {
-        dirs.clear();
-    }
-    let mut out = Vec::new();
-    for dir in dirs.into_iter().rev() {
-        for file in [
-            dir.join(".git/info/exclude"),
-            dir.join(".gitignore"),
-            dir.join(".ignore"),
-        ] {
-            if file.is_file() {
-                let (gi, _) = if file.ends_with("info/exclude") {
-                    let mut b = GitignoreBuilder::new(dir);
-                    b.add(&file);
-                    (
-                        b.build().unwrap_or_else(|_| Gitignore::empty()),
-                        None::<ignore::Error>,
-                    )
-                } else {
-                    Gitignore::new(&file)
-                };
-                out.push(gi);
-            }
-        }
-    }
-    out
-}
-
-/// The routing of changes that are not ignored.
-#[derive(Debug)]
-struct Routes {
-    signal_on: Vec<(GlobSet, Signal)>,
-    no_reload_on: GlobSet,
-}
-
-fn globset(patterns: &[&str]) -> anyhow::Result<GlobSet> {
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        b.add(Glob::new(p).with_context(|| format!("bad glob {p:?}"))?);
-    }
-    Ok(b.build()?)
-}
-
-impl Routes {
-    fn new(cfg: &WatchConfig) -> anyhow::Result<Routes> {
-        let signal_on = cfg
-            .signal_on
-            .iter()
-            .map(|(glob, sig)| Ok((globset(&[glob])?, *sig)))
-            .collect::<anyhow::Result<_>>()?;
-        let no: Vec<&str> = cfg.no_reload_on.iter().map(String::as_str).collect();
-        Ok(Routes {
-            signal_on,
-            no_reload_on: globset(&no)?,
-        })
-    }
-
-    /// A path matches a glob if its path relative to its root, or its file
-    /// name, does: `*.html` and `templates/**` both work.
-    fn matches(set: &GlobSet, rel: &Path) -> bool {
-        set.is_match(rel) || rel.file_name().is_some_and(|n| set.is_match(n))
-    }
-}
-
-/// What a burst of changes comes to.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Nothing to do.
-    Nothing,
-    /// Reload; the first path and how many more.
-    Reload(PathBuf, usize),
-    /// Send these signals to the active generation; the first path.
-    Signal(Vec<Signal>, PathBuf, usize),
-}
-
-impl Routes {
-    fn route(&self, changed: &[(PathBuf, PathBuf)]) -> Outcome {
-        let kept: Vec<&(PathBuf, PathBuf)> = changed
-            .iter()
-            .filter(|(_, rel)| !Self::matches(&self.no_reload_on, rel))
-            .collect();
-        let Some(first) = kept.first() else {
-            return Outcome::Nothing;
-        };
-        let more = kept.len() - 1;
-        let mut signals = Vec::new();
-        for (_, rel) in &kept {
-            match self
-                .signal_on
-                .iter()
-                .find(|(set, _)| Self::matches(set, rel))
-            {
-                Some((_, sig)) => {
-                    if !signals.contains(sig) {
-                        signals.push(*sig);
-                    }
-                }
-                None => return Outcome::Reload(first.0.clone(), more),
-            }
-        }
-        Outcome::Signal(signals, first.0.clone(), more)
-    }
+    pub(crate) no_reload_on: Vec<String>,
 }
 
 enum AnyWatcher {
@@ -347,7 +85,7 @@ struct Watch {
 
 /// Sets up the watches (reporting errors and the time it took) and starts
 /// the thread that turns changes into events.
-pub fn spawn(mut cfg: WatchConfig, tx: Sender<Input>) -> anyhow::Result<()> {
+pub(crate) fn spawn(mut cfg: WatchConfig, tx: Sender<Input>) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut roots = Vec::new();
     for r in &cfg.roots {
@@ -384,10 +122,10 @@ pub fn spawn(mut cfg: WatchConfig, tx: Sender<Input>) -> anyhow::Result<()> {
     let mode = match (&w.watcher, w.cfg.poll) {
         (AnyWatcher::Native(_), _) => "native events".to_owned(),
         (AnyWatcher::Poll(_), Some(interval)) => {
-            format!("polling every {}", crate::machine::ms(interval))
+            format!("polling every {}", ms(interval))
         }
         (AnyWatcher::Poll(_), None) => {
-            format!("polling every {}", crate::machine::ms(FALLBACK_POLL))
+            format!("polling every {}", ms(FALLBACK_POLL))
         }
     };
     info!(
@@ -400,7 +138,7 @@ pub fn spawn(mut cfg: WatchConfig, tx: Sender<Input>) -> anyhow::Result<()> {
             .map(|r| r.display().to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        crate::machine::ms(started.elapsed())
+        ms(started.elapsed())
     );
     std::thread::Builder::new()
         .name("watch".into())
@@ -676,123 +414,5 @@ impl Watch {
                     .collect()
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg() -> WatchConfig {
-        WatchConfig {
-            roots: vec![],
-            poll: None,
-            debounce: Duration::from_millis(50),
-            ignore: vec!["*.log".into(), "tmp/".into()],
-            exts: vec![],
-            signal_on: vec![
-                ("templates/**".into(), Signal::SIGUSR1),
-                ("*.mo".into(), Signal::SIGHUP),
-            ],
-            no_reload_on: vec!["*.md".into()],
-        }
-    }
-
-    #[test]
-    fn builtin_user_and_gitignore_rules() {
-        let dir = tempdir();
-        std::fs::write(dir.join(".gitignore"), "secret.txt\n/out/\n!keep.swp\n").unwrap();
-        std::fs::create_dir_all(dir.join("sub")).unwrap();
-        std::fs::write(dir.join("sub/.ignore"), "local.rs\n").unwrap();
-        let mut rules = Rules::new(std::slice::from_ref(&dir), &cfg().ignore, &[]).unwrap();
-        rules.add_dir(&dir);
-        rules.add_dir(&dir.join("sub"));
-        let ign = |p: &str, d: bool| rules.is_ignored(&dir.join(p), d);
-        assert!(!ign("src/main.rs", false));
-        assert!(ign("target/debug/x", false));
-        assert!(ign("target", true));
-        assert!(ign("a/target/x.rs", false));
-        assert!(ign(".git/index", false));
-        assert!(ign("src/.main.rs.swp", false));
-        assert!(ign("src/main.rs~", false));
-        assert!(ign("src/4913", false));
-        assert!(ign("src/.#main.rs", false));
-        assert!(ign("server.log", false), "--ignore");
-        assert!(ign("tmp/x", false), "--ignore dir");
-        assert!(ign("secret.txt", false), ".gitignore");
-        assert!(ign("out/a.rs", false), "anchored .gitignore dir");
-        assert!(!ign("src/out/a.rs", false));
-        assert!(ign("sub/local.rs", false), "nested .ignore");
-        assert!(!ign("local.rs", false), "nested rules stay nested");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn ext_filter_keeps_listed_extensions() {
-        let dir = tempdir();
-        let rules = Rules::new(
-            std::slice::from_ref(&dir),
-            &[],
-            &["rs".into(), ".toml".into()],
-        )
-        .unwrap();
-        assert!(!rules.is_ignored(&dir.join("a.rs"), false));
-        assert!(!rules.is_ignored(&dir.join("Cargo.toml"), false));
-        assert!(rules.is_ignored(&dir.join("a.html"), false));
-        assert!(
-            !rules.is_ignored(&dir.join("src"), true),
-            "directories pass"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    fn rel(paths: &[&str]) -> Vec<(PathBuf, PathBuf)> {
-        paths
-            .iter()
-            .map(|p| (PathBuf::from("/r").join(p), PathBuf::from(p)))
-            .collect()
-    }
-
-    #[test]
-    fn routing() {
-        let routes = Routes::new(&cfg()).unwrap();
-        assert_eq!(
-            routes.route(&rel(&["src/main.rs"])),
-            Outcome::Reload("/r/src/main.rs".into(), 0)
-        );
-        assert_eq!(
-            routes.route(&rel(&["templates/a.html", "templates/b/c.html"])),
-            Outcome::Signal(vec![Signal::SIGUSR1], "/r/templates/a.html".into(), 1)
-        );
-        assert_eq!(
-            routes.route(&rel(&["templates/a.html", "locale/fr.mo"])),
-            Outcome::Signal(
-                vec![Signal::SIGUSR1, Signal::SIGHUP],
-                "/r/templates/a.html".into(),
-                1
-            )
-        );
-        // Any change outside the signal globs reloads.
-        assert_eq!(
-            routes.route(&rel(&["templates/a.html", "src/lib.rs"])),
-            Outcome::Reload("/r/templates/a.html".into(), 1)
-        );
-        assert_eq!(routes.route(&rel(&["README.md"])), Outcome::Nothing);
-        assert_eq!(
-            routes.route(&rel(&["README.md", "src/a.rs"])),
-            Outcome::Reload("/r/src/a.rs".into(), 0)
-        );
-    }
-
-    fn tempdir() -> PathBuf {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "devsup-watch-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::canonicalize(dir).unwrap()
     }
 }

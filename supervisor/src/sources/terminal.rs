@@ -10,11 +10,10 @@ use std::time::Instant;
 
 use tracing::{debug, info};
 
-use crate::machine::{Event, Trigger};
-use crate::supervisor::Input;
+use crate::event::{Event, Input, Trigger};
 
 /// Starts the key thread if stdin is a terminal.
-pub fn spawn(tx: Sender<Input>) {
+pub(crate) fn spawn(tx: Sender<Input>) {
     if !std::io::stdin().is_terminal() {
         return;
     }

@@ -1,0 +1,98 @@
+//! `MAINPID=`: a server started through a launcher (`cargo run`, a shell
+//! script, a process manager) names its real process. If that process has
+//! left the generation's process group, its group gets every signal too,
+//! and the generation counts as gone only once both groups are.
+//!
+//! Only a process of the generation may be named, checked through `/proc`:
+//! a descendant of its leader, or an orphan devsup adopted as subreaper.
+
+use nix::unistd::Pid;
+use tracing::{debug, info, warn};
+
+use super::{Executor, Role};
+use crate::event::GenId;
+
+impl Executor {
+    /// Generation `gen_id` sent `MAINPID=pid`: if `pid` is a process of
+    /// the generation in another process group, add that group to it.
+    pub(crate) fn main_pid(&mut self, gen_id: GenId, pid: u32) {
+        let Some(leader) = self
+            .procs
+            .iter()
+            .find(|(_, p)| matches!(p.role, Role::Generation(g) if g == gen_id))
+            .map(|(&leader, _)| leader)
+        else {
+            return;
+        };
+        let pid = pid as i32;
+        let group = match nix::unistd::getpgid(Some(Pid::from_raw(pid))) {
+            Ok(group) => group.as_raw(),
+            Err(e) => {
+                warn!(
+                    generation = gen_id,
+                    "MAINPID={pid}: no such process ({e}); ignored"
+                );
+                return;
+            }
+        };
+        if group == leader {
+            debug!(
+                generation = gen_id,
+                "MAINPID={pid}, in the generation's own process group"
+            );
+            return;
+        }
+        // Only a process of this generation may be named: a descendant of
+        // its leader, or an orphan devsup adopted (as subreaper) that is in
+        // no group devsup knows. Never devsup's own group, nor init's.
+        let own_group = nix::unistd::getpgrp().as_raw();
+        let known = |g: i32| {
+            self.procs
+                .iter()
+                .any(|(&l, p)| l == g || p.extra_groups.contains(&g))
+        };
+        let adopted = parent_of(pid) == Some(std::process::id() as i32) && !known(group);
+        if group <= 1 || group == own_group || !(descends_from(pid, leader) || adopted) {
+            warn!(
+                generation = gen_id,
+                "MAINPID={pid} is not a process of this generation; ignored"
+            );
+            return;
+        }
+        info!(
+            generation = gen_id,
+            "MAINPID={pid} is in process group {group}: signals go there too"
+        );
+        let proc = self.procs.get_mut(&leader).expect("found above");
+        if !proc.extra_groups.contains(&group) {
+            proc.extra_groups.push(group);
+            self.guard.watch(group);
+        }
+    }
+}
+
+/// The parent pid of `pid`, from `/proc`.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: the fields
+    // after the last ')' are state, then ppid.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Whether `ancestor` is `pid`'s parent, grandparent, …
+fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let mut current = pid;
+    for _ in 0..64 {
+        match parent_of(current) {
+            Some(parent) if parent == ancestor => return true,
+            Some(parent) if parent > 1 => current = parent,
+            _ => return false,
+        }
+    }
+    false
+}

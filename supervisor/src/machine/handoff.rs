@@ -1,0 +1,276 @@
+//! The handoff: a reload spawns the next generation, which becomes active
+//! when it says READY (or has stayed up `--ready-after`); the one it
+//! replaces is drained.
+
+use std::time::Instant;
+
+use devsup_protocol::Message;
+use nix::sys::signal::Signal;
+use tracing::{debug, info, warn};
+
+use super::{Generation, Phase, READINESS_PROBE, State};
+use crate::event::{Action, GenId, SignalReason, Trigger};
+use crate::log::ms;
+
+impl State {
+    pub(super) fn on_reload(
+        &mut self,
+        trigger: Trigger,
+        at: Instant,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        if self.shutdown.is_some() {
+            debug!("reload requested by {trigger} during shutdown: ignored");
+            return;
+        }
+        if let Some(b) = &mut self.build {
+            // The build is building stale sources: start it again.
+            b.restart = true;
+            b.trigger_at = at;
+            if b.cancel(now, out) {
+                info!(
+                    "reload requested by {trigger}: cancelling the running build to start it again"
+                );
+            }
+            return;
+        }
+        if let Some(starting) = self.starting() {
+            if self.pending.is_none() {
+                info!("reload requested by {trigger}: queued until gen={starting} has started");
+            }
+            self.pending = Some((trigger, at));
+            return;
+        }
+        if trigger == Trigger::Startup {
+            info!("starting");
+        } else {
+            info!("reload requested by {trigger}");
+        }
+        self.check_readiness_support(now);
+        self.restart_at = None;
+        self.begin(at, now, out);
+    }
+
+    /// The readiness fallback: a server that has never said READY although
+    /// it has been up a while does not report readiness. Waiting the full
+    /// ready timeout on every reload would make devsup useless with it.
+    fn check_readiness_support(&mut self, now: Instant) {
+        if self.ready_after().is_some() {
+            return;
+        }
+        let Some(active) = self
+            .active()
+            .and_then(|a| self.gens.get(&a).map(|g| (a, g)))
+        else {
+            return;
+        };
+        let (gen_id, g) = active;
+        if !g.said_ready && now.duration_since(g.spawned_at) > READINESS_PROBE {
+            warn!(
+                generation = gen_id,
+                "this server does not report readiness (no READY=1 after {:.1}s); counting each generation ready after {}s of uptime. \
+                 Opt in to exact handoffs with one line after the listener is set up: devsup_protocol::notify_ready(), \
+                 or pass --ready-after DUR to choose the delay",
+                now.duration_since(g.spawned_at).as_secs_f64(),
+                READINESS_PROBE.as_secs()
+            );
+            self.fallback_ready_after = Some(READINESS_PROBE);
+        }
+    }
+
+    pub(super) fn spawn(
+        &mut self,
+        trigger_at: Option<Instant>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        self.last_gen += 1;
+        let gen_id = self.last_gen;
+        // With nobody serving, the new generation is the one connections
+        // belong to from the start: there is nothing to hand over from.
+        let phase = if self.active().is_none() {
+            Phase::Active { since: now }
+        } else {
+            Phase::Starting {
+                deadline: now + self.policy.ready_timeout,
+            }
+        };
+        self.gens.insert(
+            gen_id,
+            Generation {
+                pid: None,
+                spawned_at: now,
+                said_ready: false,
+                phase,
+            },
+        );
+        out.push(Action::Spawn { gen_id, trigger_at });
+        if self.gens.len() > self.peak {
+            self.peak = self.gens.len();
+            if self.peak > 2 {
+                info!(
+                    "{} generations alive at once, the most so far (the others are draining)",
+                    self.peak
+                );
+            }
+        }
+    }
+
+    /// The executor has started generation `gen_id` as `pid`.
+    pub(super) fn on_spawned(&mut self, gen_id: GenId, pid: i32, out: &mut Vec<Action>) {
+        if let Some(g) = self.gens.get_mut(&gen_id) {
+            g.pid = Some(pid);
+            // Told to drain before its pid was known (the executor
+            // answers Spawn at once, but the machine does not rely
+            // on it).
+            if matches!(g.phase, Phase::Draining { .. }) {
+                let reason = if self.shutdown.is_some() {
+                    SignalReason::Shutdown
+                } else {
+                    SignalReason::NotReady
+                };
+                out.push(Action::Signal {
+                    gen_id,
+                    pid,
+                    signal: self.policy.drain_signal,
+                    reason,
+                });
+            }
+        }
+    }
+
+    pub(super) fn on_message(
+        &mut self,
+        gen_id: GenId,
+        msg: Message,
+        at: Instant,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        match msg {
+            Message::Ready => {
+                let Some(g) = self.gens.get_mut(&gen_id) else {
+                    return;
+                };
+                if g.said_ready {
+                    debug!(generation = gen_id, "READY=1 again: ignored");
+                    return;
+                }
+                g.said_ready = true;
+                if self.fallback_ready_after.take().is_some() {
+                    info!(
+                        generation = gen_id,
+                        "sent READY=1: this server reports readiness after all, so handoffs wait for READY again"
+                    );
+                }
+                let took = at.saturating_duration_since(g.spawned_at);
+                match g.phase {
+                    Phase::Starting { .. } => {
+                        info!(generation = gen_id, "ready in {}", ms(took));
+                        self.promote(gen_id, Some(at), now, out);
+                    }
+                    Phase::Active { .. } => info!(generation = gen_id, "ready in {}", ms(took)),
+                    Phase::Draining { .. } => {
+                        debug!(generation = gen_id, "READY=1 while draining: ignored")
+                    }
+                }
+            }
+            Message::Status(status) => info!(generation = gen_id, "status: {status}"),
+            Message::Stopping => info!(generation = gen_id, "stopping"),
+            Message::Reloading => info!(generation = gen_id, "reloading its configuration"),
+            Message::Reload => {
+                if self.active() == Some(gen_id) || self.starting() == Some(gen_id) {
+                    self.on_reload(Trigger::Server(gen_id), at, now, out);
+                } else {
+                    debug!(
+                        generation = gen_id,
+                        "DEVSUP_RELOAD=1 from a draining generation: ignored"
+                    );
+                }
+            }
+            Message::MainPid(pid) => debug!(generation = gen_id, "MAINPID={pid}: noted"),
+            Message::Other { key, .. } => debug!(generation = gen_id, "{key}=…: ignored"),
+        }
+    }
+
+    /// `--signal-on`: a signal for the active generation instead of a
+    /// reload.
+    pub(super) fn signal_active(&mut self, signal: Signal, because: String, out: &mut Vec<Action>) {
+        if let Some((gen_id, pid)) = self
+            .active()
+            .and_then(|a| Some((a, self.gens.get(&a)?.pid?)))
+        {
+            out.push(Action::Signal {
+                gen_id,
+                pid,
+                signal,
+                reason: SignalReason::Route(because),
+            });
+        } else {
+            info!("{because}: no generation running to send {signal} to");
+        }
+    }
+
+    /// `gen_id` (starting) becomes active; the previous active drains.
+    pub(super) fn promote(
+        &mut self,
+        gen_id: GenId,
+        ready_at: Option<Instant>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let old = self.active();
+        if let Some(g) = self.gens.get_mut(&gen_id) {
+            g.phase = Phase::Active { since: now };
+        }
+        if let Some(old) = old {
+            let reason = SignalReason::Handoff {
+                successor: gen_id,
+                ready_at: ready_at.unwrap_or(now),
+            };
+            self.drain(old, reason, now, out);
+        }
+        self.settled(now, out);
+    }
+
+    /// A start-up ended (well or not): run the reload that was queued
+    /// behind it.
+    pub(super) fn settled(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Some((trigger, at)) = self.pending.take() {
+            info!("starting the reload queued by {trigger}");
+            self.check_readiness_support(now);
+            self.begin(at, now, out);
+        }
+    }
+
+    /// Tells `gen_id` to drain, once, with a SIGKILL deadline; from now on
+    /// it is neither active nor starting.
+    pub(super) fn drain(
+        &mut self,
+        gen_id: GenId,
+        reason: SignalReason,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(g) = self.gens.get_mut(&gen_id) else {
+            return;
+        };
+        if matches!(g.phase, Phase::Draining { .. }) {
+            return;
+        }
+        g.phase = Phase::Draining {
+            since: now,
+            kill_at: Some(now + self.policy.drain_timeout),
+        };
+        match g.pid {
+            Some(pid) => out.push(Action::Signal {
+                gen_id,
+                pid,
+                signal: self.policy.drain_signal,
+                reason,
+            }),
+            None => debug!(generation = gen_id, "draining before its pid is known"),
+        }
+    }
+}

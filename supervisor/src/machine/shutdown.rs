@@ -1,0 +1,93 @@
+//! Shutting down: the first request drains every generation and cancels
+//! the build; a second kills them all at once. devsup exits once every
+//! generation and the build are gone, with status 1 if any had to be
+//! killed.
+
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use tracing::{info, warn};
+
+use super::{Phase, State};
+use crate::event::{Action, GenId, SignalReason};
+
+/// A shutdown under way.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Shutdown {
+    /// A second request: no more draining.
+    pub(super) forced: bool,
+    /// Some generation had to be killed.
+    pub(super) killed_any: bool,
+}
+
+impl State {
+    pub(super) fn on_shutdown(&mut self, because: String, now: Instant, out: &mut Vec<Action>) {
+        if let Some(sd) = &mut self.shutdown {
+            if sd.forced {
+                return;
+            }
+            sd.forced = true;
+            sd.killed_any = true;
+            warn!("{because} again: killing every generation now");
+            for (&gen_id, g) in &mut self.gens {
+                if let Some(pid) = g.pid {
+                    out.push(Action::Signal {
+                        gen_id,
+                        pid,
+                        signal: Signal::SIGKILL,
+                        reason: SignalReason::Shutdown,
+                    });
+                }
+                if let Phase::Draining { kill_at, .. } = &mut g.phase {
+                    *kill_at = None;
+                }
+            }
+            if let Some(b) = &mut self.build {
+                if let Some(pid) = b.pid {
+                    out.push(Action::SignalBuild {
+                        pid,
+                        signal: Signal::SIGKILL,
+                    });
+                }
+            }
+            return;
+        }
+        self.shutdown = Some(Shutdown {
+            forced: false,
+            killed_any: false,
+        });
+        self.pending = None;
+        self.restart_at = None;
+        let live = self.gens.len();
+        info!(
+            "{because}: shutting down; draining {live} generation{} (again to kill at once)",
+            if live == 1 { "" } else { "s" }
+        );
+        let ids: Vec<GenId> = self.gens.keys().copied().collect();
+        for gen_id in ids {
+            self.drain(gen_id, SignalReason::Shutdown, now, out);
+        }
+        if let Some(b) = &mut self.build {
+            b.restart = false;
+            b.cancel(now, out);
+        }
+    }
+
+    pub(super) fn maybe_exit(&mut self, out: &mut Vec<Action>) {
+        let Some(sd) = self.shutdown else {
+            return;
+        };
+        if self.gens.is_empty() && self.build.is_none() {
+            let code = if sd.killed_any { 1 } else { 0 };
+            if code == 0 {
+                info!(
+                    "every generation has exited (at most {} were alive at once); bye",
+                    self.peak
+                );
+            } else {
+                warn!("stopped, but some generation had to be killed");
+            }
+            out.push(Action::Exit(code));
+        }
+    }
+}

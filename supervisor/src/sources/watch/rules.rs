@@ -1,0 +1,280 @@
+//! Which changes count: devsup's built-in ignores and `--ignore`, every
+//! `.gitignore` / `.ignore` from the repository's top down (the deepest one
+//! with an opinion decides, as in git), git's global and per-repository
+//! excludes, and `--ext`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use tracing::{debug, warn};
+
+/// Built-in ignores, in gitignore syntax: build output, VCS data, and the
+/// swap, backup and probe files editors write next to the file they save
+/// (vim's `4913` probe and `*~` backups, emacs' `.#lock` files).
+const BUILTIN_IGNORES: &[&str] = &[
+    "target/",
+    ".git/",
+    ".hg/",
+    ".svn/",
+    "node_modules/",
+    "*.swp",
+    "*.swx",
+    "*.swo",
+    "*~",
+    "4913",
+    ".#*",
+    "#*#",
+    "*.tmp",
+    ".DS_Store",
+];
+
+/// Ignore rules for a set of roots.
+#[derive(Debug)]
+pub(super) struct Rules {
+    pub(super) roots: Vec<Root>,
+    global: Gitignore,
+    exts: Vec<String>,
+}
+
+#[derive(Debug)]
+pub(super) struct Root {
+    pub(super) path: PathBuf,
+    /// Built-in and `--ignore` patterns, relative to this root.
+    pub(super) builtin: Gitignore,
+    /// Each `.gitignore` / `.ignore` / `.git/info/exclude` found, deepest
+    /// last.
+    files: Vec<Gitignore>,
+}
+
+impl Rules {
+    pub(super) fn new(
+        roots: &[PathBuf],
+        extra: &[String],
+        exts: &[String],
+    ) -> anyhow::Result<Rules> {
+        let (global, err) = Gitignore::global();
+        if let Some(err) = err {
+            debug!("global git excludes: {err}");
+        }
+        let mut out = Vec::new();
+        for path in roots {
+            let mut b = GitignoreBuilder::new(path);
+            for line in BUILTIN_IGNORES
+                .iter()
+                .copied()
+                .chain(extra.iter().map(String::as_str))
+            {
+                b.add_line(None, line)
+                    .with_context(|| format!("bad --ignore pattern {line:?}"))?;
+            }
+            out.push(Root {
+                path: path.clone(),
+                builtin: b.build()?,
+                files: ancestor_ignore_files(path),
+            });
+        }
+        Ok(Rules {
+            roots: out,
+            global,
+            exts: exts
+                .iter()
+                .map(|e| e.trim_start_matches('.').to_owned())
+                .collect(),
+        })
+    }
+
+    pub(super) fn root_of(&self, path: &Path) -> Option<&Root> {
+        innermost(&self.roots, |r| &r.path, path).map(|i| &self.roots[i])
+    }
+
+    /// Whether a change at `path` is to be ignored.
+    pub(super) fn is_ignored(&self, path: &Path, is_dir: bool) -> bool {
+        let Some(root) = self.root_of(path) else {
+            return true;
+        };
+        if let Ok(rel) = path.strip_prefix(&root.path) {
+            if !rel.as_os_str().is_empty()
+                && root
+                    .builtin
+                    .matched_path_or_any_parents(rel, is_dir)
+                    .is_ignore()
+            {
+                return true;
+            }
+        }
+        if !is_dir && !self.exts.is_empty() {
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if !self.exts.iter().any(|e| e == ext) {
+                return true;
+            }
+        }
+        // The deepest ignore file that has an opinion decides, as in git.
+        for gi in root.files.iter().rev() {
+            if !path.starts_with(gi.path()) || path == gi.path() {
+                continue;
+            }
+            let m = gi.matched_path_or_any_parents(path, is_dir);
+            if m.is_ignore() {
+                return true;
+            }
+            if m.is_whitelist() {
+                return false;
+            }
+        }
+        if !self.global.is_empty() {
+            if let Ok(rel) = path.strip_prefix(&root.path) {
+                if !rel.as_os_str().is_empty() {
+                    return self
+                        .global
+                        .matched_path_or_any_parents(rel, is_dir)
+                        .is_ignore();
+                }
+            }
+        }
+        false
+    }
+
+    /// Adds the ignore files of a directory found while walking.
+    pub(super) fn add_dir(&mut self, dir: &Path) {
+        let Some(root) = innermost(&self.roots, |r| &r.path, dir).map(|i| &mut self.roots[i])
+        else {
+            return;
+        };
+        for name in [".gitignore", ".ignore"] {
+            let file = dir.join(name);
+            if file.is_file() {
+                let (gi, err) = Gitignore::new(&file);
+                if let Some(err) = err {
+                    warn!("{}: {err}", file.display());
+                }
+                root.files.push(gi);
+            }
+        }
+    }
+}
+
+/// The index of the innermost of `items` whose root (given by `root`)
+/// holds `path`: with `--watch . --watch ./src`, a path in `src` is
+/// `src`'s.
+pub(super) fn innermost<T>(
+    items: &[T],
+    root: impl Fn(&T) -> &PathBuf,
+    path: &Path,
+) -> Option<usize> {
+    (0..items.len())
+        .filter(|&i| path.starts_with(root(&items[i])))
+        .max_by_key(|&i| root(&items[i]).as_os_str().len())
+}
+
+/// Ignore files in the directories above a root, up to the repository's top
+/// (the first with `.git`), outermost first, and its `.git/info/exclude`.
+fn ancestor_ignore_files(root: &Path) -> Vec<Gitignore> {
+    let mut dirs: Vec<&Path> = Vec::new();
+    for dir in root.ancestors().skip(1) {
+        dirs.push(dir);
+        if dir.join(".git").exists() {
+            break;
+        }
+        if dirs.len() > 32 {
+            dirs.clear();
+            break;
+        }
+    }
+    if !root.ancestors().any(|d| d.join(".git").exists()) {
+        dirs.clear();
+    }
+    let mut out = Vec::new();
+    for dir in dirs.into_iter().rev() {
+        for file in [
+            dir.join(".git/info/exclude"),
+            dir.join(".gitignore"),
+            dir.join(".ignore"),
+        ] {
+            if file.is_file() {
+                let (gi, _) = if file.ends_with("info/exclude") {
+                    let mut b = GitignoreBuilder::new(dir);
+                    b.add(&file);
+                    (
+                        b.build().unwrap_or_else(|_| Gitignore::empty()),
+                        None::<ignore::Error>,
+                    )
+                } else {
+                    Gitignore::new(&file)
+                };
+                out.push(gi);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_user_and_gitignore_rules() {
+        let dir = tempdir();
+        std::fs::write(dir.join(".gitignore"), "secret.txt\n/out/\n!keep.swp\n").unwrap();
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/.ignore"), "local.rs\n").unwrap();
+        let mut rules = Rules::new(
+            std::slice::from_ref(&dir),
+            &["*.log".into(), "tmp/".into()],
+            &[],
+        )
+        .unwrap();
+        rules.add_dir(&dir);
+        rules.add_dir(&dir.join("sub"));
+        let ign = |p: &str, d: bool| rules.is_ignored(&dir.join(p), d);
+        assert!(!ign("src/main.rs", false));
+        assert!(ign("target/debug/x", false));
+        assert!(ign("target", true));
+        assert!(ign("a/target/x.rs", false));
+        assert!(ign(".git/index", false));
+        assert!(ign("src/.main.rs.swp", false));
+        assert!(ign("src/main.rs~", false));
+        assert!(ign("src/4913", false));
+        assert!(ign("src/.#main.rs", false));
+        assert!(ign("server.log", false), "--ignore");
+        assert!(ign("tmp/x", false), "--ignore dir");
+        assert!(ign("secret.txt", false), ".gitignore");
+        assert!(ign("out/a.rs", false), "anchored .gitignore dir");
+        assert!(!ign("src/out/a.rs", false));
+        assert!(ign("sub/local.rs", false), "nested .ignore");
+        assert!(!ign("local.rs", false), "nested rules stay nested");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ext_filter_keeps_listed_extensions() {
+        let dir = tempdir();
+        let rules = Rules::new(
+            std::slice::from_ref(&dir),
+            &[],
+            &["rs".into(), ".toml".into()],
+        )
+        .unwrap();
+        assert!(!rules.is_ignored(&dir.join("a.rs"), false));
+        assert!(!rules.is_ignored(&dir.join("Cargo.toml"), false));
+        assert!(rules.is_ignored(&dir.join("a.html"), false));
+        assert!(
+            !rules.is_ignored(&dir.join("src"), true),
+            "directories pass"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempdir() -> PathBuf {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "devsup-watch-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::canonicalize(dir).unwrap()
+    }
+}
