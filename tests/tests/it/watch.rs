@@ -280,3 +280,29 @@ fn an_edited_gitignore_takes_effect_at_once() {
     assert_eq!(reloads.len(), 2, "{reloads:?}");
     assert!(!reloads[1].contains("more"), "{reloads:?}");
 }
+
+/// `cargo clean` deletes `target/`, which is ignored: the deletion is of an
+/// ignored directory and must not count (it used to be matched as a file,
+/// which the directory rule `target/` does not match).
+#[test]
+fn deleting_an_ignored_directory_does_not_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "src/lib.rs", "");
+    write(dir.path(), ".gitignore", "/data/\n");
+    write(dir.path(), "target/debug/deps/x.o", "");
+    write(dir.path(), "data/db/x", "");
+    let devsup = Devsup::builder(dir.path()).spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    devsup.wait_for_line("watching", TIMEOUT);
+
+    std::fs::remove_dir_all(dir.path().join("target")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+    // One real change after them: had a deletion counted, it would show as
+    // a reload of its own or as "+N more" on this one.
+    write(dir.path(), "src/lib.rs", "pub fn f() {}");
+    devsup.wait_for_line("reload requested by change to src/lib.rs", TIMEOUT);
+    devsup.wait_event(2, "ready", TIMEOUT);
+    let reloads = reloads(&devsup);
+    assert_eq!(reloads.len(), 1, "{reloads:?}");
+    assert!(!reloads[0].contains("more"), "{reloads:?}");
+}

@@ -34,7 +34,7 @@ mod routes;
 mod rules;
 
 use routes::{Outcome, Routes};
-use rules::{Rules, innermost};
+use rules::{Kind, Rules, innermost};
 
 /// Poll interval when native events are not available.
 const FALLBACK_POLL: Duration = Duration::from_millis(500);
@@ -340,14 +340,15 @@ impl Watch {
         }
         let mut any = false;
         for path in event.paths {
-            let is_dir = path.is_dir();
+            let kind = Kind::of(&path);
+            let is_dir = kind == Kind::Dir;
             if path
                 .file_name()
                 .is_some_and(|n| n == ".gitignore" || n == ".ignore")
             {
                 self.rules_changed = true;
             }
-            if self.rules.is_ignored(&path, is_dir) {
+            if self.rules.is_ignored_change(&path, kind) {
                 continue;
             }
             // A new directory (mkdir, a checkout, a rename into the tree):
@@ -357,7 +358,7 @@ impl Watch {
             } else {
                 Vec::new()
             };
-            if !is_dir && !path.exists() {
+            if kind == Kind::Gone {
                 // Removed, or renamed away: forget every watch under it, so
                 // a directory made again at that path is watched again.
                 self.watched.retain(|w| !w.starts_with(&path));

@@ -29,6 +29,26 @@ const BUILTIN_IGNORES: &[&str] = &[
     ".DS_Store",
 ];
 
+/// What a changed path is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    File,
+    Dir,
+    /// Deleted or renamed away: a file or a directory, nobody knows.
+    Gone,
+}
+
+impl Kind {
+    /// Looks at the path (following symlinks, as the walk does not).
+    pub(super) fn of(path: &Path) -> Kind {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => Kind::Dir,
+            Ok(_) => Kind::File,
+            Err(_) => Kind::Gone,
+        }
+    }
+}
+
 /// Ignore rules for a set of roots.
 #[derive(Debug)]
 pub(super) struct Rules {
@@ -86,6 +106,18 @@ impl Rules {
 
     pub(super) fn root_of(&self, path: &Path) -> Option<&Root> {
         innermost(&self.roots, |r| &r.path, path).map(|i| &self.roots[i])
+    }
+
+    /// Whether a change at `path`, of the given kind, is to be ignored. A
+    /// path that is gone may have been a directory (`rm -rf target`, which
+    /// `cargo clean` does): it is ignored if the file rules or the
+    /// directory rules match it, so `target/` covers its deletion too.
+    pub(super) fn is_ignored_change(&self, path: &Path, kind: Kind) -> bool {
+        match kind {
+            Kind::File => self.is_ignored(path, false),
+            Kind::Dir => self.is_ignored(path, true),
+            Kind::Gone => self.is_ignored(path, false) || self.is_ignored(path, true),
+        }
     }
 
     /// Whether a change at `path` is to be ignored.
@@ -244,6 +276,27 @@ mod tests {
         assert!(!ign("src/out/a.rs", false));
         assert!(ign("sub/local.rs", false), "nested .ignore");
         assert!(!ign("local.rs", false), "nested rules stay nested");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_deleted_path_matches_directory_rules_too() {
+        let dir = tempdir();
+        std::fs::write(dir.join(".gitignore"), "/data/\n").unwrap();
+        let mut rules = Rules::new(std::slice::from_ref(&dir), &["tmp/".into()], &[]).unwrap();
+        rules.add_dir(&dir);
+        let gone = |p: &str| rules.is_ignored_change(&dir.join(p), Kind::Gone);
+        // `rm -rf target`: nothing says it was a directory any more.
+        assert!(gone("target"), "built-in directory rule");
+        assert!(gone("a/target"));
+        assert!(gone("data"), ".gitignore directory rule");
+        assert!(gone("tmp"), "--ignore directory rule");
+        assert!(gone("x.swp"), "file rules still apply");
+        assert!(!gone("src"));
+        assert!(!gone("src/main.rs"));
+        assert!(!gone("src/data"), "anchored rules stay anchored");
+        // An existing file named like an ignored directory still counts.
+        assert!(!rules.is_ignored_change(&dir.join("target"), Kind::File));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
