@@ -62,7 +62,8 @@ pub(crate) struct Cli {
     #[arg(short, long = "build", value_name = "CMD", help_heading = "Build")]
     pub(crate) builds: Vec<String>,
 
-    /// Watch this path for changes; repeat for several (default: the current directory).
+    /// Watch this directory (and the tree below it) or this one file for changes; repeat for several
+    /// (default: the current directory).
     #[arg(short, long = "watch", value_name = "PATH", help_heading = "Watching")]
     pub(crate) watch: Vec<PathBuf>,
 

@@ -306,3 +306,43 @@ fn deleting_an_ignored_directory_does_not_reload() {
     assert_eq!(reloads.len(), 1, "{reloads:?}");
     assert!(!reloads[0].contains("more"), "{reloads:?}");
 }
+
+/// `-w FILE` watches that one file: through its directory (so an atomic
+/// save by rename is seen too), and only that file counts.
+#[test]
+fn watching_a_file_sees_its_changes_and_only_its() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "config.yaml", "a: 1");
+    write(dir.path(), "other.txt", "");
+    let devsup = Devsup::builder(dir.path())
+        .args(["-w", "config.yaml"])
+        .spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    let watching = devsup.wait_for_line("watching", TIMEOUT);
+    assert!(watching.contains("watching 1 directory"), "{watching}");
+
+    // A sibling does not count; the file does.
+    write(dir.path(), "other.txt", "changed");
+    write(dir.path(), "config.yaml", "a: 2");
+    let line = devsup.wait_for_line("reload requested by change to", TIMEOUT);
+    assert!(
+        line.contains("config.yaml") && !line.contains("more"),
+        "{line}"
+    );
+    devsup.wait_event(2, "ready", TIMEOUT);
+
+    // An atomic save: write beside it, rename over it.
+    write(dir.path(), "config.yaml.new", "a: 3");
+    std::fs::rename(
+        dir.path().join("config.yaml.new"),
+        dir.path().join("config.yaml"),
+    )
+    .unwrap();
+    devsup.wait_event(3, "ready", TIMEOUT);
+    let reloads = reloads(&devsup);
+    assert_eq!(reloads.len(), 2, "{reloads:?}");
+    assert!(
+        reloads.iter().all(|r| r.contains("config.yaml")),
+        "{reloads:?}"
+    );
+}

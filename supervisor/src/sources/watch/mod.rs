@@ -34,7 +34,7 @@ mod routes;
 mod rules;
 
 use routes::{Outcome, Routes};
-use rules::{Kind, Rules, innermost};
+use rules::{Kind, Rules, WatchRoot, innermost};
 
 /// Poll interval when native events are not available.
 const FALLBACK_POLL: Duration = Duration::from_millis(500);
@@ -74,6 +74,8 @@ impl AnyWatcher {
 
 struct Watch {
     cfg: WatchConfig,
+    /// `cfg.roots`, absolute, each a directory or a file.
+    roots: Vec<WatchRoot>,
     rules: Rules,
     routes: Routes,
     watcher: AnyWatcher,
@@ -91,10 +93,10 @@ pub(crate) fn spawn(mut cfg: WatchConfig, tx: Sender<Input>) -> anyhow::Result<(
     for r in &cfg.roots {
         let abs = std::fs::canonicalize(r)
             .with_context(|| format!("cannot watch {}: no such file or directory", r.display()))?;
-        roots.push(abs);
+        roots.push(WatchRoot::new(abs));
     }
-    cfg.roots = roots;
-    let rules = Rules::new(&cfg.roots, &cfg.ignore, &cfg.exts)?;
+    cfg.roots = roots.iter().map(|r| r.path.clone()).collect();
+    let rules = Rules::new(&roots, &cfg.ignore, &cfg.exts)?;
     let routes = Routes::new(&cfg)?;
     let (notify_tx, notify_rx) = mpsc::channel();
     let watcher = match cfg.poll {
@@ -109,6 +111,7 @@ pub(crate) fn spawn(mut cfg: WatchConfig, tx: Sender<Input>) -> anyhow::Result<(
     };
     let mut w = Watch {
         cfg,
+        roots,
         rules,
         routes,
         watcher,
@@ -116,9 +119,7 @@ pub(crate) fn spawn(mut cfg: WatchConfig, tx: Sender<Input>) -> anyhow::Result<(
         notify_tx,
         rules_changed: false,
     };
-    for root in w.cfg.roots.clone() {
-        w.add_tree(&root);
-    }
+    w.add_roots();
     let mode = match (&w.watcher, w.cfg.poll) {
         (AnyWatcher::Native(_), _) => "native events".to_owned(),
         (AnyWatcher::Poll(_), Some(interval)) => {
@@ -164,9 +165,36 @@ fn poll_watcher(
 }
 
 impl Watch {
-    /// Watches `dir` and every directory below it that is not ignored.
-    fn add_tree(&mut self, dir: &Path) {
-        self.walk(dir, false);
+    /// Watches every root: a directory and every directory below it that
+    /// is not ignored, or a file's directory.
+    fn add_roots(&mut self) {
+        for root in self.roots.clone() {
+            if root.file {
+                self.watch_dir(root.dir());
+            } else {
+                self.walk(&root.path, false);
+            }
+        }
+    }
+
+    /// Places one watch, unless there is one. False if the watch limit was
+    /// reached, and devsup fell back to polling.
+    fn watch_dir(&mut self, dir: &Path) -> bool {
+        if self.watched.contains(dir) {
+            return true;
+        }
+        if let Err(e) = self.watcher.watch(dir) {
+            if matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
+                && matches!(self.watcher, AnyWatcher::Native(_))
+            {
+                self.fall_back_to_polling();
+                return false;
+            }
+            debug!("cannot watch {}: {e}", dir.display());
+            return true;
+        }
+        self.watched.insert(dir.to_path_buf());
+        true
     }
 
     /// Watches `dir` and every directory below it that is not ignored;
@@ -216,17 +244,9 @@ impl Watch {
                 continue;
             }
             self.rules.add_dir(path);
-            if let Err(e) = self.watcher.watch(path) {
-                if matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
-                    && matches!(self.watcher, AnyWatcher::Native(_))
-                {
-                    self.fall_back_to_polling();
-                    return found;
-                }
-                debug!("cannot watch {}: {e}", path.display());
-                continue;
+            if !self.watch_dir(path) {
+                return found;
             }
-            self.watched.insert(path.to_path_buf());
         }
         found
     }
@@ -235,7 +255,7 @@ impl Watch {
     /// longer ignored. (Directories that became ignored keep their watch;
     /// their changes are filtered out like any ignored change.)
     fn reload_rules(&mut self) {
-        match Rules::new(&self.cfg.roots, &self.cfg.ignore, &self.cfg.exts) {
+        match Rules::new(&self.roots, &self.cfg.ignore, &self.cfg.exts) {
             Ok(rules) => self.rules = rules,
             Err(e) => {
                 warn!("cannot read the ignore rules again: {e:#}");
@@ -248,9 +268,7 @@ impl Watch {
         for dir in dirs {
             self.rules.add_dir(&dir);
         }
-        for root in self.cfg.roots.clone() {
-            self.add_tree(&root);
-        }
+        self.add_roots();
         debug!(
             "ignore rules read again; watching {} directories",
             self.watched.len()
@@ -276,9 +294,7 @@ impl Watch {
             }
         }
         self.watched.clear();
-        for root in self.cfg.roots.clone() {
-            self.add_tree(&root);
-        }
+        self.add_roots();
     }
 
     fn run(mut self, rx: Receiver<notify::Result<notify::Event>>, tx: &Sender<Input>) {
@@ -366,12 +382,7 @@ impl Watch {
             any = true;
             for path in std::iter::once(path).chain(inside) {
                 if seen.insert(path.clone()) {
-                    let rel = self
-                        .rules
-                        .root_of(&path)
-                        .and_then(|r| path.strip_prefix(&r.path).ok())
-                        .map(Path::to_path_buf)
-                        .unwrap_or_else(|| path.clone());
+                    let rel = self.rules.relative(&path);
                     changed.push((path, rel));
                 }
             }

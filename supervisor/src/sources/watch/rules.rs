@@ -49,6 +49,34 @@ impl Kind {
     }
 }
 
+/// A watched root: a directory and the tree below it, or one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct WatchRoot {
+    /// Absolute.
+    pub(super) path: PathBuf,
+    /// `-w FILE`: only this file counts, whatever the ignore rules say
+    /// (it was named), and it is watched through its directory.
+    pub(super) file: bool,
+}
+
+impl WatchRoot {
+    /// Looks at `path` (absolute) to tell a file from a directory.
+    pub(super) fn new(path: PathBuf) -> WatchRoot {
+        let file = !path.is_dir();
+        WatchRoot { path, file }
+    }
+
+    /// The directory whose watch sees this root's changes. A file is
+    /// watched through its directory: a watch on the file itself would
+    /// follow the old inode and miss an atomic save (a rename over it).
+    pub(super) fn dir(&self) -> &Path {
+        match (self.file, self.path.parent()) {
+            (true, Some(parent)) => parent,
+            _ => &self.path,
+        }
+    }
+}
+
 /// Ignore rules for a set of roots.
 #[derive(Debug)]
 pub(super) struct Rules {
@@ -60,6 +88,8 @@ pub(super) struct Rules {
 #[derive(Debug)]
 pub(super) struct Root {
     pub(super) path: PathBuf,
+    /// A `-w FILE` root: never ignored, relative to its directory.
+    file: bool,
     /// Built-in and `--ignore` patterns, relative to this root.
     pub(super) builtin: Gitignore,
     /// Each `.gitignore` / `.ignore` / `.git/info/exclude` found, deepest
@@ -69,7 +99,7 @@ pub(super) struct Root {
 
 impl Rules {
     pub(super) fn new(
-        roots: &[PathBuf],
+        roots: &[WatchRoot],
         extra: &[String],
         exts: &[String],
     ) -> anyhow::Result<Rules> {
@@ -78,7 +108,7 @@ impl Rules {
             debug!("global git excludes: {err}");
         }
         let mut out = Vec::new();
-        for path in roots {
+        for WatchRoot { path, file } in roots {
             let mut b = GitignoreBuilder::new(path);
             for line in BUILTIN_IGNORES
                 .iter()
@@ -90,6 +120,7 @@ impl Rules {
             }
             out.push(Root {
                 path: path.clone(),
+                file: *file,
                 builtin: b.build()?,
                 files: ancestor_ignore_files(path),
             });
@@ -106,6 +137,18 @@ impl Rules {
 
     pub(super) fn root_of(&self, path: &Path) -> Option<&Root> {
         innermost(&self.roots, |r| &r.path, path).map(|i| &self.roots[i])
+    }
+
+    /// `path` relative to its root, as `--signal-on` and `--no-reload-on`
+    /// globs see it; a `-w FILE` root's file is its bare name.
+    pub(super) fn relative(&self, path: &Path) -> PathBuf {
+        let base = self.root_of(path).map(|r| match (r.file, r.path.parent()) {
+            (true, Some(parent)) => parent,
+            _ => r.path.as_path(),
+        });
+        base.and_then(|b| path.strip_prefix(b).ok())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| path.to_path_buf())
     }
 
     /// Whether a change at `path`, of the given kind, is to be ignored. A
@@ -125,6 +168,10 @@ impl Rules {
         let Some(root) = self.root_of(path) else {
             return true;
         };
+        if root.file {
+            // The file named by `-w FILE` (nothing else is under it).
+            return false;
+        }
         if let Ok(rel) = path.strip_prefix(&root.path) {
             if !rel.as_os_str().is_empty()
                 && root
@@ -173,6 +220,9 @@ impl Rules {
         else {
             return;
         };
+        if root.file {
+            return;
+        }
         for name in [".gitignore", ".ignore"] {
             let file = dir.join(name);
             if file.is_file() {
@@ -252,7 +302,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         std::fs::write(dir.join("sub/.ignore"), "local.rs\n").unwrap();
         let mut rules = Rules::new(
-            std::slice::from_ref(&dir),
+            &[WatchRoot::new(dir.clone())],
             &["*.log".into(), "tmp/".into()],
             &[],
         )
@@ -283,7 +333,7 @@ mod tests {
     fn a_deleted_path_matches_directory_rules_too() {
         let dir = tempdir();
         std::fs::write(dir.join(".gitignore"), "/data/\n").unwrap();
-        let mut rules = Rules::new(std::slice::from_ref(&dir), &["tmp/".into()], &[]).unwrap();
+        let mut rules = Rules::new(&[WatchRoot::new(dir.clone())], &["tmp/".into()], &[]).unwrap();
         rules.add_dir(&dir);
         let gone = |p: &str| rules.is_ignored_change(&dir.join(p), Kind::Gone);
         // `rm -rf target`: nothing says it was a directory any more.
@@ -301,10 +351,34 @@ mod tests {
     }
 
     #[test]
+    fn a_file_root_counts_that_file_alone_whatever_the_rules() {
+        let dir = tempdir();
+        std::fs::write(dir.join(".gitignore"), ".env\n").unwrap();
+        std::fs::write(dir.join(".env"), "A=1").unwrap();
+        let root = WatchRoot::new(dir.join(".env"));
+        assert!(root.file);
+        assert_eq!(root.dir(), dir);
+        let mut rules = Rules::new(&[root], &[], &["rs".into()]).unwrap();
+        rules.add_dir(&dir);
+        for kind in [Kind::File, Kind::Gone] {
+            assert!(
+                !rules.is_ignored_change(&dir.join(".env"), kind),
+                "named, so counted"
+            );
+            assert!(
+                rules.is_ignored_change(&dir.join("x.rs"), kind),
+                "its siblings are not watched"
+            );
+        }
+        assert_eq!(rules.relative(&dir.join(".env")), Path::new(".env"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn ext_filter_keeps_listed_extensions() {
         let dir = tempdir();
         let rules = Rules::new(
-            std::slice::from_ref(&dir),
+            &[WatchRoot::new(dir.clone())],
             &[],
             &["rs".into(), ".toml".into()],
         )
