@@ -346,3 +346,68 @@ fn watching_a_file_sees_its_changes_and_only_its() {
         "{reloads:?}"
     );
 }
+
+/// A watched directory deleted and made again (`git checkout` of another
+/// branch, `rm -rf src && tar x`): devsup says it is gone, then watches it
+/// again once it is back.
+#[test]
+fn a_deleted_watch_root_is_watched_again_when_it_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "src/main.rs", "1");
+    let devsup = Devsup::builder(dir.path()).args(["-w", "src"]).spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    devsup.wait_for_line("watching", TIMEOUT);
+
+    std::fs::remove_dir_all(dir.path().join("src")).unwrap();
+    let gone = devsup.wait_for_line("was removed", TIMEOUT);
+    assert!(gone.contains("warning") && gone.contains("src"), "{gone}");
+    // The deletion was a change.
+    devsup.wait_event(2, "ready", TIMEOUT);
+
+    write(dir.path(), "src/main.rs", "2");
+    devsup.wait_for_line("is back", TIMEOUT);
+    // Its return is a change, and an edit after it is seen too.
+    devsup.wait_event(3, "ready", TIMEOUT);
+    devsup.mark();
+    write(dir.path(), "src/sub/new.rs", "3");
+    let line = devsup.wait_for_new(
+        |l: &str| l.contains("reload requested by change to src/sub"),
+        TIMEOUT,
+    );
+    assert!(
+        line.contains("(+1 more)"),
+        "the directory and its file: {line}"
+    );
+    devsup.wait_event(4, "ready", TIMEOUT);
+}
+
+/// A watched directory renamed away and replaced by a new one: the new
+/// one is watched, and the old one, wherever it went, is not.
+#[test]
+fn a_watch_root_moved_away_and_replaced_is_watched_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "src/main.rs", "1");
+    let devsup = Devsup::builder(dir.path()).args(["-w", "src"]).spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    devsup.wait_for_line("watching", TIMEOUT);
+
+    devsup.mark();
+    std::fs::rename(dir.path().join("src"), dir.path().join("old")).unwrap();
+    write(dir.path(), "src/main.rs", "2");
+    // Seen as replaced, or as removed and then back, depending on timing;
+    // either way a reload follows.
+    devsup.wait_for_new(
+        |l: &str| l.contains("was replaced") || l.contains("is back"),
+        TIMEOUT,
+    );
+    devsup.wait_for_new(|l: &str| l.contains("reload requested by change"), TIMEOUT);
+
+    devsup.mark();
+    write(dir.path(), "old/main.rs", "moved away: not watched");
+    write(dir.path(), "src/lib.rs", "3");
+    let line = devsup.wait_for_new(|l: &str| l.contains("reload requested by change"), TIMEOUT);
+    assert!(
+        line.contains("src/lib.rs") && !line.contains("more"),
+        "{line}"
+    );
+}

@@ -7,7 +7,13 @@
 //! `.ignore`, git's global and per-repo excludes, and devsup's built-in
 //! ignores), so a 200,000-file `target/` costs no watch and no start-up
 //! time. A recursive inotify watch would walk into it, and hit the
-//! per-user watch limit on large trees.
+//! per-user watch limit on large trees. A `-w FILE` root is watched
+//! through its directory.
+//!
+//! A root whose directory is removed (`rm -rf src`, a branch switch) gets a
+//! warning and is looked for every 500ms; once back, or if another
+//! directory took its path (compared by inode at the end of each burst),
+//! it is watched again and its files count as changed.
 //!
 //! Debounce is trailing-edge over the whole burst: the burst ends once no
 //! relevant change has been seen for `--debounce`. notify's debouncer
@@ -38,6 +44,9 @@ use rules::{Kind, Rules, WatchRoot, innermost};
 
 /// Poll interval when native events are not available.
 const FALLBACK_POLL: Duration = Duration::from_millis(500);
+
+/// How often a watch root that was removed is looked for.
+const ROOT_POLL: Duration = Duration::from_millis(500);
 
 /// What to watch and how to route changes.
 #[derive(Debug, Clone)]
@@ -70,12 +79,24 @@ impl AnyWatcher {
             AnyWatcher::Poll(w) => w.watch(dir, RecursiveMode::NonRecursive),
         }
     }
+
+    fn unwatch(&mut self, dir: &Path) -> notify::Result<()> {
+        match self {
+            AnyWatcher::Native(w) => w.unwatch(dir),
+            AnyWatcher::Poll(w) => w.unwatch(dir),
+        }
+    }
 }
 
 struct Watch {
     cfg: WatchConfig,
     /// `cfg.roots`, absolute, each a directory or a file.
     roots: Vec<WatchRoot>,
+    /// For each root, the identity of the directory that is watched for it
+    /// (`WatchRoot::dir`), or `None` while it is missing: a root removed,
+    /// or replaced by a new directory at the same path (whose inode no
+    /// watch follows), is found by comparing.
+    root_ids: Vec<Option<DirId>>,
     rules: Rules,
     routes: Routes,
     watcher: AnyWatcher,
@@ -109,9 +130,11 @@ pub(crate) fn spawn(mut cfg: WatchConfig, tx: Sender<Input>) -> anyhow::Result<(
             }
         },
     };
+    let root_ids = roots.iter().map(|r| DirId::of(r.dir())).collect();
     let mut w = Watch {
         cfg,
         roots,
+        root_ids,
         rules,
         routes,
         watcher,
@@ -162,6 +185,33 @@ fn poll_watcher(
             .with_poll_interval(interval)
             .with_compare_contents(true),
     )?))
+}
+
+/// Which directory a path is: device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DirId(u64, u64);
+
+impl DirId {
+    fn of(dir: &Path) -> Option<DirId> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(dir)
+            .ok()
+            .filter(|m| m.is_dir())
+            .map(|m| DirId(m.dev(), m.ino()))
+    }
+}
+
+/// Adds `path` to the burst, once.
+fn record(
+    rules: &Rules,
+    path: PathBuf,
+    changed: &mut Vec<(PathBuf, PathBuf)>,
+    seen: &mut HashSet<PathBuf>,
+) {
+    if seen.insert(path.clone()) {
+        let rel = rules.relative(&path);
+        changed.push((path, rel));
+    }
 }
 
 impl Watch {
@@ -297,12 +347,85 @@ impl Watch {
         self.add_roots();
     }
 
+    /// Looks at every root's directory: one that is gone loses its
+    /// watches and gets a warning; one that is back (or was replaced by a
+    /// new directory) is watched again, and its files count as changed.
+    /// True if one came back.
+    fn check_roots(
+        &mut self,
+        changed: &mut Vec<(PathBuf, PathBuf)>,
+        seen: &mut HashSet<PathBuf>,
+    ) -> bool {
+        let mut back = false;
+        for i in 0..self.roots.len() {
+            let root = self.roots[i].clone();
+            let now = DirId::of(root.dir());
+            let was = std::mem::replace(&mut self.root_ids[i], now);
+            if was == now {
+                continue;
+            }
+            self.forget(root.dir());
+            let what = if root.file {
+                format!("the directory of {}", root.path.display())
+            } else {
+                root.path.display().to_string()
+            };
+            if now.is_none() {
+                warn!(
+                    "{what} was removed: its changes are not seen until it is back (looked for every {})",
+                    ms(ROOT_POLL)
+                );
+                continue;
+            }
+            if was.is_none() {
+                info!("{what} is back: watching it again");
+            } else {
+                info!("{what} was replaced by a new directory: watching it again");
+            }
+            self.reload_rules();
+            let files = if root.file {
+                root.path
+                    .exists()
+                    .then(|| root.path.clone())
+                    .into_iter()
+                    .collect()
+            } else {
+                self.walk(&root.path, true)
+            };
+            for path in files {
+                record(&self.rules, path, changed, seen);
+            }
+            back = true;
+        }
+        back
+    }
+
+    /// Drops every watch on `dir` and below: it is gone, or another
+    /// directory now has its path.
+    fn forget(&mut self, dir: &Path) {
+        let stale: Vec<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|w| w.starts_with(dir))
+            .cloned()
+            .collect();
+        for w in stale {
+            // The kernel may have dropped it already, with the inode.
+            let _ = self.watcher.unwatch(&w);
+            self.watched.remove(&w);
+        }
+    }
+
     fn run(mut self, rx: Receiver<notify::Result<notify::Event>>, tx: &Sender<Input>) {
         let mut changed: Vec<(PathBuf, PathBuf)> = Vec::new();
         let mut seen: HashSet<PathBuf> = HashSet::new();
+        // The end of the current burst.
         let mut deadline: Option<Instant> = None;
+        // While a root is missing, when to look for it next.
+        let mut look_for_roots: Option<Instant> = None;
         loop {
-            let next = match deadline {
+            let wake = deadline.into_iter().chain(look_for_roots).min();
+            let next = match wake {
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
             };
@@ -320,6 +443,22 @@ impl Watch {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    let burst_over = deadline.is_some_and(|d| d <= now);
+                    if burst_over || look_for_roots.is_some_and(|d| d <= now) {
+                        let back = self.check_roots(&mut changed, &mut seen);
+                        look_for_roots = self
+                            .root_ids
+                            .iter()
+                            .any(Option::is_none)
+                            .then(|| now + ROOT_POLL);
+                        if back && deadline.is_none() {
+                            deadline = Some(now + self.cfg.debounce);
+                        }
+                    }
+                    if !burst_over {
+                        continue;
+                    }
                     deadline = None;
                     seen.clear();
                     if std::mem::take(&mut self.rules_changed) {
@@ -376,15 +515,13 @@ impl Watch {
             };
             if kind == Kind::Gone {
                 // Removed, or renamed away: forget every watch under it, so
-                // a directory made again at that path is watched again.
-                self.watched.retain(|w| !w.starts_with(&path));
+                // a directory made again at that path is watched again (and
+                // the poll watcher stops scanning a path that is gone).
+                self.forget(&path);
             }
             any = true;
             for path in std::iter::once(path).chain(inside) {
-                if seen.insert(path.clone()) {
-                    let rel = self.rules.relative(&path);
-                    changed.push((path, rel));
-                }
+                record(&self.rules, path, changed, seen);
             }
         }
         any
