@@ -74,7 +74,7 @@ pub(crate) struct Cli {
     /// Poll for changes (every INTERVAL, default 500ms) instead of using native file events,
     /// for filesystems without them (NFS, some container mounts).
     #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "500ms",
-          require_equals = true, value_parser = parse_duration, help_heading = "Watching")]
+          require_equals = true, value_parser = parse_poll, help_heading = "Watching")]
     pub(crate) poll: Option<Duration>,
 
     /// Quiet time that ends a burst of changes: an editor's save or a checkout is one reload.
@@ -177,19 +177,52 @@ pub(crate) fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Wr
     clap_complete::generate(shell, &mut Cli::command(), "devsup", out);
 }
 
-/// Parses `500ms`, `10s`, `1m`, `1.5s` (humantime, plus decimal seconds).
+/// The longest duration any option takes (`--ready-timeout`,
+/// `--ready-after`, `--drain-timeout`, `--debounce`, `--poll`): a day is
+/// beyond any real use, and bounding here is what keeps every
+/// `Instant + duration` in devsup from overflowing.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The shortest `--poll` interval: each poll reads every watched directory
+/// (and hashes its files), so a shorter one would keep a core busy.
+pub(crate) const MIN_POLL: Duration = Duration::from_millis(10);
+
+/// Parses `500ms`, `10s`, `1m`, `1.5s` (humantime, plus decimal seconds),
+/// at most [`MAX_DURATION`].
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(d);
+    let too_long = || format!("{s:?} is too long: at most 1 day (24h)");
+    let d = match humantime::parse_duration(s) {
+        Ok(d) => d,
+        Err(humantime::DurationError::NumberOverflow) => return Err(too_long()),
+        Err(_) => match s.strip_suffix('s').and_then(|n| n.parse::<f64>().ok()) {
+            Some(secs) if secs.is_finite() && secs >= 0.0 => {
+                if secs > MAX_DURATION.as_secs_f64() {
+                    return Err(too_long());
+                }
+                Duration::from_secs_f64(secs)
+            }
+            _ => {
+                return Err(format!(
+                    "{s:?} is not a duration: write it like 500ms, 10s or 2m"
+                ));
+            }
+        },
+    };
+    if d > MAX_DURATION {
+        return Err(too_long());
     }
-    if let Some(secs) = s.strip_suffix('s').and_then(|n| n.parse::<f64>().ok()) {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
+    Ok(d)
+}
+
+/// Parses a `--poll` interval: a duration of at least [`MIN_POLL`].
+pub(crate) fn parse_poll(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < MIN_POLL {
+        return Err(format!(
+            "{s:?} is too short: poll at most every 10ms (each poll reads every watched directory)"
+        ));
     }
-    Err(format!(
-        "{s:?} is not a duration: write it like 500ms, 10s or 2m"
-    ))
+    Ok(d)
 }
 
 /// Parses `GLOB=SIGNAL` for `--signal-on`.
@@ -232,6 +265,59 @@ mod tests {
                 .contains("not a duration")
         );
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn out_of_range_durations_are_refused_not_a_panic() {
+        // Each of these panicked in Duration::from_secs_f64 or overflowed
+        // an Instant later on.
+        for s in [
+            "1e20s",
+            "1e19s",
+            "86400.001s",
+            "25h",
+            "2d",
+            "99999999999999999999s",
+        ] {
+            let e = parse_duration(s).unwrap_err();
+            assert!(e.contains("too long: at most 1 day"), "{s}: {e}");
+        }
+        assert_eq!(parse_duration("24h").unwrap(), MAX_DURATION);
+        assert_eq!(parse_duration("86400s").unwrap(), MAX_DURATION);
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        for s in ["NaNs", "infs", "-0.5s", "1e400s"] {
+            assert!(parse_duration(s).is_err(), "{s}");
+        }
+        // A zero poll interval burned a core.
+        for s in ["0", "0ms", "0s", "9ms"] {
+            let e = parse_poll(s).unwrap_err();
+            assert!(e.contains("too short"), "{s}: {e}");
+        }
+        assert_eq!(parse_poll("10ms").unwrap(), MIN_POLL);
+        assert!(parse_poll("2d").unwrap_err().contains("too long"));
+    }
+
+    #[test]
+    fn an_out_of_range_option_is_named_in_the_error() {
+        let err = |args: &[&str]| {
+            let argv = ["devsup", "-p", "1"]
+                .iter()
+                .chain(args)
+                .chain(&["--", "x"])
+                .map(Into::into);
+            try_parse(argv).unwrap_err().to_string()
+        };
+        for option in [
+            "--drain-timeout",
+            "--ready-timeout",
+            "--ready-after",
+            "--debounce",
+        ] {
+            let e = err(&[option, "1e20s"]);
+            assert!(e.contains(option) && e.contains("at most 1 day"), "{e}");
+        }
+        let e = err(&["--poll=0"]);
+        assert!(e.contains("--poll") && e.contains("too short"), "{e}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 use serde::Deserialize;
 
-use crate::cli::{Cli, parse_duration, parse_signal, parse_signal_on};
+use crate::cli::{Cli, parse_duration, parse_poll, parse_signal, parse_signal_on};
 
 /// One string or a list of them.
 #[derive(Debug, Clone, Deserialize)]
@@ -162,7 +162,7 @@ impl FileConfig {
             cli.no_watch = v;
         }
         if let (false, Some(v)) = (given("poll"), self.poll) {
-            cli.poll = Some(dur("poll", v)?);
+            cli.poll = Some(parse_poll(&v).map_err(|e| bad("poll", e))?);
         }
         if let (false, Some(v)) = (given("debounce"), self.debounce) {
             cli.debounce = dur("debounce", v)?;
@@ -339,6 +339,30 @@ mod tests {
             e.contains("drain-timeout") && e.contains("not a duration"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn out_of_range_durations_name_their_key_and_the_limit() {
+        for (line, key, limit) in [
+            (
+                "drain-timeout = \"1e20s\"",
+                "drain-timeout",
+                "at most 1 day",
+            ),
+            (
+                "ready-timeout = \"1e19s\"",
+                "ready-timeout",
+                "at most 1 day",
+            ),
+            ("ready-after = \"1e19s\"", "ready-after", "at most 1 day"),
+            ("debounce = \"1e19s\"", "debounce", "at most 1 day"),
+            ("poll = \"0\"", "poll", "too short"),
+        ] {
+            let e = run(&["--", "x"], "devsup.toml", &format!("{line}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains(limit), "{line}: {e}");
+        }
     }
 
     /// Command-line options with no devsup.toml key, and why.

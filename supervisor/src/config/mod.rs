@@ -38,6 +38,14 @@ pub(crate) struct Config {
 impl Config {
     /// The part of the configuration the state machine decides with.
     pub(crate) fn policy(&self) -> Policy {
+        // Bounded when parsed (`cli::parse_duration`), so that the state
+        // machine's `now + timeout` cannot overflow.
+        debug_assert!(
+            [self.drain_timeout, self.ready_timeout]
+                .into_iter()
+                .chain(self.ready_after)
+                .all(|d| d <= crate::cli::MAX_DURATION)
+        );
         Policy {
             drain_signal: self.drain_signal,
             drain_timeout: self.drain_timeout,

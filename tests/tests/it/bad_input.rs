@@ -193,3 +193,23 @@ fn bad_options_are_refused_with_the_problem_and_the_fix() {
         ],
     );
 }
+
+/// Durations out of range are refused when parsed, naming the option and
+/// the limit: `--drain-timeout 1e20s` used to panic, `1e19s` to overflow
+/// an `Instant` at the first reload, `--poll=0` to keep a core busy.
+#[test]
+fn out_of_range_durations_are_refused_with_the_limit() {
+    let dir = temp_dir();
+    let server = server().as_os_str().to_str().unwrap();
+    for (option, value, says) in [
+        ("--drain-timeout", "1e20s", "at most 1 day"),
+        ("--ready-timeout", "1e19s", "at most 1 day"),
+        ("--ready-after", "1e19s", "at most 1 day"),
+        ("--debounce", "1e19s", "at most 1 day"),
+    ] {
+        let error = refused(dir.path(), &["-p", "0", option, value, "--", server]);
+        assert_says(&error, &[option, value, says]);
+    }
+    let error = refused(dir.path(), &["-p", "0", "--poll=0", "--", server]);
+    assert_says(&error, &["--poll", "too short", "10ms"]);
+}

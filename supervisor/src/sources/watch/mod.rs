@@ -201,6 +201,14 @@ impl DirId {
     }
 }
 
+/// `now + d`, which cannot overflow for a `d` bounded when parsed
+/// (`cli::MAX_DURATION`); if it did, the burst ends at once rather than
+/// the watch thread dying.
+fn after(now: Instant, d: Duration) -> Instant {
+    debug_assert!(d <= crate::cli::MAX_DURATION);
+    now.checked_add(d).unwrap_or(now)
+}
+
 /// Adds `path` to the burst, once.
 fn record(
     rules: &Rules,
@@ -432,7 +440,7 @@ impl Watch {
             match next {
                 Ok(Ok(event)) => {
                     if self.take(event, &mut changed, &mut seen) {
-                        deadline = Some(Instant::now() + self.cfg.debounce);
+                        deadline = Some(after(Instant::now(), self.cfg.debounce));
                     }
                 }
                 Ok(Err(e)) => {
@@ -453,7 +461,7 @@ impl Watch {
                             .any(Option::is_none)
                             .then(|| now + ROOT_POLL);
                         if back && deadline.is_none() {
-                            deadline = Some(now + self.cfg.debounce);
+                            deadline = Some(after(now, self.cfg.debounce));
                         }
                     }
                     if !burst_over {
