@@ -167,9 +167,39 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> (Cli, ArgMatche
 pub(crate) fn try_parse(
     args: impl IntoIterator<Item = OsString>,
 ) -> Result<(Cli, ArgMatches), clap::Error> {
-    let matches = Cli::command().try_get_matches_from(args)?;
+    let args: Vec<OsString> = args.into_iter().collect();
+    let matches = Cli::command()
+        .try_get_matches_from(&args)
+        .map_err(|e| poll_hint(e, &args))?;
     let cli = Cli::from_arg_matches(&matches)?;
     Ok((cli, matches))
+}
+
+/// `--poll`'s interval is optional, so it must follow an `=`: in
+/// `--poll 1s`, clap takes `1s` for a stray argument and says only
+/// "unexpected argument". Say how to write it.
+fn poll_hint(e: clap::Error, args: &[OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return e;
+    }
+    let Some(ContextValue::String(stray)) = e.get(ContextKind::InvalidArg) else {
+        return e;
+    };
+    let before_dashes = args.iter().take_while(|a| *a != "--");
+    let after_poll = before_dashes
+        .collect::<Vec<_>>()
+        .windows(2)
+        .any(|w| w[0] == "--poll" && w[1] == stray.as_str());
+    if !after_poll {
+        return e;
+    }
+    Cli::command().error(
+        ErrorKind::UnknownArgument,
+        format!(
+            "unexpected argument '{stray}': --poll takes its interval after '=', write --poll={stray} (a bare --poll polls every 500ms)"
+        ),
+    )
 }
 
 /// Writes the completion script for `shell`.
@@ -318,6 +348,31 @@ mod tests {
         }
         let e = err(&["--poll=0"]);
         assert!(e.contains("--poll") && e.contains("too short"), "{e}");
+    }
+
+    #[test]
+    fn a_poll_interval_without_equals_says_how_to_write_it() {
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        let e = try_parse(args(&["devsup", "-p", "1", "--poll", "1s", "--", "x"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unexpected argument '1s'") && e.contains("write --poll=1s"),
+            "{e}"
+        );
+        // Other stray arguments keep clap's own error.
+        let e = try_parse(args(&["devsup", "-p", "1", "stray", "--", "x"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unexpected argument 'stray'") && !e.contains("--poll="),
+            "{e}"
+        );
+        // And the forms that are right still parse.
+        for poll in [&["--poll=1s"][..], &["--poll"]] {
+            let argv = [&["devsup", "-p", "1"][..], poll, &["--", "x"]].concat();
+            assert!(try_parse(args(&argv)).is_ok(), "{argv:?}");
+        }
     }
 
     #[test]
