@@ -327,6 +327,9 @@ fn send_datagram(path: &std::ffi::OsStr, buf: &[u8]) -> io::Result<()> {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

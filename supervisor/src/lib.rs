@@ -26,6 +26,8 @@ mod guard;
 mod log;
 mod machine;
 mod process;
+#[cfg(test)]
+mod props;
 mod sockets;
 mod sources;
 

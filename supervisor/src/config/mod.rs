@@ -15,6 +15,8 @@ use crate::sockets::{self, Addr, SocketSpec};
 use crate::sources::watch::WatchConfig;
 
 mod file;
+#[cfg(test)]
+pub(crate) use file::FileConfig;
 
 /// Everything devsup runs with, checked: each field is the option of the
 /// same name (see `--help`), after the file is merged in. `--port` has
