@@ -393,7 +393,9 @@ where
             activity: activity.clone(),
             draining: draining.clone(),
         };
-        let mut conn = pin!(http.serve_connection(io, service));
+        // With upgrades, so a WebSocket (or any `Upgrade:`) route works: hyper
+        // hands the socket to the app once the 101 response is written.
+        let mut conn = pin!(http.serve_connection(io, service).with_upgrades());
 
         let mut in_drain = false;
         let mut closing = false;
