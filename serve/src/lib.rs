@@ -63,6 +63,33 @@
 //! connection went quiet", which clients with a pool timeout below the grace
 //! never hit.
 //!
+//! # Long-lived connections
+//!
+//! A WebSocket or an event stream would hold the old generation until the
+//! drain deadline. [`Drain::long_lived_grace`] (200ms by default) after the
+//! drain starts, `serve` ends them itself, with no code in the
+//! application:
+//!
+//! - A response with `Content-Type: text/event-stream` (axum's `Sse`) ends
+//!   cleanly between two events: the final chunk is written and, on
+//!   HTTP/1.1, the connection closes right after it. `EventSource` clients
+//!   reconnect, to the next generation.
+//! - An upgraded WebSocket gets a close frame with code 1012 ("service
+//!   restart", [`CLOSE_SERVICE_RESTART`]), written by `serve` between two
+//!   of the application's frames; what the application writes after it is
+//!   dropped, the client answers the close, the application reads that
+//!   close as it would any other and ends. This works for any WebSocket
+//!   library on top of the upgraded socket (axum's `WebSocketUpgrade`,
+//!   tokio-tungstenite), provided the handler keeps reading the socket, as
+//!   an echo or chat loop does. A handler that stops polling the socket
+//!   gets it shut down a grace later (an end without a close frame).
+//!
+//! What does need code: ending a stream that is not `text/event-stream`
+//! (a long chunked download is left to finish, since ending it early would
+//! look complete to the client), closing a WebSocket with a reason of your
+//! own, or saving state first. For those, every request carries a
+//! [`DrainToken`] in its extensions, and [`draining`] gives one anywhere.
+//!
 //! Dropping the listeners at the start of the drain loses nothing under
 //! devsup, because the socket is shared: connections still waiting in its
 //! backlog stay there for the next generation. With a listener only this
@@ -73,23 +100,25 @@
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{CONNECTION, HeaderValue};
+use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use hyper_util::rt::TokioTimer;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+
+mod conn;
+mod upgrade;
+
+use conn::{Connection, OpenGuard};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -103,6 +132,13 @@ pub struct Drain {
     /// dropped. Default 8s, below devsup's default drain timeout so that a
     /// server exits on its own before it is killed.
     pub deadline: Duration,
+    /// How long after the drain starts long-lived exchanges are ended for
+    /// the application: a server-sent event stream (`text/event-stream`)
+    /// ends cleanly, and an upgraded WebSocket gets a close frame with code
+    /// 1012 ("service restart"), so their clients reconnect to the next
+    /// generation. The application may end them sooner itself (see
+    /// [`DrainToken`]). Default 200ms.
+    pub long_lived_grace: Duration,
 }
 
 impl Default for Drain {
@@ -110,8 +146,80 @@ impl Default for Drain {
         Drain {
             idle_grace: Duration::from_millis(500),
             deadline: Duration::from_secs(8),
+            long_lived_grace: Duration::from_millis(200),
         }
     }
+}
+
+/// The WebSocket close code `serve` sends on a drain, and that an
+/// application closing its WebSockets itself should send: 1012, "service
+/// restart" (the server is restarting; reconnect).
+pub const CLOSE_SERVICE_RESTART: u16 = 1012;
+
+/// Tells a handler that the server is draining: this generation will exit
+/// soon, and long-lived exchanges should end so that their clients
+/// reconnect to the next one.
+///
+/// [`serve`] puts one in every request's extensions (in axum:
+/// `Extension(token): Extension<DrainToken>`); [`draining`] gives one
+/// anywhere. Clones are cheap and share the state.
+///
+/// Most servers need no code for this: `serve` ends event streams and
+/// closes WebSockets itself, [`Drain::long_lived_grace`] after the drain
+/// starts. A handler that awaits the token can do better: close with a
+/// reason of its own, flush state, or end a stream that is not
+/// `text/event-stream`.
+///
+/// ```
+/// use axum::extract::ws::{CloseFrame, Message, WebSocket};
+/// use devsup_serve::{CLOSE_SERVICE_RESTART, DrainToken};
+///
+/// async fn echo(mut socket: WebSocket, drain: DrainToken) {
+///     loop {
+///         tokio::select! {
+///             msg = socket.recv() => match msg {
+///                 Some(Ok(msg)) => if socket.send(msg).await.is_err() { return },
+///                 _ => return,
+///             },
+///             () = drain.drained() => {
+///                 let close = CloseFrame { code: CLOSE_SERVICE_RESTART, reason: "restarting".into() };
+///                 let _ = socket.send(Message::Close(Some(close))).await;
+///                 return;
+///             }
+///         }
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct DrainToken(watch::Receiver<bool>);
+
+impl DrainToken {
+    /// Whether the drain has started.
+    pub fn is_draining(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Completes when the drain starts (at once if it has), or when the
+    /// server is gone.
+    pub fn drained(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            // An error means the server is gone: as good as drained.
+            let _ = rx.wait_for(|&d| d).await;
+        }
+    }
+}
+
+fn process_drain() -> &'static watch::Sender<bool> {
+    static DRAIN: OnceLock<watch::Sender<bool>> = OnceLock::new();
+    DRAIN.get_or_init(|| watch::channel(false).0)
+}
+
+/// A [`DrainToken`] for the whole process: it is draining once any
+/// [`serve`] in it has started to drain. For handlers that cannot reach the
+/// request's extensions (a background task, a library).
+pub fn draining() -> DrainToken {
+    DrainToken(process_drain().subscribe())
 }
 
 /// What a drain came to, returned by [`Server::serve`].
@@ -224,7 +332,7 @@ impl Server {
                         stream,
                         app: app.clone(),
                         draining: draining_rx.clone(),
-                        idle_grace: drain.idle_grace,
+                        drain,
                         _open: OpenGuard::new(&connections),
                     };
                     tasks.spawn(conn.run(http.clone()));
@@ -239,8 +347,9 @@ impl Server {
         drop(listeners);
         let started = Instant::now();
         let open_at_start = connections.open();
-        // Ignore the error: no receiver means no connection left to tell.
-        let _ = draining_tx.send(true);
+        // No receiver means no connection left to tell.
+        draining_tx.send_replace(true);
+        process_drain().send_replace(true);
 
         let deadline = tokio::time::sleep(drain.deadline);
         let mut deadline = pin!(deadline);
@@ -269,7 +378,7 @@ impl Server {
 /// `drain` (see the [module docs](crate)) and returns.
 ///
 /// `app` is any tower service over hyper requests, such as an
-/// [`axum::Router`]. Each connection runs in its own tokio task. Use
+/// `axum::Router`. Each connection runs in its own tokio task. Use
 /// [`Server`] for several listeners or to watch the connection count.
 ///
 /// ```
@@ -337,315 +446,6 @@ fn is_listener_broken(err: &io::Error) -> bool {
         err.raw_os_error(),
         Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP | libc::EFAULT)
     )
-}
-
-/// Keeps [`Connections`] right however a connection task ends, aborts
-/// included.
-struct OpenGuard(Connections);
-
-impl OpenGuard {
-    fn new(connections: &Connections) -> OpenGuard {
-        connections.0.fetch_add(1, Ordering::Relaxed);
-        OpenGuard(connections.clone())
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-struct Connection<S> {
-    stream: TcpStream,
-    app: S,
-    draining: watch::Receiver<bool>,
-    idle_grace: Duration,
-    _open: OpenGuard,
-}
-
-impl<S, B> Connection<S>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    async fn run(self, http: http1::Builder) {
-        let Connection {
-            stream,
-            app,
-            mut draining,
-            idle_grace,
-            _open,
-        } = self;
-        // Small responses should not wait for Nagle.
-        let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(ActiveIo {
-            inner: stream,
-            activity: activity.clone(),
-        });
-        let service = Tracked {
-            inner: TowerToHyperService::new(app),
-            activity: activity.clone(),
-            draining: draining.clone(),
-        };
-        // With upgrades, so a WebSocket (or any `Upgrade:`) route works: hyper
-        // hands the socket to the app once the 101 response is written.
-        let mut conn = pin!(http.serve_connection(io, service).with_upgrades());
-
-        let mut in_drain = false;
-        let mut closing = false;
-        let check = tokio::time::sleep(Duration::ZERO);
-        let mut check = pin!(check);
-        let mut check_armed = false;
-        loop {
-            tokio::select! {
-                // Errors here are the client's doing (reset, bad request) and
-                // end only this connection.
-                _ = conn.as_mut() => return,
-                // An error means the server is gone, which also means drain.
-                _ = draining.wait_for(|&d| d), if !in_drain => {
-                    in_drain = true;
-                    // The grace counts from the start of the drain at the
-                    // earliest: a connection quiet for a minute before it may
-                    // be about to be reused right now.
-                    activity.touch();
-                    if let Some(at) = activity.idle_until(idle_grace) {
-                        check.as_mut().reset(at);
-                        check_armed = true;
-                    }
-                }
-                () = &mut check, if in_drain && !closing && check_armed => {
-                    check_armed = false;
-                    match activity.idle_until(idle_grace) {
-                        Some(at) if at <= Instant::now() => {
-                            conn.as_mut().graceful_shutdown();
-                            closing = true;
-                        }
-                        Some(at) => {
-                            check.as_mut().reset(at);
-                            check_armed = true;
-                        }
-                        // Busy: the end of the request re-arms the check.
-                        None => {}
-                    }
-                }
-                () = activity.became_idle.notified(), if in_drain && !closing => {
-                    if let Some(at) = activity.idle_until(idle_grace) {
-                        check.as_mut().reset(at);
-                        check_armed = true;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// What the drain needs to know of one connection.
-#[derive(Debug)]
-struct Activity {
-    state: Mutex<ActivityState>,
-    /// Signalled (with a stored permit) whenever the last in-flight request
-    /// ends, so the drain can start the idle clock without polling.
-    became_idle: Notify,
-}
-
-#[derive(Debug)]
-struct ActivityState {
-    in_flight: usize,
-    last: Instant,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            state: Mutex::new(ActivityState {
-                in_flight: 0,
-                last: Instant::now(),
-            }),
-            became_idle: Notify::new(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ActivityState> {
-        // The state stays consistent even if a holder panicked: every
-        // critical section is a single assignment.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn touch(&self) {
-        self.lock().last = Instant::now();
-    }
-
-    fn begin(&self) {
-        let mut state = self.lock();
-        state.in_flight += 1;
-        state.last = Instant::now();
-    }
-
-    fn end(&self) {
-        let idle = {
-            let mut state = self.lock();
-            state.in_flight -= 1;
-            state.last = Instant::now();
-            state.in_flight == 0
-        };
-        if idle {
-            self.became_idle.notify_one();
-        }
-    }
-
-    /// When the connection will have been idle for `grace`, or `None` while
-    /// a request is in flight.
-    fn idle_until(&self, grace: Duration) -> Option<Instant> {
-        let state = self.lock();
-        (state.in_flight == 0).then(|| state.last + grace)
-    }
-}
-
-/// Counts a request as in flight from the moment hyper hands it over until
-/// its response body is finished or dropped.
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn new(activity: &Arc<Activity>) -> InFlight {
-        activity.begin();
-        InFlight(activity.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.end();
-    }
-}
-
-/// The service wrapper that tracks requests and marks drain-time responses
-/// `Connection: close`.
-struct Tracked<H> {
-    inner: H,
-    activity: Arc<Activity>,
-    draining: watch::Receiver<bool>,
-}
-
-impl<H, B> hyper::service::Service<Request<Incoming>> for Tracked<H>
-where
-    H: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
-    H::Future: Send + 'static,
-    B: Body + Send + 'static,
-{
-    type Response = Response<TrackedBody<B>>;
-    type Error = H::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, H::Error>> + Send>>;
-
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let in_flight = InFlight::new(&self.activity);
-        let response = self.inner.call(req);
-        let draining = self.draining.clone();
-        Box::pin(async move {
-            let mut response = response.await?;
-            // Decided when the head is written, not when the request came
-            // in: a slow request that started before the drain must close
-            // too. hyper closes the connection after such a response.
-            if *draining.borrow() {
-                response
-                    .headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            Ok(response.map(|body| TrackedBody {
-                inner: Box::pin(body),
-                in_flight: Some(in_flight),
-            }))
-        })
-    }
-}
-
-/// A response body that keeps its request in flight until it ends, so a
-/// streamed response is never cut by the idle close.
-struct TrackedBody<B> {
-    inner: Pin<Box<B>>,
-    in_flight: Option<InFlight>,
-}
-
-impl<B: Body> Body for TrackedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        let polled = self.inner.as_mut().poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.in_flight = None;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// The connection's socket, noting every received byte as activity: a
-/// client halfway through sending a request head has no request in flight
-/// yet, but closing on it would lose that request all the same.
-struct ActiveIo {
-    inner: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for ActiveIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for ActiveIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 /// Takes the first listening socket passed by devsup or systemd (fd 3),
@@ -740,34 +540,11 @@ pub fn shutdown_signal() -> io::Result<impl Future<Output = StopSignal> + Send +
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn idle_clock_waits_for_in_flight_requests() {
-        let activity = Arc::new(Activity::new());
-        let grace = Duration::from_millis(500);
-        let a = InFlight::new(&activity);
-        let b = InFlight::new(&activity);
-        assert_eq!(activity.idle_until(grace), None);
-        drop(a);
-        assert_eq!(activity.idle_until(grace), None);
-        tokio::time::advance(Duration::from_secs(3)).await;
-        drop(b);
-        let until = activity.idle_until(grace).expect("idle");
-        assert_eq!(until, Instant::now() + grace);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn touch_restarts_the_idle_clock() {
-        let activity = Activity::new();
-        let grace = Duration::from_millis(500);
-        tokio::time::advance(Duration::from_secs(10)).await;
-        activity.touch();
-        assert_eq!(activity.idle_until(grace), Some(Instant::now() + grace));
-    }
-
     #[test]
     fn default_drain_is_half_a_second_and_eight() {
         let drain = Drain::default();
         assert_eq!(drain.idle_grace, Duration::from_millis(500));
         assert_eq!(drain.deadline, Duration::from_secs(8));
+        assert_eq!(drain.long_lived_grace, Duration::from_millis(200));
     }
 }

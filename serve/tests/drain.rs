@@ -164,6 +164,7 @@ fn drain(idle_grace_ms: u64, deadline_ms: u64) -> Drain {
     Drain {
         idle_grace: Duration::from_millis(idle_grace_ms),
         deadline: Duration::from_millis(deadline_ms),
+        ..Drain::default()
     }
 }
 
