@@ -6,16 +6,16 @@ use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue, UPGRADE};
-use hyper::server::conn::http1;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -59,7 +59,7 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    pub(crate) async fn run(self, http: http1::Builder) {
+    pub(crate) async fn run(self, http: auto::Builder<TokioExecutor>) {
         let Connection {
             stream,
             app,
@@ -82,7 +82,7 @@ where
         };
         // With upgrades, so a WebSocket (or any `Upgrade:`) route works:
         // hyper hands the socket to the app once the 101 response is written.
-        let mut conn = pin!(http.serve_connection(io, service).with_upgrades());
+        let mut conn = pin!(http.serve_connection_with_upgrades(io, service));
 
         let idle_grace = drain.idle_grace;
         let mut in_drain = false;
@@ -98,6 +98,17 @@ where
                 // An error means the server is gone, which also means drain.
                 _ = draining.wait_for(|&d| d), if !in_drain => {
                     in_drain = true;
+                    if activity.http2.load(Ordering::Relaxed) {
+                        // HTTP/2 drains the HTTP/2 way: GOAWAY (hyper sends
+                        // one that admits every stream, then after a ping
+                        // the last stream id), the streams in flight
+                        // finish, then the connection closes. The client
+                        // learns from GOAWAY itself that it must open its
+                        // next stream elsewhere: no idle grace needed.
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        continue;
+                    }
                     if activity.long_lived.load(Ordering::Relaxed) > 0 {
                         // An event stream is in flight: it will be ended at
                         // the long-lived grace, and the connection must
@@ -184,6 +195,8 @@ pub(crate) struct Activity {
     became_idle: Notify,
     /// Event streams in flight on this connection.
     long_lived: AtomicUsize,
+    /// The connection speaks HTTP/2 (seen on its first request).
+    http2: AtomicBool,
     upgrade: Upgrade,
 }
 
@@ -202,6 +215,7 @@ impl Activity {
             }),
             became_idle: Notify::new(),
             long_lived: AtomicUsize::new(0),
+            http2: AtomicBool::new(false),
             upgrade: Upgrade::new(fd),
         }
     }
@@ -302,6 +316,10 @@ where
             .get(UPGRADE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        let http1 = req.version() < Version::HTTP_2;
+        if !http1 {
+            self.activity.http2.store(true, Ordering::Relaxed);
+        }
         req.extensions_mut()
             .insert(DrainToken(self.draining.clone()));
         let response = self.inner.call(req);
@@ -313,11 +331,12 @@ where
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 // Before hyper writes the head: the socket follows it.
                 activity.upgrade.flag(websocket);
-            } else if *draining.borrow() {
+            } else if http1 && *draining.borrow() {
                 // Decided when the head is written, not when the request
                 // came in: a slow request that started before the drain
                 // must close too. hyper closes the connection after such a
-                // response.
+                // response. (HTTP/2 has GOAWAY instead, and forbids the
+                // header.)
                 response
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));

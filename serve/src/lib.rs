@@ -107,9 +107,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
-use hyper::server::conn::http1;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioTimer;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -302,9 +302,12 @@ impl Server {
             drain,
             connections,
         } = self;
-        let mut http = http1::Builder::new();
+        // HTTP/1.1 and h2c with prior knowledge on the same socket, told
+        // apart by the HTTP/2 preface.
+        let mut http = auto::Builder::new(TokioExecutor::new());
         // Without a timer hyper's default header-read timeout would not run.
-        http.timer(TokioTimer::new());
+        http.http1().timer(TokioTimer::new());
+        http.http2().timer(TokioTimer::new());
         let (draining_tx, draining_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut shutdown = pin!(shutdown);
