@@ -1,30 +1,43 @@
-//! A drain-correct graceful shutdown for axum/hyper servers run under devsup
+//! A drain-correct `serve` for axum/hyper/tonic servers run under devsup
 //! (or systemd socket activation, or on their own).
+//!
+//! Opting in is one line: where an axum server has
+//! `axum::serve(listener, app)`, write `devsup_serve::serve(listener, app)`.
+//! Same shape (await it, or add `.with_graceful_shutdown(signal)`), and
+//! nothing else to call:
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
-//! use devsup_serve::{Drain, serve, shutdown_signal, take_listener};
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
 //!     // The socket devsup (or systemd) passed at fd 3, or a bound one when
 //!     // run on its own.
-//!     let listener = take_listener("127.0.0.1:8080".parse().unwrap())?;
-//!     // Installed before READY: from then on a SIGTERM drains.
-//!     let stop = shutdown_signal()?;
+//!     let listener = devsup_serve::take_listener("127.0.0.1:8080".parse().unwrap())?;
 //!     let app = Router::new().route("/", get(|| async { "hello\n" }));
-//!     let shutdown = async {
-//!         stop.await;
-//!         let _ = devsup_protocol::notify_stopping();
-//!     };
-//!     let server = tokio::spawn(serve(listener, app, shutdown, Drain::default()));
-//!     // Connections queue in the socket's backlog until serve accepts them,
-//!     // so the old generation may be drained now.
-//!     devsup_protocol::notify_ready()?;
-//!     server.await??;
-//!     Ok(())
+//!     // Was: axum::serve(listener, app).await
+//!     devsup_serve::serve(listener, app).await
 //! }
 //! ```
+//!
+//! What that line does:
+//!
+//! - given a std listener, it makes the socket non-blocking before tokio
+//!   sees it (a socket devsup or systemd passes is blocking; a tokio server
+//!   accepting on a blocking socket stalls a runtime thread and never
+//!   drains, and recent tokio refuses it in debug builds);
+//! - it tells devsup READY=1 once it accepts, so the old generation is
+//!   drained only then; STOPPING=1 when its own drain starts;
+//! - it drains on SIGTERM (devsup's and systemd's drain signal) or SIGINT,
+//!   or when the future given to `.with_graceful_shutdown(..)` completes;
+//! - it speaks HTTP/1.1 and h2c (HTTP/2 with prior knowledge, as gRPC
+//!   uses) on the same socket, and WebSockets and other upgrades;
+//! - it drains without losing a request, and ends long-lived connections
+//!   quickly, as below.
+//!
+//! Under devsup no other change is needed. [`take_listener`] is the
+//! one-call way to get the passed socket (listenfd's `take_tcp_listener(0)`
+//! works too, a std or tokio listener alike).
 //!
 //! [`serve`] owns the accept loop and every connection, because draining
 //! well needs per-connection state (is a request in flight? since when has
@@ -97,28 +110,21 @@
 //! whatever the backlog still holds.
 #![deny(missing_docs)]
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::Poll;
 use std::time::Duration;
 
-use hyper::body::{Body, Incoming};
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tokio::time::Instant;
 
 mod conn;
+mod server;
 mod upgrade;
 
-use conn::{Connection, OpenGuard};
+pub use server::{Listeners, Serve, WithGracefulShutdown, serve};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -222,7 +228,7 @@ pub fn draining() -> DrainToken {
     DrainToken(process_drain().subscribe())
 }
 
-/// What a drain came to, returned by [`Server::serve`].
+/// What a drain came to, returned by [`Serve::run`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainReport {
     /// Connections open when the drain started.
@@ -234,8 +240,8 @@ pub struct DrainReport {
     pub elapsed: Duration,
 }
 
-/// A live count of the connections a [`Server`] holds open, for logging
-/// while it runs. Clones share the count.
+/// A live count of the connections a server holds open, for logging while
+/// it runs ([`Serve::connections`]). Clones share the count.
 #[derive(Debug, Clone, Default)]
 pub struct Connections(Arc<AtomicUsize>);
 
@@ -244,211 +250,6 @@ impl Connections {
     pub fn open(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
-}
-
-/// One or more listeners served with the same app and drain; [`serve`] is
-/// the one-call form of it.
-#[derive(Debug)]
-pub struct Server {
-    listeners: Vec<TcpListener>,
-    drain: Drain,
-    connections: Connections,
-}
-
-impl Server {
-    /// A server for these listeners, with the default [`Drain`].
-    pub fn new(listeners: impl IntoIterator<Item = TcpListener>) -> Server {
-        Server {
-            listeners: listeners.into_iter().collect(),
-            drain: Drain::default(),
-            connections: Connections::default(),
-        }
-    }
-
-    /// Sets how the server drains.
-    pub fn drain(mut self, drain: Drain) -> Server {
-        self.drain = drain;
-        self
-    }
-
-    /// A handle on the count of open connections, readable while
-    /// [`Server::serve`] runs.
-    pub fn connections(&self) -> Connections {
-        self.connections.clone()
-    }
-
-    /// Serves `app` on every listener until `shutdown` completes, then
-    /// drains as the [module docs](crate) describe and returns once every
-    /// connection is closed or the drain deadline has passed.
-    ///
-    /// Errors only if the listener itself is broken (accept fails with
-    /// EBADF, EINVAL, ...). Other accept errors are retried, and errors on
-    /// single connections end only those connections.
-    pub async fn serve<S, B>(
-        self,
-        app: S,
-        shutdown: impl Future<Output = ()>,
-    ) -> io::Result<DrainReport>
-    where
-        S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
-    {
-        let Server {
-            listeners,
-            drain,
-            connections,
-        } = self;
-        // HTTP/1.1 and h2c with prior knowledge on the same socket, told
-        // apart by the HTTP/2 preface.
-        let mut http = auto::Builder::new(TokioExecutor::new());
-        // Without a timer hyper's default header-read timeout would not run.
-        http.http1().timer(TokioTimer::new());
-        http.http2().timer(TokioTimer::new());
-        let (draining_tx, draining_rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-        let mut shutdown = pin!(shutdown);
-
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                accepted = accept_any(&listeners) => {
-                    let stream = match accepted {
-                        Ok(stream) => stream,
-                        Err(err) if is_per_connection(&err) => continue,
-                        Err(err) if is_listener_broken(&err) => return Err(err),
-                        Err(_) => {
-                            // Out of fds or memory, or a network error the
-                            // kernel reports at accept: retrying at once
-                            // would spin. Connections wait in the backlog.
-                            tokio::select! {
-                                () = &mut shutdown => break,
-                                () = tokio::time::sleep(Duration::from_millis(50)) => continue,
-                            }
-                        }
-                    };
-                    let conn = Connection {
-                        stream,
-                        app: app.clone(),
-                        draining: draining_rx.clone(),
-                        drain,
-                        _open: OpenGuard::new(&connections),
-                    };
-                    tasks.spawn(conn.run(http.clone()));
-                }
-                // Reap finished connections so the set does not grow.
-                Some(_) = tasks.join_next() => {}
-            }
-        }
-
-        // New connections must go to the next generation, which accepts
-        // from the same socket: drop our copies before anything else.
-        drop(listeners);
-        let started = Instant::now();
-        let open_at_start = connections.open();
-        // No receiver means no connection left to tell.
-        draining_tx.send_replace(true);
-        process_drain().send_replace(true);
-
-        let deadline = tokio::time::sleep(drain.deadline);
-        let mut deadline = pin!(deadline);
-        let mut dropped = 0;
-        loop {
-            tokio::select! {
-                joined = tasks.join_next() => if joined.is_none() { break },
-                () = &mut deadline => {
-                    dropped = tasks.len();
-                    tasks.abort_all();
-                    // Wait for the aborts so the sockets are closed when we return.
-                    while tasks.join_next().await.is_some() {}
-                    break;
-                }
-            }
-        }
-        Ok(DrainReport {
-            open_at_start,
-            dropped,
-            elapsed: started.elapsed(),
-        })
-    }
-}
-
-/// Serves `app` on `listener` until `shutdown` completes, then drains with
-/// `drain` (see the [module docs](crate)) and returns.
-///
-/// `app` is any tower service over hyper requests, such as an
-/// `axum::Router`. Each connection runs in its own tokio task. Use
-/// [`Server`] for several listeners or to watch the connection count.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> std::io::Result<()> {
-/// use axum::{Router, routing::get};
-/// use devsup_serve::{Drain, serve};
-///
-/// // As in a test: a listener of our own, and a shutdown that is already due,
-/// // so serve stops accepting at once and returns with nothing to drain.
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-/// let app = Router::new().route("/", get(|| async { "hello\n" }));
-/// serve(listener, app, async {}, Drain::default()).await?;
-/// # Ok(()) }
-/// ```
-pub async fn serve<S, B>(
-    listener: TcpListener,
-    app: S,
-    shutdown: impl Future<Output = ()>,
-    drain: Drain,
-) -> io::Result<()>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    Server::new([listener])
-        .drain(drain)
-        .serve(app, shutdown)
-        .await
-        .map(drop)
-}
-
-/// Accepts from whichever listener has a connection first.
-async fn accept_any(listeners: &[TcpListener]) -> io::Result<TcpStream> {
-    poll_fn(|cx| {
-        for listener in listeners {
-            if let Poll::Ready(accepted) = listener.poll_accept(cx) {
-                return Poll::Ready(accepted.map(|(stream, _)| stream));
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// Errors that concern one connection that died in the backlog, not the
-/// listener: accept the next one.
-fn is_per_connection(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    )
-}
-
-/// Errors that mean the listener itself is unusable, so that retrying can
-/// never succeed.
-fn is_listener_broken(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP | libc::EFAULT)
-    )
 }
 
 /// Takes the first listening socket passed by devsup or systemd (fd 3),

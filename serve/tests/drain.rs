@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use bytes::Bytes;
-use devsup_serve::{Drain, DrainReport, Server};
+use devsup_serve::{Drain, DrainReport, serve};
 use hyper::body::Frame;
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -122,9 +122,10 @@ impl Harness {
             let _ = started_tx.send(());
         };
         let served = tokio::spawn(
-            Server::new([listener])
+            serve(listener, app(probe))
                 .drain(drain)
-                .serve(app(probe), shutdown),
+                .with_graceful_shutdown(shutdown)
+                .run(),
         );
         Harness {
             addr,

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::Query;
 use axum::routing::get;
 use bytes::Bytes;
-use devsup_serve::{Drain, DrainReport, Server};
+use devsup_serve::{Drain, DrainReport, serve};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http2;
 use hyper::{Request, Version};
@@ -49,9 +49,14 @@ async fn start(drain: Drain) -> Running {
             format!("slept={}\n", q.ms)
         }),
     );
-    let served = tokio::spawn(Server::new([listener]).drain(drain).serve(app, async {
-        let _ = stopped.await;
-    }));
+    let served = tokio::spawn(
+        serve(listener, app)
+            .drain(drain)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .run(),
+    );
     Running { addr, stop, served }
 }
 

@@ -13,7 +13,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::response::sse::{Event, Sse};
 use axum::routing::get;
-use devsup_serve::{CLOSE_SERVICE_RESTART, Drain, DrainReport, DrainToken, Server};
+use devsup_serve::{CLOSE_SERVICE_RESTART, Drain, DrainReport, DrainToken, serve};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -125,9 +125,14 @@ async fn start_with(drain: Drain) -> Running {
         .route("/ws-stuck", get(stuck))
         .route("/events", get(events))
         .route("/", get(|| async { "hello\n" }));
-    let served = tokio::spawn(Server::new([listener]).drain(drain).serve(app, async {
-        let _ = stopped.await;
-    }));
+    let served = tokio::spawn(
+        serve(listener, app)
+            .drain(drain)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .run(),
+    );
     Running { addr, stop, served }
 }
 

@@ -10,9 +10,10 @@
 //! Run it with `devsup -- cargo run -p example-tonic` (listens on
 //! 127.0.0.1:50051 on its own).
 
+use std::future::IntoFuture;
 use std::process::ExitCode;
 
-use devsup_serve::{Drain, serve, shutdown_signal, take_std_listener};
+use devsup_serve::take_std_listener;
 use example_tonic::Greeter;
 
 fn main() -> ExitCode {
@@ -28,15 +29,7 @@ fn main() -> ExitCode {
 fn run() -> std::io::Result<()> {
     // Before the runtime starts: taking the socket edits the environment.
     let listener = take_std_listener(([127, 0, 0, 1], 50051).into())?;
-    tokio::runtime::Runtime::new()?.block_on(async {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        let stop = shutdown_signal()?;
-        let shutdown = async {
-            stop.await;
-            let _ = devsup_protocol::notify_stopping();
-        };
-        let server = tokio::spawn(serve(listener, Greeter::new(), shutdown, Drain::default()));
-        devsup_protocol::notify_ready()?;
-        server.await?
-    })
+    // As for an axum router: READY once accepting, drain on SIGTERM.
+    tokio::runtime::Runtime::new()?
+        .block_on(devsup_serve::serve(listener, Greeter::new()).into_future())
 }
