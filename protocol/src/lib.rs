@@ -179,7 +179,9 @@ pub fn format(messages: &[Message]) -> String {
 /// Sends messages to the supervisor.
 ///
 /// Returns `Ok(true)` if they were sent, `Ok(false)` if this process runs
-/// under neither devsup nor systemd (so there is nobody to tell).
+/// under neither devsup nor systemd (so there is nobody to tell). A
+/// [`READY_FD_ENV`] whose fd is not open counts as unset, so the messages
+/// go to [`NOTIFY_SOCKET_ENV`] if that is set.
 pub fn notify(messages: &[Message]) -> io::Result<bool> {
     let text = format(messages);
     if let Some(fd) = env_fd(READY_FD_ENV)? {
@@ -220,9 +222,9 @@ pub fn generation() -> Option<u64> {
     std::env::var(GENERATION_ENV).ok()?.parse().ok()
 }
 
-/// Reads an fd number from the environment and checks that it is open.
-/// The fd is marked close-on-exec, so the server's own children do not
-/// inherit the channel.
+/// Reads an fd number from the environment and checks that it is open
+/// (`None` if it is not, as if the variable were unset). The fd is marked
+/// close-on-exec, so the server's own children do not inherit the channel.
 fn env_fd(var: &str) -> io::Result<Option<RawFd>> {
     let Some(value) = std::env::var_os(var) else {
         return Ok(None);
@@ -238,10 +240,17 @@ fn env_fd(var: &str) -> io::Result<Option<RawFd>> {
             )
         })?;
     // SAFETY: F_GETFD/F_SETFD only read and set the fd's flags; an fd that is
-    // not open gives EBADF, which is reported.
+    // not open gives EBADF.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
     if flags < 0 {
-        return Err(io::Error::last_os_error());
+        let err = io::Error::last_os_error();
+        // Not open: the variable was inherited without the fd (a child of
+        // the server, or a server started by hand from a devsup shell).
+        // Nothing to write to, so as if unset: NOTIFY_SOCKET may still be.
+        if err.raw_os_error() == Some(libc::EBADF) {
+            return Ok(None);
+        }
+        return Err(err);
     }
     // Only ever write into the channel devsup made: a stale variable (a
     // child that inherited the environment but not the fd) must not make

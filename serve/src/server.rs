@@ -421,11 +421,15 @@ where
     })
 }
 
-/// Accepts from whichever listener has a connection first.
-async fn accept_any(listeners: &[TcpListener], _next: &mut usize) -> io::Result<TcpStream> {
+/// Accepts from whichever listener has a connection first, starting with
+/// the one after the listener that was accepted from last: polled always in
+/// the same order, a busy first listener would starve the others.
+async fn accept_any(listeners: &[TcpListener], next: &mut usize) -> io::Result<TcpStream> {
     poll_fn(|cx| {
-        for listener in listeners {
-            if let Poll::Ready(accepted) = listener.poll_accept(cx) {
+        let n = listeners.len();
+        for i in (0..n).map(|k| (*next + k) % n) {
+            if let Poll::Ready(accepted) = listeners[i].poll_accept(cx) {
+                *next = (i + 1) % n;
                 return Poll::Ready(accepted.map(|(stream, _)| stream));
             }
         }
