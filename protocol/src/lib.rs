@@ -45,6 +45,12 @@ pub const READY_FD_ENV: &str = "DEVSUP_READY_FD";
 pub const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";
 /// The generation number of this server process: 1, 2, 3, …
 pub const GENERATION_ENV: &str = "DEVSUP_GENERATION";
+/// The base URL of devsup's live-reload endpoint (e.g.
+/// `http://127.0.0.1:35729`), set when devsup runs with `--livereload`.
+/// Pages load the script at [`LIVERELOAD_SCRIPT_PATH`] under it.
+pub const ENV_LIVERELOAD: &str = "DEVSUP_LIVERELOAD";
+/// Where the live-reload script is, under [`ENV_LIVERELOAD`]'s URL.
+pub const LIVERELOAD_SCRIPT_PATH: &str = "/devsup-livereload.js";
 /// The fd of the first passed socket, as in systemd's `SD_LISTEN_FDS_START`.
 pub const FIRST_FD: RawFd = 3;
 
@@ -215,6 +221,21 @@ pub fn notify_stopping() -> io::Result<bool> {
 /// Asks devsup to start a new generation of this server. Ignored by systemd.
 pub fn request_reload() -> io::Result<bool> {
     notify(&[Message::Reload])
+}
+
+/// The `<script>` tag that loads devsup's live-reload script, when devsup
+/// runs with `--livereload` ([`ENV_LIVERELOAD`] set); `None` otherwise.
+/// A server without a framework layer puts it in its pages itself.
+pub fn livereload_script_tag() -> Option<String> {
+    let base = std::env::var(ENV_LIVERELOAD).ok()?;
+    let base = base.trim().trim_end_matches('/');
+    (!base.is_empty()).then(|| script_tag(base))
+}
+
+/// The tag for a live-reload endpoint at `base`.
+pub fn script_tag(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    format!("<script src=\"{base}{LIVERELOAD_SCRIPT_PATH}\" defer></script>")
 }
 
 /// The generation number devsup gave this process, if it runs under devsup.
@@ -415,6 +436,14 @@ mod tests {
             .collect();
         assert_eq!(back[0], Message::Ready);
         assert_eq!(back[1], Message::Status("a b".into()));
+    }
+
+    #[test]
+    fn script_tag_names_the_script_under_the_base_url() {
+        assert_eq!(
+            script_tag("http://127.0.0.1:35729/"),
+            "<script src=\"http://127.0.0.1:35729/devsup-livereload.js\" defer></script>"
+        );
     }
 
     #[test]

@@ -121,9 +121,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 mod conn;
+mod livereload;
 mod server;
 mod upgrade;
 
+pub use livereload::{LiveReload, LiveReloadBody, LiveReloadLayer};
 pub use server::{Listeners, Serve, WithGracefulShutdown, serve};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

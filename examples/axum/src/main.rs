@@ -102,4 +102,7 @@ fn app() -> Router {
             get(move || async move { ([("x-generation", generation)], body) }),
         )
         .route("/page", get(move || async move { Html(page) }))
+        // With `devsup --livereload`, the browser reloads pages once the
+        // next generation is ready; without it, this does nothing.
+        .layer(devsup_serve::LiveReloadLayer::from_env())
 }
