@@ -481,6 +481,10 @@ impl AsyncWrite for ActiveIo {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
         let mut state = this.activity.upgrade.lock();
+        if state.is_shut() {
+            state.register(cx.waker());
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
         ready!(ActiveIo::poll_upgrade(&mut this.inner, &mut state, cx))?;
         if state.swallowing() {
             // Nothing may follow our close frame.

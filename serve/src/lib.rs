@@ -93,9 +93,11 @@
 //!   dropped, the client answers the close, the application reads that
 //!   close as it would any other and ends. This works for any WebSocket
 //!   library on top of the upgraded socket (axum's `WebSocketUpgrade`,
-//!   tokio-tungstenite), provided the handler keeps reading the socket, as
-//!   an echo or chat loop does. A handler that stops polling the socket
-//!   gets it shut down a grace later (an end without a close frame).
+//!   tokio-tungstenite), provided the handler keeps reading or writing the
+//!   socket, as an echo, chat or push loop does. A grace after the close
+//!   frame the socket is shut down: a handler that only writes then gets
+//!   an error and ends; one that stops polling the socket altogether never
+//!   gets the close frame, only that end.
 //!
 //! What does need code: ending a stream that is not `text/event-stream`
 //! (a long chunked download is left to finish, since ending it early would

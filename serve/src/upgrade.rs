@@ -61,6 +61,9 @@ pub(crate) struct UpgradeState {
     /// The task that last read or wrote the socket.
     waker: Option<Waker>,
     io_dropped: bool,
+    /// `serve` shut the socket down: the application's writes fail from
+    /// now on (it may be one that only writes and would never notice).
+    shut: bool,
     fd: RawFd,
 }
 
@@ -89,6 +92,7 @@ impl Upgrade {
                 close_written: 0,
                 waker: None,
                 io_dropped: false,
+                shut: false,
                 fd,
             }),
             dropped: Notify::new(),
@@ -136,13 +140,20 @@ impl Upgrade {
     /// Shuts the socket down both ways: the application's next read sees
     /// the end and its next write fails, so it lets go of the socket.
     pub(crate) fn shutdown(&self) {
-        let state = self.lock();
-        // The fd stays open while the state says the socket is not
-        // dropped: the socket's Drop takes this lock before it closes it.
-        if !state.io_dropped {
-            // SAFETY: shutdown on an fd we own (see above); errors (the
-            // peer is gone already) change nothing.
-            unsafe { libc::shutdown(state.fd, libc::SHUT_RDWR) };
+        let waker = {
+            let mut state = self.lock();
+            state.shut = true;
+            // The fd stays open while the state says the socket is not
+            // dropped: the socket's Drop takes this lock before it closes it.
+            if !state.io_dropped {
+                // SAFETY: shutdown on an fd we own (see above); errors (the
+                // peer is gone already) change nothing.
+                unsafe { libc::shutdown(state.fd, libc::SHUT_RDWR) };
+            }
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
         }
     }
 
@@ -209,9 +220,14 @@ impl UpgradeState {
     }
 
     /// Whether our close frame has gone out: what the application writes
-    /// after it is dropped.
+    /// after it is dropped (until the socket is shut down).
     pub(crate) fn swallowing(&self) -> bool {
         self.close_written == CLOSE_FRAME.len()
+    }
+
+    /// Whether `serve` has shut the socket down.
+    pub(crate) fn is_shut(&self) -> bool {
+        self.shut
     }
 }
 

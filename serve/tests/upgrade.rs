@@ -87,6 +87,26 @@ async fn stuck(ws: WebSocketUpgrade) -> Response {
     })
 }
 
+/// Sends a message every 20 ms and never reads; tells the test when it
+/// has ended.
+async fn push_only(ws: WebSocketUpgrade, Extension(ended): Extension<Ended>) -> Response {
+    ws.on_upgrade(move |mut socket: WebSocket| async move {
+        let mut n = 0u64;
+        while socket
+            .send(Message::Text(format!("push {n}").into()))
+            .await
+            .is_ok()
+        {
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = ended.0.send(());
+    })
+}
+
+#[derive(Clone)]
+struct Ended(tokio::sync::mpsc::UnboundedSender<()>);
+
 /// An event every 20 ms, for ever.
 async fn events() -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>
 {
@@ -99,6 +119,7 @@ async fn events() -> Sse<impl futures_util::Stream<Item = Result<Event, std::con
 
 struct Running {
     addr: SocketAddr,
+    ended: tokio::sync::mpsc::UnboundedReceiver<()>,
     stop: oneshot::Sender<()>,
     served: JoinHandle<std::io::Result<DrainReport>>,
 }
@@ -119,12 +140,15 @@ async fn start_with(drain: Drain) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
+    let (ended_tx, ended) = tokio::sync::mpsc::unbounded_channel();
     let app = Router::new()
         .route("/ws", get(echo))
+        .route("/ws-push", get(push_only))
         .route("/ws-cooperative", get(cooperative))
         .route("/ws-stuck", get(stuck))
         .route("/events", get(events))
-        .route("/", get(|| async { "hello\n" }));
+        .route("/", get(|| async { "hello\n" }))
+        .layer(Extension(Ended(ended_tx)));
     let served = tokio::spawn(
         serve(listener, app)
             .drain(drain)
@@ -133,7 +157,12 @@ async fn start_with(drain: Drain) -> Running {
             })
             .run(),
     );
-    Running { addr, stop, served }
+    Running {
+        addr,
+        ended,
+        stop,
+        served,
+    }
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
@@ -145,7 +174,7 @@ async fn connect(addr: SocketAddr, path: &str) -> Ws {
     within(ws.send(tungstenite::Message::text("ping")))
         .await
         .unwrap();
-    if !path.contains("stuck") {
+    if !path.contains("stuck") && !path.contains("push") {
         let got = within(ws.next()).await.expect("a message").unwrap();
         assert_eq!(got, tungstenite::Message::text("ping"));
     }
@@ -325,4 +354,25 @@ async fn process_wide_drain_token_sees_a_drain() {
     within(token.drained()).await;
     assert!(token.is_draining());
     within(served).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn push_only_websocket_gets_1012_and_its_app_ends() {
+    let running = start_with(long_lived(100)).await;
+    let mut ended = running.ended;
+    let running = Running {
+        ended: tokio::sync::mpsc::unbounded_channel().1,
+        ..running
+    };
+    let mut ws = connect(running.addr, "/ws-push").await;
+    let first = within(ws.next()).await.unwrap().unwrap();
+    assert_eq!(first, tungstenite::Message::text("push 0"));
+    let (_started, served) = running.drain().await;
+    // Pushes, then the close frame between two of them, then the end.
+    let (code, _) = close_frame(&mut ws).await;
+    assert_eq!(code, 1012);
+    // The app, which never reads, learns from a failed send and ends.
+    within(ended.recv()).await.expect("the handler ended");
+    let report = within(served).await.unwrap().unwrap();
+    assert!(report.elapsed < Duration::from_secs(2), "{report:?}");
 }
