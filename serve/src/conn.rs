@@ -195,7 +195,10 @@ pub(crate) struct Activity {
     became_idle: Notify,
     /// Event streams in flight on this connection.
     long_lived: AtomicUsize,
-    /// The connection speaks HTTP/2 (seen on its first request).
+    /// The connection speaks HTTP/2 (seen on its first request). Not from
+    /// the preface: hyper closes an HTTP/2 connection still in its
+    /// handshake without a GOAWAY, so a connection that has made no
+    /// request yet drains like an HTTP/1.1 one (after the idle grace).
     http2: AtomicBool,
     upgrade: Upgrade,
 }
