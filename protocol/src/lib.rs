@@ -45,6 +45,12 @@ pub const READY_FD_ENV: &str = "DEVSUP_READY_FD";
 pub const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";
 /// The generation number of this server process: 1, 2, 3, …
 pub const GENERATION_ENV: &str = "DEVSUP_GENERATION";
+/// The base URL of devsup's live-reload endpoint (e.g.
+/// `http://127.0.0.1:35729`), set when devsup runs with `--livereload`.
+/// Pages load the script at [`LIVERELOAD_SCRIPT_PATH`] under it.
+pub const ENV_LIVERELOAD: &str = "DEVSUP_LIVERELOAD";
+/// Where the live-reload script is, under [`ENV_LIVERELOAD`]'s URL.
+pub const LIVERELOAD_SCRIPT_PATH: &str = "/devsup-livereload.js";
 /// The fd of the first passed socket, as in systemd's `SD_LISTEN_FDS_START`.
 pub const FIRST_FD: RawFd = 3;
 
@@ -179,7 +185,9 @@ pub fn format(messages: &[Message]) -> String {
 /// Sends messages to the supervisor.
 ///
 /// Returns `Ok(true)` if they were sent, `Ok(false)` if this process runs
-/// under neither devsup nor systemd (so there is nobody to tell).
+/// under neither devsup nor systemd (so there is nobody to tell). A
+/// [`READY_FD_ENV`] whose fd is not open counts as unset, so the messages
+/// go to [`NOTIFY_SOCKET_ENV`] if that is set.
 pub fn notify(messages: &[Message]) -> io::Result<bool> {
     let text = format(messages);
     if let Some(fd) = env_fd(READY_FD_ENV)? {
@@ -215,14 +223,29 @@ pub fn request_reload() -> io::Result<bool> {
     notify(&[Message::Reload])
 }
 
+/// The `<script>` tag that loads devsup's live-reload script, when devsup
+/// runs with `--livereload` ([`ENV_LIVERELOAD`] set); `None` otherwise.
+/// A server without a framework layer puts it in its pages itself.
+pub fn livereload_script_tag() -> Option<String> {
+    let base = std::env::var(ENV_LIVERELOAD).ok()?;
+    let base = base.trim().trim_end_matches('/');
+    (!base.is_empty()).then(|| script_tag(base))
+}
+
+/// The tag for a live-reload endpoint at `base`.
+pub fn script_tag(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    format!("<script src=\"{base}{LIVERELOAD_SCRIPT_PATH}\" defer></script>")
+}
+
 /// The generation number devsup gave this process, if it runs under devsup.
 pub fn generation() -> Option<u64> {
     std::env::var(GENERATION_ENV).ok()?.parse().ok()
 }
 
-/// Reads an fd number from the environment and checks that it is open.
-/// The fd is marked close-on-exec, so the server's own children do not
-/// inherit the channel.
+/// Reads an fd number from the environment and checks that it is open
+/// (`None` if it is not, as if the variable were unset). The fd is marked
+/// close-on-exec, so the server's own children do not inherit the channel.
 fn env_fd(var: &str) -> io::Result<Option<RawFd>> {
     let Some(value) = std::env::var_os(var) else {
         return Ok(None);
@@ -238,10 +261,17 @@ fn env_fd(var: &str) -> io::Result<Option<RawFd>> {
             )
         })?;
     // SAFETY: F_GETFD/F_SETFD only read and set the fd's flags; an fd that is
-    // not open gives EBADF, which is reported.
+    // not open gives EBADF.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
     if flags < 0 {
-        return Err(io::Error::last_os_error());
+        let err = io::Error::last_os_error();
+        // Not open: the variable was inherited without the fd (a child of
+        // the server, or a server started by hand from a devsup shell).
+        // Nothing to write to, so as if unset: NOTIFY_SOCKET may still be.
+        if err.raw_os_error() == Some(libc::EBADF) {
+            return Ok(None);
+        }
+        return Err(err);
     }
     // Only ever write into the channel devsup made: a stale variable (a
     // child that inherited the environment but not the fd) must not make
@@ -409,6 +439,14 @@ mod tests {
             .collect();
         assert_eq!(back[0], Message::Ready);
         assert_eq!(back[1], Message::Status("a b".into()));
+    }
+
+    #[test]
+    fn script_tag_names_the_script_under_the_base_url() {
+        assert_eq!(
+            script_tag("http://127.0.0.1:35729/"),
+            "<script src=\"http://127.0.0.1:35729/devsup-livereload.js\" defer></script>"
+        );
     }
 
     #[test]

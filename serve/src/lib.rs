@@ -1,30 +1,43 @@
-//! A drain-correct graceful shutdown for axum/hyper servers run under devsup
+//! A drain-correct `serve` for axum/hyper/tonic servers run under devsup
 //! (or systemd socket activation, or on their own).
+//!
+//! Opting in is one line: where an axum server has
+//! `axum::serve(listener, app)`, write `devsup_serve::serve(listener, app)`.
+//! Same shape (await it, or add `.with_graceful_shutdown(signal)`), and
+//! nothing else to call:
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
-//! use devsup_serve::{Drain, serve, shutdown_signal, take_listener};
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
 //!     // The socket devsup (or systemd) passed at fd 3, or a bound one when
 //!     // run on its own.
-//!     let listener = take_listener("127.0.0.1:8080".parse().unwrap())?;
-//!     // Installed before READY: from then on a SIGTERM drains.
-//!     let stop = shutdown_signal()?;
+//!     let listener = devsup_serve::take_listener("127.0.0.1:8080".parse().unwrap())?;
 //!     let app = Router::new().route("/", get(|| async { "hello\n" }));
-//!     let shutdown = async {
-//!         stop.await;
-//!         let _ = devsup_protocol::notify_stopping();
-//!     };
-//!     let server = tokio::spawn(serve(listener, app, shutdown, Drain::default()));
-//!     // Connections queue in the socket's backlog until serve accepts them,
-//!     // so the old generation may be drained now.
-//!     devsup_protocol::notify_ready()?;
-//!     server.await??;
-//!     Ok(())
+//!     // Was: axum::serve(listener, app).await
+//!     devsup_serve::serve(listener, app).await
 //! }
 //! ```
+//!
+//! What that line does:
+//!
+//! - given a std listener, it makes the socket non-blocking before tokio
+//!   sees it (a socket devsup or systemd passes is blocking; a tokio server
+//!   accepting on a blocking socket stalls a runtime thread and never
+//!   drains, and recent tokio refuses it in debug builds);
+//! - it tells devsup READY=1 once it accepts, so the old generation is
+//!   drained only then; STOPPING=1 when its own drain starts;
+//! - it drains on SIGTERM (devsup's and systemd's drain signal) or SIGINT,
+//!   or when the future given to `.with_graceful_shutdown(..)` completes;
+//! - it speaks HTTP/1.1 and h2c (HTTP/2 with prior knowledge, as gRPC
+//!   uses) on the same socket, and WebSockets and other upgrades;
+//! - it drains without losing a request, and ends long-lived connections
+//!   quickly, as below.
+//!
+//! Under devsup no other change is needed. [`take_listener`] is the
+//! one-call way to get the passed socket (listenfd's `take_tcp_listener(0)`
+//! works too, a std or tokio listener alike).
 //!
 //! [`serve`] owns the accept loop and every connection, because draining
 //! well needs per-connection state (is a request in flight? since when has
@@ -63,6 +76,35 @@
 //! connection went quiet", which clients with a pool timeout below the grace
 //! never hit.
 //!
+//! # Long-lived connections
+//!
+//! A WebSocket or an event stream would hold the old generation until the
+//! drain deadline. [`Drain::long_lived_grace`] (200ms by default) after the
+//! drain starts, `serve` ends them itself, with no code in the
+//! application:
+//!
+//! - A response with `Content-Type: text/event-stream` (axum's `Sse`) ends
+//!   cleanly between two events: the final chunk is written and, on
+//!   HTTP/1.1, the connection closes right after it. `EventSource` clients
+//!   reconnect, to the next generation.
+//! - An upgraded WebSocket gets a close frame with code 1012 ("service
+//!   restart", [`CLOSE_SERVICE_RESTART`]), written by `serve` between two
+//!   of the application's frames; what the application writes after it is
+//!   dropped, the client answers the close, the application reads that
+//!   close as it would any other and ends. This works for any WebSocket
+//!   library on top of the upgraded socket (axum's `WebSocketUpgrade`,
+//!   tokio-tungstenite), provided the handler keeps reading or writing the
+//!   socket, as an echo, chat or push loop does. A grace after the close
+//!   frame the socket is shut down: a handler that only writes then gets
+//!   an error and ends; one that stops polling the socket altogether never
+//!   gets the close frame, only that end.
+//!
+//! What does need code: ending a stream that is not `text/event-stream`
+//! (a long chunked download is left to finish, since ending it early would
+//! look complete to the client), closing a WebSocket with a reason of your
+//! own, or saving state first. For those, every request carries a
+//! [`DrainToken`] in its extensions, and [`draining`] gives one anywhere.
+//!
 //! Dropping the listeners at the start of the drain loses nothing under
 //! devsup, because the socket is shared: connections still waiting in its
 //! backlog stay there for the next generation. With a listener only this
@@ -70,26 +112,23 @@
 //! whatever the backlog still holds.
 #![deny(missing_docs)]
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{CONNECTION, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinSet;
-use tokio::time::Instant;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+mod conn;
+mod livereload;
+mod server;
+mod upgrade;
+
+pub use livereload::{LiveReload, LiveReloadBody, LiveReloadLayer};
+pub use server::{Listeners, Serve, WithGracefulShutdown, serve};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -103,6 +142,13 @@ pub struct Drain {
     /// dropped. Default 8s, below devsup's default drain timeout so that a
     /// server exits on its own before it is killed.
     pub deadline: Duration,
+    /// How long after the drain starts long-lived exchanges are ended for
+    /// the application: a server-sent event stream (`text/event-stream`)
+    /// ends cleanly, and an upgraded WebSocket gets a close frame with code
+    /// 1012 ("service restart"), so their clients reconnect to the next
+    /// generation. The application may end them sooner itself (see
+    /// [`DrainToken`]). Default 200ms.
+    pub long_lived_grace: Duration,
 }
 
 impl Default for Drain {
@@ -110,11 +156,83 @@ impl Default for Drain {
         Drain {
             idle_grace: Duration::from_millis(500),
             deadline: Duration::from_secs(8),
+            long_lived_grace: Duration::from_millis(200),
         }
     }
 }
 
-/// What a drain came to, returned by [`Server::serve`].
+/// The WebSocket close code `serve` sends on a drain, and that an
+/// application closing its WebSockets itself should send: 1012, "service
+/// restart" (the server is restarting; reconnect).
+pub const CLOSE_SERVICE_RESTART: u16 = 1012;
+
+/// Tells a handler that the server is draining: this generation will exit
+/// soon, and long-lived exchanges should end so that their clients
+/// reconnect to the next one.
+///
+/// [`serve`] puts one in every request's extensions (in axum:
+/// `Extension(token): Extension<DrainToken>`); [`draining`] gives one
+/// anywhere. Clones are cheap and share the state.
+///
+/// Most servers need no code for this: `serve` ends event streams and
+/// closes WebSockets itself, [`Drain::long_lived_grace`] after the drain
+/// starts. A handler that awaits the token can do better: close with a
+/// reason of its own, flush state, or end a stream that is not
+/// `text/event-stream`.
+///
+/// ```
+/// use axum::extract::ws::{CloseFrame, Message, WebSocket};
+/// use devsup_serve::{CLOSE_SERVICE_RESTART, DrainToken};
+///
+/// async fn echo(mut socket: WebSocket, drain: DrainToken) {
+///     loop {
+///         tokio::select! {
+///             msg = socket.recv() => match msg {
+///                 Some(Ok(msg)) => if socket.send(msg).await.is_err() { return },
+///                 _ => return,
+///             },
+///             () = drain.drained() => {
+///                 let close = CloseFrame { code: CLOSE_SERVICE_RESTART, reason: "restarting".into() };
+///                 let _ = socket.send(Message::Close(Some(close))).await;
+///                 return;
+///             }
+///         }
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct DrainToken(watch::Receiver<bool>);
+
+impl DrainToken {
+    /// Whether the drain has started.
+    pub fn is_draining(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Completes when the drain starts (at once if it has), or when the
+    /// server is gone.
+    pub fn drained(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            // An error means the server is gone: as good as drained.
+            let _ = rx.wait_for(|&d| d).await;
+        }
+    }
+}
+
+fn process_drain() -> &'static watch::Sender<bool> {
+    static DRAIN: OnceLock<watch::Sender<bool>> = OnceLock::new();
+    DRAIN.get_or_init(|| watch::channel(false).0)
+}
+
+/// A [`DrainToken`] for the whole process: it is draining once any
+/// [`serve`] in it has started to drain. For handlers that cannot reach the
+/// request's extensions (a background task, a library).
+pub fn draining() -> DrainToken {
+    DrainToken(process_drain().subscribe())
+}
+
+/// What a drain came to, returned by [`Serve::run`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainReport {
     /// Connections open when the drain started.
@@ -126,8 +244,8 @@ pub struct DrainReport {
     pub elapsed: Duration,
 }
 
-/// A live count of the connections a [`Server`] holds open, for logging
-/// while it runs. Clones share the count.
+/// A live count of the connections a server holds open, for logging while
+/// it runs ([`Serve::connections`]). Clones share the count.
 #[derive(Debug, Clone, Default)]
 pub struct Connections(Arc<AtomicUsize>);
 
@@ -135,514 +253,6 @@ impl Connections {
     /// The number of connections open right now.
     pub fn open(&self) -> usize {
         self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// One or more listeners served with the same app and drain; [`serve`] is
-/// the one-call form of it.
-#[derive(Debug)]
-pub struct Server {
-    listeners: Vec<TcpListener>,
-    drain: Drain,
-    connections: Connections,
-}
-
-impl Server {
-    /// A server for these listeners, with the default [`Drain`].
-    pub fn new(listeners: impl IntoIterator<Item = TcpListener>) -> Server {
-        Server {
-            listeners: listeners.into_iter().collect(),
-            drain: Drain::default(),
-            connections: Connections::default(),
-        }
-    }
-
-    /// Sets how the server drains.
-    pub fn drain(mut self, drain: Drain) -> Server {
-        self.drain = drain;
-        self
-    }
-
-    /// A handle on the count of open connections, readable while
-    /// [`Server::serve`] runs.
-    pub fn connections(&self) -> Connections {
-        self.connections.clone()
-    }
-
-    /// Serves `app` on every listener until `shutdown` completes, then
-    /// drains as the [module docs](crate) describe and returns once every
-    /// connection is closed or the drain deadline has passed.
-    ///
-    /// Errors only if the listener itself is broken (accept fails with
-    /// EBADF, EINVAL, ...). Other accept errors are retried, and errors on
-    /// single connections end only those connections.
-    pub async fn serve<S, B>(
-        self,
-        app: S,
-        shutdown: impl Future<Output = ()>,
-    ) -> io::Result<DrainReport>
-    where
-        S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
-    {
-        let Server {
-            listeners,
-            drain,
-            connections,
-        } = self;
-        let mut http = http1::Builder::new();
-        // Without a timer hyper's default header-read timeout would not run.
-        http.timer(TokioTimer::new());
-        let (draining_tx, draining_rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-        let mut shutdown = pin!(shutdown);
-
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                accepted = accept_any(&listeners) => {
-                    let stream = match accepted {
-                        Ok(stream) => stream,
-                        Err(err) if is_per_connection(&err) => continue,
-                        Err(err) if is_listener_broken(&err) => return Err(err),
-                        Err(_) => {
-                            // Out of fds or memory, or a network error the
-                            // kernel reports at accept: retrying at once
-                            // would spin. Connections wait in the backlog.
-                            tokio::select! {
-                                () = &mut shutdown => break,
-                                () = tokio::time::sleep(Duration::from_millis(50)) => continue,
-                            }
-                        }
-                    };
-                    let conn = Connection {
-                        stream,
-                        app: app.clone(),
-                        draining: draining_rx.clone(),
-                        idle_grace: drain.idle_grace,
-                        _open: OpenGuard::new(&connections),
-                    };
-                    tasks.spawn(conn.run(http.clone()));
-                }
-                // Reap finished connections so the set does not grow.
-                Some(_) = tasks.join_next() => {}
-            }
-        }
-
-        // New connections must go to the next generation, which accepts
-        // from the same socket: drop our copies before anything else.
-        drop(listeners);
-        let started = Instant::now();
-        let open_at_start = connections.open();
-        // Ignore the error: no receiver means no connection left to tell.
-        let _ = draining_tx.send(true);
-
-        let deadline = tokio::time::sleep(drain.deadline);
-        let mut deadline = pin!(deadline);
-        let mut dropped = 0;
-        loop {
-            tokio::select! {
-                joined = tasks.join_next() => if joined.is_none() { break },
-                () = &mut deadline => {
-                    dropped = tasks.len();
-                    tasks.abort_all();
-                    // Wait for the aborts so the sockets are closed when we return.
-                    while tasks.join_next().await.is_some() {}
-                    break;
-                }
-            }
-        }
-        Ok(DrainReport {
-            open_at_start,
-            dropped,
-            elapsed: started.elapsed(),
-        })
-    }
-}
-
-/// Serves `app` on `listener` until `shutdown` completes, then drains with
-/// `drain` (see the [module docs](crate)) and returns.
-///
-/// `app` is any tower service over hyper requests, such as an
-/// [`axum::Router`]. Each connection runs in its own tokio task. Use
-/// [`Server`] for several listeners or to watch the connection count.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> std::io::Result<()> {
-/// use axum::{Router, routing::get};
-/// use devsup_serve::{Drain, serve};
-///
-/// // As in a test: a listener of our own, and a shutdown that is already due,
-/// // so serve stops accepting at once and returns with nothing to drain.
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-/// let app = Router::new().route("/", get(|| async { "hello\n" }));
-/// serve(listener, app, async {}, Drain::default()).await?;
-/// # Ok(()) }
-/// ```
-pub async fn serve<S, B>(
-    listener: TcpListener,
-    app: S,
-    shutdown: impl Future<Output = ()>,
-    drain: Drain,
-) -> io::Result<()>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    Server::new([listener])
-        .drain(drain)
-        .serve(app, shutdown)
-        .await
-        .map(drop)
-}
-
-/// Accepts from whichever listener has a connection first.
-async fn accept_any(listeners: &[TcpListener]) -> io::Result<TcpStream> {
-    poll_fn(|cx| {
-        for listener in listeners {
-            if let Poll::Ready(accepted) = listener.poll_accept(cx) {
-                return Poll::Ready(accepted.map(|(stream, _)| stream));
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// Errors that concern one connection that died in the backlog, not the
-/// listener: accept the next one.
-fn is_per_connection(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    )
-}
-
-/// Errors that mean the listener itself is unusable, so that retrying can
-/// never succeed.
-fn is_listener_broken(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP | libc::EFAULT)
-    )
-}
-
-/// Keeps [`Connections`] right however a connection task ends, aborts
-/// included.
-struct OpenGuard(Connections);
-
-impl OpenGuard {
-    fn new(connections: &Connections) -> OpenGuard {
-        connections.0.fetch_add(1, Ordering::Relaxed);
-        OpenGuard(connections.clone())
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-struct Connection<S> {
-    stream: TcpStream,
-    app: S,
-    draining: watch::Receiver<bool>,
-    idle_grace: Duration,
-    _open: OpenGuard,
-}
-
-impl<S, B> Connection<S>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    async fn run(self, http: http1::Builder) {
-        let Connection {
-            stream,
-            app,
-            mut draining,
-            idle_grace,
-            _open,
-        } = self;
-        // Small responses should not wait for Nagle.
-        let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(ActiveIo {
-            inner: stream,
-            activity: activity.clone(),
-        });
-        let service = Tracked {
-            inner: TowerToHyperService::new(app),
-            activity: activity.clone(),
-            draining: draining.clone(),
-        };
-        let mut conn = pin!(http.serve_connection(io, service));
-
-        let mut in_drain = false;
-        let mut closing = false;
-        let check = tokio::time::sleep(Duration::ZERO);
-        let mut check = pin!(check);
-        let mut check_armed = false;
-        loop {
-            tokio::select! {
-                // Errors here are the client's doing (reset, bad request) and
-                // end only this connection.
-                _ = conn.as_mut() => return,
-                // An error means the server is gone, which also means drain.
-                _ = draining.wait_for(|&d| d), if !in_drain => {
-                    in_drain = true;
-                    // The grace counts from the start of the drain at the
-                    // earliest: a connection quiet for a minute before it may
-                    // be about to be reused right now.
-                    activity.touch();
-                    if let Some(at) = activity.idle_until(idle_grace) {
-                        check.as_mut().reset(at);
-                        check_armed = true;
-                    }
-                }
-                () = &mut check, if in_drain && !closing && check_armed => {
-                    check_armed = false;
-                    match activity.idle_until(idle_grace) {
-                        Some(at) if at <= Instant::now() => {
-                            conn.as_mut().graceful_shutdown();
-                            closing = true;
-                        }
-                        Some(at) => {
-                            check.as_mut().reset(at);
-                            check_armed = true;
-                        }
-                        // Busy: the end of the request re-arms the check.
-                        None => {}
-                    }
-                }
-                () = activity.became_idle.notified(), if in_drain && !closing => {
-                    if let Some(at) = activity.idle_until(idle_grace) {
-                        check.as_mut().reset(at);
-                        check_armed = true;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// What the drain needs to know of one connection.
-#[derive(Debug)]
-struct Activity {
-    state: Mutex<ActivityState>,
-    /// Signalled (with a stored permit) whenever the last in-flight request
-    /// ends, so the drain can start the idle clock without polling.
-    became_idle: Notify,
-}
-
-#[derive(Debug)]
-struct ActivityState {
-    in_flight: usize,
-    last: Instant,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            state: Mutex::new(ActivityState {
-                in_flight: 0,
-                last: Instant::now(),
-            }),
-            became_idle: Notify::new(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ActivityState> {
-        // The state stays consistent even if a holder panicked: every
-        // critical section is a single assignment.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn touch(&self) {
-        self.lock().last = Instant::now();
-    }
-
-    fn begin(&self) {
-        let mut state = self.lock();
-        state.in_flight += 1;
-        state.last = Instant::now();
-    }
-
-    fn end(&self) {
-        let idle = {
-            let mut state = self.lock();
-            state.in_flight -= 1;
-            state.last = Instant::now();
-            state.in_flight == 0
-        };
-        if idle {
-            self.became_idle.notify_one();
-        }
-    }
-
-    /// When the connection will have been idle for `grace`, or `None` while
-    /// a request is in flight.
-    fn idle_until(&self, grace: Duration) -> Option<Instant> {
-        let state = self.lock();
-        (state.in_flight == 0).then(|| state.last + grace)
-    }
-}
-
-/// Counts a request as in flight from the moment hyper hands it over until
-/// its response body is finished or dropped.
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn new(activity: &Arc<Activity>) -> InFlight {
-        activity.begin();
-        InFlight(activity.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.end();
-    }
-}
-
-/// The service wrapper that tracks requests and marks drain-time responses
-/// `Connection: close`.
-struct Tracked<H> {
-    inner: H,
-    activity: Arc<Activity>,
-    draining: watch::Receiver<bool>,
-}
-
-impl<H, B> hyper::service::Service<Request<Incoming>> for Tracked<H>
-where
-    H: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
-    H::Future: Send + 'static,
-    B: Body + Send + 'static,
-{
-    type Response = Response<TrackedBody<B>>;
-    type Error = H::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, H::Error>> + Send>>;
-
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let in_flight = InFlight::new(&self.activity);
-        let response = self.inner.call(req);
-        let draining = self.draining.clone();
-        Box::pin(async move {
-            let mut response = response.await?;
-            // Decided when the head is written, not when the request came
-            // in: a slow request that started before the drain must close
-            // too. hyper closes the connection after such a response.
-            if *draining.borrow() {
-                response
-                    .headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            Ok(response.map(|body| TrackedBody {
-                inner: Box::pin(body),
-                in_flight: Some(in_flight),
-            }))
-        })
-    }
-}
-
-/// A response body that keeps its request in flight until it ends, so a
-/// streamed response is never cut by the idle close.
-struct TrackedBody<B> {
-    inner: Pin<Box<B>>,
-    in_flight: Option<InFlight>,
-}
-
-impl<B: Body> Body for TrackedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        let polled = self.inner.as_mut().poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.in_flight = None;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// The connection's socket, noting every received byte as activity: a
-/// client halfway through sending a request head has no request in flight
-/// yet, but closing on it would lose that request all the same.
-struct ActiveIo {
-    inner: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for ActiveIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for ActiveIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -738,34 +348,11 @@ pub fn shutdown_signal() -> io::Result<impl Future<Output = StopSignal> + Send +
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn idle_clock_waits_for_in_flight_requests() {
-        let activity = Arc::new(Activity::new());
-        let grace = Duration::from_millis(500);
-        let a = InFlight::new(&activity);
-        let b = InFlight::new(&activity);
-        assert_eq!(activity.idle_until(grace), None);
-        drop(a);
-        assert_eq!(activity.idle_until(grace), None);
-        tokio::time::advance(Duration::from_secs(3)).await;
-        drop(b);
-        let until = activity.idle_until(grace).expect("idle");
-        assert_eq!(until, Instant::now() + grace);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn touch_restarts_the_idle_clock() {
-        let activity = Activity::new();
-        let grace = Duration::from_millis(500);
-        tokio::time::advance(Duration::from_secs(10)).await;
-        activity.touch();
-        assert_eq!(activity.idle_until(grace), Some(Instant::now() + grace));
-    }
-
     #[test]
     fn default_drain_is_half_a_second_and_eight() {
         let drain = Drain::default();
         assert_eq!(drain.idle_grace, Duration::from_millis(500));
         assert_eq!(drain.deadline, Duration::from_secs(8));
+        assert_eq!(drain.long_lived_grace, Duration::from_millis(200));
     }
 }

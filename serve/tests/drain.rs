@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use bytes::Bytes;
-use devsup_serve::{Drain, DrainReport, Server};
+use devsup_serve::{Drain, DrainReport, serve};
 use hyper::body::Frame;
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -122,9 +122,10 @@ impl Harness {
             let _ = started_tx.send(());
         };
         let served = tokio::spawn(
-            Server::new([listener])
+            serve(listener, app(probe))
                 .drain(drain)
-                .serve(app(probe), shutdown),
+                .with_graceful_shutdown(shutdown)
+                .run(),
         );
         Harness {
             addr,
@@ -164,6 +165,7 @@ fn drain(idle_grace_ms: u64, deadline_ms: u64) -> Drain {
     Drain {
         idle_grace: Duration::from_millis(idle_grace_ms),
         deadline: Duration::from_millis(deadline_ms),
+        ..Drain::default()
     }
 }
 
@@ -446,4 +448,76 @@ async fn serve_drops_a_hung_connection_at_the_deadline() {
     assert_eq!((report.open_at_start, report.dropped), (1, 1));
     // Dropped without a response.
     client.eof().await;
+}
+
+/// Regression: the accept loop polled its listeners always in the same
+/// order, so a busy first listener starved the second.
+#[tokio::test]
+async fn a_busy_listener_does_not_starve_another() {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Below the backlog std gives a listener (128).
+    const BUSY: usize = 100;
+    let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let second = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (first_addr, second_addr) = (first.local_addr().unwrap(), second.local_addr().unwrap());
+    // Everything queued before serve starts: 100 requests in the first
+    // listener's backlog, one in the second's.
+    let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..BUSY {
+        let mut stream = std::net::TcpStream::connect(first_addr).unwrap();
+        stream.write_all(request).unwrap();
+        held.push(stream);
+    }
+    let mut lone = std::net::TcpStream::connect(second_addr).unwrap();
+    lone.write_all(b"GET /second HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+
+    let served = Arc::new(AtomicUsize::new(0));
+    let second_at = Arc::new(AtomicUsize::new(usize::MAX));
+    let app = Router::new()
+        .route(
+            "/",
+            get({
+                let served = served.clone();
+                move || async move {
+                    served.fetch_add(1, Ordering::SeqCst);
+                    "first\n"
+                }
+            }),
+        )
+        .route(
+            "/second",
+            get({
+                let (served, second_at) = (served.clone(), second_at.clone());
+                move || async move {
+                    second_at.store(served.fetch_add(1, Ordering::SeqCst), Ordering::SeqCst);
+                    "second\n"
+                }
+            }),
+        );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        devsup_serve::serve(vec![first, second], app)
+            .notify_ready(false)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .run(),
+    );
+    let mut lone = TcpStream::from_std({
+        lone.set_nonblocking(true).unwrap();
+        lone
+    })
+    .unwrap();
+    let mut buf = [0; 256];
+    let n = within(lone.read(&mut buf)).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("second"));
+    let at = second_at.load(Ordering::SeqCst);
+    // Fair polling accepts it second; first-listener-first, after all 100.
+    assert!(at < 10, "the second listener's request was served {at}th");
+    drop(held);
+    stop.send(()).unwrap();
+    within(server).await.unwrap().unwrap();
 }

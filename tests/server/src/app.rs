@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -42,6 +44,8 @@ pub fn router(id: Identity) -> Router {
         .route("/env", get(env))
         .route("/reload", get(reload))
         .route("/fds", get(fds))
+        .route("/ws", get(ws))
+        .route("/events", get(events))
         .layer(axum::middleware::map_response(
             move |mut response: Response| {
                 let (generation, pid) = (generation.clone(), pid.clone());
@@ -121,6 +125,50 @@ impl hyper::body::Body for Chunks {
     fn is_end_stream(&self) -> bool {
         self.next >= self.count
     }
+}
+
+/// A WebSocket echo. It has no drain code on purpose: `serve` closes it
+/// with 1012 on a drain. The first message is `gen=N pid=P`, so a client
+/// can tell which generation it reached.
+async fn ws(State(id): AppState, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |mut socket: WebSocket| async move {
+        let hello = format!("gen={} pid={}", id.generation, id.pid);
+        if socket.send(Message::Text(hello.into())).await.is_err() {
+            return;
+        }
+        while let Some(Ok(msg)) = socket.recv().await {
+            let echo = match msg {
+                Message::Text(_) | Message::Binary(_) => msg,
+                // tungstenite answers pings and closes by itself on the
+                // next receive.
+                _ => continue,
+            };
+            if socket.send(echo).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    interval_ms: Option<u64>,
+}
+
+/// Server-sent events `gen=N tick=i`, the first at once, then one every
+/// `interval_ms` (default 100) for ever. No drain code either: `serve` ends
+/// the stream cleanly on a drain.
+async fn events(State(id): AppState, Query(q): Query<EventsQuery>) -> Response {
+    let interval = Duration::from_millis(q.interval_ms.unwrap_or(100));
+    let generation = id.generation;
+    let ticks = futures_util::stream::unfold(0u64, move |tick| async move {
+        if tick > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        let event = Event::default().data(format!("gen={generation} tick={tick}"));
+        Some((Ok::<_, std::convert::Infallible>(event), tick + 1))
+    });
+    Sse::new(ticks).into_response()
 }
 
 #[derive(Deserialize)]

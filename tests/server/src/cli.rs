@@ -39,6 +39,11 @@ pub struct Args {
     /// Drop the connections still open this long (ms) after a drain starts.
     #[arg(long, value_name = "MS", default_value_t = 8000)]
     pub drain_deadline: u64,
+
+    /// End event streams and close WebSockets this long (ms) after a drain
+    /// starts.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub long_lived_grace: u64,
 }
 
 impl Args {
@@ -50,6 +55,7 @@ impl Args {
         devsup_serve::Drain {
             idle_grace: Duration::from_millis(self.drain_grace),
             deadline: Duration::from_millis(self.drain_deadline),
+            long_lived_grace: Duration::from_millis(self.long_lived_grace),
         }
     }
 }

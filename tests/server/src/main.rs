@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use devsup_serve::{Server, StopSignal};
+use devsup_serve::StopSignal;
 
 /// Prints one log line to stderr, tagged with this process's generation
 /// and pid so interleaved generations can be told apart.
@@ -82,16 +82,15 @@ async fn serve(
         return Ok(ExitCode::FAILURE);
     }
 
-    let listeners = listeners
-        .into_iter()
-        .map(tokio::net::TcpListener::from_std)
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("registering the listener with tokio")?;
     // Installed now, before READY: from then on devsup may send SIGTERM.
     let stop = stop_signal(args.ignore_drain.contains(generation), tag.to_owned())
         .context("installing signal handlers")?;
 
-    let server = Server::new(listeners).drain(args.drain());
+    // READY is ours to send (after --startup-delay, or never); serve sends
+    // STOPPING=1 when it drains.
+    let server = devsup_serve::serve(listeners, app::router(id))
+        .drain(args.drain())
+        .notify_ready(false);
     let connections = server.connections();
     let shutdown_tag = tag.to_owned();
     // Told to stop while still starting up: there is no READY to send.
@@ -100,16 +99,13 @@ async fn serve(
     let shutdown = async move {
         let signal = stop.await;
         stopped.notify_one();
-        if let Err(err) = devsup_protocol::notify_stopping() {
-            log!(shutdown_tag, "cannot send STOPPING=1: {err}");
-        }
         log!(
             shutdown_tag,
             "draining after {signal}, {} open connections",
             connections.open()
         );
     };
-    let serving = tokio::spawn(server.serve(app::router(id), shutdown));
+    let serving = tokio::spawn(server.with_graceful_shutdown(shutdown).run());
 
     // The socket has been listening all along, and the serve task now owns
     // it: connections that arrive before its first accept wait in the

@@ -12,6 +12,8 @@
 mod bad_input;
 /// The command-line conventions: completions, config file, `--prefix`.
 mod cli;
+/// WebSocket and server-sent-event clients through reloads under load.
+mod clients;
 /// Every example under `examples/` reloads under load without a failure.
 mod examples;
 /// Faults around devsup: devsup SIGKILLed or interrupted mid-build,
@@ -20,6 +22,8 @@ mod faults_devsup;
 /// Faults the server makes: crashes, crash loops, ignoring the drain
 /// signal, forking, a garbled ready channel, an unrunnable program.
 mod faults_server;
+/// An independent HTTP/2 load generator (h2load) across reloads.
+mod h2load;
 /// The core handoff: a reload changes the generation and loses nothing.
 mod handoff;
 /// Keys in a terminal.

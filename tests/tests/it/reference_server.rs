@@ -3,8 +3,8 @@
 //! `DEVSUP_GENERATION` set. Each test waits on what the process says
 //! (READY on the channel, a log line, a response), never on a fixed sleep.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::process::{Command, ExitStatus, Stdio};
@@ -196,4 +196,69 @@ fn ignore_drain_keeps_serving_through_sigterm() {
     g.signal(Signal::SIGINT);
     assert_eq!(g.message().as_deref(), Some("STOPPING=1"));
     assert!(g.wait().success());
+}
+
+#[test]
+fn websocket_and_event_stream_end_cleanly_on_sigterm() {
+    use tokio_tungstenite::tungstenite::{self, Message};
+    let mut g = Generation::spawn(3, &["--long-lived-grace", "100"]);
+    assert_eq!(g.message().as_deref(), Some("READY=1"));
+    let pid = g.pid();
+
+    let stream = TcpStream::connect(g.addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let url = format!("ws://{}/ws", g.addr);
+    let (mut ws, _) = tungstenite::client(url.as_str(), stream).unwrap();
+    let hello = ws.read().unwrap();
+    assert_eq!(hello, Message::text(format!("gen=3 pid={pid}")));
+    ws.send(Message::text("echo me")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("echo me"));
+
+    let mut events = TcpStream::connect(g.addr).unwrap();
+    events.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(
+        events,
+        "GET /events?interval_ms=20 HTTP/1.1\r\nHost: test\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0; 1024];
+    while !String::from_utf8_lossy(&got).contains("data: gen=3 tick=1\n") {
+        let n = events.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+
+    g.signal(Signal::SIGTERM);
+    // The WebSocket: a close frame with 1012, then the end.
+    let close = loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => break frame.expect("a close code"),
+            Ok(_) => {}
+            Err(err) => panic!("no close frame: {err}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1012);
+    loop {
+        match ws.read() {
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(err) => panic!("not a clean close: {err}"),
+        }
+    }
+    // The event stream: its last chunk, then EOF.
+    events.read_to_end(&mut got).unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("content-type: text/event-stream"), "{text}");
+    assert!(text.ends_with("\r\n0\r\n\r\n"), "not a clean end: {text:?}");
+
+    assert!(g.wait().success());
+    let exited = g.log_line("exited after ");
+    let ms: u64 = exited
+        .split("exited after ")
+        .nth(1)
+        .and_then(|rest| rest.split("ms").next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("{exited}"));
+    assert!(ms < 1000, "{exited}");
 }

@@ -1,0 +1,559 @@
+//! One connection through its life and through the drain: the hyper
+//! connection, the request tracking, the socket wrapper, and what happens
+//! to an upgraded connection after hyper has let go of it.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue, UPGRADE};
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::upgrade::Upgrade;
+use crate::{BoxError, Connections, Drain, DrainToken};
+
+/// Keeps [`Connections`] right however a connection task ends, aborts
+/// included.
+pub(crate) struct OpenGuard(Connections);
+
+impl OpenGuard {
+    pub(crate) fn new(connections: &Connections) -> OpenGuard {
+        connections.0.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(connections.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct Connection<S> {
+    pub(crate) stream: TcpStream,
+    pub(crate) app: S,
+    pub(crate) draining: watch::Receiver<bool>,
+    pub(crate) drain: Drain,
+    pub(crate) _open: OpenGuard,
+}
+
+impl<S, B> Connection<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    pub(crate) async fn run(self, http: auto::Builder<TokioExecutor>) {
+        let Connection {
+            stream,
+            app,
+            mut draining,
+            drain,
+            _open,
+        } = self;
+        // Small responses should not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new(stream.as_raw_fd()));
+        let io = TokioIo::new(ActiveIo {
+            inner: stream,
+            activity: activity.clone(),
+        });
+        let service = Tracked {
+            inner: TowerToHyperService::new(app),
+            activity: activity.clone(),
+            draining: draining.clone(),
+            long_lived_grace: drain.long_lived_grace,
+        };
+        // With upgrades, so a WebSocket (or any `Upgrade:`) route works:
+        // hyper hands the socket to the app once the 101 response is written.
+        let mut conn = pin!(http.serve_connection_with_upgrades(io, service));
+
+        let idle_grace = drain.idle_grace;
+        let mut in_drain = false;
+        let mut closing = false;
+        let check = tokio::time::sleep(Duration::ZERO);
+        let mut check = pin!(check);
+        let mut check_armed = false;
+        loop {
+            tokio::select! {
+                // Errors here are the client's doing (reset, bad request) and
+                // end only this connection.
+                _ = conn.as_mut() => break,
+                // An error means the server is gone, which also means drain.
+                _ = draining.wait_for(|&d| d), if !in_drain => {
+                    in_drain = true;
+                    if activity.http2.load(Ordering::Relaxed) {
+                        // HTTP/2 drains the HTTP/2 way: GOAWAY (hyper sends
+                        // one that admits every stream, then after a ping
+                        // the last stream id), the streams in flight
+                        // finish, then the connection closes. The client
+                        // learns from GOAWAY itself that it must open its
+                        // next stream elsewhere: no idle grace needed.
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        continue;
+                    }
+                    if activity.long_lived.load(Ordering::Relaxed) > 0 {
+                        // An event stream is in flight: it will be ended at
+                        // the long-lived grace, and the connection must
+                        // close right after it (hyper closes after the
+                        // response in flight), not serve a reconnect.
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        continue;
+                    }
+                    // The grace counts from the start of the drain at the
+                    // earliest: a connection quiet for a minute before it may
+                    // be about to be reused right now.
+                    activity.touch();
+                    if let Some(at) = activity.idle_until(idle_grace) {
+                        check.as_mut().reset(at);
+                        check_armed = true;
+                    }
+                }
+                () = &mut check, if in_drain && !closing && check_armed => {
+                    check_armed = false;
+                    match activity.idle_until(idle_grace) {
+                        Some(at) if at <= Instant::now() => {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        Some(at) => {
+                            check.as_mut().reset(at);
+                            check_armed = true;
+                        }
+                        // Busy: the end of the request re-arms the check.
+                        None => {}
+                    }
+                }
+                () = activity.became_idle.notified(), if in_drain && !closing => {
+                    if let Some(at) = activity.idle_until(idle_grace) {
+                        check.as_mut().reset(at);
+                        check_armed = true;
+                    }
+                }
+            }
+        }
+        if activity.upgrade.is_flagged() {
+            upgraded(&activity.upgrade, draining, drain.long_lived_grace).await;
+        }
+    }
+}
+
+/// Waits for an upgraded connection, now the application's, to end, and on
+/// a drain ends it: the application first has the grace to close it itself
+/// (it has a [`DrainToken`]); then `serve` writes a WebSocket close frame
+/// (see [`crate::upgrade`]; not for an upgrade to anything else); a grace
+/// after that it shuts the socket down.
+async fn upgraded(upgrade: &Upgrade, mut draining: watch::Receiver<bool>, grace: Duration) {
+    let dropped = upgrade.dropped.notified();
+    let mut dropped = pin!(dropped);
+    tokio::select! {
+        () = &mut dropped => return,
+        _ = draining.wait_for(|&d| d) => {}
+    }
+    tokio::select! {
+        () = &mut dropped => return,
+        () = tokio::time::sleep(grace) => {}
+    }
+    if !upgrade.closed_by_frame() {
+        upgrade.request_close();
+    }
+    tokio::select! {
+        () = &mut dropped => return,
+        () = tokio::time::sleep(grace) => {}
+    }
+    // The client has had the close frame for a grace: a well-behaved
+    // application has ended by now. Otherwise end the connection: with the
+    // socket shut down both ways it is over for the client, whatever the
+    // application's task still holds, so the drain need not wait for it.
+    upgrade.shutdown();
+}
+
+/// What the drain needs to know of one connection.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    state: Mutex<ActivityState>,
+    /// Signalled (with a stored permit) whenever the last in-flight request
+    /// ends, so the drain can start the idle clock without polling.
+    became_idle: Notify,
+    /// Event streams in flight on this connection.
+    long_lived: AtomicUsize,
+    /// The connection speaks HTTP/2 (seen on its first request). Not from
+    /// the preface: hyper closes an HTTP/2 connection still in its
+    /// handshake without a GOAWAY, so a connection that has made no
+    /// request yet drains like an HTTP/1.1 one (after the idle grace).
+    http2: AtomicBool,
+    upgrade: Upgrade,
+}
+
+#[derive(Debug)]
+struct ActivityState {
+    in_flight: usize,
+    last: Instant,
+}
+
+impl Activity {
+    pub(crate) fn new(fd: std::os::fd::RawFd) -> Activity {
+        Activity {
+            state: Mutex::new(ActivityState {
+                in_flight: 0,
+                last: Instant::now(),
+            }),
+            became_idle: Notify::new(),
+            long_lived: AtomicUsize::new(0),
+            http2: AtomicBool::new(false),
+            upgrade: Upgrade::new(fd),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ActivityState> {
+        // The state stays consistent even if a holder panicked: every
+        // critical section is a single assignment.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn touch(&self) {
+        self.lock().last = Instant::now();
+    }
+
+    fn begin(&self) {
+        let mut state = self.lock();
+        state.in_flight += 1;
+        state.last = Instant::now();
+    }
+
+    fn end(&self) {
+        let idle = {
+            let mut state = self.lock();
+            state.in_flight -= 1;
+            state.last = Instant::now();
+            state.in_flight == 0
+        };
+        if idle {
+            self.became_idle.notify_one();
+        }
+    }
+
+    /// When the connection will have been idle for `grace`, or `None` while
+    /// a request is in flight.
+    pub(crate) fn idle_until(&self, grace: Duration) -> Option<Instant> {
+        let state = self.lock();
+        (state.in_flight == 0).then(|| state.last + grace)
+    }
+}
+
+/// Counts a request as in flight from the moment hyper hands it over until
+/// its response body is finished or dropped.
+pub(crate) struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    pub(crate) fn new(activity: &Arc<Activity>) -> InFlight {
+        activity.begin();
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// Counts an event stream in flight, for as long as its body lives.
+struct LongLived(Arc<Activity>);
+
+impl LongLived {
+    fn new(activity: &Arc<Activity>) -> LongLived {
+        activity.long_lived.fetch_add(1, Ordering::Relaxed);
+        LongLived(activity.clone())
+    }
+}
+
+impl Drop for LongLived {
+    fn drop(&mut self) {
+        self.0.long_lived.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The service wrapper that tracks requests, hands out the [`DrainToken`],
+/// marks drain-time responses `Connection: close`, and notes upgrades and
+/// event streams.
+struct Tracked<H> {
+    inner: H,
+    activity: Arc<Activity>,
+    draining: watch::Receiver<bool>,
+    long_lived_grace: Duration,
+}
+
+impl<H, B> hyper::service::Service<Request<Incoming>> for Tracked<H>
+where
+    H: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    H::Future: Send + 'static,
+    B: Body + Send + 'static,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = H::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, H::Error>> + Send>>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let in_flight = InFlight::new(&self.activity);
+        let websocket = req
+            .headers()
+            .get(UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        let http1 = req.version() < Version::HTTP_2;
+        if !http1 {
+            self.activity.http2.store(true, Ordering::Relaxed);
+        }
+        req.extensions_mut()
+            .insert(DrainToken(self.draining.clone()));
+        let response = self.inner.call(req);
+        let draining = self.draining.clone();
+        let activity = self.activity.clone();
+        let grace = self.long_lived_grace;
+        Box::pin(async move {
+            let mut response = response.await?;
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                // Before hyper writes the head: the socket follows it.
+                activity.upgrade.flag(websocket);
+            } else if http1 && *draining.borrow() {
+                // Decided when the head is written, not when the request
+                // came in: a slow request that started before the drain
+                // must close too. hyper closes the connection after such a
+                // response. (HTTP/2 has GOAWAY instead, and forbids the
+                // header.)
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            let event_stream = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            let cut: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = event_stream.then(|| {
+                let mut draining = draining.clone();
+                Box::pin(async move {
+                    let _ = draining.wait_for(|&d| d).await;
+                    tokio::time::sleep(grace).await;
+                }) as _
+            });
+            let long_lived = event_stream.then(|| LongLived::new(&activity));
+            Ok(response.map(|body| TrackedBody {
+                inner: Box::pin(body),
+                in_flight: Some(in_flight),
+                cut,
+                ended: false,
+                _long_lived: long_lived,
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its request in flight until it ends, so a
+/// streamed response is never cut by the idle close; an event stream is
+/// ended (between two events, cleanly) once the drain is a long-lived
+/// grace old.
+pub(crate) struct TrackedBody<B> {
+    inner: Pin<Box<B>>,
+    in_flight: Option<InFlight>,
+    cut: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    ended: bool,
+    _long_lived: Option<LongLived>,
+}
+
+impl<B: Body> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let cut_due = self
+            .cut
+            .as_mut()
+            .is_some_and(|cut| cut.as_mut().poll(cx).is_ready());
+        if cut_due {
+            // Frames are whole events (axum's Sse writes one per event),
+            // so ending here ends the stream between two events.
+            self.ended = true;
+            self.in_flight = None;
+            return Poll::Ready(None);
+        }
+        let polled = self.inner.as_mut().poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+            self.in_flight = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The connection's socket, noting every received byte as activity (a
+/// client halfway through sending a request head has no request in flight
+/// yet, but closing on it would lose that request all the same), and,
+/// after an upgrade, following what the application writes (see
+/// [`crate::upgrade`]).
+struct ActiveIo {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl ActiveIo {
+    /// After an upgrade: writes the close frame if it is due (inside the
+    /// application's own read or write, where there is a task to wake).
+    fn poll_upgrade(
+        inner: &mut TcpStream,
+        state: &mut crate::upgrade::UpgradeState,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        state.register(cx.waker());
+        while state.inject_due() {
+            let n = ready!(Pin::new(&mut *inner).poll_write(cx, state.close_rest()))?;
+            state.close_advance(n)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for ActiveIo {
+    fn drop(&mut self) {
+        // Before `inner` (the fd) is closed; see Upgrade::shutdown.
+        self.activity.upgrade.io_dropped();
+    }
+}
+
+impl AsyncRead for ActiveIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.activity.upgrade.is_flagged() {
+            let mut state = this.activity.upgrade.lock();
+            ready!(ActiveIo::poll_upgrade(&mut this.inner, &mut state, cx))?;
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for ActiveIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if !this.activity.upgrade.is_flagged() {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
+        let mut state = this.activity.upgrade.lock();
+        if state.is_shut() {
+            state.register(cx.waker());
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        ready!(ActiveIo::poll_upgrade(&mut this.inner, &mut state, cx))?;
+        if state.swallowing() {
+            // Nothing may follow our close frame.
+            return Poll::Ready(Ok(buf.len()));
+        }
+        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        state.written(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if !self.activity.upgrade.is_flagged() {
+            return Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs);
+        }
+        // Followed byte by byte: one buffer at a time is simplest.
+        let buf = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+        self.poll_write(cx, buf)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.activity.upgrade.is_flagged() {
+            let mut state = this.activity.upgrade.lock();
+            ready!(ActiveIo::poll_upgrade(&mut this.inner, &mut state, cx))?;
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_clock_waits_for_in_flight_requests() {
+        let activity = Arc::new(Activity::new(-1));
+        let grace = Duration::from_millis(500);
+        let a = InFlight::new(&activity);
+        let b = InFlight::new(&activity);
+        assert_eq!(activity.idle_until(grace), None);
+        drop(a);
+        assert_eq!(activity.idle_until(grace), None);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        drop(b);
+        let until = activity.idle_until(grace).expect("idle");
+        assert_eq!(until, Instant::now() + grace);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn touch_restarts_the_idle_clock() {
+        let activity = Activity::new(-1);
+        let grace = Duration::from_millis(500);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        activity.touch();
+        assert_eq!(activity.idle_until(grace), Some(Instant::now() + grace));
+    }
+}
