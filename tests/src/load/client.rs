@@ -152,7 +152,6 @@ async fn client(
                         id,
                         at,
                         (Outcome::Malformed, "unsolicited bytes".into()),
-                        started,
                     );
                     progress.completed.fetch_add(1, Ordering::Relaxed);
                     continue;
@@ -209,7 +208,7 @@ async fn client(
             Err(failed) => {
                 conn = None;
                 let refused = failed.0 == Outcome::ConnectRefused;
-                record_failure(&mut stats, id, at, failed, started);
+                record_failure(&mut stats, id, at, failed);
                 if refused {
                     // Nobody listens: do not spin.
                     tokio::select! {
@@ -224,16 +223,10 @@ async fn client(
 }
 
 /// Counts a failed request that started `at` after the start of the run
-/// (and, in the timeline, now).
-fn record_failure(
-    stats: &mut ClientStats,
-    client: usize,
-    at: Duration,
-    failed: Failed,
-    started: Instant,
-) {
+/// (in the timeline too: see [`super::Timeline`]).
+fn record_failure(stats: &mut ClientStats, client: usize, at: Duration, failed: Failed) {
     if let Some(timeline) = &mut stats.timeline {
-        timeline.record(started.elapsed(), None);
+        timeline.record(at, None);
     }
     let (outcome, detail) = failed;
     *stats.outcomes.entry(outcome).or_default() += 1;

@@ -1,6 +1,8 @@
 //! A run's requests over time, window by window, for the benchmark's
 //! plots: how many succeeded and failed, and the latency quantiles of the
-//! successful ones. A request counts in the window in which it finished.
+//! successful ones. A successful request counts in the window in which it
+//! finished; a failed one in the window in which it started, when it was
+//! lost (a timeout is known only a timeout later).
 //!
 //! Off unless [`LoadConfig::window`](super::LoadConfig::window) is set:
 //! tests need totals only.
@@ -14,9 +16,9 @@ use crate::stats;
 pub struct Window {
     /// Its start, from the start of the run.
     pub start: Duration,
-    /// Requests that succeeded in it.
+    /// Requests that finished in it, successfully.
     pub ok: u64,
-    /// Requests that failed in it (any outcome but ok).
+    /// Requests that started in it and failed (any outcome but ok).
     pub failed: u64,
     /// Median latency of its successful requests (`None`: there were none).
     pub p50: Option<Duration>,
@@ -78,18 +80,19 @@ impl Recorder {
         }
     }
 
-    fn slot(&mut self, finished: Duration) -> &mut Slot {
-        let index = (finished.as_nanos() / self.window.as_nanos()) as usize;
+    fn slot(&mut self, at: Duration) -> &mut Slot {
+        let index = (at.as_nanos() / self.window.as_nanos()) as usize;
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, Slot::default);
         }
         &mut self.slots[index]
     }
 
-    /// A request that finished `finished` after the start of the run:
-    /// successful with `Some(latency)`, failed with `None`.
-    pub(super) fn record(&mut self, finished: Duration, latency: Option<Duration>) {
-        let slot = self.slot(finished);
+    /// A request, `at` after the start of the run: successful with
+    /// `Some(latency)` (`at` is when it finished), failed with `None` (`at`
+    /// is when it started).
+    pub(super) fn record(&mut self, at: Duration, latency: Option<Duration>) {
+        let slot = self.slot(at);
         match latency {
             Some(latency) => {
                 slot.ok += 1;

@@ -66,6 +66,11 @@ pub fn run(plan: &Plan, target_dir: &Path) -> CompareReport {
     }
 }
 
+/// A request unanswered this long counts as failed (a timeout): long
+/// enough for any restart to finish, short enough to end the run soon
+/// after the load stops.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn config(plan: &Plan, addr: SocketAddr) -> LoadConfig {
     LoadConfig {
         conns: plan.conns,
@@ -73,6 +78,7 @@ fn config(plan: &Plan, addr: SocketAddr) -> LoadConfig {
         duration: plan.duration,
         threads: plan.threads,
         window: Some(plan.window),
+        request_timeout: REQUEST_TIMEOUT,
         ..LoadConfig::new(addr)
     }
 }
@@ -243,7 +249,10 @@ pub fn print(r: &CompareReport) {
             report.failure_summary(),
         );
     }
-    println!("(servers: distinct server processes that answered)");
+    println!(
+        "(servers: distinct server processes that answered; a request unanswered after {} is a timeout)",
+        fmt(REQUEST_TIMEOUT)
+    );
     if let Some(why) = &r.skipped {
         println!(
             "!!! devsup-bench: compare: the watchexec side was SKIPPED: {why}; its chart has devsup alone"

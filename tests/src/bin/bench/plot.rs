@@ -33,7 +33,7 @@ const FAILED: RGBColor = RGBColor(220, 20, 20);
 
 fn mark_style(kind: MarkKind) -> (RGBColor, &'static str) {
     match kind {
-        MarkKind::Trigger => (RGBColor(120, 120, 120), "trigger"),
+        MarkKind::Trigger => (RGBColor(120, 120, 120), "trigger (SIGHUP or edit)"),
         MarkKind::Ready => (RGBColor(40, 160, 40), "new generation READY"),
         MarkKind::Drain => (RGBColor(150, 60, 190), "old generation told to drain"),
     }
@@ -171,7 +171,7 @@ where
         .light_line_style(WHITE)
         .x_desc("seconds since the load started")
         .y_desc("latency, ms (p99 bold, p50 thin)")
-        .y_label_formatter(&|v| format!("{v}"))
+        .y_label_formatter(&log_label)
         .draw()?;
     draw_marks(&mut chart, lines, high, false)?;
     for line in lines {
@@ -196,6 +196,18 @@ where
         }
     }
     Ok(())
+}
+
+/// A log axis label: 1, 2 and 5 of each decade, the others blank (plotters
+/// places one at every integer multiple, which overlap).
+fn log_label(v: &f64) -> String {
+    let decade = 10f64.powf(v.log10().floor());
+    let mantissa = (v / decade * 1000.0).round() / 1000.0;
+    if [1.0, 2.0, 5.0].contains(&mantissa) {
+        format!("{v}")
+    } else {
+        String::new()
+    }
 }
 
 /// Vertical lines at each mark of the lines that want them; with
@@ -223,7 +235,7 @@ where
         if xs.is_empty() {
             continue;
         }
-        let style = color.mix(0.45).stroke_width(1);
+        let style = color.mix(0.7).stroke_width(1);
         let drawn = chart.draw_series(
             xs.into_iter()
                 .map(move |x| PathElement::new(vec![(x, bottom), (x, top)], style)),
@@ -279,6 +291,15 @@ mod tests {
             }],
             failed: u64::from(failed_at.is_some()),
         }
+    }
+
+    #[test]
+    fn log_labels() {
+        let labels: Vec<String> = [0.1, 0.2, 0.3, 1.0, 5.0, 9.0, 20.0, 40.0]
+            .iter()
+            .map(log_label)
+            .collect();
+        assert_eq!(labels, ["0.1", "0.2", "", "1", "5", "", "20", ""]);
     }
 
     #[test]
