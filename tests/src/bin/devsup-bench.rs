@@ -22,10 +22,10 @@
 //! - `watch`: watch set-up time and devsup's memory on 5,000 source files
 //!   beside a 200,000-file `target/` (see `bench/watch.rs`).
 //! - `soak`: 1,000 reloads in a row; devsup's fds and memory after 10 and
-//!   after 1,000 (see `bench/soak.rs`).
+//!   after 1,000 (see `bench/soak.rs`), and the load through them.
 //!
 //! Every part by default, each printed as it finishes. A benchmark prints;
-//! it asserts nothing. The load phases (handoff, compare) also leave, in
+//! it asserts nothing. The load phases (handoff, compare, soak) also leave, in
 //! `--out DIR` (default `target/devsup-bench/`), per phase a CSV of 100 ms
 //! windows (`NAME.csv`: ok, failed, p50, p99), a CSV of the instants of
 //! each trigger, READY and drain signal (`NAME-marks.csv`, from devsup's
@@ -189,11 +189,16 @@ fn main() -> ExitCode {
             "devsup-bench: soak: {} reloads, {} keep-alive clients",
             args.soak_reloads, args.soak_conns
         );
-        bench::soak::print(&bench::soak::run(
+        let report = bench::soak::run(
             args.soak_reloads,
             args.soak_conns,
+            Duration::from_millis(args.window.max(1)),
             args.verbose,
-        ));
+        );
+        bench::soak::print(&report);
+        if let Some(phase) = &report.phase {
+            written.extend(bench::write_phase(&out, phase));
+        }
     }
     if !written.is_empty() {
         println!();

@@ -30,6 +30,9 @@ pub const BASELINE: RGBColor = RGBColor(150, 150, 150);
 /// The colour of another tool.
 pub const OTHER: RGBColor = RGBColor(230, 120, 20);
 const FAILED: RGBColor = RGBColor(220, 20, 20);
+/// More marks of one kind than this are not drawn (only counted in the
+/// legend): they would cover the lines.
+const MAX_MARKS: usize = 300;
 
 fn mark_style(kind: MarkKind) -> (RGBColor, &'static str) {
     match kind {
@@ -235,6 +238,22 @@ where
         if xs.is_empty() {
             continue;
         }
+        if xs.len() > MAX_MARKS {
+            // Hundreds of lines would paint the chart over; say so instead.
+            if legend {
+                let n = xs.len();
+                chart
+                    .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())?
+                    .label(format!("{n} x {label}: too many to mark"))
+                    .legend(move |(x, y)| {
+                        PathElement::new(
+                            vec![(x + 10, y - 6), (x + 10, y + 6)],
+                            color.stroke_width(2),
+                        )
+                    });
+            }
+            continue;
+        }
         let style = color.mix(0.7).stroke_width(1);
         let drawn = chart.draw_series(
             xs.into_iter()
@@ -291,6 +310,38 @@ mod tests {
             }],
             failed: u64::from(failed_at.is_some()),
         }
+    }
+
+    #[test]
+    fn too_many_marks_are_counted_not_drawn() {
+        let mut soak = phase("soak", None);
+        let one = soak.marks[0];
+        let draw = |soak: &Phase| {
+            let line = Line {
+                phase: soak,
+                color: MEASURED,
+                marks: true,
+            };
+            super::svg("soak", &[line]).unwrap()
+        };
+        soak.marks = (0..400)
+            .map(|i| Mark {
+                at: Duration::from_millis(5 * i),
+                ..one
+            })
+            .collect();
+        let many = draw(&soak);
+        soak.marks.truncate(10);
+        let ten = draw(&soak);
+        assert!(many.contains("400 x trigger (SIGHUP or edit): too many to mark"));
+        assert!(!ten.contains("too many to mark"));
+        // Not drawn: 400 lines would make it thousands of bytes longer.
+        assert!(
+            many.len() < ten.len() + 1000,
+            "{} vs {}",
+            many.len(),
+            ten.len()
+        );
     }
 
     #[test]
