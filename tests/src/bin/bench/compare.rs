@@ -52,12 +52,16 @@ pub struct CompareReport {
 pub fn run(plan: &Plan, target_dir: &Path) -> CompareReport {
     eprintln!("devsup-bench: compare: devsup --watch");
     let devsup = devsup_side(plan);
-    let (watchexec, skipped) = match watchexec_binary(target_dir) {
-        Ok(binary) => {
-            eprintln!("devsup-bench: compare: {} --socket -r", binary.display());
-            (Some(watchexec_side(plan, &binary)), None)
+    let side = watchexec_binary(target_dir).and_then(|binary| {
+        eprintln!("devsup-bench: compare: {} --socket -r", binary.display());
+        watchexec_side(plan, &binary)
+    });
+    let (watchexec, skipped) = match side {
+        Ok(side) => (Some(side), None),
+        Err(why) => {
+            eprintln!("!!! devsup-bench: compare: SKIPPING the watchexec side: {why}");
+            (None, Some(why))
         }
-        Err(why) => (None, Some(why)),
     };
     CompareReport {
         devsup,
@@ -135,7 +139,8 @@ fn devsup_side(plan: &Plan) -> (Phase, LoadReport) {
     (phase, report)
 }
 
-fn watchexec_side(plan: &Plan, binary: &Path) -> (Phase, LoadReport) {
+/// watchexec's side; `Err` if its server never answered.
+fn watchexec_side(plan: &Plan, binary: &Path) -> Result<(Phase, LoadReport), String> {
     let (_dir, file) = project();
     let root = file
         .parent()
@@ -191,7 +196,7 @@ fn watchexec_side(plan: &Plan, binary: &Path) -> (Phase, LoadReport) {
         }
     }
     let phase = Phase::new("compare-watchexec", "watchexec --socket -r", &report, marks);
-    (phase, report)
+    Ok((phase, report))
 }
 
 /// A loopback address nothing listens on right now.
