@@ -1,11 +1,12 @@
 //! Throughput, errors and handoff timings of devsup under a reload storm;
-//! edit→serve latency; watch start-up on a large tree; a long run of
-//! reloads.
+//! the same server under a tool that restarts it; edit→serve latency;
+//! watch start-up on a large tree; a long run of reloads.
 //!
 //! ```text
 //! cargo run --release -p devsup-tests --bin devsup-bench -- \
-//!     [--only handoff,edit,watch,soak] \
+//!     [--only handoff,compare,edit,watch,soak] [--out DIR] [--window MS] \
 //!     [--reloads N] [--conns C] [--interval MS] [--duration SECS] [--keepalive|--close|--both] \
+//!     [--compare-duration SECS] \
 //!     [--edits N] [--tree DIR] [--starts N] [--soak-reloads N] [--soak-conns C]
 //! ```
 //!
@@ -13,15 +14,23 @@
 //!   server, load it with no reloads (steady), then with a SIGHUP every
 //!   interval (reload), and print both phases side by side with the
 //!   handoff timings devsup logged.
+//! - `compare`: the reference server edited every interval under
+//!   `devsup --watch` and under `watchexec --socket -r`, same load (see
+//!   `bench/compare.rs`; watchexec is installed on first use).
 //! - `edit`: write a watched file, poll until the new generation answers
 //!   (see `bench/edit.rs`).
 //! - `watch`: watch set-up time and devsup's memory on 5,000 source files
 //!   beside a 200,000-file `target/` (see `bench/watch.rs`).
 //! - `soak`: 1,000 reloads in a row; devsup's fds and memory after 10 and
-//!   after 1,000 (see `bench/soak.rs`).
+//!   after 1,000 (see `bench/soak.rs`), and the load through them.
 //!
 //! Every part by default, each printed as it finishes. A benchmark prints;
-//! it asserts nothing.
+//! it asserts nothing. The load phases (handoff, compare, soak) also leave, in
+//! `--out DIR` (default `target/devsup-bench/`), per phase a CSV of 100 ms
+//! windows (`NAME.csv`: ok, failed, p50, p99), a CSV of the instants of
+//! each trigger, READY and drain signal (`NAME-marks.csv`, from devsup's
+//! log), and a chart (`NAME.svg`); and a chart that puts the phases side by
+//! side (`handoff-keep-alive.svg`, `handoff-close.svg`, `compare.svg`).
 
 mod bench;
 
@@ -32,6 +41,9 @@ use clap::{Parser, ValueEnum};
 use devsup_tests::devlog::HandoffTimings;
 use devsup_tests::harness::{self, Devsup, TIMEOUT};
 use devsup_tests::load::{self, LoadConfig, LoadReport, Mode};
+
+use bench::plot::{self, Line};
+use bench::record::{self, Phase};
 
 /// Load devsup's reference server while devsup reloads it, and compare with
 /// no reloads.
@@ -88,6 +100,16 @@ struct Args {
     /// soak: keep-alive clients during the reloads (0: none).
     #[arg(long, default_value_t = 2)]
     soak_conns: usize,
+    /// compare: seconds each tool is loaded and edited (one edit per
+    /// --interval).
+    #[arg(long, default_value_t = 10)]
+    compare_duration: u64,
+    /// Where the CSV files and charts go (default: target/devsup-bench).
+    #[arg(long, value_name = "DIR")]
+    out: Option<std::path::PathBuf>,
+    /// Width of the timeline windows, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    window: u64,
 }
 
 /// A part of the benchmark.
@@ -95,6 +117,8 @@ struct Args {
 enum Part {
     /// Load, steady and under a reload storm; handoff timings.
     Handoff,
+    /// The same server under devsup and under watchexec --socket -r.
+    Compare,
     /// Edit→serve latency.
     Edit,
     /// Watch start-up time and memory on a large tree.
@@ -111,12 +135,20 @@ struct ModeResult {
     reloads_sent: u32,
     generations_spawned: usize,
     timings: HandoffTimings,
+    /// The steady phase and the reload phase, for the CSV files and charts.
+    phases: [Phase; 2],
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let parts = if args.only.is_empty() {
-        vec![Part::Handoff, Part::Edit, Part::Watch, Part::Soak]
+        vec![
+            Part::Handoff,
+            Part::Compare,
+            Part::Edit,
+            Part::Watch,
+            Part::Soak,
+        ]
     } else {
         args.only.clone()
     };
@@ -133,8 +165,16 @@ fn main() -> ExitCode {
         bench::loadavg()
     );
 
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| bench::target_dir().join("devsup-bench"));
+    let mut written = Vec::new();
     if runs(Part::Handoff) {
-        handoff(&args);
+        written.extend(handoff(&args, &out));
+    }
+    if runs(Part::Compare) {
+        written.extend(compare(&args, &out));
     }
     if runs(Part::Edit) {
         eprintln!("devsup-bench: edit: {} edits", args.edits);
@@ -149,17 +189,31 @@ fn main() -> ExitCode {
             "devsup-bench: soak: {} reloads, {} keep-alive clients",
             args.soak_reloads, args.soak_conns
         );
-        bench::soak::print(&bench::soak::run(
+        let report = bench::soak::run(
             args.soak_reloads,
             args.soak_conns,
+            Duration::from_millis(args.window.max(1)),
             args.verbose,
-        ));
+        );
+        bench::soak::print(&report);
+        if let Some(phase) = &report.phase {
+            written.extend(bench::write_phase(&out, phase));
+        }
+    }
+    if !written.is_empty() {
+        println!();
+        println!("written to {}:", out.display());
+        for path in &written {
+            let name = path.strip_prefix(&out).unwrap_or(path);
+            println!("  {}", name.display());
+        }
     }
     ExitCode::SUCCESS
 }
 
-/// The handoff part: load, steady and under a reload storm, per mode.
-fn handoff(args: &Args) {
+/// The handoff part: load, steady and under a reload storm, per mode;
+/// returns the files written.
+fn handoff(args: &Args, out: &std::path::Path) -> Vec<std::path::PathBuf> {
     let load_before = bench::loadavg();
     let interval = Duration::from_millis(args.interval.max(1));
     let (reloads, phase) = match args.reloads {
@@ -189,6 +243,85 @@ fn handoff(args: &Args) {
     }
     print_results(&results);
     bench::print_load(&load_before);
+
+    let mut written = Vec::new();
+    for r in &results {
+        let [steady, reload] = &r.phases;
+        let title = format!(
+            "devsup, {} clients ({}): steady vs a SIGHUP reload every {}",
+            r.steady.conns,
+            r.mode,
+            fmt(interval)
+        );
+        let lines = [
+            Line {
+                phase: steady,
+                color: plot::BASELINE,
+                marks: false,
+            },
+            Line {
+                phase: reload,
+                color: plot::MEASURED,
+                marks: true,
+            },
+        ];
+        written.extend(bench::write_phase(out, steady));
+        written.extend(bench::write_phase(out, reload));
+        written.extend(bench::write_chart(
+            out,
+            &format!("handoff-{}", r.mode),
+            &title,
+            &lines,
+        ));
+    }
+    written
+}
+
+/// The compare part; returns the files written.
+fn compare(args: &Args, out: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let load_before = bench::loadavg();
+    let plan = bench::compare::Plan {
+        conns: args.conns,
+        duration: Duration::from_secs(args.compare_duration.max(1)),
+        interval: Duration::from_millis(args.interval.max(1)),
+        window: Duration::from_millis(args.window.max(1)),
+        threads: args.threads,
+        verbose: args.verbose,
+    };
+    eprintln!(
+        "devsup-bench: compare: {} keep-alive clients, {:?} per tool, an edit every {:?}",
+        plan.conns, plan.duration, plan.interval
+    );
+    let report = bench::compare::run(&plan, &bench::target_dir());
+    bench::compare::print(&report);
+    bench::print_load(&load_before);
+
+    let mut written = Vec::new();
+    let (devsup, _) = &report.devsup;
+    written.extend(bench::write_phase(out, devsup));
+    let mut lines = vec![Line {
+        phase: devsup,
+        color: plot::MEASURED,
+        marks: true,
+    }];
+    if let Some((watchexec, _)) = &report.watchexec {
+        written.extend(bench::write_phase(out, watchexec));
+        lines.insert(
+            0,
+            Line {
+                phase: watchexec,
+                color: plot::OTHER,
+                marks: true,
+            },
+        );
+    }
+    let title = format!(
+        "the reference server edited every {}, {} keep-alive clients: devsup vs a restart",
+        fmt(plan.interval),
+        plan.conns
+    );
+    written.extend(bench::write_chart(out, "compare", &title, &lines));
+    written
 }
 
 fn bench_mode(
@@ -204,6 +337,7 @@ fn bench_mode(
         path: args.path.clone(),
         duration: phase,
         threads: args.threads,
+        window: Some(Duration::from_millis(args.window.max(1))),
         ..LoadConfig::new(addr)
     };
 
@@ -228,21 +362,25 @@ fn bench_mode(
     }
     let reload = run.join();
 
-    // Let the last handoff finish so its drain is measured too: the newest
-    // generation ready and every older one exited.
-    let settled = harness::wait_until(TIMEOUT, || {
-        let pids = devsup.generation_pids();
-        let newest = pids.keys().copied().max().unwrap_or(1);
-        devsup.count_matching(harness::event(newest, "ready")) > 0
-            && (1..newest).all(|g| devsup.count_matching(harness::event(g, "exited")) > 0)
-    });
-    if !settled {
+    // Let the last handoff finish so its drain is measured too.
+    if !bench::settle(&devsup) {
         eprintln!("devsup-bench: {mode}: handoffs had not settled after {TIMEOUT:?}");
     }
     let lines = devsup.lines();
     let timings = HandoffTimings::from_lines(&lines[mark..]);
     let generations_spawned = devsup.generation_pids().len();
+    let marks = record::marks_from_log(&devsup.timed_lines(), reload.started);
     devsup.terminate(TIMEOUT);
+    let name = |phase| format!("handoff-{mode}-{phase}");
+    let phases = [
+        Phase::new(&name("steady"), "steady: no reload", &steady, Vec::new()),
+        Phase::new(
+            &name("reload"),
+            &format!("a SIGHUP reload every {}", fmt(interval)),
+            &reload,
+            marks,
+        ),
+    ];
     ModeResult {
         mode,
         steady,
@@ -250,6 +388,7 @@ fn bench_mode(
         reloads_sent: reloads,
         generations_spawned,
         timings,
+        phases,
     }
 }
 

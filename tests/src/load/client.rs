@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::report::{MAX_SAMPLES, classify_io, classify_response};
+use super::timeline::Recorder;
 use super::{Failure, LoadConfig, LoadReport, Mode, Outcome};
 use crate::http::{self, Parsed, Response};
 
@@ -33,6 +34,7 @@ struct ClientStats {
     reconnects: u64,
     idle_resets: u64,
     samples: Vec<Failure>,
+    timeline: Option<Recorder>,
 }
 
 /// Runs the load until `config.duration` passes or `config.stop` is given,
@@ -67,7 +69,10 @@ pub(super) async fn run_with(config: LoadConfig, progress: Arc<Progress>) -> Loa
         idle_resets: 0,
         elapsed: Duration::ZERO,
         samples: Vec::new(),
+        started,
+        timeline: None,
     };
+    let mut timeline = config.window.map(Recorder::new);
     while let Some(stats) = clients.join_next().await {
         let stats = stats.expect("load client panicked");
         for (outcome, n) in stats.outcomes {
@@ -84,8 +89,12 @@ pub(super) async fn run_with(config: LoadConfig, progress: Arc<Progress>) -> Loa
         report.reconnects += stats.reconnects;
         report.idle_resets += stats.idle_resets;
         report.samples.extend(stats.samples);
+        if let (Some(all), Some(one)) = (&mut timeline, stats.timeline) {
+            all.merge(one);
+        }
     }
     report.elapsed = started.elapsed();
+    report.timeline = timeline.map(|t| t.finish(report.elapsed));
     report.latencies.sort_unstable();
     report.samples.sort_by_key(|s| s.at);
     report.samples.truncate(MAX_SAMPLES);
@@ -112,7 +121,10 @@ async fn client(
     deadline: Instant,
     progress: Arc<Progress>,
 ) -> ClientStats {
-    let mut stats = ClientStats::default();
+    let mut stats = ClientStats {
+        timeline: config.window.map(Recorder::new),
+        ..ClientStats::default()
+    };
     let close = config.mode == Mode::Close;
     let request = http::request(config.addr, &config.path, close);
     let mut conn: Option<Connection> = None;
@@ -185,6 +197,9 @@ async fn client(
                 progress.ok.fetch_add(1, Ordering::Relaxed);
                 *stats.outcomes.entry(Outcome::Ok).or_default() += 1;
                 stats.latencies.push(latency);
+                if let Some(timeline) = &mut stats.timeline {
+                    timeline.record(started.elapsed(), Some(latency));
+                }
                 if let Some((generation, pid)) = gen_pid {
                     *stats.generations.entry(generation).or_default() += 1;
                     stats.pids.entry(generation).or_default().insert(pid);
@@ -207,7 +222,12 @@ async fn client(
     stats
 }
 
+/// Counts a failed request that started `at` after the start of the run
+/// (in the timeline too: see [`super::Timeline`]).
 fn record_failure(stats: &mut ClientStats, client: usize, at: Duration, failed: Failed) {
+    if let Some(timeline) = &mut stats.timeline {
+        timeline.record(at, None);
+    }
     let (outcome, detail) = failed;
     *stats.outcomes.entry(outcome).or_default() += 1;
     if stats.samples.len() < MAX_SAMPLES {

@@ -19,12 +19,14 @@
 //! - `report`: [`Outcome`], how one request is classified, and
 //!   [`LoadReport`], what a run saw.
 //! - `client`: the clients themselves ([`run`]).
+//! - `timeline`: the requests window by window ([`Timeline`]), for plots.
 //! - `thread`: a run on its own thread for synchronous callers ([`start`],
 //!   [`run_blocking`]).
 
 mod client;
 mod report;
 mod thread;
+mod timeline;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -36,6 +38,7 @@ use tokio::sync::watch;
 pub use self::client::run;
 pub use self::report::{Failure, LoadReport, MAX_SAMPLES, Outcome, classify_io, classify_response};
 pub use self::thread::{LoadRun, run_blocking, start};
+pub use self::timeline::{Timeline, Window};
 
 /// How the clients use connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,6 +118,9 @@ pub struct LoadConfig {
     /// Runtime worker threads for [`start`] and [`run_blocking`]; 1 means a
     /// current-thread runtime.
     pub threads: usize,
+    /// Record a [`Timeline`] with windows this wide
+    /// ([`LoadReport::timeline`]); `None` (the default) records totals only.
+    pub window: Option<Duration>,
 }
 
 impl LoadConfig {
@@ -132,6 +138,7 @@ impl LoadConfig {
             requests_per_conn: None,
             check_body: true,
             threads: 1,
+            window: None,
         }
     }
 }

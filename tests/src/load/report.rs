@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::Mode;
+use super::{Mode, Timeline};
 use crate::http::Response;
 
 /// What happened to one request.
@@ -118,6 +118,12 @@ pub struct LoadReport {
     pub elapsed: Duration,
     /// The first failures, in time order (at most [`MAX_SAMPLES`]).
     pub samples: Vec<Failure>,
+    /// When the run started: the zero of [`Failure::at`] and of the
+    /// timeline.
+    pub started: Instant,
+    /// The requests window by window, if
+    /// [`LoadConfig::window`](super::LoadConfig::window) asked for it.
+    pub timeline: Option<Timeline>,
 }
 
 /// How many failures a report keeps in [`LoadReport::samples`].

@@ -270,3 +270,31 @@ fn start_stop_and_progress() {
     assert_eq!(report.failures(), 0, "{report}");
     server.join().unwrap();
 }
+
+#[tokio::test]
+async fn a_timeline_only_when_asked() {
+    let addr = serve(keep_alive_ok).await;
+    let report = run(config(addr, Mode::KeepAlive, 5)).await;
+    assert_eq!(report.timeline, None);
+
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = refused.local_addr().unwrap();
+    drop(refused);
+    for (addr, ok, failed) in [(addr, 10, 0), (nobody, 0, 10)] {
+        let report = run(LoadConfig {
+            window: Some(Duration::from_millis(10)),
+            ..config(addr, Mode::KeepAlive, 5)
+        })
+        .await;
+        let timeline = report.timeline.expect("asked for");
+        assert_eq!(timeline.window, Duration::from_millis(10));
+        let windows = &timeline.windows;
+        assert_eq!(windows.iter().map(|w| w.ok).sum::<u64>(), ok, "{windows:?}");
+        assert_eq!(timeline.failed(), failed, "{windows:?}");
+        assert_eq!(
+            windows.len() as u128,
+            report.elapsed.as_millis() / 10 + 1,
+            "every window to the end of the run"
+        );
+    }
+}

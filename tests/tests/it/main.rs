@@ -22,13 +22,15 @@ mod faults_devsup;
 /// Faults the server makes: crashes, crash loops, ignoring the drain
 /// signal, forking, a garbled ready channel, an unrunnable program.
 mod faults_server;
+/// Faults the user makes: 200 SIGHUPs at once; 300 reloads in a row.
+mod faults_user;
 /// An independent HTTP/2 load generator (h2load) across reloads.
 mod h2load;
 /// The core handoff: a reload changes the generation and loses nothing.
 mod handoff;
 /// Keys in a terminal.
 mod keys;
-/// Reload storms under load; 200 SIGHUPs; 300 reloads in a row.
+/// Reload storms under load lose no request.
 mod load;
 /// systemd's `NOTIFY_SOCKET` protocol, and devsup's temporary files.
 mod notify;

@@ -1,15 +1,20 @@
-//! The parts of devsup-bench beyond the handoff table: edit→serve latency,
-//! watch start-up on a large tree, and a long run of reloads; plus what
-//! they share (reading `/proc`, medians).
+//! The parts of devsup-bench beyond the handoff table: the comparison with
+//! a restarting tool, edit→serve latency, watch start-up on a large tree,
+//! and a long run of reloads; the CSV files and charts of the load phases;
+//! plus what they share (reading `/proc`, medians).
 
+pub mod compare;
 pub mod edit;
+pub mod plot;
+pub mod record;
 pub mod soak;
 pub mod watch;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use devsup_tests::harness;
+use devsup_tests::harness::{self, Devsup, TIMEOUT};
 pub use devsup_tests::procfs::{self, fd_count, loadavg};
 pub use devsup_tests::stats::median_max;
 
@@ -97,5 +102,57 @@ pub fn sizes(samples: &[u64]) -> String {
     match median_max(samples) {
         Some((median, max)) => format!("{} / {}", mib(median), mib(max)),
         None => "n/a".into(),
+    }
+}
+
+/// The target directory this binary was built into (`target/` for
+/// `target/release/devsup-bench`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe.parent().expect("the profile directory");
+    profile_dir
+        .parent()
+        .expect("the target directory")
+        .to_path_buf()
+}
+
+/// Waits until devsup's last handoff has finished (the newest generation
+/// ready, every older one exited), so that its drain is measured too;
+/// `false` if it had not after [`TIMEOUT`].
+pub fn settle(devsup: &Devsup) -> bool {
+    harness::wait_until(TIMEOUT, || {
+        let pids = devsup.generation_pids();
+        let newest = pids.keys().copied().max().unwrap_or(1);
+        devsup.count_matching(harness::event(newest, "ready")) > 0
+            && (1..newest).all(|g| devsup.count_matching(harness::event(g, "exited")) > 0)
+    })
+}
+
+/// Writes a phase's CSV files and its own chart into `out`; returns what
+/// it wrote (a file it could not write is reported, not fatal).
+pub fn write_phase(out: &Path, phase: &record::Phase) -> Vec<PathBuf> {
+    let mut written = Vec::new();
+    match record::write_csv(out, phase) {
+        Ok(path) => written.push(path),
+        Err(e) => eprintln!("devsup-bench: cannot write {}.csv: {e}", phase.name),
+    }
+    let line = plot::Line {
+        phase,
+        color: plot::MEASURED,
+        marks: true,
+    };
+    written.extend(write_chart(out, &phase.name, &phase.label, &[line]));
+    written
+}
+
+/// Draws `lines` into `<out>/<name>.svg`; returns its path, or nothing if
+/// it could not be written.
+pub fn write_chart(out: &Path, name: &str, title: &str, lines: &[plot::Line<'_>]) -> Vec<PathBuf> {
+    match plot::write(out, name, title, lines) {
+        Ok(path) => vec![path],
+        Err(e) => {
+            eprintln!("devsup-bench: cannot draw {name}.svg: {e}");
+            Vec::new()
+        }
     }
 }

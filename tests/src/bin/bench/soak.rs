@@ -11,6 +11,7 @@ use devsup_tests::devlog::HandoffTimings;
 use devsup_tests::harness::{Devsup, TIMEOUT, event};
 use devsup_tests::load::{self, LoadConfig, LoadReport, Mode};
 
+use super::record::{Phase, marks_from_log};
 use super::{ProcSample, durations, fd_kinds, loadavg, mib, print_load};
 use crate::fmt;
 
@@ -44,12 +45,15 @@ pub struct SoakReport {
     pub exited: (usize, usize),
     /// The load, if any.
     pub load: Option<LoadReport>,
+    /// The load window by window with devsup's marks, for the chart.
+    pub phase: Option<Phase>,
     /// Load average before the part.
     pub load_before: String,
 }
 
 /// Runs `reloads` reloads with `conns` keep-alive clients (0: none).
-pub fn run(reloads: u32, conns: usize, verbose: bool) -> SoakReport {
+/// The load is recorded in windows of `window` for the chart.
+pub fn run(reloads: u32, conns: usize, window: Duration, verbose: bool) -> SoakReport {
     let load_before = loadavg();
     let dir = tempfile::tempdir().expect("temporary directory");
     let devsup = Devsup::builder(dir.path()).echo(verbose).spawn();
@@ -62,6 +66,7 @@ pub fn run(reloads: u32, conns: usize, verbose: bool) -> SoakReport {
             conns,
             mode: Mode::KeepAlive,
             duration: Duration::from_secs(24 * 3600),
+            window: Some(window),
             ..LoadConfig::new(addr)
         })
     });
@@ -95,6 +100,11 @@ pub fn run(reloads: u32, conns: usize, verbose: bool) -> SoakReport {
     let elapsed = started.elapsed() - sampling;
     let load = run.map(|r| r.finish());
 
+    let phase = load.as_ref().map(|load| {
+        let marks = marks_from_log(&devsup.timed_lines(), load.started);
+        let label = format!("{reloads} reloads in a row, {conns} keep-alive clients");
+        Phase::new("soak", &label, load, marks)
+    });
     let lines = devsup.lines();
     let (mut exited, mut exited_ok) = (0, 0);
     for line in &lines {
@@ -115,6 +125,7 @@ pub fn run(reloads: u32, conns: usize, verbose: bool) -> SoakReport {
         timings: HandoffTimings::from_lines(&lines[mark..]),
         exited: (exited, exited_ok),
         load,
+        phase,
         load_before,
     };
     devsup.terminate(TIMEOUT);
