@@ -12,7 +12,8 @@
 //!    write end (close-on-exec, so no generation or build holds it).
 //! 2. devsup writes `+PGID` when it starts a process group and `-PGID`
 //!    once the group is gone, so the guard always knows the live groups.
-//! 3. On a clean exit devsup writes `exit`, and the guard exits.
+//! 3. On a clean exit (and only then: not while unwinding from a panic)
+//!    devsup writes `exit`, and the guard exits.
 //! 4. If the pipe reaches end of file without `exit`, devsup died: the
 //!    guard sends the drain signal to every live group, waits up to the
 //!    drain timeout for them to go, SIGKILLs what is left, and exits.
@@ -75,11 +76,12 @@ impl Guard {
     pub(crate) fn forget(&mut self, pgid: i32) {
         let _ = writeln!(self.pipe, "-{pgid}");
     }
-}
 
-impl Drop for Guard {
-    /// devsup exits cleanly: every group is stopped already.
-    fn drop(&mut self) {
+    /// devsup exits cleanly: every group is stopped already, and the guard
+    /// may go. Only an explicit call on the clean exit path says so, never
+    /// a `Drop`: a `Guard` dropped while devsup unwinds from a panic leaves
+    /// the guard to stop every group.
+    pub(crate) fn exit(&mut self) {
         let _ = writeln!(self.pipe, "exit");
     }
 }

@@ -140,7 +140,10 @@ impl Executor {
                 debug!("sending {signal} to the build");
                 signal_group(pid, signal);
             }
-            Action::Exit(code) => return Some(code),
+            Action::Exit(code) => {
+                self.guard.exit();
+                return Some(code);
+            }
         }
         None
     }
