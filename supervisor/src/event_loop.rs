@@ -36,9 +36,12 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
     }
     become_subreaper();
     // Before any thread exists: the guard is forked.
-    let guard = Guard::start(config.drain_signal, config.drain_timeout)?;
+    let mut guard = Guard::start(config.drain_signal, config.drain_timeout)?;
     let listeners = sockets::bind_all(&config.sockets, config.backlog)?;
     for (i, l) in listeners.iter().enumerate() {
+        if let sockets::Addr::Unix(path) = &l.addr {
+            guard.remove_on_death(path);
+        }
         info!(
             "listening on {} (name={} fd={})",
             l.addr,

@@ -80,14 +80,16 @@ impl Executor {
         config: Config,
         listeners: Vec<Listener>,
         tx: Sender<Input>,
-        guard: Guard,
+        mut guard: Guard,
     ) -> anyhow::Result<Executor> {
+        let notify_dir = NotifyDir::create()?;
+        guard.remove_on_death(notify_dir.path());
         Ok(Executor {
             config,
             listeners,
             tx,
             procs: HashMap::new(),
-            notify_dir: NotifyDir::create()?,
+            notify_dir,
             notify_paths: HashMap::new(),
             fd_store: Vec::new(),
             guard,

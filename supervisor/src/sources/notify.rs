@@ -51,6 +51,11 @@ impl NotifyDir {
         Ok(NotifyDir { dir })
     }
 
+    /// The directory's path.
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Binds generation `gen_id`'s socket (close-on-exec, `SO_PASSCRED`).
     pub(crate) fn bind(&self, gen_id: GenId) -> anyhow::Result<(PathBuf, UnixDatagram)> {
         let path = self.dir.path().join(format!("gen-{gen_id}.sock"));

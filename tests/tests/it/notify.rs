@@ -260,3 +260,35 @@ fn nothing_devsup_creates_is_world_writable_or_left_in_the_temp_dir() {
         assert!(left.is_empty(), "left behind after exit: {left:?}");
     }
 }
+
+/// devsup SIGKILLed leaves nothing behind either: its guard removes the
+/// private notify directory and the unix socket's path once it has
+/// stopped the generations.
+#[test]
+fn the_guard_removes_devsups_files_after_a_sigkill() {
+    let dir = temp_dir();
+    let runtime = tempfile::tempdir().unwrap();
+    let unix = dir.path().join("app.sock");
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .arg("-s")
+        .arg(format!("admin=unix::{}", unix.display()))
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    assert!(unix.exists());
+    assert!(!walk(runtime.path()).is_empty(), "the notify directory");
+
+    devsup.signal(Signal::SIGKILL);
+    devsup.wait_exit(TIMEOUT);
+    assert!(
+        wait_until(TIMEOUT, || !unix.exists()),
+        "{} is removed",
+        unix.display()
+    );
+    assert!(
+        wait_until(TIMEOUT, || walk(runtime.path()).is_empty()),
+        "left in the runtime directory: {:?}",
+        walk(runtime.path())
+    );
+}
