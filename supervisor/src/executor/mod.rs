@@ -11,7 +11,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::unix::net::SocketAddr;
+use std::path::Path;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
@@ -63,7 +64,7 @@ pub(crate) struct Executor {
     procs: HashMap<i32, Proc>,
     notify_dir: NotifyDir,
     /// Each live generation's notify socket.
-    notify_paths: HashMap<GenId, PathBuf>,
+    notify_addrs: HashMap<GenId, SocketAddr>,
     /// `FDSTORE=1` fds, passed to every new generation after the sockets.
     fd_store: Vec<(String, OwnedFd)>,
     /// Stops every group devsup started if devsup dies first.
@@ -82,15 +83,17 @@ impl Executor {
         tx: Sender<Input>,
         mut guard: Guard,
     ) -> anyhow::Result<Executor> {
-        let notify_dir = NotifyDir::create()?;
-        guard.remove_on_death(notify_dir.path());
+        let notify_dir = NotifyDir::create();
+        if let Some(path) = notify_dir.path() {
+            guard.remove_on_death(path);
+        }
         Ok(Executor {
             config,
             listeners,
             tx,
             procs: HashMap::new(),
             notify_dir,
-            notify_paths: HashMap::new(),
+            notify_addrs: HashMap::new(),
             fd_store: Vec::new(),
             guard,
         })
@@ -160,15 +163,15 @@ impl Executor {
                 };
             }
         };
-        let (notify_path, notify_socket) = match self.notify_dir.bind(gen_id) {
-            Ok(bound) => bound,
-            Err(e) => {
-                return Event::SpawnFailed {
-                    gen_id,
-                    error: format!("{e:#}"),
-                };
-            }
-        };
+        let dir_before = self.notify_dir.path().map(Path::to_path_buf);
+        let notify = self.notify_dir.bind(gen_id);
+        if let Some(dir) = self
+            .notify_dir
+            .path()
+            .filter(|d| Some(*d) != dir_before.as_deref())
+        {
+            self.guard.remove_on_death(dir);
+        }
         let fds: Vec<BorrowedFd<'_>> = (self.listeners.iter().map(|l| l.fd()))
             .chain(self.fd_store.iter().map(|(_, fd)| fd.as_fd()))
             .collect();
@@ -181,7 +184,9 @@ impl Executor {
             generation: gen_id,
             listen_pid: self.config.listen_pid,
             parent_death_signal: self.config.drain_signal,
-            extra_env: vec![(proto::NOTIFY_SOCKET_ENV.into(), notify_path.clone().into())],
+            extra_env: (notify.iter())
+                .map(|n| (proto::NOTIFY_SOCKET_ENV.into(), n.env.clone()))
+                .collect(),
             capture_output: self.config.prefix,
         };
         match process::spawn(&path, &self.config.program, &inherit) {
@@ -205,21 +210,19 @@ impl Executor {
                     output::spawn_prefixer(gen_id, stdout, false);
                     output::spawn_prefixer(gen_id, stderr, true);
                 }
-                notify::spawn_reader(
-                    gen_id,
-                    spawned.pid,
-                    notify_socket,
-                    notify_path.clone(),
-                    self.tx.clone(),
-                );
-                self.notify_paths.insert(gen_id, notify_path);
+                if let Some(notify) = notify {
+                    notify::spawn_reader(gen_id, spawned.pid, notify.socket, self.tx.clone());
+                    self.notify_addrs.insert(gen_id, notify.addr);
+                }
                 Event::Spawned {
                     gen_id,
                     pid: spawned.pid,
                 }
             }
             Err(e) => {
-                let _ = std::fs::remove_file(&notify_path);
+                if let Some(path) = notify.as_ref().and_then(|n| n.addr.as_pathname()) {
+                    let _ = std::fs::remove_file(path);
+                }
                 Event::SpawnFailed {
                     gen_id,
                     error: format!("{e:#}"),
@@ -325,8 +328,8 @@ impl Executor {
             let exit = p.leader.expect("filtered above");
             queue.push_back(match p.role {
                 Role::Generation(gen_id) => {
-                    if let Some(path) = self.notify_paths.remove(&gen_id) {
-                        notify::stop_reader(&path);
+                    if let Some(addr) = self.notify_addrs.remove(&gen_id) {
+                        notify::stop_reader(&addr);
                     }
                     // The child has exited, so its end of the exec status
                     // pipe is closed: this read does not block.

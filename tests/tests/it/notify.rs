@@ -292,3 +292,70 @@ fn the_guard_removes_devsups_files_after_a_sigkill() {
         walk(runtime.path())
     );
 }
+
+/// A directory at least `len` bytes long under `root`.
+fn long_dir(root: &Path, len: usize) -> PathBuf {
+    let mut dir = root.to_path_buf();
+    while dir.as_os_str().len() < len {
+        dir.push("a-directory-with-a-long-name");
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `NOTIFY_SOCKET` is never a hard requirement: a runtime or temporary
+/// directory too long for a socket path (over `SUN_LEN`), or one devsup
+/// cannot create anything in, makes devsup use another place, and a Type=notify
+/// server still gets its socket and hands over through it.
+#[test]
+fn an_unusable_runtime_or_temp_dir_does_not_stop_notify() {
+    let root = temp_dir();
+    let long = long_dir(root.path(), 120);
+    let long = long.as_os_str();
+    // (XDG_RUNTIME_DIR, TMPDIR)
+    let cases: [(&std::ffi::OsStr, &std::ffi::OsStr); 2] = [(long, long), ("/proc".as_ref(), long)];
+    for (runtime, tmp) in cases {
+        eprintln!("XDG_RUNTIME_DIR={runtime:?} TMPDIR={tmp:?}");
+        let dir = temp_dir();
+        let devsup = Devsup::builder(dir.path())
+            .arg("--no-watch")
+            .env("XDG_RUNTIME_DIR", runtime)
+            .env("TMPDIR", tmp)
+            .server("python3")
+            .server_args([fixture()])
+            .spawn();
+        devsup.wait_event(1, "status: notify server up", TIMEOUT);
+        devsup.wait_event(1, "ready", TIMEOUT);
+        devsup.reload();
+        devsup.wait_event(2, "ready", TIMEOUT);
+        stop_cleanly(&devsup);
+        assert_eq!(devsup.count_lines("warning"), 0, "{}", devsup.log_text());
+    }
+}
+
+/// The private directory removed while devsup runs (`rm -rf
+/// $XDG_RUNTIME_DIR/devsup-*`): the next generation gets a new one.
+#[test]
+fn a_removed_notify_directory_is_made_again() {
+    let dir = temp_dir();
+    let runtime = tempfile::tempdir().unwrap();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .server("python3")
+        .server_args([fixture()])
+        .spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    for entry in std::fs::read_dir(runtime.path()).unwrap() {
+        std::fs::remove_dir_all(entry.unwrap().path()).unwrap();
+    }
+    devsup.reload();
+    devsup.wait_event(2, "status: notify server up", TIMEOUT);
+    devsup.wait_event(2, "ready", TIMEOUT);
+    stop_cleanly(&devsup);
+    assert!(
+        walk(runtime.path()).is_empty(),
+        "the new directory is removed on exit too: {:?}",
+        walk(runtime.path())
+    );
+}
