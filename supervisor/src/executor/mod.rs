@@ -13,6 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
@@ -29,7 +30,7 @@ use crate::guard::Guard;
 use crate::log::latency;
 use crate::process::{self, ExecStatus, Inherit};
 use crate::sockets::Listener;
-use crate::sources::notify::{self, NotifyDir};
+use crate::sources::notify::{self, Heard, NotifyDir};
 use crate::sources::ready_channel;
 
 mod main_pid;
@@ -53,6 +54,8 @@ struct Proc {
     /// A generation's exec status and program, read once it has exited: a
     /// child that could not exec exits at once, with status 127.
     exec: Option<(ExecStatus, String)>,
+    /// Whose messages a generation's notify socket hears.
+    heard: Option<Arc<Heard>>,
 }
 
 /// Carries out actions: the only code that touches processes.
@@ -196,6 +199,7 @@ impl Executor {
                     .unwrap_or_default();
                 info!(generation = gen_id, "spawned pid={}{after}", spawned.pid);
                 self.guard.watch(spawned.pid);
+                let heard = Heard::new(spawned.pid);
                 self.procs.insert(
                     spawned.pid,
                     Proc {
@@ -203,6 +207,7 @@ impl Executor {
                         leader: None,
                         extra_groups: Vec::new(),
                         exec: Some((spawned.exec_status, path.display().to_string())),
+                        heard: Some(heard.clone()),
                     },
                 );
                 ready_channel::spawn_reader(gen_id, spawned.channel, self.tx.clone());
@@ -211,7 +216,7 @@ impl Executor {
                     output::spawn_prefixer(gen_id, stderr, true);
                 }
                 if let Some(notify) = notify {
-                    notify::spawn_reader(gen_id, spawned.pid, notify.socket, self.tx.clone());
+                    notify::spawn_reader(gen_id, heard, notify.socket, self.tx.clone());
                     self.notify_addrs.insert(gen_id, notify.addr);
                 }
                 Event::Spawned {
@@ -277,6 +282,7 @@ impl Executor {
                         leader: None,
                         extra_groups: Vec::new(),
                         exec: None,
+                        heard: None,
                     },
                 );
                 Event::BuildStarted { pid }

@@ -4,10 +4,12 @@
 //! sends datagrams to the path in `NOTIFY_SOCKET`. devsup gives each
 //! generation its own socket in a private directory (mode 0700, removed on
 //! exit; made again if it is removed; an abstract socket where no directory
-//! will do, see [`NotifyDir`]), and checks every datagram's sender with `SCM_CREDENTIALS`: only a
-//! process in the generation's own process group is heard; anything else is
-//! dropped with a warning. File descriptors sent with `FDSTORE=1`
-//! (`SCM_RIGHTS`) are kept by devsup and passed on to the next generations.
+//! will do, see [`NotifyDir`]), and checks every datagram's sender with
+//! `SCM_CREDENTIALS`: only a process in the generation's own process group,
+//! or in the group of the `MAINPID=` process devsup accepted (see
+//! [`Heard`]), is heard; anything else is dropped with a warning. File
+//! descriptors sent with `FDSTORE=1` (`SCM_RIGHTS`) are kept by devsup and
+//! passed on to the next generations.
 
 use std::ffi::OsString;
 use std::io::IoSliceMut;
@@ -17,7 +19,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use devsup_protocol as proto;
@@ -194,6 +197,69 @@ fn random() -> u64 {
         .finish()
 }
 
+/// The process groups a generation's notify socket hears: its own, and the
+/// group of a `MAINPID=` process the executor accepted (that group already
+/// gets the generation's signals). Shared by the executor, which decides,
+/// and the generation's reader, which checks each sender.
+#[derive(Debug)]
+pub(crate) struct Heard {
+    state: Mutex<HeardState>,
+    changed: Condvar,
+}
+
+#[derive(Debug)]
+struct HeardState {
+    groups: Vec<i32>,
+    /// The `MAINPID=` pids the executor has decided on, either way.
+    decided: Vec<i32>,
+}
+
+/// How long a reader waits for the executor's decision on a `MAINPID=`
+/// before judging a message from that process.
+const MAINPID_DECISION: Duration = Duration::from_secs(1);
+
+impl Heard {
+    /// Hears group `pgid`, the generation's own.
+    pub(crate) fn new(pgid: i32) -> Arc<Heard> {
+        Arc::new(Heard {
+            state: Mutex::new(HeardState {
+                groups: vec![pgid],
+                decided: Vec::new(),
+            }),
+            changed: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HeardState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The executor decided on `MAINPID=pid`: its process group `group` is
+    /// heard too if `Some`.
+    pub(crate) fn decided(&self, pid: i32, group: Option<i32>) {
+        let mut state = self.lock();
+        state.groups.extend(group);
+        state.decided.push(pid);
+        self.changed.notify_all();
+    }
+
+    fn hears(&self, group: i32) -> bool {
+        self.lock().groups.contains(&group)
+    }
+
+    /// Whether `group` is heard, once the executor has decided on the
+    /// `MAINPID=pid` the reader forwarded (waiting up to
+    /// [`MAINPID_DECISION`] for it).
+    fn hears_after_deciding(&self, pid: i32, group: i32) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, MAINPID_DECISION, |s| !s.decided.contains(&pid))
+            .unwrap_or_else(|e| e.into_inner());
+        state.groups.contains(&group)
+    }
+}
+
 /// Tells a reader thread to stop: an empty datagram from devsup itself.
 pub(crate) fn stop_reader(addr: &SocketAddr) {
     if let Ok(socket) = UnixDatagram::unbound() {
@@ -202,14 +268,18 @@ pub(crate) fn stop_reader(addr: &SocketAddr) {
 }
 
 /// Reads generation `gen_id`'s notify socket until [`stop_reader`], then
-/// removes its file, if it has one. `pgid` is the generation's process
-/// group.
-pub(crate) fn spawn_reader(gen_id: GenId, pgid: i32, socket: UnixDatagram, tx: Sender<Input>) {
+/// removes its file, if it has one. `heard` says whose messages count.
+pub(crate) fn spawn_reader(
+    gen_id: GenId,
+    heard: Arc<Heard>,
+    socket: UnixDatagram,
+    tx: Sender<Input>,
+) {
     let path = (socket.local_addr().ok()).and_then(|a| a.as_pathname().map(Path::to_path_buf));
     let spawned = std::thread::Builder::new()
         .name(format!("gen-{gen_id}-notify"))
         .spawn(move || {
-            read(gen_id, pgid, &socket, &tx);
+            read(gen_id, &heard, &socket, &tx);
             if let Some(path) = path {
                 let _ = std::fs::remove_file(&path);
             }
@@ -222,8 +292,10 @@ pub(crate) fn spawn_reader(gen_id: GenId, pgid: i32, socket: UnixDatagram, tx: S
     }
 }
 
-fn read(gen_id: GenId, pgid: i32, socket: &UnixDatagram, tx: &Sender<Input>) {
+fn read(gen_id: GenId, heard: &Heard, socket: &UnixDatagram, tx: &Sender<Input>) {
     let own_pid = std::process::id() as i32;
+    // The last `MAINPID=` this reader forwarded.
+    let mut main_pid = None;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut cmsg = nix::cmsg_space!(libc::ucred, [RawFd; MAX_FDS]);
     let mut warned = 0u32;
@@ -272,13 +344,15 @@ fn read(gen_id: GenId, pgid: i32, socket: &UnixDatagram, tx: &Sender<Input>) {
             debug!(generation = gen_id, "notify socket closed");
             return;
         }
-        // Only the generation's own processes are heard: the socket's path
-        // is private, but a datagram's sender is checked all the same.
-        // A sender that has exited since (`systemd-notify --ready` in a
-        // wrapper script) cannot be checked; the socket is the user's own
-        // (0600 in a 0700 directory), so it is heard.
+        // Only the generation's own processes are heard (its group, and a
+        // `MAINPID=` process's group once the executor accepted it): the
+        // socket's path is private, but a datagram's sender is checked all
+        // the same. A sender that has exited since (`systemd-notify
+        // --ready` in a wrapper script) cannot be checked; the socket is
+        // the user's own (0600 in a 0700 directory), so it is heard.
         let member = sender.is_some_and(|pid| match getpgid(Some(Pid::from_raw(pid))) {
-            Ok(group) => group.as_raw() == pgid,
+            Ok(group) if main_pid == Some(pid) => heard.hears_after_deciding(pid, group.as_raw()),
+            Ok(group) => heard.hears(group.as_raw()),
             Err(nix::errno::Errno::ESRCH) => true,
             Err(_) => false,
         });
@@ -299,6 +373,11 @@ fn read(gen_id: GenId, pgid: i32, socket: &UnixDatagram, tx: &Sender<Input>) {
                 "dropped a notify datagram longer than {MAX_DATAGRAM} bytes"
             );
             continue;
+        }
+        for msg in proto::parse(&data) {
+            if let Ok(proto::Message::MainPid(pid)) = msg {
+                main_pid = i32::try_from(pid).ok();
+            }
         }
         if forward(gen_id, &data, fds, at, tx).is_err() {
             return;

@@ -7,7 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use devsup_tests::harness::{
-    Devsup, Signal, TIMEOUT, binaries, event, pid_alive, stop_cleanly, temp_dir, wait_until,
+    Devsup, LineMatch, Signal, TIMEOUT, binaries, event, pid_alive, stop_cleanly, temp_dir,
+    wait_until,
 };
 use devsup_tests::http;
 
@@ -358,4 +359,49 @@ fn a_removed_notify_directory_is_made_again() {
         "the new directory is removed on exit too: {:?}",
         walk(runtime.path())
     );
+}
+
+/// A launcher names its server with `MAINPID=`, in a session of its own;
+/// the server's own messages (sent at once) are heard, as its group
+/// already gets the generation's signals.
+#[test]
+fn messages_from_the_mainpid_process_are_heard() {
+    let dir = temp_dir();
+    let script = dir.path().join("launch.py");
+    std::fs::write(
+        &script,
+        r#"
+import os, signal, socket, subprocess, sys
+def notify(msg):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(msg, os.environ["NOTIFY_SOCKET"])
+if sys.argv[1:] == ["main"]:
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    sys.stdin.readline()
+    notify(b"STATUS=main up\n")
+    notify(b"READY=1\n")
+    while True:
+        signal.pause()
+child = subprocess.Popen([sys.executable, __file__, "main"], stdin=subprocess.PIPE, start_new_session=True)
+notify(f"MAINPID={child.pid}\n".encode())
+child.stdin.write(b"go\n")
+child.stdin.close()
+sys.exit(child.wait())
+"#,
+    )
+    .unwrap();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server("python3")
+        .server_args([&script])
+        .spawn();
+    devsup.wait_event(1, "MAINPID=", TIMEOUT);
+    let line = devsup.wait_for_line(
+        |l: &str| event(1, "ready").is_match(l) || l.contains("dropped a notify message"),
+        TIMEOUT,
+    );
+    assert!(event(1, "ready").is_match(&line), "{}", devsup.log_text());
+    devsup.wait_event(1, "status: main up", TIMEOUT);
+    assert_eq!(devsup.count_lines("dropped a notify message"), 0);
+    stop_cleanly(&devsup);
 }
