@@ -40,9 +40,12 @@ impl FromStr for SocketSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
+        // A name is what comes before the first `=`, unless the spec starts
+        // with its kind: a path may hold `=` (`unix::/tmp/a=b.sock`).
+        let unnamed = s.starts_with("tcp::") || s.starts_with("unix::");
         let (name, rest) = match s.split_once('=') {
-            Some((name, rest)) => (Some(name), rest),
-            None => (None, s),
+            Some((name, rest)) if !unnamed => (Some(name), rest),
+            _ => (None, s),
         };
         if let Some(name) = name {
             let ok = !name.is_empty()
@@ -299,6 +302,21 @@ mod tests {
             SocketSpec {
                 name: Some("api".into()),
                 addr: Addr::Unix("/run/app.sock".into())
+            }
+        );
+        // An `=` in the path is the path's.
+        assert_eq!(
+            spec("unix::/tmp/a=b.sock").unwrap(),
+            SocketSpec {
+                name: None,
+                addr: Addr::Unix("/tmp/a=b.sock".into())
+            }
+        );
+        assert_eq!(
+            spec("api=unix::/tmp/a=b.sock").unwrap(),
+            SocketSpec {
+                name: Some("api".into()),
+                addr: Addr::Unix("/tmp/a=b.sock".into())
             }
         );
     }
