@@ -92,6 +92,9 @@ impl Visit for Fields {
         match field.name() {
             "message" => self.message = format!("{value:?}"),
             "generation" => self.generation = Some(format!("{value:?}")),
+            // A `log` crate record (notify's, through tracing-log) carries
+            // its target, module, file and line: noise on one log line.
+            name if name.starts_with("log.") => {}
             name => {
                 let _ = write!(self.rest, " {name}={value:?}");
             }
@@ -157,5 +160,56 @@ pub(crate) fn latency(d: Duration) -> String {
         format!("{}us", d.as_micros())
     } else {
         ms(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// One line, formatted as devsup formats it.
+    fn format(emit: impl FnOnce()) -> String {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .event_format(Format { ansi: false })
+            .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn lines_put_the_generation_first_and_drop_log_crate_fields() {
+        assert_eq!(
+            format(|| tracing::warn!(generation = 2, pid = 7, "not ready")),
+            "devsup warning: gen=2 not ready pid=7\n"
+        );
+        // What tracing-log makes of a `log` record (notify's).
+        assert_eq!(
+            format(|| tracing::info!(
+                log.target = "notify::inotify",
+                log.module_path = "notify::inotify",
+                log.file = "/root/.cargo/registry/src/notify/src/inotify.rs",
+                log.line = 42,
+                "inotify event"
+            )),
+            "devsup inotify event\n"
+        );
     }
 }
