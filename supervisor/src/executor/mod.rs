@@ -342,7 +342,10 @@ impl Executor {
                     match p.exec.map(|(status, path)| (status.wait(), path)) {
                         Some((Err(e), path)) => Event::SpawnFailed {
                             gen_id,
-                            error: format!("cannot run {path}: {e}"),
+                            error: format!(
+                                "cannot run {path}: {}",
+                                process::exec_error(Path::new(&path), &e)
+                            ),
                         },
                         _ => Event::GenExited { gen_id, exit },
                     }

@@ -93,6 +93,32 @@ fn check_executable(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Why `execve(path)` failed, for the log: the error, except that a
+/// missing `#!` interpreter is named as such (the kernel says `ENOENT`,
+/// which reads as if the script itself were missing).
+pub(crate) fn exec_error(path: &Path, e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::NotFound && path.is_file() {
+        if let Some(interpreter) = interpreter(path) {
+            return format!(
+                "its interpreter {interpreter} (its #! line) does not exist; fix the #! line or install it"
+            );
+        }
+    }
+    e.to_string()
+}
+
+/// The interpreter a script's `#!` line names.
+fn interpreter(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let mut file = std::fs::File::open(path).ok()?;
+    let n = file.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next()?;
+    let word = String::from_utf8_lossy(line);
+    word.split_whitespace().next().map(str::to_owned)
+}
+
 /// What a generation is given besides the program.
 #[derive(Debug)]
 pub(crate) struct Inherit<'a> {

@@ -298,6 +298,25 @@ fn a_program_that_cannot_be_exec_d_keeps_the_old_generation() {
     assert_eq!(http::get(devsup.addr(), "/").unwrap().generation(), Some(1));
 }
 
+/// A script whose `#!` interpreter is missing is reported as such, not as
+/// the script being missing.
+#[test]
+fn a_missing_interpreter_is_named() {
+    let dir = temp_dir();
+    let script = dir.path().join("serve.sh");
+    std::fs::write(&script, "#!/nonexistent/bin/sh -e\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server(&script)
+        .spawn();
+    let error = devsup.wait_event(1, "cannot start", TIMEOUT);
+    assert!(
+        error.contains("its interpreter /nonexistent/bin/sh (its #! line) does not exist"),
+        "{error}"
+    );
+}
+
 /// devsup running `sh -c SCRIPT` as the server, with `args` for devsup.
 fn shell_server(dir: &Path, args: &[&str], script: &str) -> Devsup {
     Devsup::builder(dir)
