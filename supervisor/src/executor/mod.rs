@@ -239,7 +239,33 @@ impl Executor {
     /// Keeps or drops fds a generation sent with `FDSTORE=1`.
     pub(crate) fn store(&mut self, gen_id: GenId, store: Store) {
         match store {
-            Store::Add { name, fds } => {
+            Store::Add { name, mut fds } => {
+                // The same file sent again (or twice in one message) is
+                // kept once, as systemd does: compared by device and inode.
+                let before = fds.len();
+                let mut seen: Vec<(u64, u64)> = self
+                    .fd_store
+                    .iter()
+                    .filter_map(|(_, fd)| file_id(fd))
+                    .collect();
+                fds.retain(|fd| match file_id(fd) {
+                    Some(id) if seen.contains(&id) => false,
+                    Some(id) => {
+                        seen.push(id);
+                        true
+                    }
+                    None => true,
+                });
+                if fds.len() < before {
+                    debug!(
+                        generation = gen_id,
+                        "{} fd(s) named {name} already stored: kept once",
+                        before - fds.len()
+                    );
+                }
+                if fds.is_empty() {
+                    return;
+                }
                 let room = MAX_STORED_FDS.saturating_sub(self.fd_store.len());
                 if fds.len() > room {
                     warn!(
@@ -354,6 +380,13 @@ impl Executor {
             });
         }
     }
+}
+
+/// A file's identity: its device and inode.
+fn file_id(fd: &OwnedFd) -> Option<(u64, u64)> {
+    nix::sys::stat::fstat(fd)
+        .ok()
+        .map(|st| (st.st_dev, st.st_ino))
 }
 
 fn group_is_gone(pgid: i32) -> bool {

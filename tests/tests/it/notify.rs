@@ -405,3 +405,41 @@ sys.exit(child.wait())
     assert_eq!(devsup.count_lines("dropped a notify message"), 0);
     stop_cleanly(&devsup);
 }
+
+/// The same file sent twice with `FDSTORE=1` (twice in one datagram, then
+/// again) is stored once, as systemd does: the next generation gets it
+/// once.
+#[test]
+fn the_same_fd_stored_twice_is_kept_once() {
+    let dir = temp_dir();
+    let script = r#"
+import array, os, signal, socket
+gen = os.environ["DEVSUP_GENERATION"]
+print(f"gen{gen} names={os.environ.get('LISTEN_FDNAMES', '')}", flush=True)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+if gen == "1":
+    fd = os.memfd_create("cache")
+    for fds in ([fd, fd], [fd]):
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        s.sendmsg([b"FDSTORE=1\nFDNAME=cache\n"], rights, 0, os.environ["NOTIFY_SOCKET"])
+s.sendto(b"READY=1\n", os.environ["NOTIFY_SOCKET"])
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+while True:
+    signal.pause()
+"#;
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server("python3")
+        .server_args(["-c", script])
+        .spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    devsup.reload();
+    devsup.wait_event(2, "ready", TIMEOUT);
+    let names = |generation: &str| {
+        let prefix = format!("gen{generation} names=");
+        (devsup.stdout_lines().iter()).find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+    };
+    assert!(wait_until(TIMEOUT, || names("2").is_some()));
+    assert_eq!(names("2").unwrap(), "http:cache", "{}", devsup.log_text());
+    stop_cleanly(&devsup);
+}
