@@ -36,9 +36,12 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
     }
     become_subreaper();
     // Before any thread exists: the guard is forked.
-    let guard = Guard::start(config.drain_signal, config.drain_timeout)?;
+    let mut guard = Guard::start(config.drain_signal, config.drain_timeout)?;
     let listeners = sockets::bind_all(&config.sockets, config.backlog)?;
     for (i, l) in listeners.iter().enumerate() {
+        if let sockets::Addr::Unix(path) = &l.addr {
+            guard.remove_on_death(path);
+        }
         info!(
             "listening on {} (name={} fd={})",
             l.addr,
@@ -81,6 +84,8 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
                 }
             },
         };
+        #[cfg(debug_assertions)]
+        debug_panic(&event);
         for action in state.step(event, Instant::now()) {
             if let Some(code) = exec.execute(action, &mut queue) {
                 return Ok(code);
@@ -103,6 +108,22 @@ fn next_input(rx: &Receiver<Input>, state: &State) -> Input {
             Err(RecvTimeoutError::Disconnected) => unreachable!("the loop holds a sender"),
         },
         None => rx.recv().expect("the loop holds a sender"),
+    }
+}
+
+/// In debug builds only, `DEVSUP_DEBUG_PANIC_ON_SIGHUP` makes a SIGHUP panic
+/// the main thread: the tests' way to check that a panic leaves no orphan.
+#[cfg(debug_assertions)]
+fn debug_panic(event: &Event) {
+    if matches!(
+        event,
+        Event::Reload {
+            trigger: Trigger::Sighup,
+            ..
+        }
+    ) && std::env::var_os("DEVSUP_DEBUG_PANIC_ON_SIGHUP").is_some()
+    {
+        panic!("DEVSUP_DEBUG_PANIC_ON_SIGHUP is set");
     }
 }
 

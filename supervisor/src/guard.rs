@@ -12,19 +12,28 @@
 //!    write end (close-on-exec, so no generation or build holds it).
 //! 2. devsup writes `+PGID` when it starts a process group and `-PGID`
 //!    once the group is gone, so the guard always knows the live groups.
-//! 3. On a clean exit devsup writes `exit`, and the guard exits.
-//! 4. If the pipe reaches end of file without `exit`, devsup died: the
+//! 3. On a clean exit (and only then: not while unwinding from a panic)
+//!    devsup writes `exit`, and the guard exits.
+//! 4. devsup names the files it would remove on exit (a unix socket's
+//!    path, the private notify directory) with `rm HEX`, the path's bytes
+//!    in hex; the guard notes which file is there then (device, inode).
+//! 5. If the pipe reaches end of file without `exit`, devsup died: the
 //!    guard sends the drain signal to every live group, waits up to the
-//!    drain timeout for them to go, SIGKILLs what is left, and exits.
+//!    drain timeout for them to go, SIGKILLs what is left, removes the
+//!    files it was named that are still the same ones, and exits.
 //!
 //! The guard runs in a session of its own, so that a signal to devsup's
 //! whole process group (Ctrl-C, an IDE's stop button, `timeout -s KILL`)
 //! does not take it down together with devsup.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -75,11 +84,22 @@ impl Guard {
     pub(crate) fn forget(&mut self, pgid: i32) {
         let _ = writeln!(self.pipe, "-{pgid}");
     }
-}
 
-impl Drop for Guard {
-    /// devsup exits cleanly: every group is stopped already.
-    fn drop(&mut self) {
+    /// The guard is to remove `path` (a unix socket, or a directory of
+    /// devsup's own) if devsup dies, provided it is still the file that is
+    /// there now.
+    pub(crate) fn remove_on_death(&mut self, path: &Path) {
+        let hex: String = (path.as_os_str().as_bytes().iter())
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let _ = writeln!(self.pipe, "rm {hex}");
+    }
+
+    /// devsup exits cleanly: every group is stopped already, and the guard
+    /// may go. Only an explicit call on the clean exit path says so, never
+    /// a `Drop`: a `Guard` dropped while devsup unwinds from a panic leaves
+    /// the guard to stop every group.
+    pub(crate) fn exit(&mut self) {
         let _ = writeln!(self.pipe, "exit");
     }
 }
@@ -103,6 +123,7 @@ fn guard_main(pipe: OwnedFd, drain_signal: Signal, drain_timeout: Duration) -> !
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
     let mut groups = HashSet::new();
+    let mut files = Vec::new();
     for line in BufReader::new(File::from(pipe)).lines() {
         let Ok(line) = line else { break };
         if line == "exit" {
@@ -114,9 +135,14 @@ fn guard_main(pipe: OwnedFd, drain_signal: Signal, drain_timeout: Duration) -> !
             groups.insert(pgid);
         } else if let Some(pgid) = line.strip_prefix('-').and_then(|p| p.parse::<i32>().ok()) {
             groups.remove(&pgid);
+        } else if let Some(file) = line.strip_prefix("rm ").and_then(Leftover::noted) {
+            files.push(file);
         }
     }
     stop_groups(&mut groups, drain_signal, drain_timeout);
+    for file in files {
+        file.remove();
+    }
     // SAFETY: as above.
     unsafe { libc::_exit(0) }
 }
@@ -135,5 +161,43 @@ fn stop_groups(groups: &mut HashSet<i32>, drain_signal: Signal, drain_timeout: D
     }
     for &pgid in groups.iter() {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+/// A file the guard removes if devsup dies: its path, and which file was
+/// there when devsup named it, so that a file someone else has put there
+/// since is left alone.
+struct Leftover {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl Leftover {
+    /// Reads `HEX` (the path's bytes) and notes the file there now.
+    fn noted(hex: &str) -> Option<Leftover> {
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        let path = PathBuf::from(OsString::from_vec(bytes));
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        Some(Leftover {
+            id: (meta.dev(), meta.ino()),
+            path,
+        })
+    }
+
+    fn remove(&self) {
+        let Ok(meta) = std::fs::symlink_metadata(&self.path) else {
+            return;
+        };
+        if (meta.dev(), meta.ino()) != self.id {
+            return;
+        }
+        let _ = if meta.is_dir() {
+            std::fs::remove_dir_all(&self.path)
+        } else {
+            std::fs::remove_file(&self.path)
+        };
     }
 }

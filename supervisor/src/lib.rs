@@ -45,7 +45,7 @@ pub fn main() -> std::process::ExitCode {
     let config = match config::Config::load(cli, &matches, &cwd) {
         Ok(config) => config,
         Err(err) => {
-            eprintln!("devsup: error: {err:#}");
+            fatal(&err);
             return ExitCode::from(2);
         }
     };
@@ -53,8 +53,14 @@ pub fn main() -> std::process::ExitCode {
     match event_loop::run(config) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("devsup: error: {err:#}");
+            fatal(&err);
             ExitCode::from(2)
         }
     }
+}
+
+/// Prints a fatal error, if stderr still takes it.
+fn fatal(err: &anyhow::Error) {
+    use std::io::Write;
+    let _ = writeln!(log::Stderr, "devsup: error: {err:#}");
 }

@@ -40,9 +40,12 @@ impl FromStr for SocketSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
+        // A name is what comes before the first `=`, unless the spec starts
+        // with its kind: a path may hold `=` (`unix::/tmp/a=b.sock`).
+        let unnamed = s.starts_with("tcp::") || s.starts_with("unix::");
         let (name, rest) = match s.split_once('=') {
-            Some((name, rest)) => (Some(name), rest),
-            None => (None, s),
+            Some((name, rest)) if !unnamed => (Some(name), rest),
+            _ => (None, s),
         };
         if let Some(name) = name {
             let ok = !name.is_empty()
@@ -169,17 +172,21 @@ fn bind(spec: &SocketSpec, name: String, backlog: i32) -> anyhow::Result<Listene
         Addr::Tcp(addr) => {
             let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, None)
                 .context("cannot create a TCP socket")?;
-            socket.set_reuse_address(true)?;
+            socket
+                .set_reuse_address(true)
+                .with_context(|| format!("cannot set SO_REUSEADDR on the socket for {addr}"))?;
             if addr.is_ipv6() {
                 // An IPv6 socket takes IPv6 only, so that `-s tcp::[::]:8080
                 // -s tcp::0.0.0.0:8080` can bind both (systemd's
                 // BindIPv6Only=ipv6-only).
-                socket.set_only_v6(true)?;
+                socket
+                    .set_only_v6(true)
+                    .with_context(|| format!("cannot set IPV6_V6ONLY on the socket for {addr}"))?;
             }
             socket
                 .bind(&(*addr).into())
                 .map_err(|e| bind_error(&spec.addr, e))?;
-            socket.listen(backlog)?;
+            listen(&socket, &spec.addr, backlog)?;
             let local = socket
                 .local_addr()?
                 .as_socket()
@@ -200,7 +207,7 @@ fn bind(spec: &SocketSpec, name: String, backlog: i32) -> anyhow::Result<Listene
             socket
                 .bind(&sockaddr)
                 .map_err(|e| bind_error(&spec.addr, e))?;
-            socket.listen(backlog)?;
+            listen(&socket, &spec.addr, backlog)?;
             Ok(Listener {
                 name,
                 addr: spec.addr.clone(),
@@ -209,6 +216,12 @@ fn bind(spec: &SocketSpec, name: String, backlog: i32) -> anyhow::Result<Listene
             })
         }
     }
+}
+
+fn listen(socket: &Socket, addr: &Addr, backlog: i32) -> anyhow::Result<()> {
+    socket
+        .listen(backlog)
+        .with_context(|| format!("cannot listen on {addr} (backlog {backlog})"))
 }
 
 /// Removes a socket file left behind by a process that is gone. A socket
@@ -301,6 +314,21 @@ mod tests {
                 addr: Addr::Unix("/run/app.sock".into())
             }
         );
+        // An `=` in the path is the path's.
+        assert_eq!(
+            spec("unix::/tmp/a=b.sock").unwrap(),
+            SocketSpec {
+                name: None,
+                addr: Addr::Unix("/tmp/a=b.sock".into())
+            }
+        );
+        assert_eq!(
+            spec("api=unix::/tmp/a=b.sock").unwrap(),
+            SocketSpec {
+                name: Some("api".into()),
+                addr: Addr::Unix("/tmp/a=b.sock".into())
+            }
+        );
     }
 
     #[test]
@@ -364,6 +392,18 @@ mod tests {
         drop(listeners);
         assert!(!path.exists());
         std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_listen_says_where() {
+        // A datagram socket cannot listen.
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
+        let addr = Addr::Tcp("127.0.0.1:8080".parse().unwrap());
+        let err = listen(&socket, &addr, 16).unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("cannot listen on 127.0.0.1:8080 (backlog 16): "),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! options as the command line, so a project can commit its dev setup.
 //!
 //! Keys are the long option names (`drain-timeout = "5s"`,
-//! `build = ["cargo build"]`, `command = ["./target/debug/server"]`). An
+//! `build = ["cargo build"]`, `command = ["./target/debug/server"]`, or
+//! `command = "cargo run"`, split into words as a shell would). An
 //! option given on the command line wins over the file. An unknown key is
 //! an error that names it.
 
@@ -204,9 +205,23 @@ impl FileConfig {
             cli.prefix = v;
         }
         if let (false, Some(v)) = (given("command"), self.command) {
-            cli.command = v.into_vec().into_iter().map(Into::into).collect();
+            cli.command = command_words(v)?.into_iter().map(Into::into).collect();
         }
         Ok(())
+    }
+}
+
+/// `command = ["cargo", "run"]` as given; `command = "cargo run"` split
+/// into words as a shell would (quotes, backslashes; no expansion).
+fn command_words(command: Many) -> anyhow::Result<Vec<String>> {
+    match command {
+        Many::List(words) => Ok(words),
+        Many::One(line) => shlex::split(&line).ok_or_else(|| {
+            anyhow::anyhow!(
+                "command = {line:?} is not a valid command line (an unclosed quote?): \
+                 give it as a list of words, e.g. command = [\"cargo\", \"run\"]"
+            )
+        }),
     }
 }
 
@@ -283,6 +298,23 @@ mod tests {
         assert_eq!(c.program.argv(), ["other"]);
         // Options not given on the command line still come from the file.
         assert_eq!(c.drain_signal, Signal::SIGINT);
+    }
+
+    #[test]
+    fn a_command_given_as_one_string_is_split_into_words() {
+        let argv = |command: &str| {
+            let file = format!("port = 1\ncommand = {command}\n");
+            run(&[], "devsup.toml", &file).map(|c| c.program.argv().to_vec())
+        };
+        assert_eq!(argv(r#""cargo run""#).unwrap(), ["cargo", "run"]);
+        assert_eq!(
+            argv(r#""sh -c 'exec server --flag' ""#).unwrap(),
+            ["sh", "-c", "exec server --flag"]
+        );
+        // A list is taken word for word.
+        assert_eq!(argv(r#"["a b", "c"]"#).unwrap(), ["a b", "c"]);
+        let e = argv(r#""sh -c 'unclosed""#).unwrap_err();
+        assert!(format!("{e:#}").contains("as a list of words"), "{e:#}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `MAINPID=`: a server started through a launcher (`cargo run`, a shell
 //! script, a process manager) names its real process. If that process has
 //! left the generation's process group, its group gets every signal too,
-//! and the generation counts as gone only once both groups are.
+//! and the generation counts as gone only once both groups are, and that
+//! group's processes are heard on the generation's notify socket.
 //!
 //! Only a process of the generation may be named, checked through `/proc`:
 //! a descendant of its leader, or an orphan devsup adopted as subreaper.
@@ -25,6 +26,24 @@ impl Executor {
             return;
         };
         let pid = pid as i32;
+        let group = self.main_pid_group(gen_id, leader, pid);
+        let proc = self.procs.get_mut(&leader).expect("found above");
+        if let Some(group) = group {
+            if !proc.extra_groups.contains(&group) {
+                proc.extra_groups.push(group);
+                self.guard.watch(group);
+            }
+        }
+        // The generation's notify socket hears that group from now on; its
+        // reader may be waiting for this decision.
+        if let Some(heard) = &proc.heard {
+            heard.decided(pid, group);
+        }
+    }
+
+    /// The process group `MAINPID=pid` adds to generation `gen_id` (led by
+    /// `leader`), if any; logs the decision.
+    fn main_pid_group(&self, gen_id: GenId, leader: i32, pid: i32) -> Option<i32> {
         let group = match nix::unistd::getpgid(Some(Pid::from_raw(pid))) {
             Ok(group) => group.as_raw(),
             Err(e) => {
@@ -32,7 +51,7 @@ impl Executor {
                     generation = gen_id,
                     "MAINPID={pid}: no such process ({e}); ignored"
                 );
-                return;
+                return None;
             }
         };
         if group == leader {
@@ -40,7 +59,7 @@ impl Executor {
                 generation = gen_id,
                 "MAINPID={pid}, in the generation's own process group"
             );
-            return;
+            return None;
         }
         // Only a process of this generation may be named: a descendant of
         // its leader, or an orphan devsup adopted (as subreaper) that is in
@@ -57,17 +76,13 @@ impl Executor {
                 generation = gen_id,
                 "MAINPID={pid} is not a process of this generation; ignored"
             );
-            return;
+            return None;
         }
         info!(
             generation = gen_id,
             "MAINPID={pid} is in process group {group}: signals go there too"
         );
-        let proc = self.procs.get_mut(&leader).expect("found above");
-        if !proc.extra_groups.contains(&group) {
-            proc.extra_groups.push(group);
-            self.guard.watch(group);
-        }
+        Some(group)
     }
 }
 

@@ -11,7 +11,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::unix::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
@@ -28,7 +30,7 @@ use crate::guard::Guard;
 use crate::log::latency;
 use crate::process::{self, ExecStatus, Inherit};
 use crate::sockets::Listener;
-use crate::sources::notify::{self, NotifyDir};
+use crate::sources::notify::{self, Heard, NotifyDir};
 use crate::sources::ready_channel;
 
 mod main_pid;
@@ -52,6 +54,8 @@ struct Proc {
     /// A generation's exec status and program, read once it has exited: a
     /// child that could not exec exits at once, with status 127.
     exec: Option<(ExecStatus, String)>,
+    /// Whose messages a generation's notify socket hears.
+    heard: Option<Arc<Heard>>,
 }
 
 /// Carries out actions: the only code that touches processes.
@@ -63,7 +67,7 @@ pub(crate) struct Executor {
     procs: HashMap<i32, Proc>,
     notify_dir: NotifyDir,
     /// Each live generation's notify socket.
-    notify_paths: HashMap<GenId, PathBuf>,
+    notify_addrs: HashMap<GenId, SocketAddr>,
     /// `FDSTORE=1` fds, passed to every new generation after the sockets.
     fd_store: Vec<(String, OwnedFd)>,
     /// Stops every group devsup started if devsup dies first.
@@ -80,15 +84,19 @@ impl Executor {
         config: Config,
         listeners: Vec<Listener>,
         tx: Sender<Input>,
-        guard: Guard,
+        mut guard: Guard,
     ) -> anyhow::Result<Executor> {
+        let notify_dir = NotifyDir::create();
+        if let Some(path) = notify_dir.path() {
+            guard.remove_on_death(path);
+        }
         Ok(Executor {
             config,
             listeners,
             tx,
             procs: HashMap::new(),
-            notify_dir: NotifyDir::create()?,
-            notify_paths: HashMap::new(),
+            notify_dir,
+            notify_addrs: HashMap::new(),
             fd_store: Vec::new(),
             guard,
         })
@@ -140,7 +148,10 @@ impl Executor {
                 debug!("sending {signal} to the build");
                 signal_group(pid, signal);
             }
-            Action::Exit(code) => return Some(code),
+            Action::Exit(code) => {
+                self.guard.exit();
+                return Some(code);
+            }
         }
         None
     }
@@ -155,15 +166,15 @@ impl Executor {
                 };
             }
         };
-        let (notify_path, notify_socket) = match self.notify_dir.bind(gen_id) {
-            Ok(bound) => bound,
-            Err(e) => {
-                return Event::SpawnFailed {
-                    gen_id,
-                    error: format!("{e:#}"),
-                };
-            }
-        };
+        let dir_before = self.notify_dir.path().map(Path::to_path_buf);
+        let notify = self.notify_dir.bind(gen_id);
+        if let Some(dir) = self
+            .notify_dir
+            .path()
+            .filter(|d| Some(*d) != dir_before.as_deref())
+        {
+            self.guard.remove_on_death(dir);
+        }
         let fds: Vec<BorrowedFd<'_>> = (self.listeners.iter().map(|l| l.fd()))
             .chain(self.fd_store.iter().map(|(_, fd)| fd.as_fd()))
             .collect();
@@ -176,7 +187,9 @@ impl Executor {
             generation: gen_id,
             listen_pid: self.config.listen_pid,
             parent_death_signal: self.config.drain_signal,
-            extra_env: vec![(proto::NOTIFY_SOCKET_ENV.into(), notify_path.clone().into())],
+            extra_env: (notify.iter())
+                .map(|n| (proto::NOTIFY_SOCKET_ENV.into(), n.env.clone()))
+                .collect(),
             capture_output: self.config.prefix,
         };
         match process::spawn(&path, &self.config.program, &inherit) {
@@ -186,6 +199,7 @@ impl Executor {
                     .unwrap_or_default();
                 info!(generation = gen_id, "spawned pid={}{after}", spawned.pid);
                 self.guard.watch(spawned.pid);
+                let heard = Heard::new(spawned.pid);
                 self.procs.insert(
                     spawned.pid,
                     Proc {
@@ -193,6 +207,7 @@ impl Executor {
                         leader: None,
                         extra_groups: Vec::new(),
                         exec: Some((spawned.exec_status, path.display().to_string())),
+                        heard: Some(heard.clone()),
                     },
                 );
                 ready_channel::spawn_reader(gen_id, spawned.channel, self.tx.clone());
@@ -200,21 +215,19 @@ impl Executor {
                     output::spawn_prefixer(gen_id, stdout, false);
                     output::spawn_prefixer(gen_id, stderr, true);
                 }
-                notify::spawn_reader(
-                    gen_id,
-                    spawned.pid,
-                    notify_socket,
-                    notify_path.clone(),
-                    self.tx.clone(),
-                );
-                self.notify_paths.insert(gen_id, notify_path);
+                if let Some(notify) = notify {
+                    notify::spawn_reader(gen_id, heard, notify.socket, self.tx.clone());
+                    self.notify_addrs.insert(gen_id, notify.addr);
+                }
                 Event::Spawned {
                     gen_id,
                     pid: spawned.pid,
                 }
             }
             Err(e) => {
-                let _ = std::fs::remove_file(&notify_path);
+                if let Some(path) = notify.as_ref().and_then(|n| n.addr.as_pathname()) {
+                    let _ = std::fs::remove_file(path);
+                }
                 Event::SpawnFailed {
                     gen_id,
                     error: format!("{e:#}"),
@@ -226,7 +239,33 @@ impl Executor {
     /// Keeps or drops fds a generation sent with `FDSTORE=1`.
     pub(crate) fn store(&mut self, gen_id: GenId, store: Store) {
         match store {
-            Store::Add { name, fds } => {
+            Store::Add { name, mut fds } => {
+                // The same file sent again (or twice in one message) is
+                // kept once, as systemd does: compared by device and inode.
+                let before = fds.len();
+                let mut seen: Vec<(u64, u64)> = self
+                    .fd_store
+                    .iter()
+                    .filter_map(|(_, fd)| file_id(fd))
+                    .collect();
+                fds.retain(|fd| match file_id(fd) {
+                    Some(id) if seen.contains(&id) => false,
+                    Some(id) => {
+                        seen.push(id);
+                        true
+                    }
+                    None => true,
+                });
+                if fds.len() < before {
+                    debug!(
+                        generation = gen_id,
+                        "{} fd(s) named {name} already stored: kept once",
+                        before - fds.len()
+                    );
+                }
+                if fds.is_empty() {
+                    return;
+                }
                 let room = MAX_STORED_FDS.saturating_sub(self.fd_store.len());
                 if fds.len() > room {
                     warn!(
@@ -269,6 +308,7 @@ impl Executor {
                         leader: None,
                         extra_groups: Vec::new(),
                         exec: None,
+                        heard: None,
                     },
                 );
                 Event::BuildStarted { pid }
@@ -320,15 +360,18 @@ impl Executor {
             let exit = p.leader.expect("filtered above");
             queue.push_back(match p.role {
                 Role::Generation(gen_id) => {
-                    if let Some(path) = self.notify_paths.remove(&gen_id) {
-                        notify::stop_reader(&path);
+                    if let Some(addr) = self.notify_addrs.remove(&gen_id) {
+                        notify::stop_reader(&addr);
                     }
                     // The child has exited, so its end of the exec status
                     // pipe is closed: this read does not block.
                     match p.exec.map(|(status, path)| (status.wait(), path)) {
                         Some((Err(e), path)) => Event::SpawnFailed {
                             gen_id,
-                            error: format!("cannot run {path}: {e}"),
+                            error: format!(
+                                "cannot run {path}: {}",
+                                process::exec_error(Path::new(&path), &e)
+                            ),
                         },
                         _ => Event::GenExited { gen_id, exit },
                     }
@@ -337,6 +380,13 @@ impl Executor {
             });
         }
     }
+}
+
+/// A file's identity: its device and inode.
+fn file_id(fd: &OwnedFd) -> Option<(u64, u64)> {
+    nix::sys::stat::fstat(fd)
+        .ok()
+        .map(|st| (st.st_dev, st.st_ino))
 }
 
 fn group_is_gone(pgid: i32) -> bool {

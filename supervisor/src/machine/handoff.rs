@@ -102,6 +102,7 @@ impl State {
                 pid: None,
                 spawned_at: now,
                 said_ready: false,
+                sent: Vec::new(),
                 phase,
             },
         );
@@ -148,6 +149,9 @@ impl State {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
+        if let Some(g) = self.gens.get_mut(&gen_id) {
+            g.note_sent(&msg);
+        }
         match msg {
             Message::Ready => {
                 let Some(g) = self.gens.get_mut(&gen_id) else {

@@ -98,7 +98,39 @@ struct Generation {
     spawned_at: Instant,
     /// It has sent `READY=1` (a second one is ignored).
     said_ready: bool,
+    /// The first few messages it sent, for the ready timeout's warning.
+    sent: Vec<String>,
     phase: Phase,
+}
+
+/// How many messages [`Generation::sent`] keeps.
+const SENT_KEPT: usize = 4;
+
+impl Generation {
+    /// Notes a message it sent, for [`Generation::what_it_sent`].
+    fn note_sent(&mut self, msg: &devsup_protocol::Message) {
+        if self.sent.len() <= SENT_KEPT {
+            let mut text = msg.to_string();
+            if text.len() > 60 {
+                let cut = (0..=57)
+                    .rev()
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap_or(0);
+                text.truncate(cut);
+                text.push('…');
+            }
+            self.sent.push(text);
+        }
+    }
+
+    /// "it sent STATUS=…, …" or "it sent nothing", for a warning.
+    fn what_it_sent(&self) -> String {
+        match self.sent.len() {
+            0 => "it sent nothing".to_owned(),
+            n if n > SENT_KEPT => format!("it sent {}, …", self.sent[..SENT_KEPT].join(", ")),
+            _ => format!("it sent {}", self.sent.join(", ")),
+        }
+    }
 }
 
 /// Everything the supervisor knows and decides on.

@@ -88,9 +88,10 @@ impl State {
         }
         if let Some(gen_id) = not_ready {
             let keep = self.keeping();
+            let sent = (self.gens.get(&gen_id)).map_or_else(String::new, |g| g.what_it_sent());
             warn!(
                 generation = gen_id,
-                "not ready after {} (no READY=1; raise --ready-timeout if it needs longer): draining it{keep}",
+                "not ready after {} (no READY=1; {sent}; raise --ready-timeout if it needs longer): draining it{keep}",
                 ms(self.policy.ready_timeout)
             );
             self.drain(gen_id, SignalReason::NotReady, now, out);

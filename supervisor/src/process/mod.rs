@@ -93,6 +93,32 @@ fn check_executable(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Why `execve(path)` failed, for the log: the error, except that a
+/// missing `#!` interpreter is named as such (the kernel says `ENOENT`,
+/// which reads as if the script itself were missing).
+pub(crate) fn exec_error(path: &Path, e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::NotFound && path.is_file() {
+        if let Some(interpreter) = interpreter(path) {
+            return format!(
+                "its interpreter {interpreter} (its #! line) does not exist; fix the #! line or install it"
+            );
+        }
+    }
+    e.to_string()
+}
+
+/// The interpreter a script's `#!` line names.
+fn interpreter(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let mut file = std::fs::File::open(path).ok()?;
+    let n = file.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next()?;
+    let word = String::from_utf8_lossy(line);
+    word.split_whitespace().next().map(str::to_owned)
+}
+
 /// What a generation is given besides the program.
 #[derive(Debug)]
 pub(crate) struct Inherit<'a> {
@@ -196,20 +222,21 @@ pub(crate) fn spawn(
     ] {
         c_env.push(cstring(format!("{k}={v}").into_bytes())?);
     }
-    // The LISTEN_PID slot: "LISTEN_PID=" then PID_DIGITS zeros, overwritten
-    // by the child with its pid and a NUL. Its heap buffer does not move when the CString does.
-    let listen_pid_slot = if inherit.listen_pid {
+    // The LISTEN_PID slot: "LISTEN_PID=" then PID_DIGITS zeros and a NUL,
+    // overwritten by the child with its pid and a NUL. A buffer owned here,
+    // mutably: the child writes through a pointer made from `&mut`, and
+    // nothing else touches the buffer until the fork is done.
+    let mut listen_pid_buf: Option<Box<[u8]>> = inherit.listen_pid.then(|| {
         let mut buf = LISTEN_PID_PREFIX.to_vec();
         buf.extend(std::iter::repeat_n(b'0', PID_DIGITS));
-        let slot = cstring(buf)?;
-        let ptr = slot.as_ptr() as *mut u8;
-        c_env.push(slot);
-        Some(ptr)
-    } else {
-        None
-    };
+        buf.push(0);
+        buf.into_boxed_slice()
+    });
+    let listen_pid_slot = listen_pid_buf.as_mut().map(|buf| buf.as_mut_ptr());
     let argv_ptrs = null_terminated(&c_argv);
-    let env_ptrs = null_terminated(&c_env);
+    let mut env_ptrs: Vec<*const libc::c_char> = c_env.iter().map(|s| s.as_ptr()).collect();
+    env_ptrs.extend(listen_pid_slot.map(|p| p.cast_const().cast::<libc::c_char>()));
+    env_ptrs.push(std::ptr::null());
 
     let (ours, theirs) = nix::sys::socket::socketpair(
         nix::sys::socket::AddressFamily::Unix,
@@ -249,6 +276,8 @@ pub(crate) fn spawn(
         listen_pid_slot,
         pdeathsig: inherit.parent_death_signal,
     })?;
+    // Alive until the fork is done: the child's copy holds its pid.
+    drop(listen_pid_buf);
     drop(theirs);
     let output = pipes.map(|((r1, w1), (r2, w2))| {
         drop((w1, w2));

@@ -3,24 +3,30 @@
 //! A server written for systemd `Type=notify` (sd-notify, libsystemd)
 //! sends datagrams to the path in `NOTIFY_SOCKET`. devsup gives each
 //! generation its own socket in a private directory (mode 0700, removed on
-//! exit), and checks every datagram's sender with `SCM_CREDENTIALS`: only a
-//! process in the generation's own process group is heard; anything else is
-//! dropped with a warning. File descriptors sent with `FDSTORE=1`
-//! (`SCM_RIGHTS`) are kept by devsup and passed on to the next generations.
+//! exit; made again if it is removed; an abstract socket where no directory
+//! will do, see [`NotifyDir`]), and checks every datagram's sender with
+//! `SCM_CREDENTIALS`: only a process in the generation's own process group,
+//! or in the group of the `MAINPID=` process devsup accepted (see
+//! [`Heard`]), is heard; anything else is dropped with a warning. File
+//! descriptors sent with `FDSTORE=1` (`SCM_RIGHTS`) are kept by devsup and
+//! passed on to the next generations.
 
+use std::ffi::OsString;
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use devsup_protocol as proto;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, setsockopt, sockopt};
 use nix::unistd::{Pid, getpgid};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::event::{Event, GenId, Input, Store};
 
@@ -29,60 +35,254 @@ const MAX_DATAGRAM: usize = 64 * 1024;
 /// Most fds accepted in one datagram.
 const MAX_FDS: usize = 16;
 
-/// The private directory holding the generations' notify sockets.
+/// Where the generations' notify sockets go: a private directory, made
+/// again if it disappears; an abstract socket where no directory will do.
+///
+/// `NOTIFY_SOCKET` is optional for the servers devsup runs, so nothing here
+/// may stop a generation from starting: at worst it starts without one,
+/// after one warning.
 #[derive(Debug)]
 pub(crate) struct NotifyDir {
-    dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
+    /// Where to try to make the directory, in order.
+    bases: Vec<PathBuf>,
+    /// The warning that no notify socket could be made has been given.
+    warned: bool,
 }
 
+/// A generation's bound notify socket.
+#[derive(Debug)]
+pub(crate) struct Bound {
+    pub(crate) socket: UnixDatagram,
+    /// Its address, to stop its reader with.
+    pub(crate) addr: SocketAddr,
+    /// The value of `NOTIFY_SOCKET`: a path, or `@NAME` for an abstract
+    /// socket (as systemd and sd_notify spell it).
+    pub(crate) env: OsString,
+}
+
+/// The longest socket path: `sun_path` holds 108 bytes with the NUL.
+const MAX_SOCKET_PATH: usize = 107;
+/// The longest socket file name in the directory.
+const LONGEST_NAME: &str = "gen-18446744073709551615.sock";
+
 impl NotifyDir {
-    /// Creates the directory, readable and writable by this user only, in
-    /// `$XDG_RUNTIME_DIR` when set, else the temporary directory.
-    pub(crate) fn create() -> anyhow::Result<NotifyDir> {
-        let base = std::env::var_os("XDG_RUNTIME_DIR")
+    /// Makes the directory, readable and writable by this user only, in the
+    /// first of `$XDG_RUNTIME_DIR`, the temporary directory and `/tmp`
+    /// where one can be made with room for a socket path. With none, the
+    /// generations get abstract sockets.
+    pub(crate) fn create() -> NotifyDir {
+        let mut bases: Vec<PathBuf> = std::env::var_os("XDG_RUNTIME_DIR")
+            .filter(|v| !v.is_empty())
             .map(PathBuf::from)
-            .filter(|p| p.is_dir())
-            .unwrap_or_else(std::env::temp_dir);
-        let dir = tempfile::Builder::new()
-            .prefix("devsup-")
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir_in(&base)
-            .with_context(|| format!("cannot create a private directory in {}", base.display()))?;
-        Ok(NotifyDir { dir })
+            .into_iter()
+            .chain([std::env::temp_dir(), PathBuf::from("/tmp")])
+            .collect();
+        bases.dedup();
+        NotifyDir::create_in(bases)
     }
 
-    /// Binds generation `gen_id`'s socket (close-on-exec, `SO_PASSCRED`).
-    pub(crate) fn bind(&self, gen_id: GenId) -> anyhow::Result<(PathBuf, UnixDatagram)> {
-        let path = self.dir.path().join(format!("gen-{gen_id}.sock"));
-        let _ = std::fs::remove_file(&path);
-        let socket =
-            UnixDatagram::bind(&path).with_context(|| format!("cannot bind {}", path.display()))?;
-        setsockopt(&socket, sockopt::PassCred, &true).context("cannot set SO_PASSCRED")?;
-        Ok((path, socket))
+    fn create_in(bases: Vec<PathBuf>) -> NotifyDir {
+        let mut dir = NotifyDir {
+            dir: None,
+            bases,
+            warned: false,
+        };
+        dir.dir = dir.make();
+        dir
+    }
+
+    fn make(&self) -> Option<tempfile::TempDir> {
+        for base in &self.bases {
+            let made = tempfile::Builder::new()
+                .prefix("devsup-")
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir_in(base);
+            match made {
+                Ok(dir) if dir.path().join(LONGEST_NAME).as_os_str().len() <= MAX_SOCKET_PATH => {
+                    return Some(dir);
+                }
+                Ok(dir) => debug!(
+                    "{} is too long for a socket path: trying elsewhere",
+                    dir.path().display()
+                ),
+                Err(e) => debug!(
+                    "cannot create a private directory in {}: {e}; trying elsewhere",
+                    base.display()
+                ),
+            }
+        }
+        debug!("no directory for notify sockets: using abstract sockets");
+        None
+    }
+
+    /// The directory's path, if there is one.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        self.dir.as_ref().map(|d| d.path())
+    }
+
+    /// Binds generation `gen_id`'s socket (close-on-exec, `SO_PASSCRED`):
+    /// in the directory (made again if it was removed), else an abstract
+    /// one; `None`, after one warning, if neither can be made.
+    pub(crate) fn bind(&mut self, gen_id: GenId) -> Option<Bound> {
+        if self.dir.as_ref().is_some_and(|d| !d.path().is_dir()) {
+            let gone = self.dir.take().map(tempfile::TempDir::keep);
+            self.dir = self.make();
+            info!(
+                "the directory of the notify sockets ({}) was removed: using {}",
+                gone.as_deref().unwrap_or(Path::new("?")).display(),
+                self.path().map_or_else(
+                    || "abstract sockets".to_owned(),
+                    |p| p.display().to_string()
+                )
+            );
+        }
+        let mut why = None;
+        if let Some(dir) = &self.dir {
+            let path = dir.path().join(format!("gen-{gen_id}.sock"));
+            let _ = std::fs::remove_file(&path);
+            match bind_addr(&SocketAddr::from_pathname(&path), path.as_os_str().into()) {
+                Ok(bound) => return Some(bound),
+                Err(e) => {
+                    debug!(
+                        "cannot bind {}: {e:#}; using an abstract socket",
+                        path.display()
+                    );
+                    why = Some(e);
+                }
+            }
+        }
+        let name = format!(
+            "devsup-{}-{:016x}/gen-{gen_id}",
+            std::process::id(),
+            random()
+        );
+        let bound = SocketAddr::from_abstract_name(&name)
+            .map_err(anyhow::Error::from)
+            .and_then(|addr| bind_addr(&Ok(addr), format!("@{name}").into()));
+        match bound {
+            Ok(bound) => Some(bound),
+            Err(e) => {
+                if !std::mem::replace(&mut self.warned, true) {
+                    let why = why.map(|w| format!("{w:#}; ")).unwrap_or_default();
+                    warn!(
+                        generation = gen_id,
+                        "cannot make a notify socket ({why}{e:#}): starting generations without NOTIFY_SOCKET; \
+                         a server that says READY=1 only through it will not be seen ready (check the temporary directory)"
+                    );
+                }
+                None
+            }
+        }
+    }
+}
+
+fn bind_addr(addr: &std::io::Result<SocketAddr>, env: OsString) -> anyhow::Result<Bound> {
+    let addr = match addr {
+        Ok(addr) => addr,
+        Err(e) => anyhow::bail!("{e}"),
+    };
+    let socket = UnixDatagram::bind_addr(addr).context("cannot bind")?;
+    setsockopt(&socket, sockopt::PassCred, &true).context("cannot set SO_PASSCRED")?;
+    let addr = socket.local_addr().context("no local address")?;
+    Ok(Bound { socket, addr, env })
+}
+
+/// A random number, for an abstract socket's name that no one can guess
+/// in advance.
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+/// The process groups a generation's notify socket hears: its own, and the
+/// group of a `MAINPID=` process the executor accepted (that group already
+/// gets the generation's signals). Shared by the executor, which decides,
+/// and the generation's reader, which checks each sender.
+#[derive(Debug)]
+pub(crate) struct Heard {
+    state: Mutex<HeardState>,
+    changed: Condvar,
+}
+
+#[derive(Debug)]
+struct HeardState {
+    groups: Vec<i32>,
+    /// The `MAINPID=` pids the executor has decided on, either way.
+    decided: Vec<i32>,
+}
+
+/// How long a reader waits for the executor's decision on a `MAINPID=`
+/// before judging a message from that process.
+const MAINPID_DECISION: Duration = Duration::from_secs(1);
+
+impl Heard {
+    /// Hears group `pgid`, the generation's own.
+    pub(crate) fn new(pgid: i32) -> Arc<Heard> {
+        Arc::new(Heard {
+            state: Mutex::new(HeardState {
+                groups: vec![pgid],
+                decided: Vec::new(),
+            }),
+            changed: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HeardState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The executor decided on `MAINPID=pid`: its process group `group` is
+    /// heard too if `Some`.
+    pub(crate) fn decided(&self, pid: i32, group: Option<i32>) {
+        let mut state = self.lock();
+        state.groups.extend(group);
+        state.decided.push(pid);
+        self.changed.notify_all();
+    }
+
+    fn hears(&self, group: i32) -> bool {
+        self.lock().groups.contains(&group)
+    }
+
+    /// Whether `group` is heard, once the executor has decided on the
+    /// `MAINPID=pid` the reader forwarded (waiting up to
+    /// [`MAINPID_DECISION`] for it).
+    fn hears_after_deciding(&self, pid: i32, group: i32) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, MAINPID_DECISION, |s| !s.decided.contains(&pid))
+            .unwrap_or_else(|e| e.into_inner());
+        state.groups.contains(&group)
     }
 }
 
 /// Tells a reader thread to stop: an empty datagram from devsup itself.
-pub(crate) fn stop_reader(path: &Path) {
+pub(crate) fn stop_reader(addr: &SocketAddr) {
     if let Ok(socket) = UnixDatagram::unbound() {
-        let _ = socket.send_to(&[], path);
+        let _ = socket.send_to_addr(&[], addr);
     }
 }
 
 /// Reads generation `gen_id`'s notify socket until [`stop_reader`], then
-/// removes it. `pgid` is the generation's process group.
+/// removes its file, if it has one. `heard` says whose messages count.
 pub(crate) fn spawn_reader(
     gen_id: GenId,
-    pgid: i32,
+    heard: Arc<Heard>,
     socket: UnixDatagram,
-    path: PathBuf,
     tx: Sender<Input>,
 ) {
+    let path = (socket.local_addr().ok()).and_then(|a| a.as_pathname().map(Path::to_path_buf));
     let spawned = std::thread::Builder::new()
         .name(format!("gen-{gen_id}-notify"))
         .spawn(move || {
-            read(gen_id, pgid, &socket, &tx);
-            let _ = std::fs::remove_file(&path);
+            read(gen_id, &heard, &socket, &tx);
+            if let Some(path) = path {
+                let _ = std::fs::remove_file(&path);
+            }
         });
     if let Err(e) = spawned {
         warn!(
@@ -92,8 +292,10 @@ pub(crate) fn spawn_reader(
     }
 }
 
-fn read(gen_id: GenId, pgid: i32, socket: &UnixDatagram, tx: &Sender<Input>) {
+fn read(gen_id: GenId, heard: &Heard, socket: &UnixDatagram, tx: &Sender<Input>) {
     let own_pid = std::process::id() as i32;
+    // The last `MAINPID=` this reader forwarded.
+    let mut main_pid = None;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut cmsg = nix::cmsg_space!(libc::ucred, [RawFd; MAX_FDS]);
     let mut warned = 0u32;
@@ -142,13 +344,15 @@ fn read(gen_id: GenId, pgid: i32, socket: &UnixDatagram, tx: &Sender<Input>) {
             debug!(generation = gen_id, "notify socket closed");
             return;
         }
-        // Only the generation's own processes are heard: the socket's path
-        // is private, but a datagram's sender is checked all the same.
-        // A sender that has exited since (`systemd-notify --ready` in a
-        // wrapper script) cannot be checked; the socket is the user's own
-        // (0600 in a 0700 directory), so it is heard.
+        // Only the generation's own processes are heard (its group, and a
+        // `MAINPID=` process's group once the executor accepted it): the
+        // socket's path is private, but a datagram's sender is checked all
+        // the same. A sender that has exited since (`systemd-notify
+        // --ready` in a wrapper script) cannot be checked; the socket is
+        // the user's own (0600 in a 0700 directory), so it is heard.
         let member = sender.is_some_and(|pid| match getpgid(Some(Pid::from_raw(pid))) {
-            Ok(group) => group.as_raw() == pgid,
+            Ok(group) if main_pid == Some(pid) => heard.hears_after_deciding(pid, group.as_raw()),
+            Ok(group) => heard.hears(group.as_raw()),
             Err(nix::errno::Errno::ESRCH) => true,
             Err(_) => false,
         });
@@ -169,6 +373,11 @@ fn read(gen_id: GenId, pgid: i32, socket: &UnixDatagram, tx: &Sender<Input>) {
                 "dropped a notify datagram longer than {MAX_DATAGRAM} bytes"
             );
             continue;
+        }
+        for msg in proto::parse(&data) {
+            if let Ok(proto::Message::MainPid(pid)) = msg {
+                main_pid = i32::try_from(pid).ok();
+            }
         }
         if forward(gen_id, &data, fds, at, tx).is_err() {
             return;
@@ -238,4 +447,60 @@ fn forward(
         send(Input::Event(Event::Message { gen_id, msg, at }))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With no directory that can hold a socket path, a generation gets an
+    /// abstract socket, named `@…` in `NOTIFY_SOCKET`, that works.
+    #[test]
+    fn no_usable_directory_means_an_abstract_socket() {
+        let root = tempfile::tempdir().unwrap();
+        let mut long = root.path().to_path_buf();
+        while long.as_os_str().len() <= MAX_SOCKET_PATH {
+            long.push("long-directory-name");
+        }
+        std::fs::create_dir_all(&long).unwrap();
+        let mut dir = NotifyDir::create_in(vec![long.clone(), PathBuf::from("/proc")]);
+        assert!(dir.path().is_none());
+        assert!(walk_is_empty(&long), "the too-long directory was not kept");
+        let bound = dir.bind(3).expect("an abstract socket");
+        let env = bound.env.to_str().unwrap().to_owned();
+        assert!(env.starts_with('@') && env.ends_with("/gen-3"), "{env}");
+        let to = SocketAddr::from_abstract_name(&env.as_bytes()[1..]).unwrap();
+        UnixDatagram::unbound()
+            .unwrap()
+            .send_to_addr(b"READY=1\n", &to)
+            .unwrap();
+        let mut buf = [0u8; 16];
+        let n = bound.socket.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1\n");
+    }
+
+    fn walk_is_empty(dir: &Path) -> bool {
+        std::fs::read_dir(dir).unwrap().next().is_none()
+    }
+
+    /// A removed directory is made again for the next generation.
+    #[test]
+    fn a_removed_directory_is_made_again() {
+        let base = tempfile::tempdir().unwrap();
+        let mut dir = NotifyDir::create_in(vec![base.path().to_path_buf()]);
+        let first = dir.path().unwrap().to_path_buf();
+        let one = dir.bind(1).unwrap();
+        assert_eq!(
+            one.addr.as_pathname(),
+            Some(first.join("gen-1.sock").as_path())
+        );
+        std::fs::remove_dir_all(&first).unwrap();
+        let two = dir.bind(2).unwrap();
+        let second = dir.path().unwrap();
+        assert!(second.is_dir() && second.starts_with(base.path()));
+        assert_eq!(
+            two.addr.as_pathname(),
+            Some(second.join("gen-2.sock").as_path())
+        );
+    }
 }

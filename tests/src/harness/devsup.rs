@@ -26,9 +26,18 @@ pub struct DevsupBuilder {
     env: Vec<(OsString, OsString)>,
     echo: bool,
     stdin: Option<std::os::fd::OwnedFd>,
+    launcher: Vec<OsString>,
 }
 
 impl DevsupBuilder {
+    /// Starts devsup through `launcher`: runs `LAUNCHER… DEVSUP ARGS…`, so
+    /// that [`Devsup::pid`] is the launcher's (a job-control shell, in the
+    /// keys tests). The launcher must end devsup when it is killed.
+    pub fn launcher<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, launcher: I) -> Self {
+        self.launcher = launcher.into_iter().map(|a| a.as_ref().into()).collect();
+        self
+    }
+
     /// Gives devsup this fd as stdin (a pty's slave, to test keys) instead
     /// of `/dev/null`.
     pub fn stdin(mut self, fd: std::os::fd::OwnedFd) -> Self {
@@ -109,7 +118,7 @@ impl DevsupBuilder {
             .map(|(k, v)| (k.as_os_str(), v.as_os_str()))
             .collect();
         let stdin = self.stdin.map_or_else(Stdio::null, Stdio::from);
-        Devsup::start(&self.cwd, &args, &env, self.echo, stdin)
+        Devsup::start(&self.cwd, &self.launcher, &args, &env, self.echo, stdin)
     }
 }
 
@@ -141,24 +150,33 @@ impl Devsup {
             env: Vec::new(),
             echo: true,
             stdin: None,
+            launcher: Vec::new(),
         }
     }
 
     /// Starts the devsup binary with exactly `args`, in `cwd`, with `env`
     /// added: stdin null, stdout and stderr collected.
     pub fn spawn_raw<S: AsRef<OsStr>>(cwd: &Path, args: &[S], env: &[(&OsStr, &OsStr)]) -> Devsup {
-        Devsup::start(cwd, args, env, true, Stdio::null())
+        Devsup::start(cwd, &[], args, env, true, Stdio::null())
     }
 
     fn start<S: AsRef<OsStr>>(
         cwd: &Path,
+        launcher: &[OsString],
         args: &[S],
         env: &[(&OsStr, &OsStr)],
         echo: bool,
         stdin: Stdio,
     ) -> Devsup {
         let devsup = &binaries().devsup;
-        let mut command = Command::new(devsup);
+        let mut command = match launcher.split_first() {
+            Some((program, launcher_args)) => {
+                let mut command = Command::new(program);
+                command.args(launcher_args).arg(devsup);
+                command
+            }
+            None => Command::new(devsup),
+        };
         command
             .args(args)
             .current_dir(cwd)

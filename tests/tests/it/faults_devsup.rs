@@ -6,11 +6,11 @@
 use std::time::{Duration, Instant};
 
 use devsup_tests::harness::{
-    Devsup, Signal, TIMEOUT, event, forking_generation, pid_alive, port_is_free, stop_cleanly,
-    temp_dir, wait_until,
+    Devsup, KillOnDrop, Signal, TIMEOUT, binaries, event, forking_generation, pid_alive,
+    port_is_free, stop_cleanly, temp_dir, wait_until,
 };
-use devsup_tests::http;
 use devsup_tests::procfs::group_members;
+use devsup_tests::{devlog, http};
 use nix::unistd::Pid;
 use std::os::unix::process::ExitStatusExt;
 
@@ -228,5 +228,121 @@ fn devsup_killed_with_sigkill_mid_build_leaves_no_build_process() {
     assert!(
         wait_until(TIMEOUT, || !pid_alive(sleep)),
         "the build's child (pid {sleep}) is stopped"
+    );
+}
+
+/// Ends, by pid, the processes a test found serving, if a failure left
+/// them running (the harness knows only generation leaders).
+struct EndOnDrop(Vec<i32>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if pid_alive(pid) {
+                eprintln!("[test] pid {pid} outlived devsup: SIGKILL");
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// `devsup … 2>&1 | head -4`, then a reload: the log stream is dead, and
+/// devsup must keep running (and reloading) all the same, and leave nothing
+/// on the port when it is stopped.
+#[test]
+fn devsup_keeps_serving_after_its_stderr_is_closed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = temp_dir();
+    let mut command = Command::new(&binaries().devsup);
+    command
+        .args(["--port", "0", "--no-watch", "--", "sh", "-c"])
+        // The server writes elsewhere: only devsup's own log is cut.
+        .arg("\"$0\" 2>/dev/null; true")
+        .arg(&binaries().server)
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut devsup = KillOnDrop(command.spawn().unwrap());
+    let devsup_pid = devsup.0.id() as i32;
+    let mut lines = BufReader::new(devsup.0.stderr.take().unwrap()).lines();
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        eprintln!("[devsup] {line}");
+        addr = addr.or(devlog::parse_listen_addr(&line));
+        if devlog::is_event(&line, 1, "ready") {
+            break;
+        }
+    }
+    let addr = addr.expect("devsup said where it listens");
+    let server1 = http::get(addr, "/").unwrap().pid().unwrap();
+    let mut end = EndOnDrop(vec![server1]);
+    // `head` exits: the read end of devsup's stderr is closed.
+    drop(lines);
+
+    nix::sys::signal::kill(Pid::from_raw(devsup_pid), Signal::SIGHUP).unwrap();
+    let mut last = None;
+    let reloaded = wait_until(TIMEOUT, || {
+        last = http::get(addr, "/").ok().and_then(|r| r.gen_pid());
+        last.is_some_and(|(generation, _)| generation == 2)
+    });
+    assert!(
+        reloaded,
+        "gen 2 serves after the reload (devsup alive: {}; last answer {last:?})",
+        pid_alive(devsup_pid)
+    );
+    end.0.push(last.unwrap().1);
+    assert!(
+        wait_until(TIMEOUT, || !pid_alive(server1)),
+        "gen 1 was drained"
+    );
+
+    nix::sys::signal::kill(Pid::from_raw(devsup_pid), Signal::SIGTERM).unwrap();
+    assert!(wait_until(TIMEOUT, || devsup
+        .0
+        .try_wait()
+        .unwrap()
+        .is_some()));
+    assert!(
+        wait_until(TIMEOUT, || port_is_free(addr)),
+        "nothing holds the port once devsup has stopped"
+    );
+}
+
+/// A panic on devsup's main thread (injected, in debug builds, by
+/// `DEVSUP_DEBUG_PANIC_ON_SIGHUP`) ends devsup; the guard must still stop
+/// the server a `sh -c` started, so that no orphan keeps the port.
+#[test]
+fn a_panic_in_devsup_leaves_no_orphan_on_the_port() {
+    let dir = temp_dir();
+    let devsup = Devsup::builder(dir.path())
+        .args(["--no-watch", "--drain-timeout", "5s"])
+        .env("DEVSUP_DEBUG_PANIC_ON_SIGHUP", "1")
+        .server("sh")
+        .server_args([
+            std::ffi::OsString::from("-c"),
+            "\"$0\" & wait".into(),
+            binaries().server.clone().into(),
+        ])
+        .spawn();
+    let addr = devsup.addr();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    let server = http::get(addr, "/").unwrap().pid().unwrap();
+    let _end = EndOnDrop(vec![server]);
+
+    devsup.reload();
+    let status = devsup.wait_exit(TIMEOUT);
+    assert_eq!(status.code(), Some(101), "devsup panicked");
+    assert!(
+        wait_until(TIMEOUT, || !pid_alive(server)),
+        "the server (pid {server}) was stopped by the guard"
+    );
+    assert!(
+        wait_until(TIMEOUT, || port_is_free(addr)),
+        "the port is released"
     );
 }

@@ -297,3 +297,77 @@ fn a_program_that_cannot_be_exec_d_keeps_the_old_generation() {
     );
     assert_eq!(http::get(devsup.addr(), "/").unwrap().generation(), Some(1));
 }
+
+/// A script whose `#!` interpreter is missing is reported as such, not as
+/// the script being missing.
+#[test]
+fn a_missing_interpreter_is_named() {
+    let dir = temp_dir();
+    let script = dir.path().join("serve.sh");
+    std::fs::write(&script, "#!/nonexistent/bin/sh -e\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server(&script)
+        .spawn();
+    let error = devsup.wait_event(1, "cannot start", TIMEOUT);
+    assert!(
+        error.contains("its interpreter /nonexistent/bin/sh (its #! line) does not exist"),
+        "{error}"
+    );
+}
+
+/// devsup running `sh -c SCRIPT` as the server, with `args` for devsup.
+fn shell_server(dir: &Path, args: &[&str], script: &str) -> Devsup {
+    Devsup::builder(dir)
+        .arg("--no-watch")
+        .args(args)
+        .server("sh")
+        .server_args(["-c", script])
+        .spawn()
+}
+
+/// `printf READY=1` (no newline) on a channel the server keeps open: it is
+/// seen after a short pause, not only when the channel closes.
+#[test]
+fn ready_without_a_trailing_newline_is_seen() {
+    let dir = temp_dir();
+    let devsup = shell_server(
+        dir.path(),
+        &["--ready-timeout", "5s"],
+        r#"printf 'STATUS=warming up\nREADY=1' >&"$DEVSUP_READY_FD"; exec sleep 600"#,
+    );
+    let line = devsup.wait_for_line(
+        |l: &str| devlog::is_event(l, 1, "ready") || devlog::is_event(l, 1, "not ready"),
+        TIMEOUT,
+    );
+    assert!(devlog::is_event(&line, 1, "ready"), "{}", devsup.log_text());
+    stop_cleanly(&devsup);
+}
+
+/// The ready timeout's warning says what the generation did send.
+#[test]
+fn the_ready_timeout_warning_says_what_was_received() {
+    let dir = temp_dir();
+    let cases = [
+        (
+            r"printf 'STATUS=warming up
+ERRNO=2
+'",
+            "it sent STATUS=warming up, ERRNO=2",
+        ),
+        ("true", "it sent nothing"),
+    ];
+    for (send, expected) in cases {
+        // Gen 1 says READY=1; gen 2 sends only what the case says.
+        let script = format!(
+            r#"if [ "$DEVSUP_GENERATION" = 1 ]; then echo READY=1; else {send}; fi >&"$DEVSUP_READY_FD"; exec sleep 600"#
+        );
+        let devsup = shell_server(dir.path(), &["--ready-timeout", "1s"], &script);
+        devsup.wait_event(1, "ready", TIMEOUT);
+        devsup.reload();
+        let line = devsup.wait_event(2, "not ready", TIMEOUT);
+        assert!(line.contains(expected), "{expected:?} in {line:?}");
+        stop_cleanly(&devsup);
+    }
+}

@@ -7,7 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use devsup_tests::harness::{
-    Devsup, Signal, TIMEOUT, binaries, event, pid_alive, stop_cleanly, temp_dir, wait_until,
+    Devsup, LineMatch, Signal, TIMEOUT, binaries, event, pid_alive, stop_cleanly, temp_dir,
+    wait_until,
 };
 use devsup_tests::http;
 
@@ -259,4 +260,186 @@ fn nothing_devsup_creates_is_world_writable_or_left_in_the_temp_dir() {
             .collect();
         assert!(left.is_empty(), "left behind after exit: {left:?}");
     }
+}
+
+/// devsup SIGKILLed leaves nothing behind either: its guard removes the
+/// private notify directory and the unix socket's path once it has
+/// stopped the generations.
+#[test]
+fn the_guard_removes_devsups_files_after_a_sigkill() {
+    let dir = temp_dir();
+    let runtime = tempfile::tempdir().unwrap();
+    let unix = dir.path().join("app.sock");
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .arg("-s")
+        .arg(format!("admin=unix::{}", unix.display()))
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    assert!(unix.exists());
+    assert!(!walk(runtime.path()).is_empty(), "the notify directory");
+
+    devsup.signal(Signal::SIGKILL);
+    devsup.wait_exit(TIMEOUT);
+    assert!(
+        wait_until(TIMEOUT, || !unix.exists()),
+        "{} is removed",
+        unix.display()
+    );
+    assert!(
+        wait_until(TIMEOUT, || walk(runtime.path()).is_empty()),
+        "left in the runtime directory: {:?}",
+        walk(runtime.path())
+    );
+}
+
+/// A directory at least `len` bytes long under `root`.
+fn long_dir(root: &Path, len: usize) -> PathBuf {
+    let mut dir = root.to_path_buf();
+    while dir.as_os_str().len() < len {
+        dir.push("a-directory-with-a-long-name");
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `NOTIFY_SOCKET` is never a hard requirement: a runtime or temporary
+/// directory too long for a socket path (over `SUN_LEN`), or one devsup
+/// cannot create anything in, makes devsup use another place, and a Type=notify
+/// server still gets its socket and hands over through it.
+#[test]
+fn an_unusable_runtime_or_temp_dir_does_not_stop_notify() {
+    let root = temp_dir();
+    let long = long_dir(root.path(), 120);
+    let long = long.as_os_str();
+    // (XDG_RUNTIME_DIR, TMPDIR)
+    let cases: [(&std::ffi::OsStr, &std::ffi::OsStr); 2] = [(long, long), ("/proc".as_ref(), long)];
+    for (runtime, tmp) in cases {
+        eprintln!("XDG_RUNTIME_DIR={runtime:?} TMPDIR={tmp:?}");
+        let dir = temp_dir();
+        let devsup = Devsup::builder(dir.path())
+            .arg("--no-watch")
+            .env("XDG_RUNTIME_DIR", runtime)
+            .env("TMPDIR", tmp)
+            .server("python3")
+            .server_args([fixture()])
+            .spawn();
+        devsup.wait_event(1, "status: notify server up", TIMEOUT);
+        devsup.wait_event(1, "ready", TIMEOUT);
+        devsup.reload();
+        devsup.wait_event(2, "ready", TIMEOUT);
+        stop_cleanly(&devsup);
+        assert_eq!(devsup.count_lines("warning"), 0, "{}", devsup.log_text());
+    }
+}
+
+/// The private directory removed while devsup runs (`rm -rf
+/// $XDG_RUNTIME_DIR/devsup-*`): the next generation gets a new one.
+#[test]
+fn a_removed_notify_directory_is_made_again() {
+    let dir = temp_dir();
+    let runtime = tempfile::tempdir().unwrap();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .server("python3")
+        .server_args([fixture()])
+        .spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    for entry in std::fs::read_dir(runtime.path()).unwrap() {
+        std::fs::remove_dir_all(entry.unwrap().path()).unwrap();
+    }
+    devsup.reload();
+    devsup.wait_event(2, "status: notify server up", TIMEOUT);
+    devsup.wait_event(2, "ready", TIMEOUT);
+    stop_cleanly(&devsup);
+    assert!(
+        walk(runtime.path()).is_empty(),
+        "the new directory is removed on exit too: {:?}",
+        walk(runtime.path())
+    );
+}
+
+/// A launcher names its server with `MAINPID=`, in a session of its own;
+/// the server's own messages (sent at once) are heard, as its group
+/// already gets the generation's signals.
+#[test]
+fn messages_from_the_mainpid_process_are_heard() {
+    let dir = temp_dir();
+    let script = dir.path().join("launch.py");
+    std::fs::write(
+        &script,
+        r#"
+import os, signal, socket, subprocess, sys
+def notify(msg):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(msg, os.environ["NOTIFY_SOCKET"])
+if sys.argv[1:] == ["main"]:
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    sys.stdin.readline()
+    notify(b"STATUS=main up\n")
+    notify(b"READY=1\n")
+    while True:
+        signal.pause()
+child = subprocess.Popen([sys.executable, __file__, "main"], stdin=subprocess.PIPE, start_new_session=True)
+notify(f"MAINPID={child.pid}\n".encode())
+child.stdin.write(b"go\n")
+child.stdin.close()
+sys.exit(child.wait())
+"#,
+    )
+    .unwrap();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server("python3")
+        .server_args([&script])
+        .spawn();
+    devsup.wait_event(1, "MAINPID=", TIMEOUT);
+    let line = devsup.wait_for_line(
+        |l: &str| event(1, "ready").is_match(l) || l.contains("dropped a notify message"),
+        TIMEOUT,
+    );
+    assert!(event(1, "ready").is_match(&line), "{}", devsup.log_text());
+    devsup.wait_event(1, "status: main up", TIMEOUT);
+    assert_eq!(devsup.count_lines("dropped a notify message"), 0);
+    stop_cleanly(&devsup);
+}
+
+/// The same file sent twice with `FDSTORE=1` (twice in one datagram, then
+/// again) is stored once, as systemd does: the next generation gets it
+/// once.
+#[test]
+fn the_same_fd_stored_twice_is_kept_once() {
+    let dir = temp_dir();
+    let script = r#"
+import array, os, signal, socket
+gen = os.environ["DEVSUP_GENERATION"]
+print(f"gen{gen} names={os.environ.get('LISTEN_FDNAMES', '')}", flush=True)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+if gen == "1":
+    fd = os.memfd_create("cache")
+    for fds in ([fd, fd], [fd]):
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        s.sendmsg([b"FDSTORE=1\nFDNAME=cache\n"], rights, 0, os.environ["NOTIFY_SOCKET"])
+s.sendto(b"READY=1\n", os.environ["NOTIFY_SOCKET"])
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+while True:
+    signal.pause()
+"#;
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server("python3")
+        .server_args(["-c", script])
+        .spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    devsup.reload();
+    devsup.wait_event(2, "ready", TIMEOUT);
+    let names = |generation: &str| {
+        let prefix = format!("gen{generation} names=");
+        (devsup.stdout_lines().iter()).find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+    };
+    assert!(wait_until(TIMEOUT, || names("2").is_some()));
+    assert_eq!(names("2").unwrap(), "http:cache", "{}", devsup.log_text());
+    stop_cleanly(&devsup);
 }
