@@ -23,6 +23,7 @@ pub mod guard;
 pub mod log;
 pub mod machine;
 pub mod notify;
+pub mod readiness;
 pub mod signals;
 pub mod sockets;
 pub mod supervisor;
