@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p devsup-tests --bin devsup-bench -- \
-//!     [--only handoff,edit,watch,soak] \
+//!     [--only handoff,edit,watch,soak,unchanged] \
 //!     [--reloads N] [--conns C] [--interval MS] [--duration SECS] [--keepalive|--close|--both] \
 //!     [--edits N] [--tree DIR] [--starts N] [--soak-reloads N] [--soak-conns C]
 //! ```
@@ -19,11 +19,18 @@
 //!   beside a 200,000-file `target/` (see `bench/watch.rs`).
 //! - `soak`: 1,000 reloads in a row; devsup's fds and memory after 10 and
 //!   after 1,000 (see `bench/soak.rs`).
+//! - `unchanged`: third-party servers as people write them beside their
+//!   opted-in forms, 15 reloads (`--reloads`) every `--interval` under
+//!   `--conns` clients (see `bench/unchanged.rs`). Not in the default
+//!   set (it takes minutes and installs uvicorn and gunicorn): ask for it
+//!   with `--only unchanged`.
 //!
-//! Every part by default, each printed as it finishes. A benchmark prints;
+//! Every part but `unchanged` by default, each printed as it finishes. A benchmark prints;
 //! it asserts nothing.
 
 mod bench;
+#[path = "bench/unchanged.rs"]
+mod unchanged;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -101,6 +108,8 @@ enum Part {
     Watch,
     /// 1,000 reloads in a row: fds and memory.
     Soak,
+    /// Third-party servers unchanged and opted in (see bench/unchanged.rs).
+    Unchanged,
 }
 
 /// One mode's results.
@@ -154,6 +163,18 @@ fn main() -> ExitCode {
             args.soak_conns,
             args.verbose,
         ));
+    }
+    if runs(Part::Unchanged) {
+        let modes = if args.keepalive {
+            vec![Mode::KeepAlive]
+        } else if args.close {
+            vec![Mode::Close]
+        } else {
+            vec![Mode::KeepAlive, Mode::Close]
+        };
+        let interval = Duration::from_millis(args.interval.max(1));
+        let reloads = args.reloads.unwrap_or(15);
+        unchanged::run(args.conns, reloads, interval, &modes, args.verbose);
     }
     ExitCode::SUCCESS
 }
