@@ -184,3 +184,34 @@ fn axum_graceful_with_a_blocking_socket_hangs_until_the_drain_timeout() {
         assert!(took >= Duration::from_secs(3), "{mode}: {took:?}\n{log}");
     }
 }
+
+/// The same unchanged axum server in a dev build (`devsup -- cargo run`):
+/// since tokio 1.44 `from_std` panics on the blocking socket in debug
+/// builds, so every generation dies at start and devsup restarts it with
+/// back-off; it never serves.
+///
+/// FLIPS with a `--nonblocking` devsup option (issue 10): with it the dev
+/// build serves.
+#[test]
+fn axum_listenfd_dev_build_panics_on_the_blocking_socket() {
+    if devsup_tests::harness::binaries().release {
+        // A release build has no such check: the trap test covers it.
+        eprintln!("!!! SKIPPED the dev-build panic check: this is a release build");
+        return;
+    }
+    let bins = devsup_tests::harness::build_packages(&["devsup-fixture-servers"]);
+    let dir = tempfile::tempdir().unwrap();
+    let devsup = devsup_tests::harness::Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server(bins.join("axum-listenfd"))
+        .spawn();
+    let exited = devsup.wait_event(1, "exited", devsup_tests::harness::TIMEOUT);
+    assert!(exited.contains("status 101"), "{exited}");
+    devsup.wait_for_line(
+        "Registering a blocking socket with the tokio runtime is unsupported",
+        devsup_tests::harness::TIMEOUT,
+    );
+    // devsup restarts it, and it dies the same way.
+    devsup.wait_event(2, "exited", devsup_tests::harness::TIMEOUT);
+    devsup.terminate(devsup_tests::harness::TIMEOUT);
+}
