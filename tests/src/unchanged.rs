@@ -35,6 +35,9 @@ pub enum Server {
     AxumListenfd,
     /// The same with `with_graceful_shutdown` on SIGTERM: the trap.
     AxumListenfdGraceful,
+    /// axum's current example (non-blocking listener) with graceful
+    /// shutdown: no trap, hyper's drain.
+    AxumNonblockingGraceful,
     /// Its opted-in form: `devsup_serve::serve`.
     AxumDevsupServe,
     /// `uvicorn --fd 3 asgi_app:app`.
@@ -51,9 +54,10 @@ pub enum Server {
 
 impl Server {
     /// Every server, each unchanged one followed by its opted-in form.
-    pub const ALL: [Server; 8] = [
+    pub const ALL: [Server; 9] = [
         Server::AxumListenfd,
         Server::AxumListenfdGraceful,
+        Server::AxumNonblockingGraceful,
         Server::AxumDevsupServe,
         Server::Uvicorn,
         Server::UvicornDevsup,
@@ -67,6 +71,7 @@ impl Server {
         match self {
             Server::AxumListenfd => "axum+listenfd",
             Server::AxumListenfdGraceful => "axum+listenfd graceful",
+            Server::AxumNonblockingGraceful => "axum nonblocking graceful",
             Server::AxumDevsupServe => "axum devsup_serve::serve",
             Server::Uvicorn => "uvicorn --fd 3",
             Server::UvicornDevsup => "uvicorn_devsup.py",
@@ -115,6 +120,9 @@ impl Server {
             Server::AxumListenfd => (bins.axum.join("axum-listenfd"), vec![], vec![]),
             Server::AxumListenfdGraceful => {
                 (bins.axum.join("axum-listenfd-graceful"), vec![], vec![])
+            }
+            Server::AxumNonblockingGraceful => {
+                (bins.axum.join("axum-nonblocking-graceful"), vec![], vec![])
             }
             Server::AxumDevsupServe => (bins.axum.join("axum-devsup-serve"), vec![], vec![]),
             Server::Uvicorn => (

@@ -142,6 +142,24 @@ fn axum_listenfd_figures() {
     unchanged_figures(Server::AxumListenfd, false);
 }
 
+/// The same graceful axum server with the socket made non-blocking (axum's
+/// current example): the trap is gone, every drain ends by itself, even the
+/// idle one. (Its failed requests are hyper's drain closing idle keep-alive
+/// connections at once, printed, not asserted.)
+#[test]
+fn axum_graceful_with_a_nonblocking_socket_drains_by_itself() {
+    for result in unchanged_figures(Server::AxumNonblockingGraceful, true) {
+        let log = result.log.join("\n");
+        assert_eq!(result.killed, [] as [u64; 0], "{log}");
+        assert_eq!(result.drains.len(), result.reloads as usize, "{log}");
+        assert!(
+            result.drains.iter().all(|d| d.1 < Duration::from_secs(3)),
+            "{:?}",
+            result.drains
+        );
+    }
+}
+
 #[test]
 fn uvicorn_unchanged_figures() {
     unchanged_figures(Server::Uvicorn, false);
