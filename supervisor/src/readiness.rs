@@ -315,15 +315,18 @@ fn probe_pid(pid: i32, sockets: &[PassedSocket], waits: &mut Vec<Wait>) -> io::R
         let Some(kind) = SyscallKind::of(call.nr) else {
             continue;
         };
+        // Not being allowed to open `mem` is a reason the probe cannot
+        // tell; failing to read it is a thread that left its syscall (its
+        // stack buffer gone) and waits on nothing now.
         let fds: Vec<RawFd> = match kind {
             SyscallKind::Accept(_) => vec![call.args[0] as RawFd],
             SyscallKind::Poll(_) => {
                 let mem = open_mem(pid, &mut mem)?;
-                poll_fds(mem, call.args[0], call.args[1])?
+                poll_fds(mem, call.args[0], call.args[1]).unwrap_or_default()
             }
             SyscallKind::Select(_) => {
                 let mem = open_mem(pid, &mut mem)?;
-                select_read_fds(mem, call.args[0], call.args[1], &passed)?
+                select_read_fds(mem, call.args[0], call.args[1], &passed).unwrap_or_default()
             }
         };
         for fd in fds {
