@@ -38,6 +38,20 @@
 //!
 //! The parsers are pure functions over the text of `/proc` files; the
 //! [`probe`] reads them.
+//!
+//! # Cost, and what tokio looks like
+//!
+//! One [`probe`] of one process (a tokio server: 3 threads, 11 fds) takes
+//! 0.1-0.35 ms on a busy 2-core machine; [`descendants`] of one process
+//! about 8 us; [`group_pids`] 2-5 ms (it reads every process's `stat`).
+//! Polling a starting generation every 5-10 ms therefore costs a few
+//! percent of a core while it starts, and finds it ready well within 50 ms
+//! of its first wait.
+//!
+//! tokio registers a listener with epoll when `TcpListener::from_std` (or
+//! `bind`) runs, and calls `accept` only once epoll reports a connection: a
+//! tokio server is seen through its epoll set, and the blocked `accept4` of
+//! the trap appears only after its first connection.
 
 use std::fs;
 use std::io;
