@@ -28,6 +28,8 @@ mod machine;
 mod process;
 #[cfg(test)]
 mod props;
+#[allow(dead_code)] // until the state machine uses it (kernel readiness)
+mod readiness;
 mod sockets;
 mod sources;
 

@@ -29,6 +29,8 @@
 //! - [`procfs`]: what the tests read in `/proc` (process groups, zombies,
 //!   threads, fds, memory).
 //! - [`stats`]: median / max and quantiles.
+//! - [`unchanged`]: third-party servers as people write them, run under
+//!   devsup with reloads under load.
 //! - [`tools`]: third-party programs the tests install on first use.
 #![warn(missing_docs)]
 
@@ -39,3 +41,4 @@ pub mod load;
 pub mod procfs;
 pub mod stats;
 pub mod tools;
+pub mod unchanged;

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p devsup-tests --bin devsup-bench -- \
-//!     [--only handoff,compare,edit,watch,soak] [--out DIR] [--window MS] \
+//!     [--only handoff,compare,edit,watch,soak,unchanged] [--out DIR] [--window MS] \
 //!     [--reloads N] [--conns C] [--interval MS] [--duration SECS] [--keepalive|--close|--both] \
 //!     [--compare-duration SECS] \
 //!     [--edits N] [--tree DIR] [--starts N] [--soak-reloads N] [--soak-conns C]
@@ -23,16 +23,24 @@
 //!   beside a 200,000-file `target/` (see `bench/watch.rs`).
 //! - `soak`: 1,000 reloads in a row; devsup's fds and memory after 10 and
 //!   after 1,000 (see `bench/soak.rs`), and the load through them.
+//! - `unchanged`: third-party servers as people write them beside their
+//!   opted-in forms, 15 reloads (`--reloads`) every `--interval` under
+//!   `--conns` clients (see `bench/unchanged.rs`). Not in the default
+//!   set (it takes minutes and installs uvicorn and gunicorn): ask for it
+//!   with `--only unchanged`.
 //!
-//! Every part by default, each printed as it finishes. A benchmark prints;
-//! it asserts nothing. The load phases (handoff, compare, soak) also leave, in
-//! `--out DIR` (default `target/devsup-bench/`), per phase a CSV of 100 ms
-//! windows (`NAME.csv`: ok, failed, p50, p99), a CSV of the instants of
-//! each trigger, READY and drain signal (`NAME-marks.csv`, from devsup's
-//! log), and a chart (`NAME.svg`); and a chart that puts the phases side by
-//! side (`handoff-keep-alive.svg`, `handoff-close.svg`, `compare.svg`).
+//! Every part but `unchanged` by default, each printed as it finishes. A
+//! benchmark prints; it asserts nothing. The load phases (handoff, compare,
+//! soak) also leave, in `--out DIR` (default `target/devsup-bench/`), per
+//! phase a CSV of 100 ms windows (`NAME.csv`: ok, failed, p50, p99), a CSV
+//! of the instants of each trigger, READY and drain signal (`NAME-marks.csv`,
+//! from devsup's log), and a chart (`NAME.svg`); and a chart that puts the
+//! phases side by side (`handoff-keep-alive.svg`, `handoff-close.svg`,
+//! `compare.svg`).
 
 mod bench;
+#[path = "bench/unchanged.rs"]
+mod unchanged;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -125,6 +133,8 @@ enum Part {
     Watch,
     /// 1,000 reloads in a row: fds and memory.
     Soak,
+    /// Third-party servers unchanged and opted in (see bench/unchanged.rs).
+    Unchanged,
 }
 
 /// One mode's results.
@@ -199,6 +209,18 @@ fn main() -> ExitCode {
         if let Some(phase) = &report.phase {
             written.extend(bench::write_phase(&out, phase));
         }
+    }
+    if runs(Part::Unchanged) {
+        let modes = if args.keepalive {
+            vec![Mode::KeepAlive]
+        } else if args.close {
+            vec![Mode::Close]
+        } else {
+            vec![Mode::KeepAlive, Mode::Close]
+        };
+        let interval = Duration::from_millis(args.interval.max(1));
+        let reloads = args.reloads.unwrap_or(15);
+        unchanged::run(args.conns, reloads, interval, &modes, args.verbose);
     }
     if !written.is_empty() {
         println!();

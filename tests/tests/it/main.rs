@@ -36,5 +36,8 @@ mod load;
 mod notify;
 /// The reference server on its own, run as devsup runs it.
 mod reference_server;
+/// Third-party servers as people write them, and their opted-in forms,
+/// reloaded under load.
+mod unchanged;
 /// The edit→serve loop: file changes, ignores, builds, `--signal-on`.
 mod watch;

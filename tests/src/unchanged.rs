@@ -1,0 +1,491 @@
+//! Third-party servers as people write them (tests/fixtures/servers),
+//! run under devsup with reloads under load, and what each reload cost:
+//! failed requests, how long each generation took to be counted ready (and
+//! by which rule), how long each drain took, and which drains devsup had to
+//! end with SIGKILL.
+//!
+//! Shared by `tests/tests/it/unchanged.rs` (bounded runs, assertions) and
+//! `devsup-bench --only unchanged` (the README's load, a table).
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::devlog;
+use crate::harness::{self, Devsup, TIMEOUT};
+use crate::load::{self, LoadConfig, LoadReport, Mode};
+use crate::tools;
+
+/// The pinned Python servers, installed by [`tools::python_venv`].
+pub const PYTHON_PACKAGES: [&str; 2] = ["uvicorn==0.34.3", "gunicorn==23.0.0"];
+
+/// A server from tests/fixtures/servers (or examples/).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// axum + listenfd, blocking listener from `from_std`, no graceful
+    /// shutdown.
+    AxumListenfd,
+    /// The same with `with_graceful_shutdown` on SIGTERM: the trap.
+    AxumListenfdGraceful,
+    /// axum's current example (non-blocking listener) with graceful
+    /// shutdown: no trap, hyper's drain.
+    AxumNonblockingGraceful,
+    /// Its opted-in form: `devsup_serve::serve`.
+    AxumDevsupServe,
+    /// `uvicorn --fd 3 asgi_app:app`.
+    Uvicorn,
+    /// `python3 uvicorn_devsup.py`.
+    UvicornDevsup,
+    /// `gunicorn -w 2 wsgi_app:app` with `devsup --listen-pid`.
+    Gunicorn,
+    /// `python3 stdlib_plain.py`.
+    Stdlib,
+    /// `python3 examples/python/server.py`.
+    StdlibExample,
+}
+
+impl Server {
+    /// Every server, each unchanged one followed by its opted-in form.
+    pub const ALL: [Server; 9] = [
+        Server::AxumListenfd,
+        Server::AxumListenfdGraceful,
+        Server::AxumNonblockingGraceful,
+        Server::AxumDevsupServe,
+        Server::Uvicorn,
+        Server::UvicornDevsup,
+        Server::Gunicorn,
+        Server::Stdlib,
+        Server::StdlibExample,
+    ];
+
+    /// A short name for tables and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::AxumListenfd => "axum+listenfd",
+            Server::AxumListenfdGraceful => "axum+listenfd graceful",
+            Server::AxumNonblockingGraceful => "axum nonblocking graceful",
+            Server::AxumDevsupServe => "axum devsup_serve::serve",
+            Server::Uvicorn => "uvicorn --fd 3",
+            Server::UvicornDevsup => "uvicorn_devsup.py",
+            Server::Gunicorn => "gunicorn -w 2 (sync)",
+            Server::Stdlib => "stdlib http.server",
+            Server::StdlibExample => "examples/python/server.py",
+        }
+    }
+
+    /// Whether this is the opted-in form (gunicorn needs no change, so it
+    /// counts as both).
+    pub fn opted_in(self) -> bool {
+        matches!(
+            self,
+            Server::AxumDevsupServe
+                | Server::UvicornDevsup
+                | Server::Gunicorn
+                | Server::StdlibExample
+        )
+    }
+
+    /// Whether it sends READY=1.
+    pub fn sends_ready(self) -> bool {
+        self.opted_in()
+    }
+
+    /// Whether it needs the Python venv.
+    pub fn needs_venv(self) -> bool {
+        matches!(
+            self,
+            Server::Uvicorn | Server::UvicornDevsup | Server::Gunicorn
+        )
+    }
+
+    /// The program and arguments, and devsup options it needs.
+    fn command(self, bins: &Bins) -> (PathBuf, Vec<OsString>, Vec<&'static str>) {
+        let python_dir = fixtures_dir().join("python");
+        let venv = |program: &str| -> PathBuf {
+            bins.venv
+                .as_ref()
+                .expect("a Python server needs the venv")
+                .join(program)
+        };
+        let script = |name: &str| -> Vec<OsString> { vec![python_dir.join(name).into()] };
+        match self {
+            Server::AxumListenfd => (bins.axum.join("axum-listenfd"), vec![], vec![]),
+            Server::AxumListenfdGraceful => {
+                (bins.axum.join("axum-listenfd-graceful"), vec![], vec![])
+            }
+            Server::AxumNonblockingGraceful => {
+                (bins.axum.join("axum-nonblocking-graceful"), vec![], vec![])
+            }
+            Server::AxumDevsupServe => (bins.axum.join("axum-devsup-serve"), vec![], vec![]),
+            Server::Uvicorn => (
+                venv("uvicorn"),
+                ["--fd", "3", "--log-level", "warning", "--app-dir"]
+                    .iter()
+                    .map(OsString::from)
+                    .chain([python_dir.clone().into(), "asgi_app:app".into()])
+                    .collect(),
+                vec![],
+            ),
+            Server::UvicornDevsup => (venv("python"), script("uvicorn_devsup.py"), vec![]),
+            Server::Gunicorn => (
+                venv("gunicorn"),
+                ["-w", "2", "--log-level", "warning", "--chdir"]
+                    .iter()
+                    .map(OsString::from)
+                    .chain([python_dir.clone().into(), "wsgi_app:app".into()])
+                    .collect(),
+                vec!["--listen-pid"],
+            ),
+            Server::Stdlib => ("python3".into(), script("stdlib_plain.py"), vec![]),
+            Server::StdlibExample => (
+                "python3".into(),
+                vec![workspace_root().join("examples/python/server.py").into()],
+                vec![],
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where the fixture programs are.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    /// The directory of the axum fixture binaries.
+    pub axum: PathBuf,
+    /// The venv's `bin/` with uvicorn and gunicorn, if it could be
+    /// installed.
+    pub venv: Option<PathBuf>,
+}
+
+impl Bins {
+    /// Builds the axum fixtures (once per process) and installs the venv;
+    /// a venv that cannot be installed is `None` after one loud line (a
+    /// failure with `DEVSUP_REQUIRE_TOOLS=1`).
+    pub fn get() -> &'static Bins {
+        static BINS: OnceLock<Bins> = OnceLock::new();
+        BINS.get_or_init(|| Bins {
+            axum: build_axum_fixtures(),
+            venv: tools::require(
+                "unchanged servers: uvicorn and gunicorn",
+                tools::python_venv("servers", &PYTHON_PACKAGES),
+            ),
+        })
+    }
+
+    /// Whether `server` can run here.
+    pub fn has(&self, server: Server) -> bool {
+        !server.needs_venv() || self.venv.is_some()
+    }
+}
+
+/// Builds `devsup-fixture-servers` and returns the directory of its
+/// binaries: the release build when the caller is a release build (the
+/// benchmark), otherwise the `trap` profile (a dev build whose tokio has no
+/// debug assertions, so a blocking socket given to `from_std` behaves as in
+/// a release build instead of panicking; see the workspace Cargo.toml).
+pub fn build_axum_fixtures() -> PathBuf {
+    if harness::binaries().release {
+        return harness::build_packages(&["devsup-fixture-servers"]);
+    }
+    let target_dir = tools::target_dir();
+    let manifest = workspace_root().join("Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "--quiet", "--profile", "trap", "--bins"])
+        .args(["-p", "devsup-fixture-servers", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir);
+    let started = Instant::now();
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    assert!(status.success(), "{command:?} failed: {status}");
+    eprintln!(
+        "[unchanged] built devsup-fixture-servers (profile trap) in {:.1?}",
+        started.elapsed()
+    );
+    target_dir.join("trap")
+}
+
+/// tests/fixtures/servers.
+pub fn fixtures_dir() -> PathBuf {
+    workspace_root().join("tests/fixtures/servers")
+}
+
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+}
+
+/// How to run one server.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Which server.
+    pub server: Server,
+    /// Keep-alive or close.
+    pub mode: Mode,
+    /// Concurrent clients.
+    pub conns: usize,
+    /// SIGHUP reloads.
+    pub reloads: u32,
+    /// Time from one reload to the next (a reload waits for the previous
+    /// generation to be counted ready, or [`TIMEOUT`], before it is sent).
+    pub interval: Duration,
+    /// After the load has stopped, one more reload: the generation it
+    /// drains sees no new connection during its drain.
+    pub idle_reload: bool,
+    /// More devsup options (e.g. `--drain-timeout 3s`).
+    pub devsup_args: Vec<String>,
+    /// Echo devsup's log.
+    pub verbose: bool,
+}
+
+/// What one run of one server came to.
+#[derive(Debug)]
+pub struct RunResult {
+    /// The server.
+    pub server: Server,
+    /// Every request of the load.
+    pub report: LoadReport,
+    /// Reloads sent.
+    pub reloads: u32,
+    /// Per generation after the first: how long from spawn to ready, and
+    /// the rule (`READY=1` or `timer`).
+    pub ready: Vec<(u64, Duration, &'static str)>,
+    /// Per drained generation: drain signal to exit.
+    pub drains: Vec<(u64, Duration)>,
+    /// Drained generations devsup had to SIGKILL at the drain timeout.
+    pub killed: Vec<u64>,
+    /// Generations that failed before ready (exited while starting).
+    pub failed_to_start: usize,
+    /// devsup's log, for assertion messages.
+    pub log: Vec<String>,
+}
+
+impl RunResult {
+    /// Median and maximum ready time.
+    pub fn ready_median_max(&self) -> Option<(Duration, Duration)> {
+        let samples: Vec<Duration> = self.ready.iter().map(|r| r.1).collect();
+        devlog::median_max(&samples)
+    }
+
+    /// Median and maximum drain time.
+    pub fn drain_median_max(&self) -> Option<(Duration, Duration)> {
+        let samples: Vec<Duration> = self.drains.iter().map(|d| d.1).collect();
+        devlog::median_max(&samples)
+    }
+
+    /// The rules that made generations ready, e.g. `READY=1` or
+    /// `timer`/`READY=1` when mixed.
+    pub fn ready_rules(&self) -> String {
+        let mut rules: Vec<&str> = self.ready.iter().map(|r| r.2).collect();
+        rules.sort_unstable();
+        rules.dedup();
+        if rules.is_empty() {
+            "-".into()
+        } else {
+            rules.join("/")
+        }
+    }
+}
+
+/// Whether `line` says generation `generation` is ready, by either rule.
+pub fn is_ready_line(line: &str, generation: u64) -> bool {
+    devlog::is_event(line, generation, "ready")
+        || devlog::is_event(line, generation, "counted ready")
+}
+
+/// Runs `config`: devsup on the server, generation 1 answering, load, the
+/// reloads, the load stopped, every drained generation exited; then the
+/// figures from devsup's log. devsup is terminated before returning.
+pub fn run(config: &RunConfig, bins: &Bins) -> RunResult {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (program, args, needs) = config.server.command(bins);
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .args(needs)
+        .args(&config.devsup_args)
+        .server(program)
+        .server_args(args)
+        .echo(config.verbose)
+        .spawn();
+    let addr = devsup.addr();
+    // Generation 1 of a server that never says READY is never "ready" in
+    // the log: wait until it answers.
+    let answered = harness::wait_until(TIMEOUT, || {
+        crate::http::get(addr, "/").is_ok_and(|r| r.generation() == Some(1))
+    });
+    assert!(
+        answered,
+        "{}: generation 1 never answered; log:\n{}",
+        config.server,
+        devsup.log_text()
+    );
+
+    let run = load::start(LoadConfig {
+        conns: config.conns,
+        mode: config.mode,
+        duration: Duration::from_secs(600),
+        ..LoadConfig::new(addr)
+    });
+    assert!(
+        run.wait_ok(20, TIMEOUT),
+        "{}: load is flowing; log:\n{}",
+        config.server,
+        devsup.log_text()
+    );
+    let started = Instant::now();
+    for k in 1..=config.reloads {
+        let due = started + config.interval * k;
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        reload_and_wait(&devsup, u64::from(k) + 1);
+    }
+    let report = run.finish();
+    let mut reloads = config.reloads;
+    if config.idle_reload {
+        reloads += 1;
+        reload_and_wait(&devsup, u64::from(reloads) + 1);
+    }
+
+    // Every generation but the last drained and exited (by itself or
+    // killed at the drain timeout).
+    let last = u64::from(reloads) + 1;
+    let settled = harness::wait_until(TIMEOUT, || {
+        (1..last).all(|g| devsup.count_matching(harness::event(g, "exited")) > 0)
+    });
+    if !settled {
+        eprintln!(
+            "[unchanged] {}: old generations had not exited after {TIMEOUT:?}",
+            config.server
+        );
+    }
+    let log = devsup.lines();
+    devsup.terminate(TIMEOUT);
+    figures(config.server, reloads, last, log, report)
+}
+
+/// SIGHUP, then wait until `generation` is counted ready or failed (or
+/// [`TIMEOUT`] passed, which the figures then show), so that every reload
+/// is one handoff.
+fn reload_and_wait(devsup: &Devsup, generation: u64) {
+    devsup.reload();
+    harness::wait_until(TIMEOUT, || {
+        devsup.count_matching(|l: &str| is_ready_line(l, generation)) > 0
+            || devsup.count_matching(harness::event(generation, "failed")) > 0
+    });
+}
+
+/// The figures in devsup's log of a run whose newest generation is `last`.
+fn figures(
+    server: Server,
+    reloads: u32,
+    last: u64,
+    log: Vec<String>,
+    report: LoadReport,
+) -> RunResult {
+    let mut ready = Vec::new();
+    let mut drains = Vec::new();
+    let mut killed = Vec::new();
+    let mut failed_to_start = 0;
+    for line in &log {
+        let Some((generation, rest)) = devlog::subject(line) else {
+            continue;
+        };
+        let after = |marker: &str| {
+            rest.strip_prefix(marker)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(devlog::parse_duration)
+        };
+        if generation >= 2 {
+            if let Some(took) = after("ready in ") {
+                ready.push((generation, took, "READY=1"));
+            } else if let Some(took) = after("counted ready: up for ") {
+                ready.push((generation, took, "timer"));
+            }
+        }
+        if rest.starts_with("failed before ready") {
+            failed_to_start += 1;
+        }
+        if generation < last && rest.starts_with("still running") && rest.contains("SIGKILL") {
+            killed.push(generation);
+        }
+        if generation < last && rest.starts_with("exited") {
+            let took = rest
+                .rfind(" after ")
+                .and_then(|at| rest[at + " after ".len()..].split_whitespace().next())
+                .and_then(devlog::parse_duration);
+            if let Some(took) = took {
+                drains.push((generation, took));
+            }
+        }
+    }
+    RunResult {
+        server,
+        report,
+        reloads,
+        ready,
+        drains,
+        killed,
+        failed_to_start,
+        log,
+    }
+}
+
+/// One row of the figures: server, mode, requests, failed, ready
+/// (median/max, rule), drain (median/max), killed.
+pub fn row(result: &RunResult) -> String {
+    let mm = |m: Option<(Duration, Duration)>| match m {
+        Some((median, max)) => format!("{} / {}", fmt(median), fmt(max)),
+        None => "n/a".into(),
+    };
+    format!(
+        "{:<26} {:<10} {:>9} {:>7} {:>19} {:<8} {:>19} {:>6}  {}",
+        result.server.name(),
+        result.report.mode.to_string(),
+        result.report.total(),
+        result.report.failures(),
+        mm(result.ready_median_max()),
+        result.ready_rules(),
+        mm(result.drain_median_max()),
+        result.killed.len(),
+        result.report.failure_summary(),
+    )
+}
+
+/// The header of [`row`].
+pub fn header() -> String {
+    format!(
+        "{:<26} {:<10} {:>9} {:>7} {:>19} {:<8} {:>19} {:>6}  failures",
+        "server",
+        "mode",
+        "requests",
+        "failed",
+        "ready (med / max)",
+        "rule",
+        "drain (med / max)",
+        "killed"
+    )
+}
+
+/// A duration with about 3 significant figures.
+pub fn fmt(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    match ms {
+        ms if ms < 1.0 => format!("{:.0}us", ms * 1e3),
+        ms if ms < 10.0 => format!("{ms:.2}ms"),
+        ms if ms < 100.0 => format!("{ms:.1}ms"),
+        ms if ms < 1000.0 => format!("{ms:.0}ms"),
+        ms => format!("{:.2}s", ms / 1e3),
+    }
+}
