@@ -130,6 +130,11 @@ pub struct Cli {
     #[arg(long, help_heading = "Output")]
     pub prefix: bool,
 
+    /// Write every step as one JSON object per line: to a file, to stdout (`-`, the log stays on
+    /// stderr), or to clients of a unix socket (`unix::PATH`). The schema is in docs/events.md.
+    #[arg(long, value_name = "PATH", value_parser = parse_events, help_heading = "Output")]
+    pub events: Option<crate::events::Target>,
+
     /// Read options from this file instead of ./devsup.toml or ./Cargo.toml's
     /// [package.metadata.devsup].
     #[arg(long, value_name = "PATH")]
@@ -152,6 +157,20 @@ pub enum Sub {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Show what the devsup running in this directory is doing: the active generation and since
+    /// when, whether a build is running, and how the last one ended.
+    Status {
+        /// Print the status object of the event stream (docs/events.md) instead.
+        #[arg(long)]
+        json: bool,
+        /// The events socket of the devsup to ask (`unix::PATH`); default: the `events` of
+        /// ./devsup.toml if it is a socket, else the status socket of a devsup run here.
+        #[arg(long, value_name = "unix::PATH")]
+        events: Option<String>,
+        /// Read ./devsup.toml's `events` from this file instead.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// What the command line asks for.
@@ -161,6 +180,13 @@ pub enum Request {
     Run(Box<Config>),
     /// Print completions for a shell.
     Completions(clap_complete::Shell),
+    /// Print the status of the devsup listening at `socket`.
+    Status {
+        /// Its events or status socket.
+        socket: PathBuf,
+        /// As JSON.
+        json: bool,
+    },
 }
 
 /// Parses the command line and the config file; `Err` is a usage error to
@@ -173,6 +199,16 @@ pub fn parse(
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Some(Sub::Completions { shell }) = cli.sub {
         return Ok((Request::Completions(shell), false, false));
+    }
+    if let Some(Sub::Status {
+        json,
+        events,
+        config,
+    }) = &cli.sub
+    {
+        let socket = crate::status::socket_for(cwd, events.as_deref(), config.as_deref())?;
+        let json = *json;
+        return Ok((Request::Status { socket, json }, false, false));
     }
     if let Some((file, config)) = crate::config::load(cwd, cli.config.as_deref())? {
         config.apply(&mut cli, &matches, &file)?;
@@ -211,6 +247,8 @@ pub struct Config {
     pub watch: Option<WatchConfig>,
     /// Prefix the server's output with its generation.
     pub prefix: bool,
+    /// `--events`.
+    pub events: Option<crate::events::Target>,
 }
 
 impl Config {
@@ -237,7 +275,7 @@ impl Cli {
             });
         }
         sockets.extend(self.sockets);
-        if sockets.is_empty() {
+        if sockets.is_empty() && !crate::systemd::socket_activated() {
             anyhow::bail!("nothing to listen on: pass --port 8080 or --socket tcp::8080");
         }
         sockets::names(&sockets)?;
@@ -255,6 +293,7 @@ impl Cli {
             no_reload_on: self.no_reload_on,
         });
         Ok(Config {
+            events: self.events,
             prefix: self.prefix,
             watch,
             sockets,
@@ -283,6 +322,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Err(format!(
         "{s:?} is not a duration: write it like 500ms, 10s or 2m"
     ))
+}
+
+/// Parses `--events`: a file, `-` or `unix::PATH`.
+pub fn parse_events(s: &str) -> Result<crate::events::Target, String> {
+    s.parse()
 }
 
 /// Parses `GLOB=SIGNAL` for `--signal-on`.

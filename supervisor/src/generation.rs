@@ -260,16 +260,19 @@ pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::R
 }
 
 /// Starts `sh -c CMD` (a build step) the same way: its own process group,
-/// stdin from `/dev/null`, no fd of devsup's but stdout and stderr, and
-/// SIGTERM (whatever the drain signal) if devsup dies.
-pub fn spawn_shell(cmd: &str) -> anyhow::Result<(i32, ExecStatus)> {
+/// stdin from `/dev/null`, no fd of devsup's but stdout and stderr (both
+/// `output` when given), none of devsup's own `LISTEN_*` or
+/// `NOTIFY_SOCKET`, and SIGTERM (whatever the drain signal) if devsup dies.
+pub fn spawn_shell(cmd: &str, output: Option<RawFd>) -> anyhow::Result<(i32, ExecStatus)> {
     let c_path = cstring(b"/bin/sh".to_vec())?;
     let c_argv = [
         cstring(b"sh".to_vec())?,
         cstring(b"-c".to_vec())?,
         cstring(cmd.as_bytes().to_vec())?,
     ];
-    let c_env = env_entries(std::env::vars_os())?;
+    let c_env = env_entries(
+        std::env::vars_os().filter(|(k, _)| !PROTOCOL_VARS.iter().any(|v| k == OsStr::new(v))),
+    )?;
     let argv_ptrs = null_terminated(&c_argv);
     let env_ptrs = null_terminated(&c_env);
     let dev_null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
@@ -279,7 +282,7 @@ pub fn spawn_shell(cmd: &str) -> anyhow::Result<(i32, ExecStatus)> {
         envp: &env_ptrs,
         sources: &[],
         stdin: dev_null.as_raw_fd(),
-        output: None,
+        output: output.map(|fd| (fd, fd)),
         listen_pid_slot: None,
         pdeathsig: Signal::SIGTERM,
     })

@@ -18,14 +18,20 @@ compile_error!(
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod generation;
 pub mod guard;
+pub mod hooks;
 pub mod log;
 pub mod machine;
 pub mod notify;
+pub mod report;
 pub mod signals;
 pub mod sockets;
+pub mod status;
 pub mod supervisor;
+pub mod systemd;
+pub mod tee;
 pub mod terminal;
 pub mod watch;
 
@@ -45,6 +51,15 @@ pub fn main() -> std::process::ExitCode {
         cli::Request::Completions(shell) => {
             cli::completions(shell, &mut std::io::stdout());
             ExitCode::SUCCESS
+        }
+        cli::Request::Status { socket, json } => {
+            match status::run(&socket, json, &mut std::io::stdout()) {
+                Ok(code) => ExitCode::from(code),
+                Err(err) => {
+                    eprintln!("devsup: error: {err:#}");
+                    ExitCode::from(1)
+                }
+            }
         }
         cli::Request::Run(config) => {
             log::init(quiet, verbose);

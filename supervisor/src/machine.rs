@@ -27,6 +27,8 @@ use devsup_protocol::Message;
 use nix::sys::signal::Signal;
 use tracing::{debug, error, info, warn};
 
+use crate::report::{Reporter, Step, us};
+
 /// A generation number: 1, 2, 3, …
 pub type GenId = u64;
 
@@ -316,6 +318,8 @@ pub struct State {
     shutdown: Option<Shutdown>,
     /// The most generations alive at once so far.
     peak: usize,
+    /// Where each step is reported besides the log.
+    report: Reporter,
 }
 
 impl State {
@@ -334,7 +338,13 @@ impl State {
             backoff: BACKOFF_MIN,
             shutdown: None,
             peak: 0,
+            report: Reporter::default(),
         }
+    }
+
+    /// Reports every step to `reporter` from now on.
+    pub fn set_reporter(&mut self, reporter: Reporter) {
+        self.report = reporter;
     }
 
     /// The earliest time at which a `Tick` is due, if any.
@@ -417,6 +427,10 @@ impl State {
                     }
                     let keep = self.keeping();
                     error!(generation = gen_id, "cannot start: {error}{keep}");
+                    self.report.step(Step::SpawnFailed {
+                        generation: gen_id,
+                        error: error.clone(),
+                    });
                     self.keep_serving(now, &mut out);
                 }
             }
@@ -461,6 +475,7 @@ impl State {
             return;
         }
         if let Some(b) = &mut self.build {
+            self.report.step(Step::coalesced(&trigger, "build", None));
             // The build is building stale sources: start it again.
             b.restart = true;
             b.trigger_at = at;
@@ -479,6 +494,8 @@ impl State {
             return;
         }
         if let Some(starting) = self.starting {
+            self.report
+                .step(Step::coalesced(&trigger, "queue", Some(starting)));
             if self.pending.is_none() {
                 info!("reload requested by {trigger}: queued until gen={starting} has started");
             }
@@ -490,6 +507,7 @@ impl State {
         } else {
             info!("reload requested by {trigger}");
         }
+        self.report.step(Step::trigger(&trigger, false));
         self.check_readiness_support(now);
         self.restart_at = None;
         self.begin(at, now, out);
@@ -605,9 +623,21 @@ impl State {
                 match g.phase {
                     Phase::Starting { .. } => {
                         info!(generation = gen_id, "ready in {}", ms(took));
+                        self.report.step(Step::Ready {
+                            generation: gen_id,
+                            rule: "notify",
+                            ready_us: us(took),
+                        });
                         self.promote(gen_id, Some(at), now, out);
                     }
-                    Phase::Active { .. } => info!(generation = gen_id, "ready in {}", ms(took)),
+                    Phase::Active { .. } => {
+                        info!(generation = gen_id, "ready in {}", ms(took));
+                        self.report.step(Step::Ready {
+                            generation: gen_id,
+                            rule: "notify",
+                            ready_us: us(took),
+                        });
+                    }
                     Phase::Draining { .. } => {
                         debug!(generation = gen_id, "READY=1 while draining: ignored")
                     }
@@ -658,6 +688,7 @@ impl State {
     fn settled(&mut self, now: Instant, out: &mut Vec<Action>) {
         if let Some((trigger, at)) = self.pending.take() {
             info!("starting the reload queued by {trigger}");
+            self.report.step(Step::trigger(&trigger, true));
             self.check_readiness_support(now);
             self.begin(at, now, out);
         }
@@ -695,6 +726,14 @@ impl State {
         let Some(g) = self.gens.remove(&gen_id) else {
             return;
         };
+        let (phase, drain) = match g.phase {
+            Phase::Draining { since, .. } => ("draining", Some(now.duration_since(since))),
+            Phase::Starting { .. } => ("starting", None),
+            Phase::Active { .. } => ("active", None),
+        };
+        let uptime = now.duration_since(g.spawned_at);
+        self.report
+            .step(Step::exited(gen_id, exit, phase, uptime, drain));
         match g.phase {
             Phase::Draining { since, .. } => {
                 info!(
@@ -794,12 +833,23 @@ impl State {
         };
         let took = ms(now.duration_since(build.started));
         let step_took = ms(now.duration_since(build.step_started));
+        let finished = |status| {
+            Step::build_finished(
+                status,
+                build.step,
+                self.policy.build_steps,
+                exit,
+                now.duration_since(build.started),
+            )
+        };
         if self.shutdown.is_some() {
             info!("build stopped after {took}");
+            self.report.step(finished("stopped"));
             return;
         }
         if build.restart {
             info!("build cancelled after {took}; starting it again");
+            self.report.step(finished("cancelled"));
             let trigger_at = build.trigger_at;
             self.begin(trigger_at, now, out);
             return;
@@ -817,10 +867,12 @@ impl State {
                     out.push(Action::StartBuild { step: step + 1 });
                 } else {
                     info!("build finished in {took}");
+                    self.report.step(finished("ok"));
                     self.spawn(Some(build.trigger_at), now, out);
                 }
             }
             failed => {
+                self.report.step(finished("failed"));
                 let how = failed
                     .map(|e| format!("exited {e}"))
                     .unwrap_or_else(|| "could not start".into());
@@ -880,6 +932,10 @@ impl State {
             "{because}: shutting down; draining {live} generation{} (again to kill at once)",
             if live == 1 { "" } else { "s" }
         );
+        self.report.step(Step::Shutdown {
+            cause: because.clone(),
+            live,
+        });
         let ids: Vec<GenId> = self.gens.keys().copied().collect();
         for gen_id in ids {
             self.drain(gen_id, SignalReason::Shutdown, now, out);
@@ -912,6 +968,11 @@ impl State {
                             "counted ready: up for {} without exiting",
                             ms(after)
                         );
+                        self.report.step(Step::Ready {
+                            generation: gen_id,
+                            rule: "uptime",
+                            ready_us: us(now.duration_since(g.spawned_at)),
+                        });
                         promote = Some(gen_id);
                     } else if now >= *deadline {
                         not_ready = Some(gen_id);
@@ -965,6 +1026,7 @@ impl State {
                 && self.shutdown.is_none()
             {
                 info!("restarting");
+                self.report.step(Step::restart());
                 self.begin(now, now, out);
             }
         }
@@ -999,6 +1061,7 @@ impl State {
             } else {
                 warn!("stopped, but some generation had to be killed");
             }
+            self.report.step(Step::Stopped { code });
             out.push(Action::Exit(code));
         }
     }

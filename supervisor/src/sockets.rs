@@ -115,12 +115,42 @@ pub struct Listener {
     socket: Socket,
     /// A unix socket file to remove when devsup exits.
     unlink_on_drop: Option<PathBuf>,
+    /// Passed by systemd, not bound.
+    inherited: bool,
 }
 
 impl Listener {
     /// The socket, to be passed to a generation.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
+    }
+
+    /// Whether devsup was given it rather than bound it.
+    pub fn is_inherited(&self) -> bool {
+        self.inherited
+    }
+}
+
+impl Listener {
+    /// A listening socket devsup was given (socket activation, see
+    /// [`crate::systemd`]) rather than bound: it is never unlinked.
+    pub fn inherited(name: String, socket: Socket) -> anyhow::Result<Listener> {
+        if socket.r#type()? != Type::STREAM || !socket.is_listener()? {
+            bail!("not a listening stream socket");
+        }
+        let local = socket.local_addr()?;
+        let addr = match (local.as_socket(), local.as_pathname()) {
+            (Some(tcp), _) => Addr::Tcp(tcp),
+            (None, Some(path)) => Addr::Unix(path.to_owned()),
+            (None, None) => Addr::Unix(PathBuf::from("(unnamed)")),
+        };
+        Ok(Listener {
+            name,
+            addr,
+            socket,
+            unlink_on_drop: None,
+            inherited: true,
+        })
     }
 }
 
@@ -189,6 +219,7 @@ fn bind(spec: &SocketSpec, name: String, backlog: i32) -> anyhow::Result<Listene
                 addr: Addr::Tcp(local),
                 socket,
                 unlink_on_drop: None,
+                inherited: false,
             })
         }
         Addr::Unix(path) => {
@@ -206,6 +237,7 @@ fn bind(spec: &SocketSpec, name: String, backlog: i32) -> anyhow::Result<Listene
                 addr: spec.addr.clone(),
                 socket,
                 unlink_on_drop: Some(path.clone()),
+                inherited: false,
             })
         }
     }

@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Instant;
@@ -79,6 +79,8 @@ struct Executor {
     fd_store: Vec<(String, OwnedFd)>,
     /// Stops every group devsup started if devsup dies first.
     guard: Guard,
+    /// Where each step is reported besides the log.
+    report: crate::report::Reporter,
 }
 
 /// Most fds devsup keeps for `FDSTORE=1`.
@@ -92,9 +94,16 @@ pub fn run(config: Config) -> anyhow::Result<u8> {
         config.program.resolve()?;
     }
     become_subreaper();
+    // Sockets systemd passed, owned before any other fd is opened; stdout
+    // moved aside for `--events -` before any process is started.
+    let (inherited, events_stdout) = crate::hooks::early(&config)?;
     // Before any thread exists: the guard is forked.
     let guard = Guard::start(config.drain_signal, config.drain_timeout)?;
-    let listeners = sockets::bind_all(&config.sockets, config.backlog)?;
+    let steps = crate::hooks::reporter(&config, events_stdout)?;
+    let listeners = match inherited {
+        Some(listeners) => listeners,
+        None => sockets::bind_all(&config.sockets, config.backlog)?,
+    };
     for (i, l) in listeners.iter().enumerate() {
         info!(
             "listening on {} (name={} fd={})",
@@ -102,6 +111,7 @@ pub fn run(config: Config) -> anyhow::Result<u8> {
             l.name,
             proto::FIRST_FD + i as i32
         );
+        crate::hooks::listening(&steps.reporter, l, i);
     }
     let (tx, rx) = mpsc::channel();
     crate::signals::spawn(tx.clone())?;
@@ -110,7 +120,9 @@ pub fn run(config: Config) -> anyhow::Result<u8> {
     }
     crate::terminal::spawn(tx.clone());
     let mut state = State::new(config.policy());
+    state.set_reporter(steps.reporter.clone());
     let mut exec = Executor {
+        report: steps.reporter.clone(),
         config,
         listeners,
         tx,
@@ -217,6 +229,8 @@ impl Executor {
                         info!(generation = gen_id, "{because}: sending {signal}")
                     }
                 }
+                self.report
+                    .step(crate::report::Step::signal(gen_id, signal, &reason, sent));
                 signal_group(pid, signal);
                 for &group in self
                     .procs
@@ -277,6 +291,11 @@ impl Executor {
                     .map(|t| format!(" in {} after trigger", latency(t.elapsed())))
                     .unwrap_or_default();
                 info!(generation = gen_id, "spawned pid={}{after}", spawned.pid);
+                self.report.step(crate::report::Step::Spawned {
+                    generation: gen_id,
+                    pid: spawned.pid,
+                    after_trigger_us: trigger_at.map(|t| crate::report::us(t.elapsed())),
+                });
                 self.guard.watch(spawned.pid);
                 self.procs.insert(
                     spawned.pid,
@@ -410,8 +429,15 @@ impl Executor {
         let cmd = &self.config.builds[step];
         let total = self.config.builds.len();
         info!("build step {}/{total}: {cmd}", step + 1);
-        match crate::build::spawn(cmd) {
+        let output = crate::hooks::build_output(&self.report);
+        match crate::build::spawn(cmd, output.as_ref().map(|fd| fd.as_raw_fd())) {
             Ok(pid) => {
+                drop(output);
+                self.report.step(crate::report::Step::BuildStarted {
+                    step: step + 1,
+                    steps: total,
+                    command: cmd.clone(),
+                });
                 self.guard.watch(pid);
                 self.procs.insert(
                     pid,

@@ -1,0 +1,306 @@
+//! systemd above devsup: socket activation and `Type=notify`.
+//!
+//! - When devsup's own environment passes it sockets (`LISTEN_FDS` with
+//!   `LISTEN_PID` = devsup's pid), [`take_listeners`] takes them instead of
+//!   binding, with their names from `LISTEN_FDNAMES`; they go to each
+//!   generation as usual, at fds 3, 4, …
+//! - When devsup has a `NOTIFY_SOCKET` of its own, [`notify_from_env`]
+//!   subscribes a [`Notifier`] that tells systemd `READY=1` once the first
+//!   generation is ready, `RELOADING=1` (with `MONOTONIC_USEC=`) when a
+//!   reload starts and `READY=1` when it settles (the new generation is
+//!   ready, or the reload failed and the old one keeps serving), `STATUS=`
+//!   with the active generation, and `STOPPING=1` on shutdown.
+//!
+//! devsup's own `LISTEN_*` and `NOTIFY_SOCKET` never reach what it runs:
+//! each generation gets its own per-generation `NOTIFY_SOCKET` and
+//! `LISTEN_*`, and builds get neither ([`crate::generation`]).
+//! `docs/systemd.md` has a unit pair.
+
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use devsup_protocol as proto;
+use socket2::Socket;
+use tracing::{info, warn};
+
+use crate::machine::GenId;
+use crate::report::{Record, Reporter, Step};
+use crate::sockets::Listener;
+
+/// Most sockets taken from systemd.
+const MAX_INHERITED: usize = 64;
+
+/// The number of sockets devsup's environment passes to devsup itself.
+pub fn passed_fds() -> Option<usize> {
+    let pid: u32 = std::env::var(proto::LISTEN_PID_ENV).ok()?.parse().ok()?;
+    if pid != std::process::id() {
+        return None;
+    }
+    let n: usize = std::env::var(proto::LISTEN_FDS_ENV).ok()?.parse().ok()?;
+    (n > 0).then_some(n)
+}
+
+/// Whether devsup was socket-activated: then no `--port` is needed.
+pub fn socket_activated() -> bool {
+    passed_fds().is_some()
+}
+
+/// Takes the sockets systemd passed devsup, if it did. Call it once, before
+/// any other fd is opened or any process started. Unnamed sockets are
+/// named as devsup names its own: `http`, `http2`, …
+pub fn take_listeners() -> anyhow::Result<Option<Vec<Listener>>> {
+    let Some(n) = passed_fds() else {
+        return Ok(None);
+    };
+    if n > MAX_INHERITED {
+        bail!("LISTEN_FDS={n}: devsup takes at most {MAX_INHERITED} sockets");
+    }
+    let names: Vec<String> = std::env::var(proto::LISTEN_FDNAMES_ENV)
+        .unwrap_or_default()
+        .split(':')
+        .map(str::to_owned)
+        .collect();
+    let mut listeners = Vec::with_capacity(n);
+    for i in 0..n {
+        let fd = proto::FIRST_FD + i as RawFd;
+        // The fd must be open before it is owned.
+        if nix::fcntl::fcntl(
+            // SAFETY: only borrowed for the check.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+            nix::fcntl::FcntlArg::F_GETFD,
+        )
+        .is_err()
+        {
+            bail!("LISTEN_FDS={n}, but fd {fd} is not open");
+        }
+        // SAFETY: systemd passed this fd to devsup and nothing else in
+        // devsup has taken it: from now on it belongs to this Socket.
+        let socket = unsafe { Socket::from_raw_fd(fd) };
+        socket
+            .set_cloexec(true)
+            .with_context(|| format!("fd {fd}"))?;
+        let name = match names.get(i).filter(|n| !n.is_empty()) {
+            Some(name) => name.clone(),
+            None if i == 0 => "http".to_owned(),
+            None => format!("http{}", i + 1),
+        };
+        listeners.push(Listener::inherited(name, socket).with_context(|| {
+            format!("fd {fd}, passed by systemd (LISTEN_FDS={n}), is not a listening stream socket")
+        })?);
+    }
+    info!("socket-activated: took {n} socket(s) from systemd");
+    Ok(Some(listeners))
+}
+
+/// Subscribes a [`Notifier`] if devsup has a `NOTIFY_SOCKET` of its own.
+pub fn notify_from_env(reporter: &Reporter) -> anyhow::Result<()> {
+    let Some(path) = std::env::var_os(proto::NOTIFY_SOCKET_ENV).filter(|p| !p.is_empty()) else {
+        return Ok(());
+    };
+    let mut notifier = Notifier::new(path.as_encoded_bytes())?;
+    reporter.subscribe(move |record: &Arc<Record>| {
+        notifier.on(record);
+        true
+    });
+    Ok(())
+}
+
+/// Reports devsup's state to the service manager.
+#[derive(Debug)]
+pub struct Notifier {
+    socket: UnixDatagram,
+    addr: std::os::unix::net::SocketAddr,
+    ready_once: bool,
+    reloading: bool,
+    active: Option<GenId>,
+    warned: bool,
+}
+
+impl Notifier {
+    /// A notifier for the socket at `path` (`@name` for an abstract one).
+    pub fn new(path: &[u8]) -> anyhow::Result<Notifier> {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = match path.strip_prefix(b"@") {
+            Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name),
+            None => std::os::unix::net::SocketAddr::from_pathname(
+                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(path),
+            ),
+        }
+        .context("bad NOTIFY_SOCKET")?;
+        let socket = UnixDatagram::unbound().context("cannot create a notify socket")?;
+        Ok(Notifier {
+            socket,
+            addr,
+            ready_once: false,
+            reloading: false,
+            active: None,
+            warned: false,
+        })
+    }
+
+    fn send(&mut self, message: &str) {
+        if let Err(e) = self.socket.send_to_addr(message.as_bytes(), &self.addr) {
+            if !self.warned {
+                self.warned = true;
+                warn!("cannot notify the service manager through NOTIFY_SOCKET: {e}");
+            }
+        }
+    }
+
+    fn serving(&self) -> String {
+        match self.active {
+            Some(g) => format!("gen={g} serving"),
+            None => "no generation serving".to_owned(),
+        }
+    }
+
+    /// Ends a reload that failed: the old generation keeps serving.
+    fn reload_failed(&mut self, what: &str) {
+        if self.reloading {
+            self.reloading = false;
+            let msg = format!("READY=1\nSTATUS=reload failed ({what}); {}", self.serving());
+            self.send(&msg);
+        }
+    }
+
+    /// Takes one step into account.
+    pub fn on(&mut self, record: &Record) {
+        match &record.step {
+            Step::Ready { generation, .. } => {
+                self.active = Some(*generation);
+                let status = format!("STATUS=gen={generation} ready, serving");
+                if !self.ready_once || self.reloading {
+                    self.ready_once = true;
+                    self.reloading = false;
+                    self.send(&format!("READY=1\n{status}"));
+                } else {
+                    self.send(&status);
+                }
+            }
+            Step::Trigger { cause, .. }
+                if self.ready_once && !self.reloading && *cause != "restart" =>
+            {
+                self.reloading = true;
+                let msg = format!(
+                    "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading ({cause}); {}",
+                    monotonic_usec(),
+                    self.serving()
+                );
+                self.send(&msg);
+            }
+            Step::BuildFinished {
+                status: "failed", ..
+            } => self.reload_failed("build failed"),
+            Step::SpawnFailed { .. } => self.reload_failed("cannot start the server"),
+            Step::Exited {
+                generation,
+                phase: "starting",
+                ..
+            } => self.reload_failed(&format!("gen={generation} exited before ready")),
+            Step::Draining {
+                generation,
+                reason: "not_ready",
+                ..
+            } => self.reload_failed(&format!("gen={generation} not ready in time")),
+            Step::Exited {
+                generation,
+                phase: "active",
+                ..
+            } => {
+                self.active = None;
+                self.send(&format!("STATUS=gen={generation} exited; restarting"));
+            }
+            Step::Shutdown { cause, .. } => {
+                self.send(&format!("STOPPING=1\nSTATUS=shutting down ({cause})"));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `CLOCK_MONOTONIC` in microseconds, as systemd's `MONOTONIC_USEC=` wants.
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::{Exit, Trigger};
+
+    fn notifier() -> (Notifier, UnixDatagram, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let listener = UnixDatagram::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let n = Notifier::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        (n, listener, dir)
+    }
+
+    fn received(socket: &UnixDatagram) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = socket.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        out
+    }
+
+    fn ready(generation: GenId) -> Record {
+        Record::now(Step::Ready {
+            generation,
+            rule: "notify",
+            ready_us: 1,
+        })
+    }
+
+    #[test]
+    fn ready_reloading_ready_stopping() {
+        let (mut n, socket, _dir) = notifier();
+        n.on(&Record::now(Step::trigger(&Trigger::Startup, false)));
+        n.on(&ready(1));
+        n.on(&Record::now(Step::trigger(&Trigger::Sighup, false)));
+        // A second trigger while reloading says nothing more.
+        n.on(&Record::now(Step::trigger(&Trigger::Sighup, true)));
+        n.on(&ready(2));
+        n.on(&Record::now(Step::trigger(&Trigger::Key, false)));
+        n.on(&Record::now(Step::build_finished(
+            "failed",
+            0,
+            1,
+            Some(Exit::Code(1)),
+            std::time::Duration::ZERO,
+        )));
+        n.on(&Record::now(Step::Shutdown {
+            cause: "SIGTERM".into(),
+            live: 1,
+        }));
+        let got = received(&socket);
+        assert_eq!(got.len(), 6, "{got:#?}");
+        assert_eq!(got[0], "READY=1\nSTATUS=gen=1 ready, serving");
+        assert!(
+            got[1].starts_with("RELOADING=1\nMONOTONIC_USEC="),
+            "{}",
+            got[1]
+        );
+        let usec: u64 = got[1].lines().nth(1).unwrap()["MONOTONIC_USEC=".len()..]
+            .parse()
+            .unwrap();
+        assert!(usec > 0 && usec <= monotonic_usec());
+        assert_eq!(got[2], "READY=1\nSTATUS=gen=2 ready, serving");
+        assert!(got[3].starts_with("RELOADING=1\n"), "{}", got[3]);
+        assert_eq!(
+            got[4],
+            "READY=1\nSTATUS=reload failed (build failed); gen=2 serving"
+        );
+        assert_eq!(got[5], "STOPPING=1\nSTATUS=shutting down (SIGTERM)");
+    }
+}
