@@ -107,15 +107,24 @@ pub fn notify_from_env(reporter: &Reporter) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reports devsup's state to the service manager.
+/// How long devsup, exiting, waits for its last notify messages to go.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[derive(Debug)]
+enum Outgoing {
+    Message(String),
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// Reports devsup's state to the service manager. Messages are sent by a
+/// thread of their own, in order: a manager that reads slowly (a full
+/// datagram queue blocks the sender) never holds up the supervisor.
 #[derive(Debug)]
 pub struct Notifier {
-    socket: UnixDatagram,
-    addr: std::os::unix::net::SocketAddr,
+    tx: std::sync::mpsc::Sender<Outgoing>,
     ready_once: bool,
     reloading: bool,
     active: Option<GenId>,
-    warned: bool,
 }
 
 impl Notifier {
@@ -130,22 +139,45 @@ impl Notifier {
         }
         .context("bad NOTIFY_SOCKET")?;
         let socket = UnixDatagram::unbound().context("cannot create a notify socket")?;
+        let (tx, rx) = std::sync::mpsc::channel::<Outgoing>();
+        std::thread::Builder::new()
+            .name("systemd-notify".into())
+            .spawn(move || {
+                let mut warned = false;
+                for message in rx {
+                    let message = match message {
+                        Outgoing::Message(message) => message,
+                        Outgoing::Flush(done) => {
+                            let _ = done.send(());
+                            continue;
+                        }
+                    };
+                    if let Err(e) = socket.send_to_addr(message.as_bytes(), &addr) {
+                        if !warned {
+                            warned = true;
+                            warn!("cannot notify the service manager through NOTIFY_SOCKET: {e}");
+                        }
+                    }
+                }
+            })
+            .context("cannot start the notify thread")?;
         Ok(Notifier {
-            socket,
-            addr,
+            tx,
             ready_once: false,
             reloading: false,
             active: None,
-            warned: false,
         })
     }
 
     fn send(&mut self, message: &str) {
-        if let Err(e) = self.socket.send_to_addr(message.as_bytes(), &self.addr) {
-            if !self.warned {
-                self.warned = true;
-                warn!("cannot notify the service manager through NOTIFY_SOCKET: {e}");
-            }
+        let _ = self.tx.send(Outgoing::Message(message.to_owned()));
+    }
+
+    /// Waits (a little) until every message is sent: devsup is exiting.
+    fn flush(&mut self) {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        if self.tx.send(Outgoing::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(FLUSH_WAIT);
         }
     }
 
@@ -215,6 +247,7 @@ impl Notifier {
             Step::Shutdown { cause, .. } => {
                 self.send(&format!("STOPPING=1\nSTATUS=shutting down ({cause})"));
             }
+            Step::Stopped { .. } => self.flush(),
             _ => {}
         }
     }
@@ -240,16 +273,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify.sock");
         let listener = UnixDatagram::bind(&path).unwrap();
-        listener.set_nonblocking(true).unwrap();
         let n = Notifier::new(path.as_os_str().as_encoded_bytes()).unwrap();
         (n, listener, dir)
     }
 
-    fn received(socket: &UnixDatagram) -> Vec<String> {
+    fn received(socket: &UnixDatagram, n: usize) -> Vec<String> {
+        socket.set_nonblocking(false).unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
-        while let Ok(n) = socket.recv(&mut buf) {
-            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        while out.len() < n {
+            let len = socket.recv(&mut buf).unwrap();
+            out.push(String::from_utf8_lossy(&buf[..len]).into_owned());
         }
         out
     }
@@ -283,7 +320,7 @@ mod tests {
             cause: "SIGTERM".into(),
             live: 1,
         }));
-        let got = received(&socket);
+        let got = received(&socket, 6);
         assert_eq!(got.len(), 6, "{got:#?}");
         assert_eq!(got[0], "READY=1\nSTATUS=gen=1 ready, serving");
         assert!(
@@ -302,5 +339,25 @@ mod tests {
             "READY=1\nSTATUS=reload failed (build failed); gen=2 serving"
         );
         assert_eq!(got[5], "STOPPING=1\nSTATUS=shutting down (SIGTERM)");
+    }
+
+    /// A datagram queue holds few messages (net.unix.max_dgram_qlen, 10 by
+    /// default): a manager that does not read must not block devsup.
+    #[test]
+    fn a_manager_that_does_not_read_never_blocks_devsup() {
+        let (mut n, _socket, _dir) = notifier();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for generation in 1..200 {
+                n.on(&ready(generation));
+            }
+            let _ = done.send(());
+        });
+        assert!(
+            finished
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .is_ok(),
+            "the notifier blocked"
+        );
     }
 }
