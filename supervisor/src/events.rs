@@ -62,16 +62,22 @@ impl FromStr for Target {
     }
 }
 
-/// The event outputs; dropping it removes the socket files.
+/// The event outputs; dropping it removes the socket files, and the
+/// status sockets' directory once no other devsup has one there.
 #[derive(Debug)]
 pub struct Events {
     sockets: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
 }
 
 impl Drop for Events {
     fn drop(&mut self) {
         for path in &self.sockets {
             let _ = std::fs::remove_file(path);
+        }
+        for dir in &self.dirs {
+            // Fails, as it should, while another devsup's socket is there.
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }
@@ -107,6 +113,7 @@ pub fn setup(
     let hub = Hub::default();
     let mut events = Events {
         sockets: Vec::new(),
+        dirs: Vec::new(),
     };
     match target {
         Some(Target::Stdout) => {
@@ -133,7 +140,10 @@ pub fn setup(
     }
     if let Some(path) = status_socket {
         match crate::status::prepare_dir(path).and_then(|()| hub.listen(path)) {
-            Ok(()) => events.sockets.push(path.to_owned()),
+            Ok(()) => {
+                events.sockets.push(path.to_owned());
+                events.dirs.extend(path.parent().map(Path::to_owned));
+            }
             Err(e) => debug!("no status socket: {e:#}"),
         }
     }
