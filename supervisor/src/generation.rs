@@ -260,10 +260,10 @@ pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::R
 }
 
 /// Starts `sh -c CMD` (a build step) the same way: its own process group,
-/// stdin from `/dev/null`, no fd of devsup's but stdout and stderr (both
-/// `output` when given), none of devsup's own `LISTEN_*` or
+/// stdin from `/dev/null`, no fd of devsup's but stdout and stderr (the
+/// pair `output` when given), none of devsup's own `LISTEN_*` or
 /// `NOTIFY_SOCKET`, and SIGTERM (whatever the drain signal) if devsup dies.
-pub fn spawn_shell(cmd: &str, output: Option<RawFd>) -> anyhow::Result<(i32, ExecStatus)> {
+pub fn spawn_shell(cmd: &str, output: Option<(RawFd, RawFd)>) -> anyhow::Result<(i32, ExecStatus)> {
     let c_path = cstring(b"/bin/sh".to_vec())?;
     let c_argv = [
         cstring(b"sh".to_vec())?,
@@ -282,7 +282,7 @@ pub fn spawn_shell(cmd: &str, output: Option<RawFd>) -> anyhow::Result<(i32, Exe
         envp: &env_ptrs,
         sources: &[],
         stdin: dev_null.as_raw_fd(),
-        output: output.map(|fd| (fd, fd)),
+        output,
         listen_pid_slot: None,
         pdeathsig: Signal::SIGTERM,
     })

@@ -61,14 +61,14 @@ pub fn listening(reporter: &Reporter, listener: &Listener, i: usize) {
     });
 }
 
-/// A pipe for the next build step's stdout and stderr, shown on devsup's
-/// stderr and remembered for a failed build's report; `None` (the step
-/// then writes to devsup's own stdout and stderr) if it cannot be made.
-pub fn build_output(reporter: &Reporter) -> Option<OwnedFd> {
+/// Pipes for the next build step's stdout and stderr, shown on devsup's
+/// and remembered for a failed build's report; `None` (the step then
+/// writes to devsup's own stdout and stderr) if they cannot be made.
+pub fn build_output(reporter: &Reporter) -> Option<(OwnedFd, OwnedFd)> {
     match crate::tee::start("build") {
-        Ok((tail, fd)) => {
+        Ok((tail, out, err)) => {
             reporter.build_output(Some(tail));
-            Some(fd)
+            Some((out, err))
         }
         Err(e) => {
             warn!("cannot capture the build's output ({e}); it is shown but not reported");

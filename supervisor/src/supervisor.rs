@@ -430,7 +430,8 @@ impl Executor {
         let total = self.config.builds.len();
         info!("build step {}/{total}: {cmd}", step + 1);
         let output = crate::hooks::build_output(&self.report);
-        match crate::build::spawn(cmd, output.as_ref().map(|fd| fd.as_raw_fd())) {
+        let fds = output.as_ref().map(|(o, e)| (o.as_raw_fd(), e.as_raw_fd()));
+        match crate::build::spawn(cmd, fds) {
             Ok(pid) => {
                 drop(output);
                 self.report.step(crate::report::Step::BuildStarted {

@@ -1,16 +1,17 @@
 //! A build step's output, shown and remembered.
 //!
-//! [`start`] makes a pipe for a child's stdout *and* stderr (one pipe, so
-//! what the child writes stays in the order it wrote it) and a thread that
-//! copies every byte through to devsup's stderr as it arrives, while
-//! keeping the last [`MAX_LINES`] lines in a [`Tail`]. A failed build's
+//! [`start`] makes a pipe for a child's stdout and one for its stderr, and
+//! a thread for each that copies every byte through to devsup's stdout or
+//! stderr as it arrives (each stream in order; when devsup writes events
+//! to stdout, its stdout is its stderr), while keeping the last
+//! [`MAX_LINES`] lines of both, as they came, in one [`Tail`]. A failed build's
 //! [`crate::report::Step::BuildFinished`] carries that tail, so a tool (an
 //! editor, a browser overlay) can show the error without scraping the
 //! terminal.
 //!
-//! The child's end is returned as an [`OwnedFd`] (close-on-exec in devsup)
-//! to place at fds 1 and 2; drop it once the child is started, so that the
-//! thread sees end-of-file when the child's last process closes it.
+//! The child's ends are returned as [`OwnedFd`]s (close-on-exec in devsup)
+//! to place at fds 1 and 2; drop them once the child is started, so that
+//! the threads see end-of-file when the child's last process closes them.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -26,27 +27,29 @@ pub const MAX_LINE_BYTES: usize = 512;
 #[derive(Debug, Default)]
 struct State {
     lines: VecDeque<String>,
-    /// The line being written.
-    partial: Vec<u8>,
+    /// The line being written, per stream.
+    partial: [Vec<u8>; 2],
+    /// Streams still open.
+    open: usize,
     eof: bool,
 }
 
 impl State {
-    fn push_line(&mut self) {
-        let line = clean(&self.partial);
-        self.partial.clear();
+    fn push_line(&mut self, stream: usize) {
+        let line = clean(&self.partial[stream]);
+        self.partial[stream].clear();
         if self.lines.len() == MAX_LINES {
             self.lines.pop_front();
         }
         self.lines.push_back(line);
     }
 
-    fn feed(&mut self, bytes: &[u8]) {
+    fn feed(&mut self, stream: usize, bytes: &[u8]) {
         for &b in bytes {
             if b == b'\n' {
-                self.push_line();
-            } else if self.partial.len() < MAX_LINE_BYTES * 4 {
-                self.partial.push(b);
+                self.push_line(stream);
+            } else if self.partial[stream].len() < MAX_LINE_BYTES * 4 {
+                self.partial[stream].push(b);
             }
         }
     }
@@ -78,12 +81,11 @@ impl Tail {
             };
         }
         let mut lines: Vec<String> = state.lines.iter().cloned().collect();
-        if !state.partial.is_empty() {
-            lines.push(clean(&state.partial));
-            if lines.len() > MAX_LINES {
-                lines.remove(0);
-            }
+        for partial in state.partial.iter().filter(|p| !p.is_empty()) {
+            lines.push(clean(partial));
         }
+        let extra = lines.len().saturating_sub(MAX_LINES);
+        lines.drain(..extra);
         lines
     }
 
@@ -92,34 +94,56 @@ impl Tail {
         self.lock().eof
     }
 
-    fn feed(&self, bytes: &[u8]) {
-        self.lock().feed(bytes);
+    fn feed(&self, stream: usize, bytes: &[u8]) {
+        self.lock().feed(stream, bytes);
     }
 
-    fn end(&self) {
+    fn end(&self, stream: usize) {
         let mut state = self.lock();
-        if !state.partial.is_empty() {
-            state.push_line();
+        if !state.partial[stream].is_empty() {
+            state.push_line(stream);
         }
-        state.eof = true;
-        self.0.1.notify_all();
+        state.open = state.open.saturating_sub(1);
+        if state.open == 0 {
+            state.eof = true;
+            self.0.1.notify_all();
+        }
+    }
+
+    fn with_streams(n: usize) -> Tail {
+        let tail = Tail::default();
+        tail.lock().open = n;
+        tail
     }
 }
 
-/// A pipe whose bytes go through to devsup's stderr and into a [`Tail`].
-/// Returns the tail and the child's end.
-pub fn start(name: &str) -> std::io::Result<(Tail, OwnedFd)> {
-    start_sink(name, std::io::stderr())
+/// Two pipes, for a child's stdout and stderr, whose bytes go through to
+/// devsup's stdout and stderr and into one [`Tail`]. Returns the tail and
+/// the child's ends (stdout, stderr).
+pub fn start(name: &str) -> std::io::Result<(Tail, OwnedFd, OwnedFd)> {
+    let tail = Tail::with_streams(2);
+    let out = pipe(name, std::io::stdout(), tail.clone(), 0)?;
+    let err = pipe(name, std::io::stderr(), tail.clone(), 1)?;
+    Ok((tail, out, err))
 }
 
-/// Like [`start`], writing through to `sink` instead of stderr.
+/// One pipe whose bytes go through to `sink` and into a [`Tail`].
 pub fn start_sink(
     name: &str,
-    mut sink: impl Write + Send + 'static,
+    sink: impl Write + Send + 'static,
 ) -> std::io::Result<(Tail, OwnedFd)> {
+    let tail = Tail::with_streams(1);
+    let fd = pipe(name, sink, tail.clone(), 0)?;
+    Ok((tail, fd))
+}
+
+fn pipe(
+    name: &str,
+    mut sink: impl Write + Send + 'static,
+    ours: Tail,
+    stream: usize,
+) -> std::io::Result<OwnedFd> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let tail = Tail::default();
-    let ours = tail.clone();
     std::thread::Builder::new()
         .name(format!("{name}-output"))
         .spawn(move || {
@@ -135,11 +159,11 @@ pub fn start_sink(
                 // A closed or broken stderr must not stop the capture.
                 let _ = sink.write_all(&buf[..n]);
                 let _ = sink.flush();
-                ours.feed(&buf[..n]);
+                ours.feed(stream, &buf[..n]);
             }
-            ours.end();
+            ours.end(stream);
         })?;
-    Ok((tail, write))
+    Ok(write)
 }
 
 /// One line for a reader: what a terminal would show last (text after the
@@ -239,5 +263,27 @@ mod tests {
         assert!(!tail.ended());
         assert_eq!(lines[0].len(), MAX_LINE_BYTES + '…'.len_utf8());
         drop(write);
+    }
+
+    #[test]
+    fn two_streams_share_one_tail_which_ends_with_both() {
+        let tail = Tail::with_streams(2);
+        let out = pipe("t", std::io::sink(), tail.clone(), 0).unwrap();
+        let err = pipe("t", std::io::sink(), tail.clone(), 1).unwrap();
+        let mut out = std::fs::File::from(out);
+        out.write_all(b"half a line from stdout").unwrap();
+        drop(out);
+        let start = Instant::now();
+        while tail.lines(Duration::from_millis(10)).is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(10));
+        }
+        assert!(!tail.ended(), "stderr is still open");
+        let mut err = std::fs::File::from(err);
+        err.write_all(b"error: x\n").unwrap();
+        drop(err);
+        let lines = tail.lines(Duration::from_secs(10));
+        assert!(tail.ended());
+        let set: std::collections::BTreeSet<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(set, ["half a line from stdout", "error: x"].into());
     }
 }
