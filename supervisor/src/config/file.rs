@@ -57,6 +57,7 @@ pub(crate) struct FileConfig {
     pub(crate) drain_signal: Option<String>,
     pub(crate) drain_timeout: Option<String>,
     pub(crate) prefix: Option<bool>,
+    pub(crate) events: Option<String>,
     pub(crate) command: Option<Many>,
 }
 
@@ -203,6 +204,9 @@ impl FileConfig {
         if let (false, Some(v)) = (given("prefix"), self.prefix) {
             cli.prefix = v;
         }
+        if let (false, Some(v)) = (given("events"), self.events) {
+            cli.events = Some(v.parse().map_err(|e| bad("events", e))?);
+        }
         if let (false, Some(v)) = (given("command"), self.command) {
             cli.command = v.into_vec().into_iter().map(Into::into).collect();
         }
@@ -308,6 +312,35 @@ mod tests {
         let c = run(&[], "Cargo.toml", toml).unwrap();
         assert_eq!(c.sockets[0].addr.to_string(), "127.0.0.1:7000");
         assert_eq!(c.program.argv(), ["./app"]);
+    }
+
+    #[test]
+    fn events_come_from_the_file_too() {
+        let c = run(
+            &[],
+            "devsup.toml",
+            "port = 1\nevents = \"unix::ev.sock\"\ncommand = \"x\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.events,
+            Some(crate::report::events::Target::Socket("ev.sock".into()))
+        );
+        let c = run(
+            &["--events", "-"],
+            "devsup.toml",
+            "port = 1\nevents = \"e.json\"\ncommand = \"x\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.events, Some(crate::report::events::Target::Stdout));
+        let e = run(
+            &[],
+            "devsup.toml",
+            "port = 1\nevents = \"unix::\"\ncommand = \"x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("events") && e.contains("unix::PATH"), "{e}");
     }
 
     #[test]

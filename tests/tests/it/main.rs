@@ -12,6 +12,8 @@
 mod bad_input;
 /// The command-line conventions: completions, config file, `--prefix`.
 mod cli;
+/// `--events` against docs/events.md; the event socket and `devsup status`.
+mod events;
 /// Every example under `examples/` reloads under load without a failure.
 mod examples;
 /// Faults around devsup: devsup SIGKILLed or interrupted mid-build,
@@ -30,5 +32,7 @@ mod load;
 mod notify;
 /// The reference server on its own, run as devsup runs it.
 mod reference_server;
+/// systemd above devsup: socket activation and `Type=notify`.
+mod systemd;
 /// The edit→serve loop: file changes, ignores, builds, `--signal-on`.
 mod watch;
