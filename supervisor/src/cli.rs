@@ -130,6 +130,15 @@ pub struct Cli {
     #[arg(long, help_heading = "Output")]
     pub prefix: bool,
 
+    /// Reload the browser when a new generation is ready, and show build errors in it: serve a
+    /// script and an event stream on ADDR (default 127.0.0.1:35729; port 0 picks one). Pages load
+    /// it with `<script src="http://127.0.0.1:35729/devsup-livereload.js"></script>`; servers find
+    /// the address in DEVSUP_LIVERELOAD.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, require_equals = true,
+          default_missing_value = crate::livereload::DEFAULT_ADDR,
+          value_parser = sockets::parse_tcp, help_heading = "Browser")]
+    pub livereload: Option<std::net::SocketAddr>,
+
     /// Read options from this file instead of ./devsup.toml or ./Cargo.toml's
     /// [package.metadata.devsup].
     #[arg(long, value_name = "PATH")]
@@ -211,6 +220,8 @@ pub struct Config {
     pub watch: Option<WatchConfig>,
     /// Prefix the server's output with its generation.
     pub prefix: bool,
+    /// `--livereload`: where the live-reload server listens.
+    pub livereload: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -266,6 +277,7 @@ impl Cli {
             drain_timeout: self.drain_timeout,
             ready_timeout: self.ready_timeout,
             ready_after: self.ready_after,
+            livereload: self.livereload,
         })
     }
 }

@@ -263,13 +263,24 @@ pub fn spawn(path: &Path, program: &Program, inherit: &Inherit<'_>) -> anyhow::R
 /// stdin from `/dev/null`, no fd of devsup's but stdout and stderr, and
 /// SIGTERM (whatever the drain signal) if devsup dies.
 pub fn spawn_shell(cmd: &str) -> anyhow::Result<(i32, ExecStatus)> {
+    spawn_shell_with(cmd, None, &[])
+}
+
+/// [`spawn_shell`] with its stdout and stderr on `output` (write ends of
+/// pipes, for `--livereload`'s copy of the build output) and `extra_env`
+/// added to devsup's environment.
+pub fn spawn_shell_with(
+    cmd: &str,
+    output: Option<(RawFd, RawFd)>,
+    extra_env: &[(OsString, OsString)],
+) -> anyhow::Result<(i32, ExecStatus)> {
     let c_path = cstring(b"/bin/sh".to_vec())?;
     let c_argv = [
         cstring(b"sh".to_vec())?,
         cstring(b"-c".to_vec())?,
         cstring(cmd.as_bytes().to_vec())?,
     ];
-    let c_env = env_entries(std::env::vars_os())?;
+    let c_env = env_entries(std::env::vars_os().chain(extra_env.iter().cloned()))?;
     let argv_ptrs = null_terminated(&c_argv);
     let env_ptrs = null_terminated(&c_env);
     let dev_null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
@@ -279,7 +290,7 @@ pub fn spawn_shell(cmd: &str) -> anyhow::Result<(i32, ExecStatus)> {
         envp: &env_ptrs,
         sources: &[],
         stdin: dev_null.as_raw_fd(),
-        output: None,
+        output,
         listen_pid_slot: None,
         pdeathsig: Signal::SIGTERM,
     })

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod generation;
 pub mod guard;
+pub mod livereload;
 pub mod log;
 pub mod machine;
 pub mod notify;

@@ -79,6 +79,8 @@ struct Executor {
     fd_store: Vec<(String, OwnedFd)>,
     /// Stops every group devsup started if devsup dies first.
     guard: Guard,
+    /// `--livereload`: what the browsers are told.
+    livereload: Option<crate::livereload::Hub>,
 }
 
 /// Most fds devsup keeps for `FDSTORE=1`.
@@ -103,6 +105,7 @@ pub fn run(config: Config) -> anyhow::Result<u8> {
             proto::FIRST_FD + i as i32
         );
     }
+    let livereload = crate::livereload::start(config.livereload)?;
     let (tx, rx) = mpsc::channel();
     crate::signals::spawn(tx.clone())?;
     if let Some(watch) = config.watch.clone() {
@@ -119,6 +122,7 @@ pub fn run(config: Config) -> anyhow::Result<u8> {
         notify_paths: HashMap::new(),
         fd_store: Vec::new(),
         guard,
+        livereload,
     };
     let mut queue = VecDeque::from([Event::Reload {
         trigger: Trigger::Startup,
@@ -147,7 +151,9 @@ pub fn run(config: Config) -> anyhow::Result<u8> {
                 }
             },
         };
-        for action in state.step(event, Instant::now()) {
+        for action in
+            crate::livereload::step(exec.livereload.as_ref(), &mut state, event, Instant::now())
+        {
             if let Some(code) = exec.execute(action, &mut queue) {
                 return Ok(code);
             }
@@ -268,7 +274,12 @@ impl Executor {
             generation: gen_id,
             listen_pid: self.config.listen_pid,
             parent_death_signal: self.config.drain_signal,
-            extra_env: vec![(proto::NOTIFY_SOCKET_ENV.into(), notify_path.clone().into())],
+            extra_env: std::iter::once((
+                proto::NOTIFY_SOCKET_ENV.into(),
+                notify_path.clone().into(),
+            ))
+            .chain(crate::livereload::env(self.livereload.as_ref()))
+            .collect(),
             capture_output: self.config.prefix,
         };
         match generation::spawn(&path, &self.config.program, &inherit) {
@@ -410,7 +421,7 @@ impl Executor {
         let cmd = &self.config.builds[step];
         let total = self.config.builds.len();
         info!("build step {}/{total}: {cmd}", step + 1);
-        match crate::build::spawn(cmd) {
+        match crate::livereload::spawn_build(self.livereload.as_ref(), cmd) {
             Ok(pid) => {
                 self.guard.watch(pid);
                 self.procs.insert(

@@ -1,0 +1,213 @@
+//! What the browser is told, read off the real state machine's steps.
+
+use std::time::{Duration, Instant};
+
+use devsup_protocol::Message;
+use nix::sys::signal::Signal;
+
+use super::*;
+use crate::machine::{Policy, Trigger};
+
+/// The machine with one build step, stepped like the supervisor loop does,
+/// with every notice collected.
+struct Sim {
+    state: State,
+    observer: Observer,
+    now: Instant,
+    notices: Vec<Notice>,
+}
+
+impl Sim {
+    fn new(build_steps: usize) -> Sim {
+        Sim {
+            state: State::new(Policy {
+                drain_signal: Signal::SIGTERM,
+                drain_timeout: Duration::from_secs(10),
+                ready_timeout: Duration::from_secs(60),
+                ready_after: None,
+                build_steps,
+            }),
+            observer: Observer::default(),
+            now: Instant::now(),
+            notices: Vec::new(),
+        }
+    }
+
+    /// Steps `event` and answers `Spawn` with `Spawned` and `StartBuild`
+    /// with `BuildStarted`, as the executor does.
+    fn feed(&mut self, event: Event) -> Vec<Action> {
+        self.now += Duration::from_millis(1);
+        let seen = Seen::of(&event);
+        let before = self.state.active();
+        let actions = self.state.step(event, self.now);
+        let notices = self
+            .observer
+            .observe(seen, before, self.state.active(), &actions);
+        self.notices.extend(notices);
+        for action in &actions {
+            match action {
+                Action::Spawn { gen_id, .. } => {
+                    self.feed(Event::Spawned {
+                        gen_id: *gen_id,
+                        pid: 100 + *gen_id as i32,
+                    });
+                }
+                Action::StartBuild { .. } => {
+                    self.feed(Event::BuildStarted { pid: 99 });
+                }
+                _ => {}
+            }
+        }
+        actions
+    }
+
+    fn reload(&mut self) {
+        self.feed(Event::Reload {
+            trigger: Trigger::Sighup,
+            at: self.now,
+        });
+    }
+
+    fn build_exits(&mut self, code: i32) {
+        self.feed(Event::BuildExited {
+            exit: Some(Exit::Code(code)),
+        });
+    }
+
+    fn ready(&mut self, gen_id: GenId) {
+        self.feed(Event::Message {
+            gen_id,
+            msg: Message::Ready,
+            at: self.now,
+        });
+    }
+
+    fn take(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+}
+
+#[test]
+fn a_reload_is_announced_only_once_the_new_generation_is_ready() {
+    let mut sim = Sim::new(0);
+    sim.feed(Event::Reload {
+        trigger: Trigger::Startup,
+        at: sim.now,
+    });
+    // Nothing to hand over from: gen 1 gets the connections at once (they
+    // wait for it in the backlog).
+    assert_eq!(sim.take(), [Notice::Ready(1)]);
+    sim.ready(1);
+    assert_eq!(sim.take(), [], "READY of the active generation: no news");
+
+    sim.reload();
+    assert_eq!(sim.take(), [], "gen 2 is starting: gen 1 still serves");
+    sim.ready(2);
+    assert_eq!(sim.take(), [Notice::Ready(2)]);
+    sim.feed(Event::GenExited {
+        gen_id: 1,
+        exit: Exit::Code(0),
+    });
+    assert_eq!(sim.take(), []);
+}
+
+#[test]
+fn a_new_generation_that_dies_before_ready_is_never_announced() {
+    let mut sim = Sim::new(0);
+    sim.feed(Event::Reload {
+        trigger: Trigger::Startup,
+        at: sim.now,
+    });
+    sim.ready(1);
+    sim.take();
+    sim.reload();
+    sim.feed(Event::GenExited {
+        gen_id: 2,
+        exit: Exit::Code(1),
+    });
+    assert_eq!(sim.take(), []);
+}
+
+#[test]
+fn builds_are_announced_and_a_failure_keeps_the_old_generation() {
+    let mut sim = Sim::new(1);
+    sim.feed(Event::Reload {
+        trigger: Trigger::Startup,
+        at: sim.now,
+    });
+    assert_eq!(sim.take(), [Notice::Building]);
+    sim.build_exits(0);
+    assert_eq!(sim.take(), [Notice::Ready(1)]);
+    sim.ready(1);
+
+    sim.reload();
+    assert_eq!(sim.take(), [Notice::Building]);
+    sim.build_exits(101);
+    assert_eq!(sim.take(), [Notice::Failed(Some(Exit::Code(101)))]);
+
+    sim.reload();
+    sim.build_exits(0);
+    assert_eq!(sim.take(), [Notice::Building]);
+    sim.ready(2);
+    assert_eq!(sim.take(), [Notice::Ready(2)]);
+}
+
+#[test]
+fn a_cancelled_build_is_not_a_failure() {
+    let mut sim = Sim::new(2);
+    sim.feed(Event::Reload {
+        trigger: Trigger::Startup,
+        at: sim.now,
+    });
+    sim.take();
+    // A change arrives mid-build: devsup stops the build and starts again.
+    sim.reload();
+    sim.feed(Event::BuildExited {
+        exit: Some(Exit::Signal(Signal::SIGTERM as i32)),
+    });
+    assert_eq!(sim.take(), [Notice::Building]);
+    // Step 1 passes, step 2 fails: one failure, after the last step run.
+    sim.build_exits(0);
+    assert_eq!(sim.take(), []);
+    sim.build_exits(2);
+    assert_eq!(sim.take(), [Notice::Failed(Some(Exit::Code(2)))]);
+}
+
+#[test]
+fn a_build_stopped_by_shutdown_is_not_a_failure() {
+    let mut sim = Sim::new(1);
+    sim.feed(Event::Reload {
+        trigger: Trigger::Startup,
+        at: sim.now,
+    });
+    sim.take();
+    sim.feed(Event::Shutdown {
+        because: "SIGTERM".into(),
+    });
+    sim.feed(Event::BuildExited {
+        exit: Some(Exit::Signal(Signal::SIGTERM as i32)),
+    });
+    assert_eq!(sim.take(), []);
+}
+
+#[test]
+fn events_are_framed_line_by_line() {
+    assert_eq!(&sse("ready", "3")[..], b"event: ready\ndata: 3\n\n");
+    assert_eq!(
+        &sse("failed", "summary\r\nline\rprogress\n")[..],
+        b"event: failed\ndata: summary\ndata: line\ndata: progress\ndata: \n\n"
+    );
+}
+
+#[test]
+fn a_wildcard_bind_is_advertised_on_loopback() {
+    assert_eq!(
+        advertised("0.0.0.0:35729".parse().unwrap()).to_string(),
+        "127.0.0.1:35729"
+    );
+    assert_eq!(advertised("[::]:1".parse().unwrap()).to_string(), "[::1]:1");
+    assert_eq!(
+        advertised("127.0.0.2:5".parse().unwrap()).to_string(),
+        "127.0.0.2:5"
+    );
+}
