@@ -27,8 +27,11 @@
 //!   parser shared with the load generator.
 //! - [`load`]: the tokio load generator that classifies every request.
 //! - [`tools`]: third-party programs the tests install on first use.
+//! - [`browser`]: headless Chromium driven line by line, and a page server
+//!   under `devsup --livereload`.
 #![warn(missing_docs)]
 
+pub mod browser;
 pub mod devlog;
 pub mod harness;
 pub mod http;

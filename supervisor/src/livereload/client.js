@@ -175,8 +175,8 @@
     root.innerHTML =
       "<style>" +
       ":host{all:initial}" +
-      ".backdrop{position:fixed;inset:0;z-index:2147483647;background:rgba(0,0,0,0.55);display:flex;align-items:flex-start;justify-content:center;padding:4vh 2vw;box-sizing:border-box}" +
-      ".panel{background:#1c2128;color:#d1d7e0;max-width:min(1100px,96vw);width:100%;max-height:92vh;display:flex;flex-direction:column;border-radius:6px;border-top:4px solid #e5534b;box-shadow:0 10px 40px rgba(0,0,0,0.5);font:14px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,'DejaVu Sans Mono',monospace}" +
+      ".backdrop{position:fixed;inset:0;z-index:2147483647;background:rgba(0,0,0,0.35);display:flex;align-items:flex-start;justify-content:center;padding:14vh 2vw 4vh;box-sizing:border-box}" +
+      ".panel{background:#1c2128;color:#d1d7e0;max-width:min(1100px,96vw);width:100%;max-height:82vh;display:flex;flex-direction:column;border-radius:6px;border-top:4px solid #e5534b;box-shadow:0 10px 40px rgba(0,0,0,0.5);font:14px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,'DejaVu Sans Mono',monospace}" +
       ".head{display:flex;align-items:center;gap:12px;padding:12px 16px;border-bottom:1px solid #373e47}" +
       ".title{flex:1;font-weight:bold;color:#ff938a;white-space:pre-wrap;word-break:break-word}" +
       ".note{color:#909dab;font-weight:normal}" +
