@@ -27,8 +27,17 @@ fn loads(browser: &Browser) -> Vec<(String, String)> {
 fn an_edit_reloads_the_open_page_once_after_ready_and_shows_the_new_generation() {
     // Each new generation takes 300 ms to say READY and accepts nothing
     // before: a script that reloaded on the file change (or on the spawn)
-    // would load gen 1's page again, and then need a second reload.
-    let site = PageSite::with_build("version 1", true, &[("PAGE_READY_DELAY_MS", "300")]);
+    // would load gen 1's page again. And each old generation goes on
+    // accepting for 150 ms after its drain signal: a reload told at READY,
+    // not once the old generation is gone, would land on it too.
+    let site = PageSite::with_build(
+        "version 1",
+        true,
+        &[
+            ("PAGE_READY_DELAY_MS", "300"),
+            ("PAGE_DRAIN_DELAY_MS", "150"),
+        ],
+    );
     let Some(mut browser) = Browser::launch("live reload in Chromium") else {
         return;
     };
@@ -174,5 +183,28 @@ fn twenty_reloads_with_the_page_fetching_in_a_loop_see_no_failed_fetch() {
         RELOADS + 1,
         "one load per reload: {:?}",
         loads(&browser)
+    );
+}
+
+#[test]
+fn a_taken_live_reload_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let devsup = devsup_tests::harness::Devsup::builder(dir.path())
+        .arg(format!("--livereload={addr}"))
+        .arg("--no-watch")
+        .spawn();
+    devsup.wait_for_line(
+        format!("error: cannot listen on {addr} for --livereload"),
+        TIMEOUT,
+    );
+    let status = devsup.wait_exit(TIMEOUT);
+    assert_eq!(status.code(), Some(2), "{}", devsup.log_text());
+    assert_eq!(
+        devsup.count_matching(event(1, "spawned")),
+        0,
+        "{}",
+        devsup.log_text()
     );
 }

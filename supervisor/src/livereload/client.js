@@ -26,8 +26,21 @@
   var state = { generation: seen, reloading: false, delay: 1000, source: null, failed: null };
   window.__devsupLivereload = state;
 
-  function reload(generation) {
+  function reload(generation, catchingUp) {
     if (state.reloading) return;
+    if (catchingUp) {
+      // At most twice for the same generation: a page that keeps naming
+      // an old one (a cache, a wrong data-generation) must not loop.
+      try {
+        var key = "devsup-livereload-catch-up:" + generation;
+        var tries = Number(sessionStorage.getItem(key) || 0);
+        if (tries >= 2) {
+          state.generation = generation;
+          return;
+        }
+        sessionStorage.setItem(key, String(tries + 1));
+      } catch (e) {}
+    }
     state.reloading = true;
     state.generation = generation;
     if (state.source) state.source.close();
@@ -43,8 +56,9 @@
       if (state.generation === null) {
         if (generation > 0) state.generation = generation;
       } else if (generation > 0 && generation !== state.generation) {
-        // A generation became ready while the stream was down.
-        reload(generation);
+        // A generation became ready while the stream was down, or after
+        // the one that served this page (data-generation).
+        reload(generation, true);
       }
       if (generation > 0) hideOverlay();
     });

@@ -52,6 +52,11 @@ pub const EVENTS_PATH: &str = "/events";
 /// The client script.
 pub const CLIENT_JS: &str = include_str!("client.js");
 
+/// How long, at most, the browsers are told of a new generation only once
+/// the old one has exited. Between the new generation's READY and the old
+/// one acting on its drain signal, both accept from the socket: a page
+/// reloaded at once could land on the old generation.
+const HANDOFF_GRACE: Duration = Duration::from_millis(250);
 /// How long a failed build's output may still be arriving after its
 /// process group is gone (a process that left the group holding the pipe).
 const OUTPUT_GRACE: Duration = Duration::from_millis(500);
@@ -61,6 +66,8 @@ const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 pub struct Hub {
     shared: Arc<Mutex<Shared>>,
     url: String,
+    /// The live-reload server's runtime, for timers.
+    runtime: tokio::runtime::Handle,
 }
 
 #[derive(Debug, Default)]
@@ -85,10 +92,14 @@ pub fn start(addr: Option<SocketAddr>) -> anyhow::Result<Option<Hub>> {
         return Ok(None);
     };
     let shared = Arc::new(Mutex::new(Shared::default()));
-    let bound = server::start(addr, shared.clone())?;
+    let (bound, runtime) = server::start(addr, shared.clone())?;
     let url = format!("http://{}", advertised(bound));
     info!("live reload at {url} (pages load <script src=\"{url}{SCRIPT_PATH}\"></script>)");
-    Ok(Some(Hub { shared, url }))
+    Ok(Some(Hub {
+        shared,
+        url,
+        runtime,
+    }))
 }
 
 /// The address a browser connects to: a wildcard bind is reached on the
@@ -163,49 +174,72 @@ impl Hub {
     }
 
     fn tell(&self, notice: Notice) {
-        let message = match &notice {
-            Notice::Building => {
-                // A new build: its output replaces the last one's.
-                self.lock().capture = Some(Arc::new(capture::Capture::default()));
-                sse("building", "")
-            }
-            Notice::Failed(exit) => {
-                let capture = self.lock().capture.clone();
-                let output = capture.map(|c| c.text(OUTPUT_GRACE)).unwrap_or_default();
-                let how = exit
-                    .map(|e| format!("exited {e}"))
-                    .unwrap_or_else(|| "could not start".into());
-                let cmd = self.lock().build_cmd.clone();
-                let output = output.trim_end_matches('\n');
-                sse("failed", &format!("build failed ({how}): {cmd}\n{output}"))
-            }
-            Notice::Ready(gen_id) => sse("ready", &gen_id.to_string()),
-        };
-        let mut shared = self.lock();
         match notice {
-            Notice::Ready(gen_id) => {
-                shared.ready = gen_id;
-                shared.pending = None;
+            Notice::Handoff { new, .. } => {
+                // Told at once if the old generation exits first.
+                let shared = self.shared.clone();
+                self.runtime.spawn(async move {
+                    tokio::time::sleep(HANDOFF_GRACE).await;
+                    let due = {
+                        let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+                        shared.observer.release(new)
+                    };
+                    if let Some(notice) = due {
+                        publish(&shared, notice);
+                    }
+                });
             }
-            _ => shared.pending = Some(message.clone()),
+            notice => publish(&self.shared, notice),
         }
-        shared
-            .clients
-            .retain(|client| client.send(message.clone()).is_ok());
-        let n = shared.clients.len();
-        drop(shared);
-        match notice {
-            Notice::Ready(gen_id) if n > 0 => info!(
-                generation = gen_id,
-                "live reload: told {n} browser{} to reload",
-                if n == 1 { "" } else { "s" }
-            ),
-            Notice::Failed(_) if n > 0 => info!(
-                "live reload: showing the build output in {n} browser{}",
-                if n == 1 { "" } else { "s" }
-            ),
-            _ => debug!("live reload: {notice:?} told to {n} browser(s)"),
+    }
+}
+
+/// Tells every browser.
+fn publish(shared: &Mutex<Shared>, notice: Notice) {
+    let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
+    let message = match &notice {
+        Notice::Building => {
+            // A new build: its output replaces the last one's.
+            lock().capture = Some(Arc::new(capture::Capture::default()));
+            sse("building", "")
         }
+        Notice::Failed(exit) => {
+            let capture = lock().capture.clone();
+            let output = capture.map(|c| c.text(OUTPUT_GRACE)).unwrap_or_default();
+            let how = exit
+                .map(|e| format!("exited {e}"))
+                .unwrap_or_else(|| "could not start".into());
+            let cmd = lock().build_cmd.clone();
+            let output = output.trim_end_matches('\n');
+            sse("failed", &format!("build failed ({how}): {cmd}\n{output}"))
+        }
+        Notice::Ready(gen_id) => sse("ready", &gen_id.to_string()),
+        Notice::Handoff { .. } => return,
+    };
+    let mut shared = lock();
+    match notice {
+        Notice::Ready(gen_id) => {
+            shared.ready = gen_id;
+            shared.pending = None;
+        }
+        _ => shared.pending = Some(message.clone()),
+    }
+    shared
+        .clients
+        .retain(|client| client.send(message.clone()).is_ok());
+    let n = shared.clients.len();
+    drop(shared);
+    match notice {
+        Notice::Ready(gen_id) if n > 0 => info!(
+            generation = gen_id,
+            "live reload: told {n} browser{} to reload",
+            if n == 1 { "" } else { "s" }
+        ),
+        Notice::Failed(_) if n > 0 => info!(
+            "live reload: showing the build output in {n} browser{}",
+            if n == 1 { "" } else { "s" }
+        ),
+        _ => debug!("live reload: {notice:?} told to {n} browser(s)"),
     }
 }
 
@@ -260,6 +294,14 @@ enum Notice {
     Failed(Option<Exit>),
     /// This generation is the one connections go to.
     Ready(GenId),
+    /// `new` was promoted and `old` drains: `Ready(new)` follows when `old`
+    /// has exited, or after [`HANDOFF_GRACE`].
+    Handoff {
+        /// The promoted generation.
+        new: GenId,
+        /// The one draining.
+        old: GenId,
+    },
 }
 
 /// The part of an event that matters here, taken before the machine
@@ -267,6 +309,7 @@ enum Notice {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Seen {
     BuildExited(Option<Exit>),
+    GenExited(GenId),
     Shutdown,
     Other,
 }
@@ -275,6 +318,7 @@ impl Seen {
     fn of(event: &Event) -> Seen {
         match event {
             Event::BuildExited { exit } => Seen::BuildExited(*exit),
+            Event::GenExited { gen_id, .. } => Seen::GenExited(*gen_id),
             Event::Shutdown { .. } => Seen::Shutdown,
             _ => Seen::Other,
         }
@@ -286,6 +330,8 @@ impl Seen {
 #[derive(Debug, Default)]
 struct Observer {
     shutting_down: bool,
+    /// A promoted generation not announced yet, and the one it replaces.
+    held: Option<(GenId, GenId)>,
 }
 
 impl Observer {
@@ -318,12 +364,39 @@ impl Observer {
             out.push(Notice::Building);
         }
         // A generation became the one connections go to: promoted on READY
-        // (or --ready-after), or spawned with nothing to hand over from, in
-        // which case connections wait for it in the socket's backlog.
-        if let Some(gen_id) = after.filter(|_| after != before) {
-            out.push(Notice::Ready(gen_id));
+        // (or --ready-after), announced once the old one is gone; or spawned
+        // with nothing to hand over from, in which case connections wait for
+        // it in the socket's backlog.
+        match (before, after) {
+            (Some(old), Some(new)) if old != new => {
+                self.held = Some((new, old));
+                out.push(Notice::Handoff { new, old });
+            }
+            (None, Some(new)) => {
+                self.held = None;
+                out.push(Notice::Ready(new));
+            }
+            _ => {}
+        }
+        if let (Seen::GenExited(gone), Some((new, old))) = (seen, self.held) {
+            if gone == old {
+                self.held = None;
+                out.push(Notice::Ready(new));
+            }
         }
         out
+    }
+
+    /// The grace after a handoff is over: `Ready(new)` unless already told
+    /// (or overtaken by a later generation).
+    fn release(&mut self, new: GenId) -> Option<Notice> {
+        match self.held {
+            Some((held, _)) if held == new => {
+                self.held = None;
+                Some(Notice::Ready(new))
+            }
+            _ => None,
+        }
     }
 }
 

@@ -26,8 +26,11 @@ use super::{CLIENT_JS, EVENTS_PATH, SCRIPT_PATH, Shared};
 const PING_EVERY: Duration = Duration::from_secs(15);
 
 /// Binds `addr` now (so that a taken port is an error at start-up) and
-/// serves it on a new thread. Returns the bound address.
-pub(super) fn start(addr: SocketAddr, shared: Arc<Mutex<Shared>>) -> anyhow::Result<SocketAddr> {
+/// serves it on a new thread. Returns the bound address and the runtime.
+pub(super) fn start(
+    addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+) -> anyhow::Result<(SocketAddr, tokio::runtime::Handle)> {
     let listener = std::net::TcpListener::bind(addr).with_context(|| {
         format!(
             "cannot listen on {addr} for --livereload: pass another address, \
@@ -45,11 +48,12 @@ pub(super) fn start(addr: SocketAddr, shared: Arc<Mutex<Shared>>) -> anyhow::Res
         .enable_time()
         .build()
         .context("cannot start the live-reload server's runtime")?;
+    let handle = runtime.handle().clone();
     std::thread::Builder::new()
         .name("livereload".into())
         .spawn(move || runtime.block_on(serve(listener, shared)))
         .context("cannot start the live-reload server's thread")?;
-    Ok(bound)
+    Ok((bound, handle))
 }
 
 async fn serve(listener: std::net::TcpListener, shared: Arc<Mutex<Shared>>) {

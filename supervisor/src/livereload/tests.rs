@@ -103,12 +103,56 @@ fn a_reload_is_announced_only_once_the_new_generation_is_ready() {
     sim.reload();
     assert_eq!(sim.take(), [], "gen 2 is starting: gen 1 still serves");
     sim.ready(2);
-    assert_eq!(sim.take(), [Notice::Ready(2)]);
+    // Gen 1 still accepts until it acts on its drain signal: wait for it.
+    assert_eq!(sim.take(), [Notice::Handoff { new: 2, old: 1 }]);
     sim.feed(Event::GenExited {
         gen_id: 1,
         exit: Exit::Code(0),
     });
+    assert_eq!(sim.take(), [Notice::Ready(2)]);
+    assert_eq!(sim.observer.release(2), None, "told once");
+}
+
+#[test]
+fn a_slow_drain_is_not_waited_for_past_the_grace() {
+    let mut sim = Sim::new(0);
+    sim.feed(Event::Reload {
+        trigger: Trigger::Startup,
+        at: sim.now,
+    });
+    sim.ready(1);
+    sim.reload();
+    sim.ready(2);
+    sim.take();
+    assert_eq!(sim.observer.release(2), Some(Notice::Ready(2)));
+    sim.feed(Event::GenExited {
+        gen_id: 1,
+        exit: Exit::Code(0),
+    });
+    assert_eq!(sim.take(), [], "told once");
+    // A later handoff overtakes one still held: only the newest is told.
+    sim.reload();
+    sim.ready(3);
+    sim.reload();
+    sim.ready(4);
+    assert_eq!(
+        sim.take(),
+        [
+            Notice::Handoff { new: 3, old: 2 },
+            Notice::Handoff { new: 4, old: 3 }
+        ]
+    );
+    assert_eq!(sim.observer.release(3), None);
+    sim.feed(Event::GenExited {
+        gen_id: 2,
+        exit: Exit::Code(0),
+    });
     assert_eq!(sim.take(), []);
+    sim.feed(Event::GenExited {
+        gen_id: 3,
+        exit: Exit::Code(0),
+    });
+    assert_eq!(sim.take(), [Notice::Ready(4)]);
 }
 
 #[test]
@@ -149,7 +193,7 @@ fn builds_are_announced_and_a_failure_keeps_the_old_generation() {
     sim.build_exits(0);
     assert_eq!(sim.take(), [Notice::Building]);
     sim.ready(2);
-    assert_eq!(sim.take(), [Notice::Ready(2)]);
+    assert_eq!(sim.take(), [Notice::Handoff { new: 2, old: 1 }]);
 }
 
 #[test]
@@ -210,4 +254,29 @@ fn a_wildcard_bind_is_advertised_on_loopback() {
         advertised("127.0.0.2:5".parse().unwrap()).to_string(),
         "127.0.0.2:5"
     );
+}
+
+#[test]
+fn the_option_takes_an_optional_address() {
+    use clap::Parser;
+    let parse = |args: &[&str]| {
+        crate::cli::Cli::try_parse_from(args)
+            .map_err(|e| e.to_string())
+            .and_then(|cli| cli.into_config().map_err(|e| e.to_string()))
+            .map(|config| config.livereload)
+    };
+    assert_eq!(parse(&["devsup", "-p", "1", "--", "x"]).unwrap(), None);
+    assert_eq!(
+        parse(&["devsup", "-p", "1", "--livereload", "--", "x"]).unwrap(),
+        Some(DEFAULT_ADDR.parse().unwrap())
+    );
+    assert_eq!(
+        parse(&["devsup", "-p", "1", "--livereload=127.0.0.1:0", "--", "x"]).unwrap(),
+        Some("127.0.0.1:0".parse().unwrap())
+    );
+    assert_eq!(
+        parse(&["devsup", "-p", "1", "--livereload=9000", "--", "x"]).unwrap(),
+        Some("127.0.0.1:9000".parse().unwrap())
+    );
+    assert!(parse(&["devsup", "-p", "1", "--livereload=nope", "--", "x"]).is_err());
 }

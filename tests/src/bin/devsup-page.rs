@@ -12,7 +12,8 @@
 //!
 //! Under devsup it takes the listener at fd 3, says READY (after
 //! `PAGE_READY_DELAY_MS`, if set, before which it accepts nothing), and on
-//! SIGTERM stops accepting, finishes the requests it has and exits 0.
+//! SIGTERM stops accepting (after `PAGE_DRAIN_DELAY_MS`, if set, during
+//! which it still accepts), finishes the requests it has and exits 0.
 //! Every response is `Connection: close`. std only, so that a generation
 //! starts in a millisecond or two and the benchmark measures devsup and the
 //! browser, not an interpreter's start-up.
@@ -62,10 +63,7 @@ fn run() -> io::Result<()> {
     // Two generations share the socket during a handoff: the other may take
     // a connection `poll` announced to this one.
     listener.set_nonblocking(true)?;
-    if let Some(ms) = std::env::var("PAGE_READY_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(ms) = env_ms("PAGE_READY_DELAY_MS") {
         std::thread::sleep(Duration::from_millis(ms));
     }
 
@@ -81,6 +79,10 @@ fn run() -> io::Result<()> {
 
     let signal = stop_signals.wait().map_err(io::Error::from)?;
     eprintln!("devsup-page gen={generation}: {signal}, draining");
+    // A server slow to act on its drain signal keeps accepting meanwhile.
+    if let Some(ms) = env_ms("PAGE_DRAIN_DELAY_MS") {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     stop.store(true, Ordering::SeqCst);
     // The accept loop returns within one poll timeout and drops its copy of
     // the listener; connections queued in it go to the next generation.
@@ -90,6 +92,10 @@ fn run() -> io::Result<()> {
         std::thread::sleep(Duration::from_millis(5));
     }
     Ok(())
+}
+
+fn env_ms(key: &str) -> Option<u64> {
+    std::env::var(key).ok()?.parse().ok()
 }
 
 fn accept_loop(
