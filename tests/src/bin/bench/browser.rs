@@ -107,10 +107,14 @@ pub fn print(report: Option<&BrowserReport>) {
             .join(" ")
     );
     println!(
-        "devsup log, same reloads (median / max): trigger->spawn {}, spawn->READY {}, READY->drain {}",
+        "devsup log, same reloads (median / max): trigger->spawn {}, spawn->READY {}, READY->drain {}, drain->old exited {}",
         durations(&r.timings.trigger_to_spawn),
         durations(&r.timings.spawn_to_ready),
         durations(&r.timings.ready_to_drain),
+        durations(&r.timings.drain_to_exit),
+    );
+    println!(
+        "(the browser is told when the old generation has exited, at most 250ms after READY; the trigger is the end of the 50ms debounce)"
     );
     print_load(&r.load_before);
 }
