@@ -217,6 +217,48 @@ pub struct PageSite {
     pub url: String,
     /// The live-reload server's URL, from devsup's log.
     pub livereload: String,
+    config: SiteConfig,
+}
+
+#[derive(Debug)]
+struct SiteConfig {
+    build: bool,
+    verbose: bool,
+    env: Vec<(String, String)>,
+}
+
+impl SiteConfig {
+    /// Starts devsup on `port` with `--livereload=LIVERELOAD`; returns it,
+    /// the page's URL and the live-reload URL.
+    fn spawn(&self, root: &Path, port: &str, livereload: &str) -> (Devsup, String, String) {
+        let mut builder = Devsup::builder(root)
+            .echo(self.verbose)
+            .port(Some(port))
+            .arg(format!("--livereload={livereload}"))
+            .arg("--watch")
+            .arg(root.join("src"))
+            .server(page_server());
+        if self.build {
+            builder = builder
+                .args(["--build", "sh build.sh"])
+                .server_args(["out/page.txt"]);
+        } else {
+            builder = builder.server_args(["src/page.txt"]);
+        }
+        for (key, value) in &self.env {
+            builder = builder.env(key, value);
+        }
+        let devsup = builder.spawn();
+        let addr = devsup.addr();
+        let line = devsup.wait_for_line("live reload at http://", TIMEOUT);
+        let livereload = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .expect("a URL in the live reload line")
+            .to_owned();
+        devsup.wait_for_line("watching ", TIMEOUT);
+        (devsup, format!("http://{addr}/"), livereload)
+    }
 }
 
 /// The build step of [`PageSite::with_build`]: a stand-in compiler that
@@ -249,40 +291,35 @@ impl PageSite {
         let root = std::fs::canonicalize(dir.path()).expect("canonical temporary directory");
         std::fs::create_dir_all(root.join("src")).expect("mkdir src");
         std::fs::write(root.join("src/page.txt"), content).expect("write src/page.txt");
-        let page_server = page_server();
-        let mut builder = Devsup::builder(&root)
-            .echo(verbose)
-            .arg("--livereload=127.0.0.1:0")
-            .arg("--watch")
-            .arg(root.join("src"))
-            .server(page_server);
         if build {
             std::fs::write(root.join("build.sh"), BUILD_SCRIPT).expect("write build.sh");
-            builder = builder
-                .args(["--build", "sh build.sh"])
-                .server_args(["out/page.txt"]);
-        } else {
-            builder = builder.server_args(["src/page.txt"]);
         }
-        for (key, value) in env {
-            builder = builder.env(key, value);
-        }
-        let devsup = builder.spawn();
-        let addr = devsup.addr();
-        let line = devsup.wait_for_line("live reload at http://", TIMEOUT);
-        let livereload = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .expect("a URL in the live reload line")
-            .to_owned();
-        devsup.wait_for_line("watching ", TIMEOUT);
+        let config = SiteConfig {
+            build,
+            verbose,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        let (devsup, url, livereload) = config.spawn(&root, "0", "127.0.0.1:0");
         PageSite {
             root,
             _dir: dir,
             devsup,
-            url: format!("http://{addr}/"),
+            url,
             livereload,
+            config,
         }
+    }
+
+    /// Stops devsup (SIGTERM) and starts a new one on the same two ports.
+    pub fn restart(&mut self) {
+        self.devsup.terminate(TIMEOUT);
+        let port = self.url.trim_end_matches('/').rsplit(':').next().unwrap();
+        let livereload = self.livereload.trim_start_matches("http://");
+        let (devsup, _, _) = self.config.spawn(&self.root, port, livereload);
+        self.devsup = devsup;
     }
 
     /// Writes `content` to `src/page.txt` (the edit).

@@ -208,3 +208,30 @@ fn a_taken_live_reload_port_is_a_clear_error() {
         devsup.log_text()
     );
 }
+
+#[test]
+fn a_page_open_across_a_devsup_restart_reloads_once_the_new_one_is_ready() {
+    let mut site = PageSite::new("first run", true, &[]);
+    let Some(mut browser) = Browser::launch("live reload across a devsup restart") else {
+        return;
+    };
+    site.devsup.wait_event(1, "ready", TIMEOUT);
+    browser.call(json!({"cmd": "open", "url": site.url}));
+    browser.wait_load("first run", TIMEOUT);
+    browser.call(json!({"cmd": "connected"}));
+
+    // devsup stops: the page stays, its script retries quietly. A new
+    // devsup on the same ports numbers its generations from 1 again.
+    site.edit("second run");
+    site.restart();
+    site.devsup.wait_event(1, "ready", TIMEOUT);
+    let load = browser.wait_load("second run", TIMEOUT);
+    assert_eq!(load["gen"], "1", "{load}");
+    assert_eq!(
+        loads(&browser),
+        [
+            ("1".to_owned(), "first run".to_owned()),
+            ("1".to_owned(), "second run".to_owned())
+        ]
+    );
+}

@@ -23,7 +23,7 @@
     if (script && script.src) origin = new URL(script.src).origin;
   } catch (e) {}
   var seen = script && script.dataset && script.dataset.generation ? Number(script.dataset.generation) : null;
-  var state = { generation: seen, reloading: false, delay: 1000, source: null, failed: null };
+  var state = { generation: seen, instance: null, reloading: false, delay: 1000, source: null, failed: null };
   window.__devsupLivereload = state;
 
   function reload(generation, catchingUp) {
@@ -32,7 +32,7 @@
       // At most twice for the same generation: a page that keeps naming
       // an old one (a cache, a wrong data-generation) must not loop.
       try {
-        var key = "devsup-livereload-catch-up:" + generation;
+        var key = "devsup-livereload-catch-up:" + state.instance + ":" + generation;
         var tries = Number(sessionStorage.getItem(key) || 0);
         if (tries >= 2) {
           state.generation = generation;
@@ -52,7 +52,21 @@
     state.source = source;
     source.addEventListener("hello", function (e) {
       state.delay = 1000;
-      var generation = Number(e.data);
+      var words = e.data.split(" ");
+      var generation = Number(words[0]);
+      var instance = words[1] || "";
+      if (state.instance && instance !== state.instance) {
+        // Another devsup (restarted): its generation numbers start again,
+        // so the page's own means nothing to it.
+        state.instance = instance;
+        if (generation > 0) {
+          reload(generation, true);
+        } else {
+          state.generation = null; // the next ready event reloads
+        }
+        return;
+      }
+      state.instance = instance;
       if (state.generation === null) {
         if (generation > 0) state.generation = generation;
       } else if (generation > 0 && generation !== state.generation) {

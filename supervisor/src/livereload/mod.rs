@@ -7,8 +7,9 @@
 //! [`SCRIPT_PATH`], the client script, and [`EVENTS_PATH`], a stream of
 //! server-sent events:
 //!
-//! - `hello` (data: the generation last announced ready, `0` if none), on
-//!   every connection, followed by the current `building` or `failed` state;
+//! - `hello` (data: the generation last announced ready, `0` if none, and
+//!   an id of this devsup run), on every connection, followed by the
+//!   current `building` or `failed` state;
 //! - `building`, when a build starts;
 //! - `failed` (data: a one-line summary, then the build's output, last
 //!   [`capture::KEEP`] bytes), when a build fails and the running
@@ -74,6 +75,9 @@ pub struct Hub {
 struct Shared {
     /// The generation last announced ready; 0 before the first.
     ready: GenId,
+    /// This devsup, told in the hello: generation numbers start again at 1
+    /// when devsup does, so a page reconnecting to another devsup reloads.
+    instance: String,
     /// A build under way or failed since the last ready generation, told to
     /// browsers that connect now.
     pending: Option<Bytes>,
@@ -91,7 +95,13 @@ pub fn start(addr: Option<SocketAddr>) -> anyhow::Result<Option<Hub>> {
     let Some(addr) = addr else {
         return Ok(None);
     };
-    let shared = Arc::new(Mutex::new(Shared::default()));
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let shared = Arc::new(Mutex::new(Shared {
+        instance: format!("{}-{}", std::process::id(), started.as_micros()),
+        ..Shared::default()
+    }));
     let (bound, runtime) = server::start(addr, shared.clone())?;
     let url = format!("http://{}", advertised(bound));
     info!("live reload at {url} (pages load <script src=\"{url}{SCRIPT_PATH}\"></script>)");
@@ -249,7 +259,10 @@ fn subscribe(shared: &Mutex<Shared>) -> tokio::sync::mpsc::UnboundedReceiver<Byt
     let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
     // The browser waits this long before reconnecting once devsup is gone.
     let _ = tx.send(Bytes::from_static(b"retry: 1000\n\n"));
-    let _ = tx.send(sse("hello", &shared.ready.to_string()));
+    let _ = tx.send(sse(
+        "hello",
+        &format!("{} {}", shared.ready, shared.instance),
+    ));
     if let Some(pending) = &shared.pending {
         let _ = tx.send(pending.clone());
     }
