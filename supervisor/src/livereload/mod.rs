@@ -12,7 +12,7 @@
 //!   current `building` or `failed` state;
 //! - `building`, when a build starts;
 //! - `failed` (data: a one-line summary, then the build's output, last
-//!   [`capture::KEEP`] bytes), when a build fails and the running
+//!   64 KiB), when a build fails and the running
 //!   generation is kept;
 //! - `ready` (data: `N`), when generation N is the one connections go to.
 //!
