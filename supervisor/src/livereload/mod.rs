@@ -14,7 +14,8 @@
 //! - `failed` (data: a one-line summary, then the build's output, last
 //!   64 KiB), when a build fails and the running
 //!   generation is kept;
-//! - `ready` (data: `N`), when generation N is the one connections go to.
+//! - `ready` (data: `N`), when generation N is the one connections go to
+//!   and the one before it has exited (or 250 ms have passed).
 //!
 //! The script reloads the page on `ready` (or on a `hello` naming another
 //! generation than the one it first saw), never on a file change; on
