@@ -138,6 +138,15 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "PATH", value_parser = parse_events, help_heading = "Output")]
     pub(crate) events: Option<Target>,
 
+    /// Reload the browser when a new generation is ready, and show build errors in it: serve a
+    /// script and an event stream on ADDR (default 127.0.0.1:35729; port 0 picks one). Pages load
+    /// it with `<script src="http://127.0.0.1:35729/devsup-livereload.js"></script>`; servers find
+    /// the address in DEVSUP_LIVERELOAD.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, require_equals = true,
+          default_missing_value = crate::livereload::DEFAULT_ADDR,
+          value_parser = crate::sockets::parse_tcp, help_heading = "Browser")]
+    pub(crate) livereload: Option<std::net::SocketAddr>,
+
     /// Read options from this file instead of ./devsup.toml or ./Cargo.toml's
     /// [package.metadata.devsup].
     #[arg(long, value_name = "PATH")]

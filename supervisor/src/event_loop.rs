@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::event::{Event, Input, Trigger};
 use crate::executor::Executor;
 use crate::guard::Guard;
+use crate::livereload;
 use crate::machine::State;
 use crate::report::{self, Reporter, events::Target};
 use crate::sockets;
@@ -69,6 +70,7 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
             inherited: l.is_inherited(),
         });
     }
+    let livereload_env = livereload::start(config.livereload, &reporter)?;
     let (tx, rx) = mpsc::channel();
     signals::spawn(tx.clone())?;
     if let Some(watch) = config.watch.clone() {
@@ -76,7 +78,8 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
     }
     terminal::spawn(tx.clone());
     let mut state = State::new(config.policy());
-    let mut exec = Executor::new(config, listeners, tx, guard, reporter, Vec::new())?;
+    let extra_env = livereload_env.into_iter().collect();
+    let mut exec = Executor::new(config, listeners, tx, guard, reporter, extra_env)?;
     let mut queue = VecDeque::from([Event::Reload {
         trigger: Trigger::Startup,
         at: Instant::now(),

@@ -25,6 +25,7 @@ mod event;
 mod event_loop;
 mod executor;
 mod guard;
+mod livereload;
 mod log;
 mod machine;
 mod process;

@@ -30,8 +30,11 @@
 //!   threads, fds, memory).
 //! - [`stats`]: median / max and quantiles.
 //! - [`tools`]: third-party programs the tests install on first use.
+//! - [`browser`]: headless Chromium driven line by line, and a page server
+//!   under `devsup --livereload`.
 #![warn(missing_docs)]
 
+pub mod browser;
 pub mod devlog;
 pub mod harness;
 pub mod http;

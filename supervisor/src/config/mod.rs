@@ -35,6 +35,7 @@ pub(crate) struct Config {
     pub(crate) watch: Option<WatchConfig>,
     pub(crate) prefix: bool,
     pub(crate) events: Option<Target>,
+    pub(crate) livereload: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -98,6 +99,7 @@ impl Config {
         Ok(Config {
             prefix: cli.prefix,
             events: cli.events,
+            livereload: cli.livereload,
             watch,
             sockets,
             backlog: cli.backlog,

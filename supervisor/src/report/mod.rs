@@ -6,8 +6,8 @@
 //! `--events` writers and socket clients ([`events`]), the status behind
 //! `devsup status` ([`status`]), the systemd notifier ([`systemd`]) and
 //! the browser live reload (`crate::livereload`). A subscriber must not
-//! block: one that does work elsewhere takes a [`Reporter::channel`] or
-//! sends to a thread of its own.
+//! block: one that does work elsewhere sends to a thread of its own (as
+//! the systemd notifier and the event socket clients do).
 //!
 //! Every JSON object carries the schema version `v`, a UTC timestamp `ts`
 //! and the generation `gen` it is about (or `null`), then the step's own

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p devsup-tests --bin devsup-bench -- \
-//!     [--only handoff,edit,watch,soak] \
+//!     [--only handoff,edit,watch,soak,browser] \
 //!     [--reloads N] [--conns C] [--interval MS] [--duration SECS] [--keepalive|--close|--both] \
 //!     [--edits N] [--tree DIR] [--starts N] [--soak-reloads N] [--soak-conns C]
 //! ```
@@ -19,6 +19,8 @@
 //!   beside a 200,000-file `target/` (see `bench/watch.rs`).
 //! - `soak`: 1,000 reloads in a row; devsup's fds and memory after 10 and
 //!   after 1,000 (see `bench/soak.rs`).
+//! - `browser`: write a watched file, until headless Chromium shows the new
+//!   content through `--livereload` (see `bench/browser.rs`).
 //!
 //! Every part by default, each printed as it finishes. A benchmark prints;
 //! it asserts nothing.
@@ -101,6 +103,8 @@ enum Part {
     Watch,
     /// 1,000 reloads in a row: fds and memory.
     Soak,
+    /// Edit→browser latency through --livereload, in headless Chromium.
+    Browser,
 }
 
 /// One mode's results.
@@ -116,7 +120,13 @@ struct ModeResult {
 fn main() -> ExitCode {
     let args = Args::parse();
     let parts = if args.only.is_empty() {
-        vec![Part::Handoff, Part::Edit, Part::Watch, Part::Soak]
+        vec![
+            Part::Handoff,
+            Part::Edit,
+            Part::Watch,
+            Part::Soak,
+            Part::Browser,
+        ]
     } else {
         args.only.clone()
     };
@@ -154,6 +164,9 @@ fn main() -> ExitCode {
             args.soak_conns,
             args.verbose,
         ));
+    }
+    if runs(Part::Browser) {
+        bench::browser::print(bench::browser::run(args.edits, args.verbose).as_ref());
     }
     ExitCode::SUCCESS
 }

@@ -10,6 +10,9 @@
 
 /// Command lines devsup must refuse, and how it says so.
 mod bad_input;
+/// `--livereload` in headless Chromium: a reload once the new generation
+/// is ready, the build-error overlay, reloads under fetches.
+mod browser;
 /// The command-line conventions: completions, config file, `--prefix`.
 mod cli;
 /// `--events` against docs/events.md; the event socket and `devsup status`.

@@ -2,6 +2,7 @@
 //! watch start-up on a large tree, and a long run of reloads; plus what
 //! they share (reading `/proc`, medians).
 
+pub mod browser;
 pub mod edit;
 pub mod soak;
 pub mod watch;
