@@ -196,9 +196,20 @@ pub(crate) fn start(name: &str) -> std::io::Result<(Tail, OwnedFd, OwnedFd)> {
 /// neither `CARGO_TERM_COLOR` nor `NO_COLOR` is set): cargo sees a pipe and
 /// would drop its colours.
 pub(crate) fn colour_env() -> Option<(OsString, OsString)> {
-    let asked = std::env::var_os("CARGO_TERM_COLOR").is_some()
-        || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    (!asked && std::io::stderr().is_terminal())
+    colour_for(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("CARGO_TERM_COLOR").is_some(),
+        std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+    )
+}
+
+/// [`colour_env`]'s rule: colours for a terminal, unless the user chose.
+fn colour_for(
+    terminal: bool,
+    cargo_term_color: bool,
+    no_color: bool,
+) -> Option<(OsString, OsString)> {
+    (terminal && !cargo_term_color && !no_color)
         .then(|| ("CARGO_TERM_COLOR".into(), "always".into()))
 }
 
@@ -391,6 +402,15 @@ mod tests {
         let lines = tail.printed(Duration::from_secs(10)).lines;
         assert!(tail.ended());
         assert_eq!(lines, ["half a line from stdout", "error: x"]);
+    }
+
+    #[test]
+    fn cargo_keeps_its_colours_on_a_terminal_unless_told_otherwise() {
+        let always = Some(("CARGO_TERM_COLOR".into(), "always".into()));
+        assert_eq!(colour_for(true, false, false), always);
+        assert_eq!(colour_for(false, false, false), None, "not a terminal");
+        assert_eq!(colour_for(true, true, false), None, "CARGO_TERM_COLOR set");
+        assert_eq!(colour_for(true, false, true), None, "NO_COLOR set");
     }
 
     #[test]

@@ -389,3 +389,71 @@ fn socket_clients_read_the_status_then_every_step() {
     assert_eq!(devsup.wait_exit(TIMEOUT).code(), Some(0));
     assert!(!socket.exists(), "the socket is removed");
 }
+
+/// A build step writes into devsup's tee, a pipe, so cargo would drop its
+/// colours: when devsup's own stderr is a terminal, the build gets
+/// `CARGO_TERM_COLOR=always` (and not when it is a pipe, or the user said
+/// `NO_COLOR`).
+#[test]
+fn a_build_keeps_cargos_colours_when_devsup_writes_to_a_terminal() {
+    let build_env = |terminal: bool, no_color: bool| -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let mut command = Command::new(&binaries().devsup);
+        command
+            .current_dir(dir.path())
+            .args([
+                "--no-watch",
+                "--port",
+                "0",
+                "--build",
+                "env > build-env.txt",
+            ])
+            .arg("--")
+            .arg(&binaries().server)
+            .env_remove("CARGO_TERM_COLOR")
+            .env_remove("NO_COLOR")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        if no_color {
+            command.env("NO_COLOR", "1");
+        }
+        if terminal {
+            command.stderr(std::fs::File::from(pty.slave));
+        } else {
+            command.stderr(std::process::Stdio::null());
+        }
+        let mut child = command.spawn().unwrap();
+        // Read the terminal, so that devsup never blocks on a full one.
+        let mut master = std::fs::File::from(pty.master);
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut master, &mut std::io::sink());
+        });
+        let path = dir.path().join("build-env.txt");
+        let written = wait_until(TIMEOUT, || {
+            std::fs::read_to_string(&path).is_ok_and(|t| t.contains("PATH="))
+        });
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+        let exited = wait_until(TIMEOUT, || child.try_wait().unwrap().is_some());
+        if !exited {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = child.wait();
+        }
+        assert!(written, "the build step did not run");
+        assert!(exited, "devsup did not stop on SIGTERM");
+        std::fs::read_to_string(&path).unwrap()
+    };
+    let colour = |env: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix("CARGO_TERM_COLOR="))
+            .map(str::to_owned)
+    };
+    assert_eq!(colour(&build_env(true, false)), Some("always".into()));
+    assert_eq!(
+        colour(&build_env(false, false)),
+        None,
+        "stderr not a terminal"
+    );
+    assert_eq!(colour(&build_env(true, true)), None, "NO_COLOR");
+}
