@@ -13,7 +13,7 @@
 //! through `process` (sockets at fds 3…) and tells the `guard` of every
 //! process group, so that they are stopped even if devsup is killed. Each
 //! step taken (`step`) is published by the executor through `report` to
-//! `--events`, `devsup status` and systemd.
+//! `--events`, `devsup status`, systemd and `livereload` (the browser).
 #[cfg(not(target_os = "linux"))]
 compile_error!(
     "devsup runs on Linux only: it relies on prctl (parent-death signal, child subreaper), close_range and SO_PASSCRED"
