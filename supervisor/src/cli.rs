@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use nix::sys::signal::Signal;
 
+use crate::report::events::Target;
 use crate::sockets::SocketSpec;
 
 /// Reload a network server on code changes without dropping a connection.
@@ -133,6 +134,20 @@ pub(crate) struct Cli {
     #[arg(long, help_heading = "Output")]
     pub(crate) prefix: bool,
 
+    /// Write every step as one JSON object per line: to a file, to stdout (`-`, the log stays on
+    /// stderr), or to clients of a unix socket (`unix::PATH`). The schema is in docs/events.md.
+    #[arg(long, value_name = "PATH", value_parser = parse_events, help_heading = "Output")]
+    pub(crate) events: Option<Target>,
+
+    /// Reload the browser when a new generation is ready, and show build errors in it: serve a
+    /// script and an event stream on ADDR (default 127.0.0.1:35729; port 0 picks one). Pages load
+    /// it with `<script src="http://127.0.0.1:35729/devsup-livereload.js"></script>`; servers find
+    /// the address in DEVSUP_LIVERELOAD.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, require_equals = true,
+          default_missing_value = crate::livereload::DEFAULT_ADDR,
+          value_parser = crate::sockets::parse_tcp, help_heading = "Browser")]
+    pub(crate) livereload: Option<std::net::SocketAddr>,
+
     /// Read options from this file instead of ./devsup.toml or ./Cargo.toml's
     /// [package.metadata.devsup].
     #[arg(long, value_name = "PATH")]
@@ -147,13 +162,27 @@ pub(crate) struct Cli {
     pub(crate) sub: Option<Sub>,
 }
 
-/// Subcommands: devsup's only one prints shell completions.
+/// Subcommands: shell completions, and the status of a running devsup.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Sub {
     /// Print a shell completion script, e.g. `devsup completions bash > /etc/bash_completion.d/devsup`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
+    },
+    /// Show what the devsup running in this directory is doing: the active generation and since
+    /// when, whether a build is running, and how the last one ended.
+    Status {
+        /// Print the status object of the event stream (docs/events.md) instead.
+        #[arg(long)]
+        json: bool,
+        /// The events socket of the devsup to ask (`unix::PATH`); default: the `events` of
+        /// ./devsup.toml if it is a socket, else the status socket of a devsup run here.
+        #[arg(long, value_name = "unix::PATH")]
+        events: Option<String>,
+        /// Read ./devsup.toml's `events` from this file instead.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -253,6 +282,11 @@ pub(crate) fn parse_poll(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+/// Parses `--events`: a file, `-` or `unix::PATH`.
+pub(crate) fn parse_events(s: &str) -> Result<Target, String> {
+    s.parse()
 }
 
 /// Parses `GLOB=SIGNAL` for `--signal-on`.

@@ -4,7 +4,7 @@
 //!
 //! This module sits below everything else: the event sources, the state
 //! machine, the executor and the loop all import it, and it imports none of
-//! them. That is what keeps the sources from depending on the loop that
+//! them (only [`crate::step`], the facts reported, which sits beside it). That is what keeps the sources from depending on the loop that
 //! consumes them.
 
 use std::fmt;
@@ -14,6 +14,8 @@ use std::time::Instant;
 
 use devsup_protocol::Message;
 use nix::sys::signal::Signal;
+
+use crate::step::Step;
 
 /// A generation number: 1, 2, 3, …
 pub(crate) type GenId = u64;
@@ -162,6 +164,10 @@ pub(crate) enum Action {
     StartBuild { step: usize },
     /// Send `signal` to the running build's process group `pid`.
     SignalBuild { pid: i32, signal: Signal },
+    /// Report this step to the subscribers (`--events`, `devsup status`,
+    /// systemd, `--livereload`): a fact the machine decided, beside the log
+    /// line it wrote for it.
+    Report(Step),
     /// Exit devsup with this status.
     Exit(u8),
 }

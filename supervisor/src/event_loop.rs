@@ -4,7 +4,8 @@
 //! sends an [`Input`] into one channel. The loop feeds each event into
 //! [`State::step`](crate::machine::State::step) and hands the actions it
 //! returns to the `Executor`, which carries them out and answers at once
-//! with the events they cause (`Spawned`, `BuildStarted`, …). Reaping and
+//! with the events they cause (`Spawned`, `BuildStarted`, …), and publishes
+//! the steps they report to the [`Reporter`]'s subscribers. Reaping and
 //! the fd store bypass the state machine: they are the executor's own
 //! bookkeeping.
 //!
@@ -23,9 +24,12 @@ use crate::config::Config;
 use crate::event::{Event, Input, Trigger};
 use crate::executor::Executor;
 use crate::guard::Guard;
+use crate::livereload;
 use crate::machine::State;
+use crate::report::{self, Reporter, events::Target};
 use crate::sockets;
 use crate::sources::{signals, terminal, watch};
+use crate::step::Step;
 
 /// Runs devsup until it is told to stop; returns its exit status.
 pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
@@ -35,20 +39,41 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
         config.program.resolve()?;
     }
     become_subreaper();
+    // Sockets systemd passed (socket activation), owned before any other fd
+    // is opened; stdout moved aside for `--events -` before any process is
+    // started.
+    let inherited = sockets::take_inherited()?;
+    if inherited.is_some() && !config.sockets.is_empty() {
+        warn!(
+            "socket-activated: serving on the sockets systemd passed; --port and --socket are ignored"
+        );
+    }
+    let events_stdout = match config.events {
+        Some(Target::Stdout) => Some(report::events::take_stdout()?),
+        _ => None,
+    };
     // Before any thread exists: the guard is forked.
     let mut guard = Guard::start(config.drain_signal, config.drain_timeout)?;
-    let listeners = sockets::bind_all(&config.sockets, config.backlog)?;
+    let reporter = Reporter::default();
+    let _outputs = report::start(&config, events_stdout, &reporter)?;
+    let listeners = match inherited {
+        Some(listeners) => listeners,
+        None => sockets::bind_all(&config.sockets, config.backlog)?,
+    };
     for (i, l) in listeners.iter().enumerate() {
+        let fd = proto::FIRST_FD + i as i32;
         if let sockets::Addr::Unix(path) = &l.addr {
             guard.remove_on_death(path);
         }
-        info!(
-            "listening on {} (name={} fd={})",
-            l.addr,
-            l.name,
-            proto::FIRST_FD + i as i32
-        );
+        info!("listening on {} (name={} fd={fd})", l.addr, l.name);
+        reporter.step(Step::Listening {
+            name: l.name.clone(),
+            addr: l.addr.to_string(),
+            fd,
+            inherited: l.is_inherited(),
+        });
     }
+    let livereload_env = livereload::start(config.livereload, &reporter)?;
     let (tx, rx) = mpsc::channel();
     signals::spawn(tx.clone())?;
     if let Some(watch) = config.watch.clone() {
@@ -56,7 +81,8 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
     }
     terminal::spawn(tx.clone());
     let mut state = State::new(config.policy());
-    let mut exec = Executor::new(config, listeners, tx, guard)?;
+    let extra_env = livereload_env.into_iter().collect();
+    let mut exec = Executor::new(config, listeners, tx, guard, reporter, extra_env)?;
     let mut queue = VecDeque::from([Event::Reload {
         trigger: Trigger::Startup,
         at: Instant::now(),

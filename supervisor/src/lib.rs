@@ -11,7 +11,9 @@
 //! `event_loop` feeds them to the pure decision logic in `machine` and hands
 //! its actions to the `executor`, which starts generations and build steps
 //! through `process` (sockets at fds 3…) and tells the `guard` of every
-//! process group, so that they are stopped even if devsup is killed.
+//! process group, so that they are stopped even if devsup is killed. Each
+//! step taken (`step`) is published by the executor through `report` to
+//! `--events`, `devsup status`, systemd and `livereload` (the browser).
 #[cfg(not(target_os = "linux"))]
 compile_error!(
     "devsup runs on Linux only: it relies on prctl (parent-death signal, child subreaper), close_range and SO_PASSCRED"
@@ -23,6 +25,7 @@ mod event;
 mod event_loop;
 mod executor;
 mod guard;
+mod livereload;
 mod log;
 mod machine;
 mod process;
@@ -30,8 +33,10 @@ mod process;
 mod props;
 #[allow(dead_code)] // until the state machine uses it (kernel readiness)
 mod readiness;
+mod report;
 mod sockets;
 mod sources;
+mod step;
 
 /// The `devsup` binary: parse, set up logging, run; the only place that
 /// prints an error.
@@ -39,9 +44,27 @@ pub fn main() -> std::process::ExitCode {
     use std::process::ExitCode;
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
     let (cli, matches) = cli::parse(std::env::args_os());
-    if let Some(cli::Sub::Completions { shell }) = &cli.sub {
-        cli::completions(*shell, &mut std::io::stdout());
-        return ExitCode::SUCCESS;
+    match &cli.sub {
+        Some(cli::Sub::Completions { shell }) => {
+            cli::completions(*shell, &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Some(cli::Sub::Status {
+            json,
+            events,
+            config,
+        }) => {
+            let asked = report::status::socket_for(&cwd, events.as_deref(), config.as_deref())
+                .and_then(|socket| report::status::run(&socket, *json, &mut std::io::stdout()));
+            return match asked {
+                Ok(code) => ExitCode::from(code),
+                Err(err) => {
+                    eprintln!("devsup: error: {err:#}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        None => {}
     }
     let (quiet, verbose) = (cli.quiet, cli.verbose);
     let config = match config::Config::load(cli, &matches, &cwd) {

@@ -1023,7 +1023,7 @@ elif how == "other":
         let per_probe = started.elapsed() / n;
         let started = Instant::now();
         for _ in 0..n {
-            assert_eq!(group_pids(w.pid()), []);
+            assert_eq!(group_pids(w.pid()), Vec::<i32>::new());
         }
         let per_scan = started.elapsed() / n;
         let started = Instant::now();

@@ -3,7 +3,9 @@
 //! devsup binds every listening socket once, before the first generation
 //! starts, and keeps it open until it exits. Sockets are created
 //! close-on-exec (socket2 passes `SOCK_CLOEXEC`); they become inheritable
-//! only inside a generation's fork, in [`crate::process`].
+//! only inside a generation's fork, in [`crate::process`]. Under systemd
+//! socket activation they are taken from devsup's own `LISTEN_FDS`
+//! ([`take_inherited`]) instead.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -118,12 +120,42 @@ pub(crate) struct Listener {
     socket: Socket,
     /// A unix socket file to remove when devsup exits.
     unlink_on_drop: Option<PathBuf>,
+    /// Passed by systemd, not bound.
+    inherited: bool,
 }
 
 impl Listener {
     /// The socket, to be passed to a generation.
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
+    }
+
+    /// Whether devsup was given it rather than bound it.
+    pub(crate) fn is_inherited(&self) -> bool {
+        self.inherited
+    }
+}
+
+impl Listener {
+    /// A listening socket devsup was given (socket activation, see
+    /// [`take_inherited`]) rather than bound: it is never unlinked.
+    fn inherited(name: String, socket: Socket) -> anyhow::Result<Listener> {
+        if socket.r#type()? != Type::STREAM || !socket.is_listener()? {
+            bail!("not a listening stream socket");
+        }
+        let local = socket.local_addr()?;
+        let addr = match (local.as_socket(), local.as_pathname()) {
+            (Some(tcp), _) => Addr::Tcp(tcp),
+            (None, Some(path)) => Addr::Unix(path.to_owned()),
+            (None, None) => Addr::Unix(PathBuf::from("(unnamed)")),
+        };
+        Ok(Listener {
+            name,
+            addr,
+            socket,
+            unlink_on_drop: None,
+            inherited: true,
+        })
     }
 }
 
@@ -167,6 +199,80 @@ pub(crate) fn bind_all(specs: &[SocketSpec], backlog: i32) -> anyhow::Result<Vec
     Ok(listeners)
 }
 
+/// Most sockets taken from systemd (socket activation).
+const MAX_INHERITED: usize = 64;
+
+/// The number of sockets devsup's environment passes to devsup itself.
+fn passed_fds() -> Option<usize> {
+    let pid: u32 = std::env::var(devsup_protocol::LISTEN_PID_ENV)
+        .ok()?
+        .parse()
+        .ok()?;
+    if pid != std::process::id() {
+        return None;
+    }
+    let n: usize = std::env::var(devsup_protocol::LISTEN_FDS_ENV)
+        .ok()?
+        .parse()
+        .ok()?;
+    (n > 0).then_some(n)
+}
+
+/// Whether devsup was socket-activated: then no `--port` is needed.
+pub(crate) fn socket_activated() -> bool {
+    passed_fds().is_some()
+}
+
+/// Socket activation: takes the sockets systemd passed devsup (its own
+/// `LISTEN_FDS`, with `LISTEN_PID` = devsup's pid), if it did, instead of
+/// binding; they go to each generation as usual, at fds 3, 4, …, with their
+/// names from `LISTEN_FDNAMES`. Call it once, before
+/// any other fd is opened or any process started. Unnamed sockets are
+/// named as devsup names its own: `http`, `http2`, …
+pub(crate) fn take_inherited() -> anyhow::Result<Option<Vec<Listener>>> {
+    let Some(n) = passed_fds() else {
+        return Ok(None);
+    };
+    if n > MAX_INHERITED {
+        bail!("LISTEN_FDS={n}: devsup takes at most {MAX_INHERITED} sockets");
+    }
+    let names: Vec<String> = std::env::var(devsup_protocol::LISTEN_FDNAMES_ENV)
+        .unwrap_or_default()
+        .split(':')
+        .map(str::to_owned)
+        .collect();
+    let mut listeners = Vec::with_capacity(n);
+    for i in 0..n {
+        let fd = devsup_protocol::FIRST_FD + i as std::os::fd::RawFd;
+        // The fd must be open before it is owned.
+        if nix::fcntl::fcntl(
+            // SAFETY: only borrowed for the check.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+            nix::fcntl::FcntlArg::F_GETFD,
+        )
+        .is_err()
+        {
+            bail!("LISTEN_FDS={n}, but fd {fd} is not open");
+        }
+        // SAFETY: systemd passed this fd to devsup and nothing else in
+        // devsup has taken it: from now on it belongs to this Socket.
+        let socket = unsafe { <Socket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        socket
+            .set_cloexec(true)
+            .with_context(|| format!("fd {fd}"))?;
+        let name = match names.get(i).filter(|n| !n.is_empty()) {
+            Some(name) => name.clone(),
+            None if i == 0 => "http".to_owned(),
+            None => format!("http{}", i + 1),
+        };
+        listeners.push(Listener::inherited(name, socket).with_context(|| {
+            format!("fd {fd}, passed by systemd (LISTEN_FDS={n}), is not a listening stream socket")
+        })?);
+    }
+    tracing::info!("socket-activated: took {n} socket(s) from systemd");
+    Ok(Some(listeners))
+}
+
 fn bind(spec: &SocketSpec, name: String, backlog: i32) -> anyhow::Result<Listener> {
     match &spec.addr {
         Addr::Tcp(addr) => {
@@ -196,6 +302,7 @@ fn bind(spec: &SocketSpec, name: String, backlog: i32) -> anyhow::Result<Listene
                 addr: Addr::Tcp(local),
                 socket,
                 unlink_on_drop: None,
+                inherited: false,
             })
         }
         Addr::Unix(path) => {
@@ -213,6 +320,7 @@ fn bind(spec: &SocketSpec, name: String, backlog: i32) -> anyhow::Result<Listene
                 addr: spec.addr.clone(),
                 socket,
                 unlink_on_drop: Some(path.clone()),
+                inherited: false,
             })
         }
     }

@@ -32,8 +32,11 @@
 //! - [`unchanged`]: third-party servers as people write them, run under
 //!   devsup with reloads under load.
 //! - [`tools`]: third-party programs the tests install on first use.
+//! - [`browser`]: headless Chromium driven line by line, and a page server
+//!   under `devsup --livereload`.
 #![warn(missing_docs)]
 
+pub mod browser;
 pub mod devlog;
 pub mod harness;
 pub mod http;

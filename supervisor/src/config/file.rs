@@ -35,6 +35,17 @@ impl Many {
     }
 }
 
+/// `livereload = true` (the default address), `false`, or
+/// `livereload = "ADDR"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OnOrAddr {
+    /// `livereload = true`
+    On(bool),
+    /// `livereload = "127.0.0.1:35729"`
+    Addr(String),
+}
+
 /// The options a config file may hold; every one is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -58,6 +69,8 @@ pub(crate) struct FileConfig {
     pub(crate) drain_signal: Option<String>,
     pub(crate) drain_timeout: Option<String>,
     pub(crate) prefix: Option<bool>,
+    pub(crate) events: Option<String>,
+    pub(crate) livereload: Option<OnOrAddr>,
     pub(crate) command: Option<Many>,
 }
 
@@ -204,6 +217,21 @@ impl FileConfig {
         if let (false, Some(v)) = (given("prefix"), self.prefix) {
             cli.prefix = v;
         }
+        if let (false, Some(v)) = (given("events"), self.events) {
+            cli.events = Some(v.parse().map_err(|e| bad("events", e))?);
+        }
+        if let (false, Some(v)) = (given("livereload"), self.livereload) {
+            cli.livereload = match v {
+                OnOrAddr::On(false) => None,
+                OnOrAddr::On(true) => Some(
+                    crate::sockets::parse_tcp(crate::livereload::DEFAULT_ADDR)
+                        .map_err(|e| bad("livereload", e))?,
+                ),
+                OnOrAddr::Addr(addr) => {
+                    Some(crate::sockets::parse_tcp(&addr).map_err(|e| bad("livereload", e))?)
+                }
+            };
+        }
         if let (false, Some(v)) = (given("command"), self.command) {
             cli.command = command_words(v)?.into_iter().map(Into::into).collect();
         }
@@ -340,6 +368,61 @@ mod tests {
         let c = run(&[], "Cargo.toml", toml).unwrap();
         assert_eq!(c.sockets[0].addr.to_string(), "127.0.0.1:7000");
         assert_eq!(c.program.argv(), ["./app"]);
+    }
+
+    #[test]
+    fn events_come_from_the_file_too() {
+        let c = run(
+            &[],
+            "devsup.toml",
+            "port = 1\nevents = \"unix::ev.sock\"\ncommand = \"x\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.events,
+            Some(crate::report::events::Target::Socket("ev.sock".into()))
+        );
+        let c = run(
+            &["--events", "-"],
+            "devsup.toml",
+            "port = 1\nevents = \"e.json\"\ncommand = \"x\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.events, Some(crate::report::events::Target::Stdout));
+        let e = run(
+            &[],
+            "devsup.toml",
+            "port = 1\nevents = \"unix::\"\ncommand = \"x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("events") && e.contains("unix::PATH"), "{e}");
+    }
+
+    #[test]
+    fn livereload_is_a_switch_or_an_address() {
+        let with = |value: &str| {
+            run(
+                &[],
+                "devsup.toml",
+                &format!("port = 1\nlivereload = {value}\ncommand = \"x\"\n"),
+            )
+            .map(|c| c.livereload.map(|a| a.to_string()))
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(with("true"), Ok(Some("127.0.0.1:35729".into())));
+        assert_eq!(with("false"), Ok(None));
+        assert_eq!(with("\"127.0.0.1:0\""), Ok(Some("127.0.0.1:0".into())));
+        let e = with("\"nope\"").unwrap_err();
+        assert!(e.contains("livereload"), "{e}");
+        // The command line wins.
+        let c = run(
+            &["--livereload=127.0.0.1:9"],
+            "devsup.toml",
+            "port = 1\nlivereload = false\ncommand = \"x\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.livereload, Some("127.0.0.1:9".parse().unwrap()));
     }
 
     #[test]

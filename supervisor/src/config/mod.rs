@@ -11,6 +11,7 @@ use nix::sys::signal::Signal;
 use crate::cli::Cli;
 use crate::machine::Policy;
 use crate::process::Program;
+use crate::report::events::Target;
 use crate::sockets::{self, Addr, SocketSpec};
 use crate::sources::watch::WatchConfig;
 
@@ -35,6 +36,8 @@ pub(crate) struct Config {
     pub(crate) ready_after: Option<Duration>,
     pub(crate) watch: Option<WatchConfig>,
     pub(crate) prefix: bool,
+    pub(crate) events: Option<Target>,
+    pub(crate) livereload: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -70,6 +73,12 @@ impl Config {
         Config::from_cli(cli)
     }
 
+    /// The config file's `events` (`--config`, else devsup.toml or
+    /// `[package.metadata.devsup]` in `cwd`), for `devsup status`.
+    pub(crate) fn file_events(cwd: &Path, config: Option<&Path>) -> anyhow::Result<Option<String>> {
+        Ok(file::load(cwd, config)?.and_then(|(_, file)| file.events))
+    }
+
     /// Checks what clap cannot and builds the [`Config`].
     pub(crate) fn from_cli(cli: Cli) -> anyhow::Result<Config> {
         let mut sockets = Vec::new();
@@ -80,7 +89,7 @@ impl Config {
             });
         }
         sockets.extend(cli.sockets);
-        if sockets.is_empty() {
+        if sockets.is_empty() && !sockets::socket_activated() {
             anyhow::bail!("nothing to listen on: pass --port 8080 or --socket tcp::8080");
         }
         sockets::names(&sockets)?;
@@ -99,6 +108,8 @@ impl Config {
         });
         Ok(Config {
             prefix: cli.prefix,
+            events: cli.events,
+            livereload: cli.livereload,
             watch,
             sockets,
             backlog: cli.backlog,

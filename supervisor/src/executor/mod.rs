@@ -8,14 +8,21 @@
 //! behind are reparented to it and reaped here, and a generation counts as
 //! gone only when its whole process group is), each generation's notify
 //! socket, the `FDSTORE=1` fds, and the guard.
+//!
+//! It is also where steps are published: the ones the machine returns as
+//! [`Action::Report`] and its own (a generation spawned with its pid, a
+//! signal sent, a build step started) go to the [`Reporter`]. A build
+//! step's output goes through the tee in `tee.rs`, whose end a failed
+//! build's step carries.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use devsup_protocol as proto;
 use nix::errno::Errno;
@@ -29,12 +36,21 @@ use crate::event::{Action, Event, Exit, GenId, Input, SignalReason, Store};
 use crate::guard::Guard;
 use crate::log::latency;
 use crate::process::{self, ExecStatus, Inherit};
+use crate::report::Reporter;
 use crate::sockets::Listener;
 use crate::sources::notify::{self, Heard, NotifyDir};
 use crate::sources::ready_channel;
+use crate::step::Step;
 
 mod main_pid;
 mod output;
+mod tee;
+
+/// How long a failed build step's output may take to reach its end of
+/// file once its process group is gone, before its end is reported
+/// without the rest (a process outside the group, such as a compiler cache
+/// server, may hold the pipe).
+const OUTPUT_EOF_WAIT: Duration = Duration::from_millis(500);
 
 /// What a process devsup started is for.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +88,13 @@ pub(crate) struct Executor {
     fd_store: Vec<(String, OwnedFd)>,
     /// Stops every group devsup started if devsup dies first.
     guard: Guard,
+    /// Where every step is published.
+    reporter: Reporter,
+    /// Added to the environment of every generation and build step
+    /// (`DEVSUP_LIVERELOAD`).
+    extra_env: Vec<(OsString, OsString)>,
+    /// The running (or last) build step's output.
+    build_output: Option<tee::Tail>,
 }
 
 /// Most fds devsup keeps for `FDSTORE=1`.
@@ -79,12 +102,15 @@ const MAX_STORED_FDS: usize = 32;
 
 impl Executor {
     /// An executor with no process yet, and the private directory for the
-    /// generations' notify sockets.
+    /// generations' notify sockets. Steps go to `reporter`; `extra_env` is
+    /// added to the environment of everything it starts.
     pub(crate) fn new(
         config: Config,
         listeners: Vec<Listener>,
         tx: Sender<Input>,
         mut guard: Guard,
+        reporter: Reporter,
+        extra_env: Vec<(OsString, OsString)>,
     ) -> anyhow::Result<Executor> {
         let notify_dir = NotifyDir::create();
         if let Some(path) = notify_dir.path() {
@@ -99,6 +125,9 @@ impl Executor {
             notify_addrs: HashMap::new(),
             fd_store: Vec::new(),
             guard,
+            reporter,
+            extra_env,
+            build_output: None,
         })
     }
 
@@ -133,6 +162,8 @@ impl Executor {
                         info!(generation = gen_id, "{because}: sending {signal}")
                     }
                 }
+                self.reporter
+                    .step(Step::signal(gen_id, signal, &reason, sent));
                 signal_group(pid, signal);
                 for &group in self
                     .procs
@@ -148,12 +179,37 @@ impl Executor {
                 debug!("sending {signal} to the build");
                 signal_group(pid, signal);
             }
+            Action::Report(step) => self.report(step),
             Action::Exit(code) => {
                 self.guard.exit();
                 return Some(code);
             }
         }
         None
+    }
+
+    /// Publishes a step of the machine's; a failed build's carries the end
+    /// of what its last step printed.
+    fn report(&mut self, mut step: Step) {
+        if let Step::BuildFinished {
+            status: "failed",
+            output_tail,
+            output,
+            ..
+        } = &mut step
+        {
+            if let Some(printed) = self
+                .build_output
+                .as_ref()
+                .map(|t| t.printed(OUTPUT_EOF_WAIT))
+            {
+                *output_tail = Some(printed.lines);
+                *output = Some(printed.text);
+            } else {
+                *output_tail = Some(Vec::new());
+            }
+        }
+        self.reporter.step(step);
     }
 
     fn spawn(&mut self, gen_id: GenId, trigger_at: Option<Instant>) -> Event {
@@ -189,6 +245,7 @@ impl Executor {
             parent_death_signal: self.config.drain_signal,
             extra_env: (notify.iter())
                 .map(|n| (proto::NOTIFY_SOCKET_ENV.into(), n.env.clone()))
+                .chain(self.extra_env.iter().cloned())
                 .collect(),
             capture_output: self.config.prefix,
         };
@@ -198,6 +255,11 @@ impl Executor {
                     .map(|t| format!(" in {} after trigger", latency(t.elapsed())))
                     .unwrap_or_default();
                 info!(generation = gen_id, "spawned pid={}{after}", spawned.pid);
+                self.reporter.step(Step::Spawned {
+                    generation: gen_id,
+                    pid: spawned.pid,
+                    after_trigger_us: trigger_at.map(|t| crate::step::us(t.elapsed())),
+                });
                 self.guard.watch(spawned.pid);
                 let heard = Heard::new(spawned.pid);
                 self.procs.insert(
@@ -298,8 +360,37 @@ impl Executor {
         let cmd = &self.config.builds[step];
         let total = self.config.builds.len();
         info!("build step {}/{total}: {cmd}", step + 1);
-        match process::spawn_build(cmd) {
+        // The step's stdout and stderr go through the tee, which shows them
+        // and keeps their end for a failure's report.
+        let output = match tee::start("build") {
+            Ok((tail, out, err)) => {
+                self.build_output = Some(tail);
+                Some((out, err))
+            }
+            Err(e) => {
+                warn!("cannot capture the build's output ({e}); it is shown but not reported");
+                self.build_output = None;
+                None
+            }
+        };
+        let fds = output.as_ref().map(|(o, e)| (o.as_raw_fd(), e.as_raw_fd()));
+        let env: Vec<_> = self
+            .extra_env
+            .iter()
+            .cloned()
+            .chain(tee::colour_env())
+            .collect();
+        let spawned = process::spawn_build(cmd, fds, &env);
+        // Only the child holds the write ends now: the tee sees the end of
+        // the output when the step's last process closes them.
+        drop(output);
+        match spawned {
             Ok(pid) => {
+                self.reporter.step(Step::BuildStarted {
+                    step: step + 1,
+                    steps: total,
+                    command: cmd.clone(),
+                });
                 self.guard.watch(pid);
                 self.procs.insert(
                     pid,

@@ -10,6 +10,7 @@ use tracing::{error, info};
 use super::{BUILD_CANCEL_GRACE, State};
 use crate::event::{Action, Exit};
 use crate::log::ms;
+use crate::step::Step;
 
 /// The build under way: one step at a time, in order.
 #[derive(Debug, Clone)]
@@ -92,12 +93,23 @@ impl State {
         };
         let took = ms(now.duration_since(build.started));
         let step_took = ms(now.duration_since(build.step_started));
+        let finished = |status| {
+            Action::Report(Step::build_finished(
+                status,
+                build.step,
+                self.policy.build_steps,
+                exit,
+                now.duration_since(build.started),
+            ))
+        };
         if self.shutdown.is_some() {
             info!("build stopped after {took}");
+            out.push(finished("stopped"));
             return;
         }
         if build.restart {
             info!("build cancelled after {took}; starting it again");
+            out.push(finished("cancelled"));
             let trigger_at = build.trigger_at;
             self.begin(trigger_at, now, out);
             return;
@@ -115,10 +127,12 @@ impl State {
                     out.push(Action::StartBuild { step: step + 1 });
                 } else {
                     info!("build finished in {took}");
+                    out.push(finished("ok"));
                     self.spawn(Some(build.trigger_at), now, out);
                 }
             }
             failed => {
+                out.push(finished("failed"));
                 let how = failed
                     .map(|e| format!("exited {e}"))
                     .unwrap_or_else(|| "could not start".into());

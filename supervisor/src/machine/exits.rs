@@ -9,6 +9,7 @@ use tracing::{error, info, warn};
 use super::{BACKOFF_MAX, BACKOFF_MIN, BACKOFF_RESET, Phase, State};
 use crate::event::{Action, Exit, GenId};
 use crate::log::ms;
+use crate::step::Step;
 
 impl State {
     /// The executor could not start generation `gen_id`.
@@ -22,6 +23,10 @@ impl State {
         if self.gens.remove(&gen_id).is_some() {
             let keep = self.keeping();
             error!(generation = gen_id, "cannot start: {error}{keep}");
+            out.push(Action::Report(Step::SpawnFailed {
+                generation: gen_id,
+                error: error.to_owned(),
+            }));
             self.keep_serving(now, out);
         }
     }
@@ -36,6 +41,15 @@ impl State {
         let Some(g) = self.gens.remove(&gen_id) else {
             return;
         };
+        let (phase, drain) = match g.phase {
+            Phase::Draining { since, .. } => ("draining", Some(now.duration_since(since))),
+            Phase::Starting { .. } => ("starting", None),
+            Phase::Active { .. } => ("active", None),
+        };
+        let uptime = now.duration_since(g.spawned_at);
+        out.push(Action::Report(Step::exited(
+            gen_id, exit, phase, uptime, drain,
+        )));
         match g.phase {
             Phase::Draining { since, .. } => {
                 info!(

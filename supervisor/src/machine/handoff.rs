@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 use super::{Generation, Phase, READINESS_PROBE, State};
 use crate::event::{Action, GenId, SignalReason, Trigger};
 use crate::log::ms;
+use crate::step::{Step, us};
 
 impl State {
     pub(super) fn on_reload(
@@ -25,6 +26,7 @@ impl State {
             return;
         }
         if let Some(b) = &mut self.build {
+            out.push(Action::Report(Step::coalesced(&trigger, "build", None)));
             // The build is building stale sources: start it again.
             b.restart = true;
             b.trigger_at = at;
@@ -36,6 +38,11 @@ impl State {
             return;
         }
         if let Some(starting) = self.starting() {
+            out.push(Action::Report(Step::coalesced(
+                &trigger,
+                "queue",
+                Some(starting),
+            )));
             if self.pending.is_none() {
                 info!("reload requested by {trigger}: queued until gen={starting} has started");
             }
@@ -47,6 +54,7 @@ impl State {
         } else {
             info!("reload requested by {trigger}");
         }
+        out.push(Action::Report(Step::trigger(&trigger, false)));
         self.check_readiness_support(now);
         self.restart_at = None;
         self.begin(at, now, out);
@@ -107,6 +115,12 @@ impl State {
             },
         );
         out.push(Action::Spawn { gen_id, trigger_at });
+        if matches!(phase, Phase::Active { .. }) {
+            out.push(Action::Report(Step::Active {
+                generation: gen_id,
+                replaces: None,
+            }));
+        }
         if self.gens.len() > self.peak {
             self.peak = self.gens.len();
             if self.peak > 2 {
@@ -169,12 +183,21 @@ impl State {
                     );
                 }
                 let took = at.saturating_duration_since(g.spawned_at);
+                let ready = Action::Report(Step::Ready {
+                    generation: gen_id,
+                    rule: "notify",
+                    ready_us: us(took),
+                });
                 match g.phase {
                     Phase::Starting { .. } => {
                         info!(generation = gen_id, "ready in {}", ms(took));
+                        out.push(ready);
                         self.promote(gen_id, Some(at), now, out);
                     }
-                    Phase::Active { .. } => info!(generation = gen_id, "ready in {}", ms(took)),
+                    Phase::Active { .. } => {
+                        info!(generation = gen_id, "ready in {}", ms(took));
+                        out.push(ready);
+                    }
                     Phase::Draining { .. } => {
                         debug!(generation = gen_id, "READY=1 while draining: ignored")
                     }
@@ -227,6 +250,10 @@ impl State {
         let old = self.active();
         if let Some(g) = self.gens.get_mut(&gen_id) {
             g.phase = Phase::Active { since: now };
+            out.push(Action::Report(Step::Active {
+                generation: gen_id,
+                replaces: old,
+            }));
         }
         if let Some(old) = old {
             let reason = SignalReason::Handoff {
@@ -243,6 +270,7 @@ impl State {
     pub(super) fn settled(&mut self, now: Instant, out: &mut Vec<Action>) {
         if let Some((trigger, at)) = self.pending.take() {
             info!("starting the reload queued by {trigger}");
+            out.push(Action::Report(Step::trigger(&trigger, true)));
             self.check_readiness_support(now);
             self.begin(at, now, out);
         }

@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use super::{Phase, State};
 use crate::event::{Action, GenId, SignalReason};
+use crate::step::Step;
 
 /// A shutdown under way.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +64,10 @@ impl State {
             "{because}: shutting down; draining {live} generation{} (again to kill at once)",
             if live == 1 { "" } else { "s" }
         );
+        out.push(Action::Report(Step::Shutdown {
+            cause: because.clone(),
+            live,
+        }));
         let ids: Vec<GenId> = self.gens.keys().copied().collect();
         for gen_id in ids {
             self.drain(gen_id, SignalReason::Shutdown, now, out);
@@ -87,6 +92,7 @@ impl State {
             } else {
                 warn!("stopped, but some generation had to be killed");
             }
+            out.push(Action::Report(Step::Stopped { code }));
             out.push(Action::Exit(code));
         }
     }

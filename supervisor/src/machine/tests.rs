@@ -14,6 +14,7 @@ use nix::sys::signal::Signal;
 
 use super::*;
 use crate::event::{Exit, SignalReason};
+use crate::step::Step;
 
 const T: Duration = Duration::from_millis(1);
 
@@ -33,6 +34,9 @@ struct Sim {
     state: State,
     now: Instant,
     next_pid: i32,
+    /// Every step reported (`Action::Report`), in order; `feed` returns
+    /// the other actions.
+    reported: Vec<Step>,
 }
 
 impl Sim {
@@ -41,6 +45,7 @@ impl Sim {
             state: State::new(policy),
             now: Instant::now(),
             next_pid: 100,
+            reported: Vec::new(),
         }
     }
 
@@ -49,25 +54,48 @@ impl Sim {
     }
 
     /// Feeds an event; answers every `Spawn` with `Spawned` at once, as the
-    /// executor does, and returns all other actions.
+    /// executor does, keeps the reported steps in `reported` and returns
+    /// all other actions.
     fn feed(&mut self, event: Event) -> Vec<Action> {
-        let actions = self.state.step(event, self.now);
+        let actions = self.step(event);
         let mut rest = Vec::new();
         for a in actions {
             if let Action::Spawn { gen_id, .. } = a {
                 self.next_pid += 1;
                 let pid = self.next_pid;
-                assert!(
-                    self.state
-                        .step(Event::Spawned { gen_id, pid }, self.now)
-                        .is_empty()
-                );
+                assert!(self.step(Event::Spawned { gen_id, pid }).is_empty());
                 rest.push(a);
             } else {
                 rest.push(a);
             }
         }
         rest
+    }
+
+    /// Steps the machine once; keeps the reported steps in `reported` and
+    /// returns the other actions.
+    fn step(&mut self, event: Event) -> Vec<Action> {
+        let mut rest = Vec::new();
+        for a in self.state.step(event, self.now) {
+            match a {
+                Action::Report(step) => self.reported.push(step),
+                a => rest.push(a),
+            }
+        }
+        rest
+    }
+
+    /// The steps reported since the last call, by kind
+    /// (`docs/events.md`'s `event`) and generation.
+    fn take_reported(&mut self) -> Vec<(String, Option<GenId>)> {
+        std::mem::take(&mut self.reported)
+            .into_iter()
+            .map(|s| {
+                let json = crate::report::Record::now(s.clone()).to_json();
+                let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+                (v["event"].as_str().unwrap().to_owned(), s.generation())
+            })
+            .collect()
     }
 
     fn reload(&mut self) -> Vec<Action> {
@@ -182,13 +210,11 @@ fn exit_before_ready_keeps_the_old_generation() {
 #[test]
 fn spawn_failure_keeps_the_old_generation() {
     let mut sim = Sim::serving(policy());
-    let a = sim.state.step(
-        Event::Reload {
-            trigger: Trigger::Sighup,
-            at: sim.now,
-        },
-        sim.now,
-    );
+    let at = sim.now;
+    let a = sim.step(Event::Reload {
+        trigger: Trigger::Sighup,
+        at,
+    });
     assert_eq!(spawned(&a), [2]);
     let a = sim.feed(Event::SpawnFailed {
         gen_id: 2,
@@ -601,24 +627,18 @@ fn nothing_serving_after_a_successor_times_out_schedules_a_restart() {
 
 #[test]
 fn a_drain_decided_before_the_pid_is_known_is_sent_once_it_is() {
-    let mut state = State::new(policy());
-    let now = Instant::now();
-    let a = state.step(
-        Event::Reload {
-            trigger: Trigger::Startup,
-            at: now,
-        },
-        now,
-    );
+    let mut sim = Sim::new(policy());
+    let now = sim.now;
+    let a = sim.step(Event::Reload {
+        trigger: Trigger::Startup,
+        at: now,
+    });
     assert!(matches!(a[..], [Action::Spawn { gen_id: 1, .. }]));
-    let a = state.step(
-        Event::Shutdown {
-            because: "SIGINT".into(),
-        },
-        now,
-    );
+    let a = sim.step(Event::Shutdown {
+        because: "SIGINT".into(),
+    });
     assert!(signals(&a).is_empty(), "no pid to signal yet");
-    let a = state.step(Event::Spawned { gen_id: 1, pid: 77 }, now);
+    let a = sim.step(Event::Spawned { gen_id: 1, pid: 77 });
     assert!(
         matches!(
             a[..],
@@ -635,35 +655,132 @@ fn a_drain_decided_before_the_pid_is_known_is_sent_once_it_is() {
 
 #[test]
 fn a_spawn_failure_of_the_only_generation_retries_with_backoff() {
-    let mut state = State::new(policy());
-    let now = Instant::now();
-    state.step(
-        Event::Reload {
-            trigger: Trigger::Startup,
-            at: now,
-        },
-        now,
-    );
-    let a = state.step(
-        Event::SpawnFailed {
-            gen_id: 1,
-            error: "ENOEXEC".into(),
-        },
-        now,
-    );
+    let mut sim = Sim::new(policy());
+    let now = sim.now;
+    sim.step(Event::Reload {
+        trigger: Trigger::Startup,
+        at: now,
+    });
+    let a = sim.step(Event::SpawnFailed {
+        gen_id: 1,
+        error: "ENOEXEC".into(),
+    });
     assert!(a.is_empty());
-    assert_eq!(state.active(), None);
-    assert_eq!(state.next_deadline(), Some(now + BACKOFF_MIN));
+    assert_eq!(sim.state.active(), None);
+    assert_eq!(sim.state.next_deadline(), Some(now + BACKOFF_MIN));
     // The exit of the child that failed to exec is then ignored.
     assert!(
-        state
-            .step(
-                Event::GenExited {
-                    gen_id: 1,
-                    exit: Exit::Code(127)
-                },
-                now
-            )
-            .is_empty()
+        sim.step(Event::GenExited {
+            gen_id: 1,
+            exit: Exit::Code(127)
+        })
+        .is_empty()
     );
+    assert_eq!(
+        sim.take_reported(),
+        [
+            ("trigger".into(), None),
+            ("active".into(), Some(1)),
+            ("spawn_failed".into(), Some(1)),
+        ],
+        "nothing is reported of the exit of a generation already gone"
+    );
+}
+
+#[test]
+fn each_decision_is_reported_beside_its_log_line() {
+    let mut sim = Sim::serving(policy());
+    assert_eq!(
+        sim.take_reported(),
+        [
+            ("trigger".into(), None),
+            ("active".into(), Some(1)),
+            ("ready".into(), Some(1)),
+        ]
+    );
+    sim.reload();
+    // A trigger while gen 2 starts is queued: one coalesced step.
+    let at = sim.now;
+    sim.feed(Event::Reload {
+        trigger: Trigger::Key,
+        at,
+    });
+    // gen 2 ready: promoted, replacing gen 1; then the queued reload runs.
+    sim.ready(2);
+    sim.exited(1, Exit::Code(0));
+    assert_eq!(
+        sim.take_reported(),
+        [
+            ("trigger".into(), None),
+            ("coalesced".into(), Some(2)),
+            ("ready".into(), Some(2)),
+            ("active".into(), Some(2)),
+            ("trigger".into(), None),
+            ("exited".into(), Some(1)),
+        ]
+    );
+    sim.ready(3);
+    let promoted = sim
+        .reported
+        .iter()
+        .find(|s| matches!(s, Step::Active { .. }))
+        .cloned();
+    assert_eq!(
+        promoted,
+        Some(Step::Active {
+            generation: 3,
+            replaces: Some(2)
+        })
+    );
+    sim.reported.clear();
+    sim.feed(Event::Shutdown {
+        because: "SIGTERM".into(),
+    });
+    sim.exited(2, Exit::Code(0));
+    sim.exited(3, Exit::Code(0));
+    let reported = std::mem::take(&mut sim.reported);
+    assert_eq!(
+        reported[0],
+        Step::Shutdown {
+            cause: "SIGTERM".into(),
+            live: 2
+        }
+    );
+    assert_eq!(reported.last(), Some(&Step::Stopped { code: 0 }));
+}
+
+#[test]
+fn a_failed_build_is_reported_once_and_a_cancelled_one_as_cancelled() {
+    let mut sim = Sim::serving(Policy {
+        build_steps: 1,
+        ..policy()
+    });
+    sim.reported.clear();
+    sim.reload();
+    sim.feed(Event::BuildStarted { pid: 60 });
+    sim.reload();
+    sim.feed(Event::BuildExited {
+        exit: Some(Exit::Signal(Signal::SIGTERM as i32)),
+    });
+    sim.feed(Event::BuildStarted { pid: 61 });
+    sim.feed(Event::BuildExited {
+        exit: Some(Exit::Code(101)),
+    });
+    let finished: Vec<(&str, Option<i32>)> = sim
+        .reported
+        .iter()
+        .filter_map(|s| match s {
+            Step::BuildFinished { status, code, .. } => Some((*status, *code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished, [("cancelled", None), ("failed", Some(101))]);
+    // The machine leaves the output to the executor, which captured it.
+    assert!(sim.reported.iter().all(|s| !matches!(
+        s,
+        Step::BuildFinished {
+            output_tail: Some(_),
+            ..
+        }
+    )));
 }

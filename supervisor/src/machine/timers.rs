@@ -13,6 +13,7 @@ use super::{BUILD_CANCEL_GRACE, Phase, State};
 use crate::event::Event;
 use crate::event::{Action, SignalReason};
 use crate::log::ms;
+use crate::step::{Step, us};
 
 impl State {
     /// The earliest time at which a `Tick` is due, if any.
@@ -51,6 +52,11 @@ impl State {
                             "counted ready: up for {} without exiting",
                             ms(after)
                         );
+                        out.push(Action::Report(Step::Ready {
+                            generation: gen_id,
+                            rule: "uptime",
+                            ready_us: us(now.duration_since(g.spawned_at)),
+                        }));
                         promote = Some(gen_id);
                     } else if now >= *deadline {
                         not_ready = Some(gen_id);
@@ -101,6 +107,7 @@ impl State {
             self.restart_at = None;
             if self.idle() {
                 info!("restarting");
+                out.push(Action::Report(Step::restart()));
                 self.begin(now, now, out);
             }
         }

@@ -297,19 +297,29 @@ pub(crate) fn spawn(
 /// It is forked the way generations are: its own process group, so that
 /// cancelling it (a change arrived mid-build) stops cargo and every rustc
 /// it started, not only the shell; stdin from `/dev/null`; no fd of
-/// devsup's but stdout and stderr, so its output passes through; SIGTERM
-/// (whatever the drain signal) if devsup dies, and the guard stops the rest
-/// of its group. A signal that reaches it before its exec is its own, never
-/// devsup's. Its exit is seen by the loop's reaper like any other child; a
-/// shell that cannot be run exits with status 127, which fails the step.
-pub(crate) fn spawn_build(cmd: &str) -> anyhow::Result<i32> {
+/// devsup's but stdout and stderr (the write ends of `output` when given:
+/// the executor's build-output tee), and none of devsup's own `LISTEN_*`
+/// or `NOTIFY_SOCKET`, with `extra_env` added; SIGTERM (whatever the drain
+/// signal) if devsup dies, and the guard stops the rest of its group. A
+/// signal that reaches it before its exec is its own, never devsup's. Its
+/// exit is seen by the loop's reaper like any other child; a shell that
+/// cannot be run exits with status 127, which fails the step.
+pub(crate) fn spawn_build(
+    cmd: &str,
+    output: Option<(RawFd, RawFd)>,
+    extra_env: &[(OsString, OsString)],
+) -> anyhow::Result<i32> {
     let c_path = cstring(b"/bin/sh".to_vec())?;
     let c_argv = [
         cstring(b"sh".to_vec())?,
         cstring(b"-c".to_vec())?,
         cstring(cmd.as_bytes().to_vec())?,
     ];
-    let c_env = env_entries(std::env::vars_os())?;
+    let c_env = env_entries(
+        std::env::vars_os()
+            .filter(|(k, _)| !PROTOCOL_VARS.iter().any(|v| k == OsStr::new(v)))
+            .chain(extra_env.iter().cloned()),
+    )?;
     let argv_ptrs = null_terminated(&c_argv);
     let env_ptrs = null_terminated(&c_env);
     let dev_null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
@@ -319,7 +329,7 @@ pub(crate) fn spawn_build(cmd: &str) -> anyhow::Result<i32> {
         envp: &env_ptrs,
         sources: &[],
         stdin: dev_null.as_raw_fd(),
-        output: None,
+        output,
         listen_pid_slot: None,
         pdeathsig: Signal::SIGTERM,
     })?;

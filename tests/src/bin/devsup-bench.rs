@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p devsup-tests --bin devsup-bench -- \
-//!     [--only handoff,compare,edit,watch,soak,unchanged] [--out DIR] [--window MS] \
+//!     [--only handoff,compare,edit,watch,soak,browser,unchanged] [--out DIR] [--window MS] \
 //!     [--reloads N] [--conns C] [--interval MS] [--duration SECS] [--keepalive|--close|--both] \
 //!     [--compare-duration SECS] \
 //!     [--edits N] [--tree DIR] [--starts N] [--soak-reloads N] [--soak-conns C]
@@ -28,6 +28,8 @@
 //!   `--conns` clients (see `bench/unchanged.rs`). Not in the default
 //!   set (it takes minutes and installs uvicorn and gunicorn): ask for it
 //!   with `--only unchanged`.
+//! - `browser`: write a watched file, until headless Chromium shows the new
+//!   content through `--livereload` (see `bench/browser.rs`).
 //!
 //! Every part but `unchanged` by default, each printed as it finishes. A
 //! benchmark prints; it asserts nothing. The load phases (handoff, compare,
@@ -135,6 +137,8 @@ enum Part {
     Soak,
     /// Third-party servers unchanged and opted in (see bench/unchanged.rs).
     Unchanged,
+    /// Edit→browser latency through --livereload, in headless Chromium.
+    Browser,
 }
 
 /// One mode's results.
@@ -158,6 +162,7 @@ fn main() -> ExitCode {
             Part::Edit,
             Part::Watch,
             Part::Soak,
+            Part::Browser,
         ]
     } else {
         args.only.clone()
@@ -229,6 +234,9 @@ fn main() -> ExitCode {
             let name = path.strip_prefix(&out).unwrap_or(path);
             println!("  {}", name.display());
         }
+    }
+    if runs(Part::Browser) {
+        bench::browser::print(bench::browser::run(args.edits, args.verbose).as_ref());
     }
     ExitCode::SUCCESS
 }

@@ -10,10 +10,15 @@
 
 /// Command lines devsup must refuse, and how it says so.
 mod bad_input;
+/// `--livereload` in headless Chromium: a reload once the new generation
+/// is ready, the build-error overlay, reloads under fetches.
+mod browser;
 /// The command-line conventions: completions, config file, `--prefix`.
 mod cli;
 /// WebSocket and server-sent-event clients through reloads under load.
 mod clients;
+/// `--events` against docs/events.md; the event socket and `devsup status`.
+mod events;
 /// Every example under `examples/` reloads under load without a failure.
 mod examples;
 /// Faults around devsup: devsup SIGKILLed or interrupted mid-build,
@@ -36,6 +41,8 @@ mod load;
 mod notify;
 /// The reference server on its own, run as devsup runs it.
 mod reference_server;
+/// systemd above devsup: socket activation and `Type=notify`.
+mod systemd;
 /// Third-party servers as people write them, and their opted-in forms,
 /// reloaded under load.
 mod unchanged;

@@ -3,6 +3,7 @@
 //! and a long run of reloads; the CSV files and charts of the load phases;
 //! plus what they share (reading `/proc`, medians).
 
+pub mod browser;
 pub mod compare;
 pub mod edit;
 pub mod plot;

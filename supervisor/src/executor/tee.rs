@@ -1,0 +1,429 @@
+//! A build step's output, shown and remembered: the one tee every build
+//! step's stdout and stderr go through.
+//!
+//! [`start`] makes a pipe for a child's stdout and one for its stderr, and
+//! a thread for each that copies every byte through to devsup's stdout or
+//! stderr as it arrives (each stream in order; when devsup writes events
+//! to stdout, its stdout is its stderr), while keeping the end of both, one
+//! whole line at a time as each stream completes it, in one [`Tail`]. A
+//! failed build's `Step::BuildFinished` carries that end twice: its last
+//! [`MAX_LINES`] lines, cleaned of ANSI escapes, for `--events` and
+//! `devsup status`; and the last [`KEEP`] bytes as printed, colours kept,
+//! for the browser's overlay (`--livereload`).
+//!
+//! The child's ends are returned as [`OwnedFd`]s (close-on-exec in devsup)
+//! to place at fds 1 and 2; drop them once the child is started, so that
+//! the threads see end-of-file when the child's last process closes them.
+//!
+//! Through a pipe a compiler no longer sees a terminal: [`colour_env`] asks
+//! cargo for colours when devsup's own stderr is a terminal. cargo draws its
+//! progress bar only on a terminal, so that bar is not shown through devsup.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::{IsTerminal, Read, Write};
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Lines in a failed build's `output_tail`.
+pub(crate) const MAX_LINES: usize = 20;
+/// Longest line in `output_tail`, in bytes; longer lines are cut.
+pub(crate) const MAX_LINE_BYTES: usize = 512;
+/// Bytes of output kept as printed: the end of a long compiler output is
+/// where its summary is.
+pub(crate) const KEEP: usize = 64 * 1024;
+/// Longest unfinished line kept per stream; the rest of it is dropped.
+const MAX_PARTIAL: usize = 16 * 1024;
+
+#[derive(Debug, Default)]
+struct State {
+    /// Whole lines, each with its `\n`, both streams in the order they
+    /// were completed; at most [`KEEP`] bytes.
+    raw: VecDeque<u8>,
+    /// Output was dropped from the front of `raw`.
+    cut: bool,
+    /// The line being written, per stream.
+    partial: [Vec<u8>; 2],
+    /// Streams still open.
+    open: usize,
+}
+
+impl State {
+    fn feed(&mut self, stream: usize, bytes: &[u8]) {
+        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+            let room = MAX_PARTIAL.saturating_sub(self.partial[stream].len());
+            let (body, newline) = match piece.strip_suffix(b"\n") {
+                Some(body) => (body, true),
+                None => (piece, false),
+            };
+            self.partial[stream].extend_from_slice(&body[..body.len().min(room)]);
+            if newline {
+                self.end_line(stream);
+            }
+        }
+    }
+
+    fn end_line(&mut self, stream: usize) {
+        let line = std::mem::take(&mut self.partial[stream]);
+        self.raw.extend(line);
+        self.raw.push_back(b'\n');
+        let excess = self.raw.len().saturating_sub(KEEP);
+        if excess > 0 {
+            self.raw.drain(..excess);
+            self.cut = true;
+        }
+    }
+
+    /// What was printed, lines still being written included: from the
+    /// first whole line if the front was cut.
+    fn text(&self) -> String {
+        let mut bytes: Vec<u8> = self.raw.iter().copied().collect();
+        for partial in self.partial.iter().filter(|p| !p.is_empty()) {
+            bytes.extend_from_slice(partial);
+            bytes.push(b'\n');
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        if !self.cut {
+            return text.into_owned();
+        }
+        // Cut mid-line, perhaps mid-character: start at the next line.
+        text.split_once('\n')
+            .map_or(&*text, |(_, rest)| rest)
+            .to_owned()
+    }
+}
+
+/// The end of what a child printed; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tail(Arc<(Mutex<State>, Condvar)>);
+
+/// What a failed build step printed last, read off its [`Tail`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Printed {
+    /// The last [`MAX_LINES`] lines, ANSI escapes removed, a progress line
+    /// only as last drawn.
+    pub(crate) lines: Vec<String>,
+    /// The last [`KEEP`] bytes as printed, from a whole line, with a note
+    /// first if earlier output was cut.
+    pub(crate) text: String,
+}
+
+impl Tail {
+    fn with_streams(n: usize) -> Tail {
+        let tail = Tail::default();
+        tail.lock().open = n;
+        tail
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The end of the output, once both streams have ended or `wait` has
+    /// passed: the step's process group is gone, but the last of its
+    /// output may still be on its way through the pipes (or held open by
+    /// a process that left the group, such as a compiler cache server).
+    pub(crate) fn printed(&self, wait: Duration) -> Printed {
+        let deadline = Instant::now() + wait;
+        let mut state = self.lock();
+        while state.open > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = match self.0.1.wait_timeout(state, deadline - now) {
+                Ok((state, _)) => state,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        let text = state.text();
+        let cut = state.cut;
+        drop(state);
+        let mut lines: Vec<String> = text.lines().rev().take(MAX_LINES).map(clean).collect();
+        lines.reverse();
+        let text = if cut {
+            format!(
+                "[… earlier output cut: the last {} KiB follow]\n{text}",
+                KEEP / 1024
+            )
+        } else {
+            text
+        };
+        Printed { lines, text }
+    }
+
+    /// Whether every stream has ended.
+    #[cfg(test)]
+    fn ended(&self) -> bool {
+        self.lock().open == 0
+    }
+
+    fn feed(&self, stream: usize, bytes: &[u8]) {
+        self.lock().feed(stream, bytes);
+    }
+
+    fn end(&self, stream: usize) {
+        let mut state = self.lock();
+        if !state.partial[stream].is_empty() {
+            state.end_line(stream);
+        }
+        state.open = state.open.saturating_sub(1);
+        if state.open == 0 {
+            self.0.1.notify_all();
+        }
+    }
+}
+
+/// Two pipes, for a child's stdout and stderr, whose bytes go through to
+/// devsup's stdout and stderr and into one [`Tail`]. Returns the tail and
+/// the child's ends (stdout, stderr).
+pub(crate) fn start(name: &str) -> std::io::Result<(Tail, OwnedFd, OwnedFd)> {
+    let tail = Tail::with_streams(2);
+    let out = pipe(name, std::io::stdout(), tail.clone(), 0)?;
+    let err = match pipe(name, std::io::stderr(), tail.clone(), 1) {
+        Ok(err) => err,
+        Err(e) => {
+            // The stdout thread ends when `out` is dropped here.
+            drop(out);
+            return Err(e);
+        }
+    };
+    Ok((tail, out, err))
+}
+
+/// `CARGO_TERM_COLOR=always` when devsup's stderr is a terminal (and
+/// neither `CARGO_TERM_COLOR` nor `NO_COLOR` is set): cargo sees a pipe and
+/// would drop its colours.
+pub(crate) fn colour_env() -> Option<(OsString, OsString)> {
+    colour_for(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("CARGO_TERM_COLOR").is_some(),
+        std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+    )
+}
+
+/// [`colour_env`]'s rule: colours for a terminal, unless the user chose.
+fn colour_for(
+    terminal: bool,
+    cargo_term_color: bool,
+    no_color: bool,
+) -> Option<(OsString, OsString)> {
+    (terminal && !cargo_term_color && !no_color)
+        .then(|| ("CARGO_TERM_COLOR".into(), "always".into()))
+}
+
+fn pipe(
+    name: &str,
+    mut sink: impl Write + Send + 'static,
+    ours: Tail,
+    stream: usize,
+) -> std::io::Result<OwnedFd> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    std::thread::Builder::new()
+        .name(format!("{name}-output"))
+        .spawn(move || {
+            let mut pipe = std::fs::File::from(read);
+            let mut buf = [0u8; 8192];
+            // A closed or broken stdout stops the copy to it, never the
+            // capture: the pipe is read to its end, so the build never
+            // blocks on it.
+            let mut echo = true;
+            loop {
+                let n = match pipe.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                if echo {
+                    echo = sink
+                        .write_all(&buf[..n])
+                        .and_then(|()| sink.flush())
+                        .is_ok();
+                }
+                ours.feed(stream, &buf[..n]);
+            }
+            ours.end(stream);
+        })?;
+    Ok(write)
+}
+
+/// One line for a reader: what a terminal would show last (text after the
+/// last carriage return), without ANSI escapes, cut to
+/// [`MAX_LINE_BYTES`].
+fn clean(raw: &str) -> String {
+    let text = raw.trim_end_matches('\r');
+    let shown = text.rsplit('\r').next().unwrap_or(text);
+    let mut out = String::with_capacity(shown.len());
+    let mut chars = shown.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        // CSI: ESC [ parameters, then a final byte in '@'..='~'.
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    if out.len() > MAX_LINE_BYTES {
+        let mut cut = MAX_LINE_BYTES;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// One stream into a tail of its own.
+    fn start_sink(sink: impl Write + Send + 'static) -> (Tail, OwnedFd) {
+        let tail = Tail::with_streams(1);
+        let fd = pipe("t", sink, tail.clone(), 0).unwrap();
+        (tail, fd)
+    }
+
+    #[test]
+    fn output_goes_through_in_order_and_the_tail_is_kept() {
+        let through = Shared::default();
+        let (tail, write) = start_sink(through.clone());
+        let mut w = std::fs::File::from(write);
+        let mut expected = Vec::new();
+        for i in 0..30 {
+            let line = format!("line {i}\n");
+            w.write_all(line.as_bytes()).unwrap();
+            expected.extend_from_slice(line.as_bytes());
+        }
+        w.write_all(b"\x1b[32m   Compiling\x1b[0m x\r\x1b[1mBuilding [=> ] 1/2\rerror: no\n")
+            .unwrap();
+        w.write_all(b"unterminated").unwrap();
+        drop(w);
+        let printed = tail.printed(Duration::from_secs(10));
+        assert!(tail.ended());
+        let lines = printed.lines;
+        assert_eq!(lines.len(), MAX_LINES);
+        assert_eq!(lines[0], "line 12");
+        assert_eq!(lines[MAX_LINES - 2], "error: no");
+        assert_eq!(lines[MAX_LINES - 1], "unterminated");
+        // The text keeps every byte as printed, colours included.
+        assert!(printed.text.starts_with("line 0\n"), "{:?}", printed.text);
+        assert!(
+            printed.text.contains("\x1b[32m   Compiling\x1b[0m x\r"),
+            "{:?}",
+            printed.text
+        );
+        assert!(printed.text.ends_with("error: no\nunterminated\n"));
+        let through = through.0.lock().unwrap();
+        assert!(through.starts_with(&expected), "every byte, in order");
+        assert!(through.ends_with(b"error: no\nunterminated"));
+    }
+
+    #[test]
+    fn long_lines_are_cut_and_an_open_pipe_does_not_block() {
+        let (tail, write) = start_sink(std::io::sink());
+        let mut w = std::fs::File::from(write.try_clone().unwrap());
+        w.write_all(&[b'x'; 3000]).unwrap();
+        w.write_all(b"\n").unwrap();
+        let start = Instant::now();
+        // `write` is still open: printed() returns after its wait.
+        let lines = loop {
+            let lines = tail.printed(Duration::from_millis(20)).lines;
+            if !lines.is_empty() {
+                break lines;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10));
+        };
+        assert!(!tail.ended());
+        assert_eq!(lines[0].len(), MAX_LINE_BYTES + '…'.len_utf8());
+        drop(write);
+    }
+
+    #[test]
+    fn the_text_keeps_the_end_from_a_whole_line() {
+        let (tail, write) = start_sink(std::io::sink());
+        let mut w = std::fs::File::from(write);
+        w.write_all(b"first line\n").unwrap();
+        for _ in 0..(KEEP / 1000 + 2) {
+            w.write_all(&[b'x'; 999]).unwrap();
+            w.write_all(b"\n").unwrap();
+        }
+        w.write_all(b"error: the end\n").unwrap();
+        drop(w);
+        let text = tail.printed(Duration::from_secs(10)).text;
+        assert!(text.starts_with("[… earlier output cut"), "{}", &text[..80]);
+        assert!(text.ends_with("\nerror: the end\n"));
+        assert!(!text.contains("first line"));
+        assert!(text.len() < KEEP + 100);
+        let second = text.lines().nth(1).unwrap();
+        assert_eq!(second.len(), 999, "starts at a whole line");
+    }
+
+    #[test]
+    fn two_streams_share_one_tail_which_ends_with_both() {
+        let tail = Tail::with_streams(2);
+        let out = pipe("t", std::io::sink(), tail.clone(), 0).unwrap();
+        let err = pipe("t", std::io::sink(), tail.clone(), 1).unwrap();
+        let mut out = std::fs::File::from(out);
+        out.write_all(b"half a line from stdout").unwrap();
+        drop(out);
+        let start = Instant::now();
+        while tail.printed(Duration::from_millis(10)).lines.is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(10));
+        }
+        assert!(!tail.ended(), "stderr is still open");
+        let mut err = std::fs::File::from(err);
+        err.write_all(b"error: x\n").unwrap();
+        drop(err);
+        let lines = tail.printed(Duration::from_secs(10)).lines;
+        assert!(tail.ended());
+        assert_eq!(lines, ["half a line from stdout", "error: x"]);
+    }
+
+    #[test]
+    fn cargo_keeps_its_colours_on_a_terminal_unless_told_otherwise() {
+        let always = Some(("CARGO_TERM_COLOR".into(), "always".into()));
+        assert_eq!(colour_for(true, false, false), always);
+        assert_eq!(colour_for(false, false, false), None, "not a terminal");
+        assert_eq!(colour_for(true, true, false), None, "CARGO_TERM_COLOR set");
+        assert_eq!(colour_for(true, false, true), None, "NO_COLOR set");
+    }
+
+    #[test]
+    fn lines_of_two_streams_do_not_mix() {
+        let tail = Tail::with_streams(2);
+        tail.feed(0, b"compiling ");
+        tail.feed(1, b"error: ");
+        tail.feed(0, b"app\n");
+        tail.feed(1, b"mismatched types\n");
+        tail.end(0);
+        tail.end(1);
+        let printed = tail.printed(Duration::ZERO);
+        assert_eq!(printed.lines, ["compiling app", "error: mismatched types"]);
+        assert_eq!(printed.text, "compiling app\nerror: mismatched types\n");
+    }
+}

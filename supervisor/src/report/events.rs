@@ -1,0 +1,347 @@
+//! `--events`: every step as one JSON object per line, for editors,
+//! scripts and agents (the schema is in `docs/events.md`).
+//!
+//! The stream goes to a file, to stdout (`-`; the human log stays on
+//! stderr, and so does everything the server and the build print), or to
+//! a unix socket devsup listens on (`unix::PATH`): each client that
+//! connects reads a `status` object first, then every step from then on.
+//! Every devsup also serves the same stream on a status socket in the
+//! runtime directory ([`super::status::default_socket`]), which is where
+//! `devsup status` looks.
+//!
+//! A client that does not keep up (more than [`CLIENT_BACKLOG`] lines
+//! behind) is disconnected rather than allowed to slow devsup down.
+
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use tracing::{debug, warn};
+
+use super::status::Status;
+use super::{Record, Reporter};
+#[cfg(test)]
+use crate::step::Step;
+
+/// Lines a socket client may be behind before it is disconnected.
+pub(crate) const CLIENT_BACKLOG: usize = 4096;
+
+/// Where `--events` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// `-`: stdout.
+    Stdout,
+    /// A file, created or truncated.
+    File(PathBuf),
+    /// `unix::PATH`: a socket devsup listens on.
+    Socket(PathBuf),
+}
+
+impl FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Target, String> {
+        if s == "-" {
+            return Ok(Target::Stdout);
+        }
+        if let Some(path) = s.strip_prefix("unix::") {
+            if path.is_empty() {
+                return Err(format!(
+                    "empty socket path in {s:?}: write unix::PATH, e.g. unix::.devsup/events.sock"
+                ));
+            }
+            return Ok(Target::Socket(path.into()));
+        }
+        if s.is_empty() {
+            return Err("empty --events path: give a file, - for stdout, or unix::PATH".into());
+        }
+        Ok(Target::File(s.into()))
+    }
+}
+
+/// The event outputs; dropping it removes the socket files, and the
+/// status sockets' directory once no other devsup has one there.
+#[derive(Debug)]
+pub(crate) struct Events {
+    sockets: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        for path in &self.sockets {
+            let _ = std::fs::remove_file(path);
+        }
+        for dir in &self.dirs {
+            // Fails, as it should, while another devsup's socket is there.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Moves stdout aside for the event stream: returns a new fd for what
+/// stdout was, and makes fd 1 a copy of stderr, so that nothing devsup
+/// starts (servers, builds) can write into the stream. Call it before
+/// starting any process.
+pub(crate) fn take_stdout() -> anyhow::Result<OwnedFd> {
+    // SAFETY: fcntl/dup2 on fds 1 and 2; the new fd is owned by the
+    // returned OwnedFd alone.
+    unsafe {
+        let fd = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("cannot use stdout for events");
+        }
+        let out = OwnedFd::from_raw_fd(fd);
+        if libc::dup2(2, 1) < 0 {
+            return Err(std::io::Error::last_os_error()).context("cannot point stdout at stderr");
+        }
+        Ok(out)
+    }
+}
+
+/// Sets up `--events` (with `stdout`, from [`take_stdout`], for `-`) and
+/// the status socket at `status_socket`, as subscribers of `reporter`.
+pub(crate) fn setup(
+    target: Option<&Target>,
+    stdout: Option<OwnedFd>,
+    status_socket: Option<&Path>,
+    reporter: &Reporter,
+) -> anyhow::Result<Events> {
+    let hub = Hub::default();
+    let mut events = Events {
+        sockets: Vec::new(),
+        dirs: Vec::new(),
+    };
+    match target {
+        Some(Target::Stdout) => {
+            let fd = match stdout {
+                Some(fd) => fd,
+                None => take_stdout()?,
+            };
+            reporter.subscribe(writer(std::fs::File::from(fd), "stdout".into()));
+        }
+        Some(Target::File(path)) => {
+            let file = std::fs::File::create(path).with_context(|| {
+                format!(
+                    "cannot write events to {}: choose a path in a directory you can write",
+                    path.display()
+                )
+            })?;
+            reporter.subscribe(writer(file, path.display().to_string()));
+        }
+        Some(Target::Socket(path)) => {
+            hub.listen(path)?;
+            events.sockets.push(path.clone());
+        }
+        None => {}
+    }
+    if let Some(path) = status_socket {
+        match super::status::prepare_dir(path).and_then(|()| hub.listen(path)) {
+            Ok(()) => {
+                events.sockets.push(path.to_owned());
+                events.dirs.extend(path.parent().map(Path::to_owned));
+            }
+            Err(e) => debug!("no status socket: {e:#}"),
+        }
+    }
+    let subscriber = hub.clone();
+    reporter.subscribe(move |record: &Arc<Record>| subscriber.publish(record));
+    Ok(events)
+}
+
+/// A subscriber writing one line per step to `out`; it stops, with one
+/// warning, at the first write error.
+fn writer(out: std::fs::File, name: String) -> impl FnMut(&Arc<Record>) -> bool + Send {
+    let mut out = std::io::LineWriter::new(out);
+    move |record: &Arc<Record>| match writeln!(out, "{}", record.to_json()) {
+        Ok(()) => true,
+        Err(e) => {
+            warn!("cannot write events to {name}: {e}; no more events go there");
+            false
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct HubState {
+    status: Option<Status>,
+    clients: Vec<SyncSender<Arc<str>>>,
+}
+
+/// The socket clients and the status they start from.
+#[derive(Debug, Clone, Default)]
+struct Hub(Arc<Mutex<HubState>>);
+
+impl Hub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, record: &Arc<Record>) -> bool {
+        let mut state = self.lock();
+        state.status.get_or_insert_with(Status::new).fold(record);
+        if state.clients.is_empty() {
+            return true;
+        }
+        let line: Arc<str> = record.to_json().into();
+        state
+            .clients
+            .retain(|client| match client.try_send(line.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    warn!("an events client is {CLIENT_BACKLOG} lines behind: disconnecting it");
+                    false
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            });
+        true
+    }
+
+    /// Listens at `path` (a stale socket file there is replaced; a live
+    /// one is an error) and serves clients on a thread.
+    fn listen(&self, path: &Path) -> anyhow::Result<()> {
+        if UnixStream::connect(path).is_ok() {
+            anyhow::bail!(
+                "{} is in use by another devsup: stop it or choose another path",
+                path.display()
+            );
+        }
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)
+            .with_context(|| format!("cannot listen for event clients at {}", path.display()))?;
+        let hub = self.clone();
+        std::thread::Builder::new()
+            .name("events-accept".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    match stream {
+                        Ok(stream) => hub.add(stream),
+                        Err(e) => debug!("events socket: {e}"),
+                    }
+                }
+            })
+            .context("cannot start the events thread")?;
+        Ok(())
+    }
+
+    /// A new client: the status now, then every step, with nothing lost
+    /// or repeated in between (both happen under the hub's lock).
+    fn add(&self, stream: UnixStream) {
+        let (tx, rx) = mpsc::sync_channel(CLIENT_BACKLOG);
+        let mut state = self.lock();
+        let status = state.status.get_or_insert_with(Status::new).clone();
+        let first = super::status_json(&status);
+        if tx.try_send(first.into()).is_err() {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("events-client".into())
+            .spawn(move || serve_client(stream, &rx));
+        match spawned {
+            Ok(_) => state.clients.push(tx),
+            Err(e) => debug!("cannot start a thread for an events client: {e}"),
+        }
+    }
+}
+
+fn serve_client(stream: UnixStream, rx: &Receiver<Arc<str>>) {
+    let mut out = std::io::BufWriter::new(stream);
+    while let Ok(line) = rx.recv() {
+        let mut write = |line: &str| {
+            out.write_all(line.as_bytes())
+                .and_then(|()| out.write_all(b"\n"))
+        };
+        if write(&line).is_err() {
+            return;
+        }
+        // Send what is queued in one go, then flush.
+        for line in rx.try_iter() {
+            if write(&line).is_err() {
+                return;
+            }
+        }
+        if out.flush().is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader};
+
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!("-".parse(), Ok(Target::Stdout));
+        assert_eq!("ev.json".parse(), Ok(Target::File("ev.json".into())));
+        assert_eq!(
+            "unix::/tmp/e.sock".parse(),
+            Ok(Target::Socket("/tmp/e.sock".into()))
+        );
+        assert!(
+            "unix::"
+                .parse::<Target>()
+                .unwrap_err()
+                .contains("unix::PATH")
+        );
+        assert!("".parse::<Target>().is_err());
+    }
+
+    #[test]
+    fn a_file_gets_one_json_object_per_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.json");
+        let reporter = Reporter::default();
+        let _events = setup(Some(&Target::File(path.clone())), None, None, &reporter).unwrap();
+        reporter.step(Step::Stopped { code: 0 });
+        reporter.step(Step::Stopped { code: 1 });
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[1]["code"], 1);
+    }
+
+    #[test]
+    fn socket_clients_read_the_status_then_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.sock");
+        let reporter = Reporter::default();
+        let events = setup(Some(&Target::Socket(path.clone())), None, None, &reporter).unwrap();
+        reporter.step(Step::Spawned {
+            generation: 1,
+            pid: 42,
+            after_trigger_us: None,
+        });
+        reporter.step(Step::Active {
+            generation: 1,
+            replaces: None,
+        });
+        let client = UnixStream::connect(&path).unwrap();
+        let mut lines = BufReader::new(client).lines();
+        let first: serde_json::Value =
+            serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(first["event"], "status");
+        assert_eq!(first["active"], 1);
+        assert_eq!(first["active_pid"], 42);
+        // The client is registered once its status is read.
+        reporter.step(Step::Stopped { code: 0 });
+        let next: serde_json::Value =
+            serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(next["event"], "stopped");
+        // A second devsup cannot take a live socket; the file goes on drop.
+        let err = setup(Some(&Target::Socket(path.clone())), None, None, &reporter).unwrap_err();
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(events);
+        assert!(!path.exists());
+    }
+}
