@@ -55,7 +55,8 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
     // Before any thread exists: the guard is forked.
     let mut guard = Guard::start(config.drain_signal, config.drain_timeout)?;
     let reporter = Reporter::default();
-    let _outputs = report::start(&config, events_stdout, &reporter)?;
+    let outputs = report::start(&config, events_stdout, &reporter)?;
+    outputs.remove_on_death(&mut guard);
     let listeners = match inherited {
         Some(listeners) => listeners,
         None => sockets::bind_all(&config.sockets, config.backlog)?,

@@ -89,10 +89,21 @@ impl Guard {
     /// devsup's own) if devsup dies, provided it is still the file that is
     /// there now.
     pub(crate) fn remove_on_death(&mut self, path: &Path) {
+        self.note("rm", path);
+    }
+
+    /// The guard is to remove the directory at `path` if devsup dies, but
+    /// only if it is empty then: a directory devsup shares with other
+    /// devsups (the status sockets').
+    pub(crate) fn remove_empty_dir_on_death(&mut self, path: &Path) {
+        self.note("rmdir", path);
+    }
+
+    fn note(&mut self, command: &str, path: &Path) {
         let hex: String = (path.as_os_str().as_bytes().iter())
             .map(|b| format!("{b:02x}"))
             .collect();
-        let _ = writeln!(self.pipe, "rm {hex}");
+        let _ = writeln!(self.pipe, "{command} {hex}");
     }
 
     /// devsup exits cleanly: every group is stopped already, and the guard
@@ -135,8 +146,16 @@ fn guard_main(pipe: OwnedFd, drain_signal: Signal, drain_timeout: Duration) -> !
             groups.insert(pgid);
         } else if let Some(pgid) = line.strip_prefix('-').and_then(|p| p.parse::<i32>().ok()) {
             groups.remove(&pgid);
-        } else if let Some(file) = line.strip_prefix("rm ").and_then(Leftover::noted) {
+        } else if let Some(file) = line
+            .strip_prefix("rm ")
+            .and_then(|h| Leftover::noted(h, false))
+        {
             files.push(file);
+        } else if let Some(dir) = line
+            .strip_prefix("rmdir ")
+            .and_then(|h| Leftover::noted(h, true))
+        {
+            files.push(dir);
         }
     }
     stop_groups(&mut groups, drain_signal, drain_timeout);
@@ -170,11 +189,13 @@ fn stop_groups(groups: &mut HashSet<i32>, drain_signal: Signal, drain_timeout: D
 struct Leftover {
     path: PathBuf,
     id: (u64, u64),
+    /// A shared directory: removed only if nothing is left in it.
+    only_if_empty: bool,
 }
 
 impl Leftover {
     /// Reads `HEX` (the path's bytes) and notes the file there now.
-    fn noted(hex: &str) -> Option<Leftover> {
+    fn noted(hex: &str, only_if_empty: bool) -> Option<Leftover> {
         let bytes = (0..hex.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
@@ -184,6 +205,7 @@ impl Leftover {
         Some(Leftover {
             id: (meta.dev(), meta.ino()),
             path,
+            only_if_empty,
         })
     }
 
@@ -194,10 +216,51 @@ impl Leftover {
         if (meta.dev(), meta.ino()) != self.id {
             return;
         }
-        let _ = if meta.is_dir() {
+        let _ = if self.only_if_empty {
+            std::fs::remove_dir(&self.path)
+        } else if meta.is_dir() {
             std::fs::remove_dir_all(&self.path)
         } else {
             std::fs::remove_file(&self.path)
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(path: &Path) -> String {
+        (path.as_os_str().as_bytes().iter())
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn a_shared_directory_is_removed_only_when_empty() {
+        let root = tempfile::tempdir().unwrap();
+        let shared = root.path().join("devsup-status");
+        std::fs::create_dir(&shared).unwrap();
+        let other = shared.join("other-devsup.sock");
+        std::fs::write(&other, "").unwrap();
+
+        Leftover::noted(&hex(&shared), true).unwrap().remove();
+        assert!(other.exists(), "another devsup's file is left alone");
+
+        std::fs::remove_file(&other).unwrap();
+        Leftover::noted(&hex(&shared), true).unwrap().remove();
+        assert!(!shared.exists(), "an empty shared directory goes");
+    }
+
+    #[test]
+    fn a_file_replaced_since_it_was_named_is_left_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("app.sock");
+        std::fs::write(&path, "").unwrap();
+        let noted = Leftover::noted(&hex(&path), false).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "someone else's").unwrap();
+        noted.remove();
+        assert!(path.exists());
     }
 }

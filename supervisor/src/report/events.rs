@@ -72,6 +72,19 @@ pub(crate) struct Events {
     dirs: Vec<PathBuf>,
 }
 
+impl Events {
+    /// Tells the guard what to remove if devsup dies before this is
+    /// dropped: the socket files, and their directory if it is empty then.
+    pub(crate) fn remove_on_death(&self, guard: &mut crate::guard::Guard) {
+        for path in &self.sockets {
+            guard.remove_on_death(path);
+        }
+        for dir in &self.dirs {
+            guard.remove_empty_dir_on_death(dir);
+        }
+    }
+}
+
 impl Drop for Events {
     fn drop(&mut self) {
         for path in &self.sockets {
