@@ -258,7 +258,9 @@ mod tests {
         let path = root.path().join("app.sock");
         std::fs::write(&path, "").unwrap();
         let noted = Leftover::noted(&hex(&path), false).unwrap();
-        std::fs::remove_file(&path).unwrap();
+        // Moved away, not deleted, so that the new file cannot reuse its
+        // inode number.
+        std::fs::rename(&path, root.path().join("moved")).unwrap();
         std::fs::write(&path, "someone else's").unwrap();
         noted.remove();
         assert!(path.exists());
