@@ -21,6 +21,8 @@
 //! assert_eq!(report.failures(), 0, "{report}");
 //! ```
 //!
+//! - [`clients`]: WebSocket and server-sent-event clients that reconnect
+//!   through reloads and count how each connection ended.
 //! - [`harness`]: build and spawn `devsup`, read its log, process utilities.
 //! - [`devlog`]: pure parsers for devsup's log lines.
 //! - [`http`]: a small exact synchronous HTTP/1.1 client and the response
@@ -34,6 +36,7 @@
 //! - [`tools`]: third-party programs the tests install on first use.
 #![warn(missing_docs)]
 
+pub mod clients;
 pub mod devlog;
 pub mod harness;
 pub mod http;
