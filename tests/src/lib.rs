@@ -21,6 +21,9 @@
 //! assert_eq!(report.failures(), 0, "{report}");
 //! ```
 //!
+//! - [`clients`]: WebSocket and server-sent-event clients that reconnect
+//!   through reloads and count how each connection ended.
+//! - [`h2load`]: run nghttp2's h2load and read its report.
 //! - [`harness`]: build and spawn `devsup`, read its log, process utilities.
 //! - [`devlog`]: pure parsers for devsup's log lines.
 //! - [`http`]: a small exact synchronous HTTP/1.1 client and the response
@@ -37,7 +40,9 @@
 #![warn(missing_docs)]
 
 pub mod browser;
+pub mod clients;
 pub mod devlog;
+pub mod h2load;
 pub mod harness;
 pub mod http;
 pub mod load;

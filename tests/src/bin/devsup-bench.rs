@@ -1,13 +1,15 @@
 //! Throughput, errors and handoff timings of devsup under a reload storm;
 //! the same server under a tool that restarts it; edit→serve latency;
-//! watch start-up on a large tree; a long run of reloads.
+//! watch start-up on a large tree; a long run of reloads; long-lived
+//! clients (WebSockets, server-sent events) and HTTP/2 through reloads.
 //!
 //! ```text
 //! cargo run --release -p devsup-tests --bin devsup-bench -- \
-//!     [--only handoff,compare,edit,watch,soak,browser,unchanged] [--out DIR] [--window MS] \
+//!     [--only handoff,compare,edit,watch,soak,browser,clients,h2,unchanged] [--out DIR] [--window MS] \
 //!     [--reloads N] [--conns C] [--interval MS] [--duration SECS] [--keepalive|--close|--both] \
 //!     [--compare-duration SECS] \
-//!     [--edits N] [--tree DIR] [--starts N] [--soak-reloads N] [--soak-conns C]
+//!     [--edits N] [--tree DIR] [--starts N] [--soak-reloads N] [--soak-conns C] \
+//!     [--ws N] [--sse N] [--client-reloads N] [--h2-rounds N]
 //! ```
 //!
 //! - `handoff`: for each connection mode, start devsup on the reference
@@ -23,6 +25,18 @@
 //!   beside a 200,000-file `target/` (see `bench/watch.rs`).
 //! - `soak`: 1,000 reloads in a row; devsup's fds and memory after 10 and
 //!   after 1,000 (see `bench/soak.rs`), and the load through them.
+//! - `clients`: 200 WebSocket and 50 server-sent-event clients (`--ws`,
+//!   `--sse`) stay connected, reconnecting after each close, while
+//!   `--conns` keep-alive HTTP clients load the reference server and
+//!   devsup reloads 20 times (`--client-reloads`) every `--interval`: how
+//!   each connection ended (1012 closes, resets, clean SSE ends), whether
+//!   every client was back on the newest generation before the next
+//!   reload, the HTTP load, drain signal -> old generation exit (see
+//!   `bench/clients.rs`).
+//! - `h2`: h2load (`-c 8 -m 8`, installed on first use) in back-to-back
+//!   1 s rounds (`--h2-rounds`), with no reload and with a SIGHUP in each
+//!   round, side by side: streams sent, answered, failed, never sent after
+//!   a GOAWAY, req/s (see `bench/h2.rs`).
 //! - `unchanged`: third-party servers as people write them beside their
 //!   opted-in forms, 15 reloads (`--reloads`) every `--interval` under
 //!   `--conns` clients (see `bench/unchanged.rs`). Not in the default
@@ -33,7 +47,7 @@
 //!
 //! Every part but `unchanged` by default, each printed as it finishes. A
 //! benchmark prints; it asserts nothing. The load phases (handoff, compare,
-//! soak) also leave, in `--out DIR` (default `target/devsup-bench/`), per
+//! soak, clients) also leave, in `--out DIR` (default `target/devsup-bench/`), per
 //! phase a CSV of 100 ms windows (`NAME.csv`: ok, failed, p50, p99), a CSV
 //! of the instants of each trigger, READY and drain signal (`NAME-marks.csv`,
 //! from devsup's log), and a chart (`NAME.svg`); and a chart that puts the
@@ -114,6 +128,18 @@ struct Args {
     /// --interval).
     #[arg(long, default_value_t = 10)]
     compare_duration: u64,
+    /// clients: WebSocket clients.
+    #[arg(long, default_value_t = 200)]
+    ws: usize,
+    /// clients: server-sent-event clients.
+    #[arg(long, default_value_t = 50)]
+    sse: usize,
+    /// clients: reloads, one per --interval.
+    #[arg(long, default_value_t = 20)]
+    client_reloads: u32,
+    /// h2: one-second h2load rounds per phase.
+    #[arg(long, default_value_t = 10)]
+    h2_rounds: u32,
     /// Where the CSV files and charts go (default: target/devsup-bench).
     #[arg(long, value_name = "DIR")]
     out: Option<std::path::PathBuf>,
@@ -135,6 +161,10 @@ enum Part {
     Watch,
     /// 1,000 reloads in a row: fds and memory.
     Soak,
+    /// WebSocket and SSE clients through reloads, beside HTTP load.
+    Clients,
+    /// HTTP/2 (h2load) through reloads, and without.
+    H2,
     /// Third-party servers unchanged and opted in (see bench/unchanged.rs).
     Unchanged,
     /// Edit→browser latency through --livereload, in headless Chromium.
@@ -163,6 +193,8 @@ fn main() -> ExitCode {
             Part::Watch,
             Part::Soak,
             Part::Browser,
+            Part::Clients,
+            Part::H2,
         ]
     } else {
         args.only.clone()
@@ -213,6 +245,31 @@ fn main() -> ExitCode {
         bench::soak::print(&report);
         if let Some(phase) = &report.phase {
             written.extend(bench::write_phase(&out, phase));
+        }
+    }
+    if runs(Part::Clients) {
+        let plan = bench::clients::Plan {
+            ws: args.ws,
+            sse: args.sse,
+            http: args.conns,
+            reloads: args.client_reloads,
+            interval: Duration::from_millis(args.interval.max(1)),
+            window: Duration::from_millis(args.window.max(1)),
+            threads: args.threads,
+            verbose: args.verbose,
+        };
+        eprintln!(
+            "devsup-bench: clients: {} WebSocket + {} SSE + {} HTTP clients, {} reloads every {:?}",
+            plan.ws, plan.sse, plan.http, plan.reloads, plan.interval
+        );
+        let report = bench::clients::run(&plan);
+        bench::clients::print(&report);
+        written.extend(bench::write_phase(&out, &report.phase));
+    }
+    if runs(Part::H2) {
+        let round = Duration::from_secs(1);
+        if let Some(report) = bench::h2::run(args.h2_rounds.max(1), round, args.verbose) {
+            bench::h2::print(&report);
         }
     }
     if runs(Part::Unchanged) {

@@ -12,201 +12,16 @@
 //! of its drain (devsup's `gen=N exited ... after X`), not at the 8 s
 //! deadline.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use devsup_tests::clients::Clients;
 use devsup_tests::devlog;
-use devsup_tests::harness::{Devsup, TIMEOUT, wait_until};
+use devsup_tests::harness::{Devsup, TIMEOUT};
 use devsup_tests::load::{self, LoadConfig};
-use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::{self, Message};
 
 const WS_CLIENTS: usize = 200;
 const SSE_CLIENTS: usize = 50;
 const RELOADS: u64 = 20;
-
-/// What the clients saw, counted as they go.
-#[derive(Debug, Default)]
-struct Seen {
-    /// Per client, the generation it is connected to now (0: none yet).
-    generation: Vec<AtomicU64>,
-    ws_connects: AtomicU64,
-    /// Close frames with code 1012, then a clean end of the stream.
-    ws_closed_1012: AtomicU64,
-    /// Close frames with another code.
-    ws_closed_other: AtomicU64,
-    /// Ends without a close frame, resets and protocol errors.
-    ws_unclean: AtomicU64,
-    sse_connects: AtomicU64,
-    /// Streams that ended with the last chunk and then EOF.
-    sse_clean_ends: AtomicU64,
-    /// Streams that broke off.
-    sse_unclean: AtomicU64,
-    /// Connects that failed (nobody should ever refuse: devsup holds the
-    /// socket).
-    connect_errors: AtomicU64,
-    /// The last few unclean ends, for the failure message.
-    details: std::sync::Mutex<Vec<String>>,
-}
-
-impl Seen {
-    fn note(&self, what: String) {
-        let mut details = self.details.lock().unwrap();
-        if details.len() < 20 {
-            details.push(what);
-        }
-    }
-
-    fn all_on(&self, generation: u64) -> bool {
-        self.generation
-            .iter()
-            .all(|g| g.load(Ordering::Relaxed) == generation)
-    }
-
-    fn behind(&self, generation: u64) -> usize {
-        self.generation
-            .iter()
-            .filter(|g| g.load(Ordering::Relaxed) != generation)
-            .count()
-    }
-}
-
-/// `gen=N` at the start of `text` (after `data: ` for events).
-fn generation_of(text: &str) -> Option<u64> {
-    let rest = &text[text.find("gen=")? + 4..];
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
-async fn ws_client(id: usize, url: String, seen: Arc<Seen>, mut stop: watch::Receiver<bool>) {
-    while !*stop.borrow() {
-        let connected = tokio::select! {
-            c = tokio_tungstenite::connect_async(url.as_str()) => c,
-            _ = stop.changed() => return,
-        };
-        let mut ws = match connected {
-            Ok((ws, _)) => ws,
-            Err(err) => {
-                seen.connect_errors.fetch_add(1, Ordering::Relaxed);
-                seen.note(format!("ws {id}: connect: {err}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        seen.ws_connects.fetch_add(1, Ordering::Relaxed);
-        let mut close_code = None;
-        loop {
-            let next = tokio::select! {
-                next = ws.next() => next,
-                _ = stop.changed() => return,
-            };
-            match next {
-                Some(Ok(Message::Text(text))) => {
-                    if let Some(generation) = generation_of(&text) {
-                        seen.generation[id].store(generation, Ordering::Relaxed);
-                    }
-                }
-                // Reading on sends tungstenite's answer to the close.
-                Some(Ok(Message::Close(frame))) => {
-                    close_code = Some(frame.map_or(0, |f| u16::from(f.code)));
-                }
-                Some(Ok(_)) => {}
-                Some(Err(tungstenite::Error::ConnectionClosed)) | None if close_code.is_some() => {
-                    match close_code {
-                        Some(1012) => seen.ws_closed_1012.fetch_add(1, Ordering::Relaxed),
-                        _ => seen.ws_closed_other.fetch_add(1, Ordering::Relaxed),
-                    };
-                    break;
-                }
-                end => {
-                    seen.ws_unclean.fetch_add(1, Ordering::Relaxed);
-                    seen.note(format!("ws {id}: {end:?} (close so far: {close_code:?})"));
-                    break;
-                }
-            }
-        }
-    }
-}
-
-async fn sse_client(
-    id: usize,
-    addr: std::net::SocketAddr,
-    seen: Arc<Seen>,
-    mut stop: watch::Receiver<bool>,
-) {
-    while !*stop.borrow() {
-        let connected = tokio::select! {
-            c = TcpStream::connect(addr) => c,
-            _ = stop.changed() => return,
-        };
-        let mut stream = match connected {
-            Ok(stream) => stream,
-            Err(err) => {
-                seen.connect_errors.fetch_add(1, Ordering::Relaxed);
-                seen.note(format!("sse {id}: connect: {err}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        if let Err(err) = stream
-            .write_all(b"GET /events HTTP/1.1\r\nHost: devsup\r\n\r\n")
-            .await
-        {
-            seen.sse_unclean.fetch_add(1, Ordering::Relaxed);
-            seen.note(format!("sse {id}: write: {err}"));
-            continue;
-        }
-        seen.sse_connects.fetch_add(1, Ordering::Relaxed);
-        // The first event names the generation; after that only the tail
-        // matters, to see how the stream ended.
-        let mut text = String::new();
-        let mut found = false;
-        let mut buf = [0; 4096];
-        loop {
-            let read = tokio::select! {
-                r = stream.read(&mut buf) => r,
-                _ = stop.changed() => return,
-            };
-            match read {
-                Ok(0) => {
-                    if text.ends_with("\r\n0\r\n\r\n") && found {
-                        seen.sse_clean_ends.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        seen.sse_unclean.fetch_add(1, Ordering::Relaxed);
-                        seen.note(format!("sse {id}: ended with {text:?}"));
-                    }
-                    break;
-                }
-                Ok(n) => {
-                    text.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    let first = text.find("data: gen=").filter(|_| !found);
-                    if let Some(generation) = first.and_then(|at| generation_of(&text[at..])) {
-                        seen.generation[id].store(generation, Ordering::Relaxed);
-                        found = true;
-                    }
-                    if text.len() > 64 {
-                        let keep = text.len() - 32;
-                        let keep = (keep..text.len())
-                            .find(|&i| text.is_char_boundary(i))
-                            .unwrap_or(text.len());
-                        text.drain(..keep);
-                    }
-                }
-                Err(err) => {
-                    seen.sse_unclean.fetch_add(1, Ordering::Relaxed);
-                    seen.note(format!("sse {id}: read: {err}"));
-                    break;
-                }
-            }
-        }
-    }
-}
 
 #[test]
 fn websockets_and_event_streams_follow_every_reload() {
@@ -215,29 +30,11 @@ fn websockets_and_event_streams_follow_every_reload() {
     devsup.wait_event(1, "ready", TIMEOUT);
     let addr = devsup.addr();
 
-    let seen = Arc::new(Seen {
-        generation: (0..WS_CLIENTS + SSE_CLIENTS)
-            .map(|_| AtomicU64::new(0))
-            .collect(),
-        ..Seen::default()
-    });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (stop, stopped) = watch::channel(false);
-    let mut clients = Vec::new();
-    for id in 0..WS_CLIENTS {
-        let url = format!("ws://{addr}/ws");
-        clients.push(runtime.spawn(ws_client(id, url, seen.clone(), stopped.clone())));
-    }
-    for id in WS_CLIENTS..WS_CLIENTS + SSE_CLIENTS {
-        clients.push(runtime.spawn(sse_client(id, addr, seen.clone(), stopped.clone())));
-    }
+    let clients = Clients::start(addr, WS_CLIENTS, SSE_CLIENTS);
+    let seen = clients.seen();
     let all_on = |generation: u64| {
         assert!(
-            wait_until(TIMEOUT, || seen.all_on(generation)),
+            clients.wait_all_on(generation, TIMEOUT),
             "{} clients not on gen={generation}: {seen:?}",
             seen.behind(generation)
         );
@@ -257,37 +54,20 @@ fn websockets_and_event_streams_follow_every_reload() {
     }
     let took = started.elapsed();
     let report = run.finish();
-    stop.send_replace(true);
-    runtime.block_on(async {
-        for client in clients {
-            client.await.unwrap();
-        }
-    });
+    let seen = clients.finish();
 
-    let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    eprintln!(
-        "{RELOADS} reloads in {took:.1?}: WebSocket connects {}, closes 1012 {}, other closes {}, \
-         unclean {}; SSE connects {}, clean ends {}, unclean {}; connect errors {}\n{report}",
-        count(&seen.ws_connects),
-        count(&seen.ws_closed_1012),
-        count(&seen.ws_closed_other),
-        count(&seen.ws_unclean),
-        count(&seen.sse_connects),
-        count(&seen.sse_clean_ends),
-        count(&seen.sse_unclean),
-        count(&seen.connect_errors),
-    );
-    let details = seen.details.lock().unwrap().join("\n");
+    eprintln!("{RELOADS} reloads in {took:.1?}: {seen}\n{report}");
+    let details = seen.details.join("\n");
     assert_eq!(report.failures(), 0, "{report}");
-    assert_eq!(count(&seen.ws_unclean), 0, "{details}");
-    assert_eq!(count(&seen.ws_closed_other), 0, "{details}");
-    assert_eq!(count(&seen.sse_unclean), 0, "{details}");
-    assert_eq!(count(&seen.connect_errors), 0, "{details}");
+    assert_eq!(seen.ws_unclean, 0, "{details}");
+    assert_eq!(seen.ws_closed_other, 0, "{details}");
+    assert_eq!(seen.sse_unclean, 0, "{details}");
+    assert_eq!(seen.connect_errors, 0, "{details}");
     // Each reload closed each client exactly once.
     let reloads = RELOADS;
-    assert_eq!(count(&seen.ws_closed_1012), WS_CLIENTS as u64 * reloads);
-    assert_eq!(count(&seen.sse_clean_ends), SSE_CLIENTS as u64 * reloads);
-    assert_eq!(count(&seen.ws_connects), WS_CLIENTS as u64 * (reloads + 1));
+    assert_eq!(seen.ws_closed_1012, WS_CLIENTS as u64 * reloads);
+    assert_eq!(seen.sse_clean_ends, SSE_CLIENTS as u64 * reloads);
+    assert_eq!(seen.ws_connects, WS_CLIENTS as u64 * (reloads + 1));
 
     // Each old generation exited within 1 s of its drain.
     let lines = devsup.lines();

@@ -5,95 +5,11 @@
 //! see 0 failed and 0 errored streams.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use devsup_tests::harness::{Devsup, Signal, TIMEOUT, wait_until};
+use devsup_tests::h2load::{self, Options, Requests, StreamLog};
+use devsup_tests::harness::{Devsup, Signal, TIMEOUT};
 use devsup_tests::tools;
-
-/// h2load's `requests:` line.
-#[derive(Debug, PartialEq, Eq)]
-struct Requests {
-    total: u64,
-    started: u64,
-    done: u64,
-    succeeded: u64,
-    failed: u64,
-    errored: u64,
-    timeout: u64,
-}
-
-/// Parses `requests: 10 total, 10 started, 10 done, 10 succeeded, 0 failed,
-/// 0 errored, 0 timeout` out of h2load's output.
-fn parse_requests(output: &str) -> Option<Requests> {
-    let line = output.lines().find(|l| l.starts_with("requests: "))?;
-    let count = |word: &str| -> Option<u64> {
-        line["requests: ".len()..]
-            .split(", ")
-            .find_map(|part| part.strip_suffix(word)?.trim().parse().ok())
-    };
-    Some(Requests {
-        total: count(" total")?,
-        started: count(" started")?,
-        done: count(" done")?,
-        succeeded: count(" succeeded")?,
-        failed: count(" failed")?,
-        errored: count(" errored")?,
-        timeout: count(" timeout").unwrap_or(0),
-    })
-}
-
-#[test]
-fn parses_the_requests_line() {
-    let out = "finished in 1.00s\nrequests: 100 total, 99 started, 98 done, 97 succeeded, 1 failed, 2 errored, 3 timeout\nstatus codes: 97 2xx";
-    assert_eq!(
-        parse_requests(out),
-        Some(Requests {
-            total: 100,
-            started: 99,
-            done: 98,
-            succeeded: 97,
-            failed: 1,
-            errored: 2,
-            timeout: 3
-        })
-    );
-    assert_eq!(parse_requests("no such line"), None);
-}
-
-/// h2load's `--log-file`: one line per stream, `START_US STATUS DURATION_US`.
-/// A stream whose HEADERS were never sent has start 0 and status -1.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct StreamLog {
-    /// Streams sent to the server, by status.
-    sent: std::collections::BTreeMap<i64, u64>,
-    /// Streams never sent: submitted, then refused by h2load's own HTTP/2
-    /// library because a GOAWAY had arrived.
-    never_sent: u64,
-}
-
-fn parse_log(text: &str) -> StreamLog {
-    let mut log = StreamLog::default();
-    for line in text.lines() {
-        let mut fields = line.split_whitespace();
-        let start: u64 = fields.next().and_then(|f| f.parse().ok()).expect("start");
-        let status: i64 = fields.next().and_then(|f| f.parse().ok()).expect("status");
-        if start == 0 && status == -1 {
-            log.never_sent += 1;
-        } else {
-            *log.sent.entry(status).or_default() += 1;
-        }
-    }
-    log
-}
-
-#[test]
-fn parses_the_stream_log() {
-    let log =
-        parse_log("1796048916425733\t200\t1484\n0\t-1\t1306146923\n1796048916425734\t200\t12\n");
-    assert_eq!(log.never_sent, 1);
-    assert_eq!(log.sent.into_iter().collect::<Vec<_>>(), vec![(200, 2)]);
-}
 
 /// One h2load run (8 connections, 8 streams each, 4 s) with one reload in
 /// the middle: returns h2load's counts, its stream log, and how many of its
@@ -105,48 +21,36 @@ fn round(
     dir: &Path,
 ) -> (Requests, StreamLog, usize) {
     let log = dir.join(format!("h2load-{generation}.log"));
-    let child = Command::new(h2load)
-        .args(["-D", "4", "-c", "8", "-m", "8", "-t", "1", "--log-file"])
-        .arg(&log)
-        .arg(format!("http://{}/", devsup.addr()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let run = h2load::Run::start(h2load, devsup.addr(), Options::default(), &log)
         .expect("spawning h2load");
     // h2load logs each finished request: reload once streams flow.
-    let flowing = wait_until(TIMEOUT, || {
-        std::fs::read_to_string(&log).is_ok_and(|text| text.lines().count() >= 1000)
-    });
+    let flowing = run.wait_flowing(1000, TIMEOUT);
     let reloaded = Instant::now();
     devsup.signal(Signal::SIGHUP);
     devsup.wait_event(generation + 1, "ready", TIMEOUT);
     devsup.wait_event(generation, "exited", TIMEOUT);
     let reload_took = reloaded.elapsed();
-    let output = child.wait_with_output().expect("waiting for h2load");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let outcome = run.finish();
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(why) => panic!("h2load round {generation}: {why}"),
+    };
     eprintln!(
-        "h2load round {generation} (reload took {reload_took:?}):\n{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
+        "h2load round {generation} (reload took {reload_took:?}):\n{}",
+        outcome.output
     );
     assert!(flowing, "h2load's streams never flowed");
-    let requests = parse_requests(&stdout).expect("h2load's requests: line");
-    // h2load prints this when a connection of its ends before its run does.
-    let closed = stdout.matches("Process Request Failure").count();
-    let log = parse_log(&std::fs::read_to_string(&log).expect("h2load's log"));
-    (requests, log, closed)
+    (outcome.requests, outcome.log, outcome.closed)
 }
 
-/// h2load never opens a new connection after a GOAWAY (it reconnects only
-/// for HTTP/1.1's `Connection: close`): a client whose connection was
-/// drained stops. So each round is a timed run (`-D`) with one reload.
+/// h2load never opens a new connection after a GOAWAY: a client whose
+/// connection was drained stops. So each round is a timed run (`-D`) with
+/// one reload.
 ///
-/// h2load counts one more thing as failed: a request it submitted to its
-/// HTTP/2 library (nghttp2) just before the GOAWAY was read (a response
-/// and the GOAWAY in one read), which nghttp2 then refuses to send, since
-/// GOAWAY forbids new streams. Such a stream never left the client, so it
-/// is safe to retry (RFC 9113 §8.7), and clients that retry (browsers,
-/// hyper's pooled client, tonic) never see it; no server can prevent it.
-/// h2load's log tells these apart (start time 0, status -1), so the check
+/// h2load also counts as failed a stream it submitted just before the
+/// GOAWAY was read, which its own HTTP/2 library then refuses to send
+/// (see `devsup_tests::h2load`); no server can prevent it, and such a
+/// stream is safe to retry. h2load's log tells these apart, so the check
 /// is: every stream that was sent succeeded, and every failure h2load
 /// counts is a stream that was never sent.
 #[test]

@@ -1,11 +1,14 @@
 //! The parts of devsup-bench beyond the handoff table: the comparison with
 //! a restarting tool, edit→serve latency, watch start-up on a large tree,
-//! and a long run of reloads; the CSV files and charts of the load phases;
+//! a long run of reloads, long-lived clients (WebSockets, SSE) and HTTP/2
+//! through reloads; the CSV files and charts of the load phases;
 //! plus what they share (reading `/proc`, medians).
 
 pub mod browser;
+pub mod clients;
 pub mod compare;
 pub mod edit;
+pub mod h2;
 pub mod plot;
 pub mod record;
 pub mod soak;
