@@ -12,9 +12,12 @@
 //! its actions to the `executor`, which starts generations and build steps
 //! through `process` (sockets at fds 3…) and tells the `guard` of every
 //! process group, so that they are stopped even if devsup is killed.
-#[cfg(not(target_os = "linux"))]
+//!
+//! devsup runs on Linux and macOS; what differs between them is behind one
+//! interface per concern in `platform`.
+#[cfg(not(unix))]
 compile_error!(
-    "devsup runs on Linux only: it relies on prctl (parent-death signal, child subreaper), close_range and SO_PASSCRED"
+    "devsup runs on Unix only (Linux and macOS): it passes sockets by fd inheritance across fork and exec"
 );
 
 mod cli;
@@ -25,6 +28,7 @@ mod executor;
 mod guard;
 mod log;
 mod machine;
+mod platform;
 mod process;
 #[cfg(test)]
 mod props;
