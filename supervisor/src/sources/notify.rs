@@ -358,11 +358,7 @@ fn read(gen_id: GenId, heard: &Heard, socket: &UnixDatagram, tx: &Sender<Input>)
         }
         let at = Instant::now();
         let data = buf[..len].to_vec();
-        let from_devsup = match sender {
-            Some(pid) => pid == own_pid,
-            None => heard.lock().stopping,
-        };
-        if from_devsup && len == 0 {
+        if is_stop(len, sender, own_pid, || heard.lock().stopping) {
             debug!(generation = gen_id, "notify socket closed");
             return;
         }
@@ -411,6 +407,17 @@ fn read(gen_id: GenId, heard: &Heard, socket: &UnixDatagram, tx: &Sender<Input>)
             return;
         }
     }
+}
+
+/// Whether a datagram is devsup's own stop ([`stop_reader`]): empty, and
+/// from devsup's pid; where no datagram says its sender (macOS), empty
+/// once the executor has said it is `stopping` the reader.
+fn is_stop(len: usize, sender: Option<i32>, own_pid: i32, stopping: impl FnOnce() -> bool) -> bool {
+    len == 0
+        && match sender {
+            Some(pid) => pid == own_pid,
+            None => stopping(),
+        }
 }
 
 fn valid_fd_name(name: &str) -> bool {
@@ -512,6 +519,34 @@ mod tests {
     #[cfg(target_os = "linux")]
     fn walk_is_empty(dir: &Path) -> bool {
         std::fs::read_dir(dir).unwrap().next().is_none()
+    }
+
+    /// The stop datagram: by its sender on Linux; without one (macOS), an
+    /// empty datagram stops the reader only once the executor is stopping
+    /// it, so a server's own empty datagram does not.
+    #[test]
+    fn only_devsups_empty_datagram_stops_the_reader() {
+        let (own, other) = (100, 200);
+        assert!(is_stop(0, Some(own), own, || false));
+        assert!(!is_stop(0, Some(other), own, || true));
+        assert!(!is_stop(7, Some(own), own, || true));
+        assert!(!is_stop(0, None, own, || false));
+        assert!(is_stop(0, None, own, || true));
+        assert!(!is_stop(7, None, own, || true));
+    }
+
+    /// Where senders are unknown, `stop_reader` marks the generation's
+    /// `Heard` as stopping before it sends.
+    #[test]
+    fn stop_reader_says_it_is_stopping() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = UnixDatagram::bind(dir.path().join("s")).unwrap();
+        let heard = Heard::new(1);
+        assert!(!heard.lock().stopping);
+        stop_reader(&socket.local_addr().unwrap(), Some(&heard));
+        assert!(heard.lock().stopping);
+        let mut buf = [0u8; 4];
+        assert_eq!(socket.recv(&mut buf).unwrap(), 0, "the empty datagram");
     }
 
     /// A removed directory is made again for the next generation.
