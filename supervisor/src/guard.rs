@@ -24,7 +24,10 @@
 //!
 //! On macOS, which has no `PR_SET_PDEATHSIG`, the guard is the only
 //! mechanism: a killed devsup's generations get the drain signal from it,
-//! direct children included.
+//! direct children included. One window is left there: devsup killed
+//! between a fork and its `+PGID` line (the next few system calls on the
+//! main thread). A child that finds devsup gone before it execs exits
+//! (`getppid` changed); one that has exec'd already is not stopped.
 //!
 //! The guard runs in a session of its own, so that a signal to devsup's
 //! whole process group (Ctrl-C, an IDE's stop button, `timeout -s KILL`)
