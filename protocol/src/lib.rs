@@ -338,12 +338,12 @@ fn nix_send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
 }
 
 fn send_datagram(path: &std::ffi::OsStr, buf: &[u8]) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::net::UnixDatagram;
     let socket = UnixDatagram::unbound()?;
-    let bytes = path.as_bytes();
+    // `@NAME` is an abstract socket, which only Linux has; elsewhere it is
+    // a (relative) path like any other.
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Some(name) = bytes.strip_prefix(b"@") {
+    if let Some(name) = std::os::unix::ffi::OsStrExt::as_bytes(path).strip_prefix(b"@") {
         #[cfg(target_os = "android")]
         use std::os::android::net::SocketAddrExt;
         #[cfg(target_os = "linux")]

@@ -12,13 +12,18 @@
 //! The loop runs on the main thread on purpose: `PR_SET_PDEATHSIG` fires
 //! when the *thread* that forked a child exits, so generations must be
 //! forked by a thread that lives as long as devsup.
+//!
+//! Where devsup cannot be a child subreaper (macOS), the processes a
+//! generation leaves behind are not its children, and no SIGCHLD says when
+//! they exit: the loop also wakes when the executor asks
+//! ([`Executor::next_poll`]) to look at the groups it waits for.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Instant;
 
 use devsup_protocol as proto;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::event::{Event, Input, Trigger};
@@ -38,7 +43,7 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
     if config.builds.is_empty() {
         config.program.resolve()?;
     }
-    become_subreaper();
+    let subreaper = become_subreaper();
     // Sockets systemd passed (socket activation), owned before any other fd
     // is opened; stdout moved aside for `--events -` before any process is
     // started.
@@ -84,6 +89,9 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
     let mut state = State::new(config.policy());
     let extra_env = livereload_env.into_iter().collect();
     let mut exec = Executor::new(config, listeners, tx, guard, reporter, extra_env)?;
+    if !subreaper {
+        exec.poll_orphaned_groups();
+    }
     let mut queue = VecDeque::from([Event::Reload {
         trigger: Trigger::Startup,
         at: Instant::now(),
@@ -91,7 +99,7 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
     loop {
         let event = match queue.pop_front() {
             Some(event) => event,
-            None => match next_input(&rx, &state) {
+            None => match next_input(&rx, state.next_deadline(), exec.next_poll()) {
                 Input::Event(Event::Message {
                     gen_id,
                     msg: proto::Message::MainPid(pid),
@@ -121,17 +129,23 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
     }
 }
 
-fn next_input(rx: &Receiver<Input>, state: &State) -> Input {
-    let deadline = state.next_deadline();
+/// The next input: one from the channel, or `Tick` at the state machine's
+/// `deadline`, or `ChildExited` when the executor's `poll` time comes (to
+/// look at process groups no SIGCHLD will speak for).
+fn next_input(rx: &Receiver<Input>, deadline: Option<Instant>, poll: Option<Instant>) -> Input {
+    let due = |at: Option<Instant>| at.is_some_and(|d| d <= Instant::now());
     // A due deadline goes first, so that a stream of inputs cannot starve it.
-    if deadline.is_some_and(|d| d <= Instant::now()) {
+    if due(deadline) {
         return Input::Event(Event::Tick);
     }
-    match deadline {
-        Some(deadline) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
+    if due(poll) {
+        return Input::ChildExited;
+    }
+    match deadline.into_iter().chain(poll).min() {
+        Some(wake) => match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(input) => input,
-            Err(RecvTimeoutError::Timeout) => Input::Event(Event::Tick),
+            Err(RecvTimeoutError::Timeout) if due(deadline) => Input::Event(Event::Tick),
+            Err(RecvTimeoutError::Timeout) => Input::ChildExited,
             Err(RecvTimeoutError::Disconnected) => unreachable!("the loop holds a sender"),
         },
         None => rx.recv().expect("the loop holds a sender"),
@@ -156,12 +170,67 @@ fn debug_panic(event: &Event) {
 
 /// Orphans of a generation (a server that double-forks, `cargo run`'s
 /// child once cargo dies) are reparented to devsup, so they are reaped and
-/// a generation's group is seen to be gone.
-fn become_subreaper() {
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        warn!(
-            "cannot become a child subreaper: processes left behind by a server may not be noticed"
-        );
+/// a generation's group is seen to be gone. False where devsup is no
+/// subreaper: the executor then polls such groups.
+///
+/// In debug builds, `DEVSUP_DEBUG_NO_SUBREAPER` makes Linux behave like
+/// macOS here: the tests' way to run the polling on Linux.
+fn become_subreaper() -> bool {
+    use crate::platform::process::{ORPHAN_POLL, Subreaper};
+    if cfg!(debug_assertions) && std::env::var_os("DEVSUP_DEBUG_NO_SUBREAPER").is_some() {
+        debug!("DEVSUP_DEBUG_NO_SUBREAPER is set: not a child subreaper");
+        return false;
+    }
+    match crate::platform::process::become_subreaper() {
+        Subreaper::Yes => true,
+        Subreaper::Failed(e) => {
+            warn!(
+                "cannot become a child subreaper ({e}): the processes a server leaves behind are looked for every {}",
+                crate::log::ms(ORPHAN_POLL)
+            );
+            false
+        }
+        Subreaper::Unsupported => {
+            debug!(
+                "no child subreaper on this platform: the processes a server leaves behind are looked for every {}",
+                crate::log::ms(ORPHAN_POLL)
+            );
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn is_tick(input: &Input) -> bool {
+        matches!(input, Input::Event(Event::Tick))
+    }
+
+    /// Without a subreaper the loop wakes for the executor's poll, and the
+    /// state machine's deadline still goes first.
+    #[test]
+    fn the_loop_wakes_for_the_deadline_and_the_poll() {
+        let (tx, rx) = mpsc::channel();
+        let now = Instant::now();
+        let past = now - Duration::from_millis(1);
+        assert!(is_tick(&next_input(&rx, Some(past), Some(past))));
+        assert!(matches!(
+            next_input(&rx, None, Some(past)),
+            Input::ChildExited
+        ));
+        let soon = Instant::now() + Duration::from_millis(20);
+        let later = soon + Duration::from_secs(60);
+        assert!(matches!(
+            next_input(&rx, Some(later), Some(soon)),
+            Input::ChildExited
+        ));
+        assert!(Instant::now() >= soon, "it waited for the poll");
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert!(is_tick(&next_input(&rx, Some(soon), Some(later))));
+        tx.send(Input::ChildExited).unwrap();
+        assert!(matches!(next_input(&rx, None, None), Input::ChildExited));
     }
 }

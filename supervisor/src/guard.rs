@@ -22,6 +22,13 @@
 //!    drain timeout for them to go, SIGKILLs what is left, removes the
 //!    files it was named that are still the same ones, and exits.
 //!
+//! On macOS, which has no `PR_SET_PDEATHSIG`, the guard is the only
+//! mechanism: a killed devsup's generations get the drain signal from it,
+//! direct children included. One window is left there: devsup killed
+//! between a fork and its `+PGID` line (the next few system calls on the
+//! main thread). A child that finds devsup gone before it execs exits
+//! (`getppid` changed); one that has exec'd already is not stopped.
+//!
 //! The guard runs in a session of its own, so that a signal to devsup's
 //! whole process group (Ctrl-C, an IDE's stop button, `timeout -s KILL`)
 //! does not take it down together with devsup.
@@ -30,7 +37,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -40,6 +47,8 @@ use anyhow::Context;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+
+use crate::platform;
 
 /// devsup's side of the guard.
 #[derive(Debug)]
@@ -52,22 +61,23 @@ impl Guard {
     /// which is sound only while this process has a single thread: that is
     /// checked, and an error otherwise.
     pub(crate) fn start(drain_signal: Signal, drain_timeout: Duration) -> anyhow::Result<Guard> {
-        let threads = std::fs::read_dir("/proc/self/task")
-            .map(Iterator::count)
-            .unwrap_or(0);
-        anyhow::ensure!(
-            threads == 1,
-            "the guard must be started before any other thread ({threads} threads run)"
-        );
-        let (read, write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+        // Where the platform cannot count threads (the BSDs), this rests on
+        // the caller: `event_loop::run` starts the guard first.
+        if let Some(threads) = platform::process::thread_count() {
+            anyhow::ensure!(
+                threads == 1,
+                "the guard must be started before any other thread ({threads} threads run)"
+            );
+        }
+        let max_fd = platform::fds::max_fd();
+        let (read, write) = platform::fds::pipe().context("cannot create a pipe")?;
         // SAFETY: this process has one thread (checked above), so the
         // child may allocate and take locks; it never returns.
         match unsafe { libc::fork() } {
             -1 => Err(std::io::Error::last_os_error()).context("cannot fork the guard"),
             0 => {
                 drop(write);
-                guard_main(read, drain_signal, drain_timeout)
+                guard_main(read, max_fd, drain_signal, drain_timeout)
             }
             _ => Ok(Guard {
                 pipe: File::from(write),
@@ -115,7 +125,7 @@ impl Guard {
     }
 }
 
-fn guard_main(pipe: OwnedFd, drain_signal: Signal, drain_timeout: Duration) -> ! {
+fn guard_main(pipe: OwnedFd, max_fd: RawFd, drain_signal: Signal, drain_timeout: Duration) -> ! {
     // Hold nothing of devsup's but the pipe: not stdin (a terminal), not
     // a socket devsup may have inherited.
     // SAFETY: plain system calls on this process's own fds and signals.
@@ -124,12 +134,7 @@ fn guard_main(pipe: OwnedFd, drain_signal: Signal, drain_timeout: Duration) -> !
         for other in 0..fd {
             libc::close(other);
         }
-        libc::syscall(
-            libc::SYS_close_range,
-            (fd + 1) as libc::c_uint,
-            libc::c_uint::MAX,
-            0 as libc::c_uint,
-        );
+        platform::fds::close_from(fd + 1, max_fd);
         libc::setsid();
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }

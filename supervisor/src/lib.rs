@@ -14,9 +14,12 @@
 //! process group, so that they are stopped even if devsup is killed. Each
 //! step taken (`step`) is published by the executor through `report` to
 //! `--events`, `devsup status`, systemd and `livereload` (the browser).
-#[cfg(not(target_os = "linux"))]
+//!
+//! devsup runs on Linux and macOS; what differs between them is behind one
+//! interface per concern in `platform`.
+#[cfg(not(unix))]
 compile_error!(
-    "devsup runs on Linux only: it relies on prctl (parent-death signal, child subreaper), close_range and SO_PASSCRED"
+    "devsup runs on Unix only (Linux and macOS): it passes sockets by fd inheritance across fork and exec"
 );
 
 mod cli;
@@ -28,9 +31,11 @@ mod guard;
 mod livereload;
 mod log;
 mod machine;
+mod platform;
 mod process;
 #[cfg(test)]
 mod props;
+#[cfg(target_os = "linux")]
 #[allow(dead_code)] // until the state machine uses it (kernel readiness)
 mod readiness;
 mod report;

@@ -140,7 +140,10 @@ impl Listener {
     /// A listening socket devsup was given (socket activation, see
     /// [`take_inherited`]) rather than bound: it is never unlinked.
     fn inherited(name: String, socket: Socket) -> anyhow::Result<Listener> {
-        if socket.r#type()? != Type::STREAM || !socket.is_listener()? {
+        // SO_ACCEPTCONN through nix: socket2 offers it on Linux only.
+        let listening =
+            nix::sys::socket::getsockopt(&socket, nix::sys::socket::sockopt::AcceptConn)?;
+        if socket.r#type()? != Type::STREAM || !listening {
             bail!("not a listening stream socket");
         }
         let local = socket.local_addr()?;

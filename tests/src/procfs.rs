@@ -4,6 +4,10 @@
 //!
 //! Every function returns nothing (`None`, empty, 0) for a process that is
 //! gone: processes end between a listing and a read.
+//!
+//! Linux only, as the integration tests and devsup-bench are: this
+//! compiles for macOS (so `cargo clippy --target x86_64-apple-darwin`
+//! checks the whole workspace), where every reading is empty.
 
 use std::time::Duration;
 

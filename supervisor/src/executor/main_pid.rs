@@ -4,14 +4,21 @@
 //! and the generation counts as gone only once both groups are, and that
 //! group's processes are heard on the generation's notify socket.
 //!
-//! Only a process of the generation may be named, checked through `/proc`:
-//! a descendant of its leader, or an orphan devsup adopted as subreaper.
+//! Only a process of the generation may be named, checked through its
+//! parents (`/proc` on Linux, libproc on macOS): a descendant of its
+//! leader, or an orphan devsup adopted as subreaper. Without a subreaper
+//! (macOS) an orphan is init's, not devsup's, and cannot be told from any
+//! other process: a `MAINPID=` whose parent has exited and which left the
+//! generation's group is ignored there, with the warning. On a platform
+//! that cannot say a process's parent (the BSDs), only a `MAINPID=` in the
+//! generation's own group is accepted.
 
 use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
 use super::{Executor, Role};
 use crate::event::GenId;
+use crate::platform::process::parent_of;
 
 impl Executor {
     /// Generation `gen_id` sent `MAINPID=pid`: if `pid` is a process of
@@ -84,19 +91,6 @@ impl Executor {
         );
         Some(group)
     }
-}
-
-/// The parent pid of `pid`, from `/proc`.
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces: the fields
-    // after the last ')' are state, then ppid.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// Whether `ancestor` is `pid`'s parent, grandparent, …

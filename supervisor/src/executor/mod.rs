@@ -6,7 +6,9 @@
 //! does not need to see: which process groups devsup started and what for,
 //! reaping (devsup is a child subreaper, so processes a generation leaves
 //! behind are reparented to it and reaped here, and a generation counts as
-//! gone only when its whole process group is), each generation's notify
+//! gone only when its whole process group is; where it cannot be one, on
+//! macOS, a group whose leader has exited is polled until `killpg(pgid, 0)`
+//! says ESRCH, see [`Executor::next_poll`]), each generation's notify
 //! socket, the `FDSTORE=1` fds, and the guard.
 //!
 //! It is also where steps are published: the ones the machine returns as
@@ -35,6 +37,7 @@ use crate::config::Config;
 use crate::event::{Action, Event, Exit, GenId, Input, SignalReason, Store};
 use crate::guard::Guard;
 use crate::log::latency;
+use crate::platform;
 use crate::process::{self, ExecStatus, Inherit};
 use crate::report::Reporter;
 use crate::sockets::Listener;
@@ -95,6 +98,12 @@ pub(crate) struct Executor {
     extra_env: Vec<(OsString, OsString)>,
     /// The running (or last) build step's output.
     build_output: Option<tee::Tail>,
+    /// Where devsup is no child subreaper (macOS), how often to look at
+    /// the groups whose leader has exited: the rest of such a group is not
+    /// devsup's children, and its exits raise no SIGCHLD here.
+    orphan_poll: Option<Duration>,
+    /// When [`Executor::reap`] last looked.
+    reaped_at: Instant,
 }
 
 /// Most fds devsup keeps for `FDSTORE=1`.
@@ -128,7 +137,26 @@ impl Executor {
             reporter,
             extra_env,
             build_output: None,
+            orphan_poll: None,
+            reaped_at: Instant::now(),
         })
+    }
+
+    /// devsup is no child subreaper: poll the groups whose leader has
+    /// exited (see [`Executor::next_poll`]).
+    pub(crate) fn poll_orphaned_groups(&mut self) {
+        self.orphan_poll = Some(platform::process::ORPHAN_POLL);
+    }
+
+    /// When the loop must call [`Executor::reap`] even without a SIGCHLD:
+    /// without a subreaper, while a group outlives its leader, every
+    /// [`platform::process::ORPHAN_POLL`] until it is gone.
+    pub(crate) fn next_poll(&self) -> Option<Instant> {
+        poll_at(
+            self.orphan_poll,
+            self.procs.values().any(|p| p.leader.is_some()),
+            self.reaped_at,
+        )
     }
 
     /// Carries out one action; pushes the events it causes at once onto
@@ -305,7 +333,7 @@ impl Executor {
                 // The same file sent again (or twice in one message) is
                 // kept once, as systemd does: compared by device and inode.
                 let before = fds.len();
-                let mut seen: Vec<(u64, u64)> = self
+                let mut seen: Vec<FileId> = self
                     .fd_store
                     .iter()
                     .filter_map(|(_, fd)| file_id(fd))
@@ -414,6 +442,7 @@ impl Executor {
     /// Reaps every child that has exited and reports the process groups
     /// that are now empty.
     pub(crate) fn reap(&mut self, queue: &mut VecDeque<Event>) {
+        self.reaped_at = Instant::now();
         loop {
             let (pid, exit) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
@@ -452,7 +481,7 @@ impl Executor {
             queue.push_back(match p.role {
                 Role::Generation(gen_id) => {
                     if let Some(addr) = self.notify_addrs.remove(&gen_id) {
-                        notify::stop_reader(&addr);
+                        notify::stop_reader(&addr, p.heard.as_deref());
                     }
                     // The child has exited, so its end of the exec status
                     // pipe is closed: this read does not block.
@@ -473,8 +502,20 @@ impl Executor {
     }
 }
 
+/// When to look at the groups again: `every` after `last`, while `waiting`
+/// for a group whose leader has exited; never without `every` (a
+/// subreaper hears every exit).
+fn poll_at(every: Option<Duration>, waiting: bool, last: Instant) -> Option<Instant> {
+    let every = every.filter(|_| waiting)?;
+    Some(last.checked_add(every).unwrap_or(last))
+}
+
+/// A file's identity: its device and inode (in the platform's types:
+/// `dev_t` is an `i32` on macOS).
+type FileId = (libc::dev_t, libc::ino_t);
+
 /// A file's identity: its device and inode.
-fn file_id(fd: &OwnedFd) -> Option<(u64, u64)> {
+fn file_id(fd: &OwnedFd) -> Option<FileId> {
     nix::sys::stat::fstat(fd)
         .ok()
         .map(|st| (st.st_dev, st.st_ino))
@@ -488,5 +529,56 @@ fn signal_group(pgid: i32, signal: Signal) {
     match killpg(Pid::from_raw(pgid), signal) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => warn!("cannot send {signal} to process group {pgid}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_polled_only_without_a_subreaper_and_while_one_is_waited_for() {
+        let last = Instant::now();
+        let every = Some(Duration::from_millis(100));
+        assert_eq!(
+            poll_at(None, true, last),
+            None,
+            "a subreaper hears every exit"
+        );
+        assert_eq!(poll_at(every, false, last), None, "no leader has exited");
+        assert_eq!(
+            poll_at(every, true, last),
+            Some(last + Duration::from_millis(100))
+        );
+    }
+
+    /// What the poll relies on: a group stays alive while any member does,
+    /// after its leader has exited and been reaped, and is gone (ESRCH)
+    /// once its last member is.
+    #[test]
+    fn a_group_is_gone_only_when_its_last_member_is() {
+        use std::os::unix::process::CommandExt;
+        use std::process::Command;
+        // The leader lives until its stdin closes, so the member can join.
+        let mut leader = Command::new("cat")
+            .process_group(0)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pgid = leader.id() as i32;
+        let mut member = Command::new("sleep")
+            .arg("30")
+            .process_group(pgid)
+            .spawn()
+            .unwrap();
+        drop(leader.stdin.take());
+        assert!(leader.wait().unwrap().success());
+        assert!(!group_is_gone(pgid), "the member keeps the group");
+        signal_group(pgid, Signal::SIGKILL);
+        let _ = member.wait();
+        assert!(
+            group_is_gone(pgid),
+            "the group is gone with its last member"
+        );
     }
 }

@@ -219,7 +219,7 @@ fn pipe(
     ours: Tail,
     stream: usize,
 ) -> std::io::Result<OwnedFd> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (read, write) = crate::platform::fds::pipe()?;
     std::thread::Builder::new()
         .name(format!("{name}-output"))
         .spawn(move || {

@@ -15,6 +15,7 @@ use devsup_protocol as proto;
 use nix::sys::signal::Signal;
 
 use super::ExecStatus;
+use crate::platform;
 
 pub(super) const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
 /// Room for any pid_t in decimal.
@@ -47,10 +48,9 @@ pub(super) struct ExecPlan<'a> {
 /// resets its handlers to the default before it unblocks them, so such a
 /// signal does to it what it would do after exec.
 pub(super) fn fork_exec(plan: &ExecPlan<'_>) -> anyhow::Result<(i32, ExecStatus)> {
-    let (err_read, err_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    let (err_read, err_write) = platform::fds::pipe().context("cannot create a pipe")?;
     let parent_pid = std::process::id() as libc::pid_t;
-    let max_fd = max_fd();
+    let max_fd = platform::fds::max_fd();
     let all = nix::sys::signal::SigSet::all();
     let mut old = nix::sys::signal::SigSet::empty();
     nix::sys::signal::pthread_sigmask(
@@ -125,7 +125,7 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
     // owned by this process; none allocates or takes a lock.
     unsafe {
         let fail = |fd: RawFd| -> ! {
-            let errno = *libc::__errno_location();
+            let errno = nix::errno::Errno::last_raw();
             let bytes = errno.to_ne_bytes();
             libc::write(fd, bytes.as_ptr().cast(), bytes.len());
             libc::_exit(127)
@@ -151,17 +151,12 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
         if libc::setpgid(0, 0) != 0 {
             fail(plan.err_pipe);
         }
-        if libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            plan.pdeathsig as libc::c_ulong,
-            0,
-            0,
-            0,
-        ) != 0
-        {
+        // Linux only; elsewhere the guard stops this group if devsup dies.
+        if !platform::process::set_parent_death_signal(plan.pdeathsig) {
             fail(plan.err_pipe);
         }
-        // devsup may have died between fork and prctl.
+        // devsup may have died between fork and prctl (or, without one,
+        // before this child ran: the guard may not know its group yet).
         if libc::getppid() != plan.parent_pid {
             libc::_exit(1);
         }
@@ -184,7 +179,7 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
             .map(|(out, err)| (lift(out, err_pipe), lift(err, err_pipe)));
         let mut moved = [0 as RawFd; 64];
         if plan.sources.len() > moved.len() {
-            *libc::__errno_location() = libc::EMFILE;
+            nix::errno::Errno::set_raw(libc::EMFILE);
             fail(err_pipe);
         }
         for (i, &src) in plan.sources.iter().enumerate() {
@@ -208,7 +203,7 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
         // devsup's own fds are all close-on-exec, but devsup may have
         // inherited others (a shell's, or cargo's jobserver pipes): the
         // generation gets none of them.
-        close_from_on_exec(high, plan.max_fd);
+        platform::fds::cloexec_from(high, plan.max_fd);
         if let Some(slot) = plan.listen_pid_slot {
             write_pid(slot.add(LISTEN_PID_PREFIX.len()), libc::getpid());
         }
@@ -220,44 +215,6 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         libc::execve(plan.path, plan.argv, plan.envp);
         fail(err_pipe)
-    }
-}
-
-/// The highest fd number to mark close-on-exec where `close_range` is
-/// missing.
-pub(crate) fn max_fd() -> RawFd {
-    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map(|(soft, _)| soft)
-        .unwrap_or(1024);
-    limit.min(65536) as RawFd
-}
-
-/// Marks every fd from `first` on close-on-exec.
-///
-/// # Safety
-/// Async-signal-safe; only for the child between fork and exec.
-pub(crate) unsafe fn close_from_on_exec(first: RawFd, max_fd: RawFd) {
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // SAFETY: close_range only changes fd flags.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if r == 0 {
-        return;
-    }
-    for fd in first..max_fd {
-        // SAFETY: fcntl on a closed fd fails with EBADF, harmlessly.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
-                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
-            }
-        }
     }
 }
 

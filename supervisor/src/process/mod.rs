@@ -13,7 +13,8 @@
 //!    own would race with it.
 //!
 //! Between `fork` and `execve` the child runs only async-signal-safe system
-//! calls: `setpgid`, `prctl`, `getppid`, `fcntl`, `dup2`, `sigprocmask`,
+//! calls: `setpgid`, `prctl` (Linux), `getppid`, `fcntl`, `close_range`
+//! (Linux), `dup2`, `sigprocmask`,
 //! `signal`, `execve`, `write` and `_exit`.
 
 use std::ffi::{CString, OsStr, OsString};
@@ -27,6 +28,7 @@ use anyhow::{Context, bail};
 use devsup_protocol as proto;
 use nix::sys::signal::Signal;
 
+use crate::platform;
 use fork::{ExecPlan, LISTEN_PID_PREFIX, PID_DIGITS, fork_exec};
 
 /// The program to run as a generation, resolved once.
@@ -238,19 +240,11 @@ pub(crate) fn spawn(
     env_ptrs.extend(listen_pid_slot.map(|p| p.cast_const().cast::<libc::c_char>()));
     env_ptrs.push(std::ptr::null());
 
-    let (ours, theirs) = nix::sys::socket::socketpair(
-        nix::sys::socket::AddressFamily::Unix,
-        nix::sys::socket::SockType::Stream,
-        None,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-    )
-    .context("cannot create the ready channel")?;
+    let (ours, theirs) = platform::fds::stream_pair().context("cannot create the ready channel")?;
     let dev_null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
     let pipes = if inherit.capture_output {
-        let out =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-        let err =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+        let out = platform::fds::pipe().context("cannot create a pipe")?;
+        let err = platform::fds::pipe().context("cannot create a pipe")?;
         Some((out, err))
     } else {
         None

@@ -60,9 +60,8 @@ pub(crate) struct Notifier {
 impl Notifier {
     /// A notifier for the socket at `path` (`@name` for an abstract one).
     pub(crate) fn new(path: &[u8]) -> anyhow::Result<Notifier> {
-        use std::os::linux::net::SocketAddrExt;
         let addr = match path.strip_prefix(b"@") {
-            Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name),
+            Some(name) => crate::platform::peer::abstract_addr(name),
             None => std::os::unix::net::SocketAddr::from_pathname(
                 <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(path),
             ),

@@ -4,17 +4,21 @@
 //! sends datagrams to the path in `NOTIFY_SOCKET`. devsup gives each
 //! generation its own socket in a private directory (mode 0700, removed on
 //! exit; made again if it is removed; an abstract socket where no directory
-//! will do, see [`NotifyDir`]), and checks every datagram's sender with
-//! `SCM_CREDENTIALS`: only a process in the generation's own process group,
-//! or in the group of the `MAINPID=` process devsup accepted (see
-//! [`Heard`]), is heard; anything else is dropped with a warning. File
+//! will do, on Linux, see [`NotifyDir`]), and checks every datagram's
+//! sender with `SCM_CREDENTIALS`: only a process in the generation's own
+//! process group, or in the group of the `MAINPID=` process devsup accepted
+//! (see [`Heard`]), is heard; anything else is dropped with a warning. File
 //! descriptors sent with `FDSTORE=1` (`SCM_RIGHTS`) are kept by devsup and
 //! passed on to the next generations.
+//!
+//! On macOS a datagram carries no sender (see [`platform::peer`]): every
+//! datagram on a generation's socket is heard, and the 0700 directory is
+//! what keeps other users' processes out. Another process of the same user
+//! that finds the path can send to it, as it could signal the server.
 
 use std::ffi::OsString;
 use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::linux::net::SocketAddrExt;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::{Path, PathBuf};
@@ -24,11 +28,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use devsup_protocol as proto;
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, setsockopt, sockopt};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg};
 use nix::unistd::{Pid, getpgid};
 use tracing::{debug, info, warn};
 
 use crate::event::{Event, GenId, Input, Store};
+use crate::platform::{self, peer};
 
 /// Largest datagram read; sd_notify messages are far smaller.
 const MAX_DATAGRAM: usize = 64 * 1024;
@@ -61,16 +66,18 @@ pub(crate) struct Bound {
     pub(crate) env: OsString,
 }
 
-/// The longest socket path: `sun_path` holds 108 bytes with the NUL.
-const MAX_SOCKET_PATH: usize = 107;
+/// The longest socket path: `sun_path` less its NUL.
+const MAX_SOCKET_PATH: usize = peer::MAX_SOCKET_PATH;
 /// The longest socket file name in the directory.
 const LONGEST_NAME: &str = "gen-18446744073709551615.sock";
 
 impl NotifyDir {
     /// Makes the directory, readable and writable by this user only, in the
     /// first of `$XDG_RUNTIME_DIR`, the temporary directory and `/tmp`
-    /// where one can be made with room for a socket path. With none, the
-    /// generations get abstract sockets.
+    /// where one can be made with room for a socket path (macOS's
+    /// per-user temporary directory fits its 103 bytes). With none, the
+    /// generations get abstract sockets on Linux, and no notify socket
+    /// elsewhere.
     pub(crate) fn create() -> NotifyDir {
         let mut bases: Vec<PathBuf> = std::env::var_os("XDG_RUNTIME_DIR")
             .filter(|v| !v.is_empty())
@@ -157,7 +164,7 @@ impl NotifyDir {
             std::process::id(),
             random()
         );
-        let bound = SocketAddr::from_abstract_name(&name)
+        let bound = peer::abstract_addr(name.as_bytes())
             .map_err(anyhow::Error::from)
             .and_then(|addr| bind_addr(&Ok(addr), format!("@{name}").into()));
         match bound {
@@ -183,7 +190,7 @@ fn bind_addr(addr: &std::io::Result<SocketAddr>, env: OsString) -> anyhow::Resul
         Err(e) => anyhow::bail!("{e}"),
     };
     let socket = UnixDatagram::bind_addr(addr).context("cannot bind")?;
-    setsockopt(&socket, sockopt::PassCred, &true).context("cannot set SO_PASSCRED")?;
+    peer::ask_for_sender(&socket).context("cannot set SO_PASSCRED")?;
     let addr = socket.local_addr().context("no local address")?;
     Ok(Bound { socket, addr, env })
 }
@@ -212,6 +219,8 @@ struct HeardState {
     groups: Vec<i32>,
     /// The `MAINPID=` pids the executor has decided on, either way.
     decided: Vec<i32>,
+    /// The executor is stopping the reader ([`stop_reader`]).
+    stopping: bool,
 }
 
 /// How long a reader waits for the executor's decision on a `MAINPID=`
@@ -225,6 +234,7 @@ impl Heard {
             state: Mutex::new(HeardState {
                 groups: vec![pgid],
                 decided: Vec::new(),
+                stopping: false,
             }),
             changed: Condvar::new(),
         })
@@ -261,7 +271,12 @@ impl Heard {
 }
 
 /// Tells a reader thread to stop: an empty datagram from devsup itself.
-pub(crate) fn stop_reader(addr: &SocketAddr) {
+/// Where a datagram's sender is unknown (macOS), `heard` says that the
+/// empty datagram now is devsup's.
+pub(crate) fn stop_reader(addr: &SocketAddr, heard: Option<&Heard>) {
+    if let Some(heard) = heard {
+        heard.lock().stopping = true;
+    }
     if let Ok(socket) = UnixDatagram::unbound() {
         let _ = socket.send_to_addr(&[], addr);
     }
@@ -297,7 +312,7 @@ fn read(gen_id: GenId, heard: &Heard, socket: &UnixDatagram, tx: &Sender<Input>)
     // The last `MAINPID=` this reader forwarded.
     let mut main_pid = None;
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut cmsg = nix::cmsg_space!(libc::ucred, [RawFd; MAX_FDS]);
+    let mut cmsg = peer::cmsg_space::<MAX_FDS>();
     let mut warned = 0u32;
     loop {
         let mut iov = [IoSliceMut::new(&mut buf)];
@@ -305,7 +320,7 @@ fn read(gen_id: GenId, heard: &Heard, socket: &UnixDatagram, tx: &Sender<Input>)
             socket.as_raw_fd(),
             &mut iov,
             Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
+            platform::fds::recv_flags(),
         ) {
             Ok(msg) => msg,
             Err(nix::errno::Errno::EINTR) => continue,
@@ -327,20 +342,23 @@ fn read(gen_id: GenId, heard: &Heard, socket: &UnixDatagram, tx: &Sender<Input>)
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
                 match c {
-                    ControlMessageOwned::ScmCredentials(cred) => sender = Some(cred.pid()),
                     // SAFETY: the kernel just installed these fds in this
-                    // process (close-on-exec); nothing else owns them.
-                    ControlMessageOwned::ScmRights(raw) => fds.extend(
-                        raw.into_iter()
-                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                    ),
-                    _ => {}
+                    // process (close-on-exec on Linux); nothing else owns
+                    // them.
+                    ControlMessageOwned::ScmRights(raw) => {
+                        for fd in raw {
+                            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                            platform::fds::received(&fd);
+                            fds.push(fd);
+                        }
+                    }
+                    c => sender = sender.or(peer::sender(&c)),
                 }
             }
         }
         let at = Instant::now();
         let data = buf[..len].to_vec();
-        if sender == Some(own_pid) && len == 0 {
+        if is_stop(len, sender, own_pid, || heard.lock().stopping) {
             debug!(generation = gen_id, "notify socket closed");
             return;
         }
@@ -349,13 +367,19 @@ fn read(gen_id: GenId, heard: &Heard, socket: &UnixDatagram, tx: &Sender<Input>)
         // socket's path is private, but a datagram's sender is checked all
         // the same. A sender that has exited since (`systemd-notify
         // --ready` in a wrapper script) cannot be checked; the socket is
-        // the user's own (0600 in a 0700 directory), so it is heard.
-        let member = sender.is_some_and(|pid| match getpgid(Some(Pid::from_raw(pid))) {
-            Ok(group) if main_pid == Some(pid) => heard.hears_after_deciding(pid, group.as_raw()),
-            Ok(group) => heard.hears(group.as_raw()),
-            Err(nix::errno::Errno::ESRCH) => true,
-            Err(_) => false,
-        });
+        // the user's own (0600 in a 0700 directory), so it is heard. Where
+        // no datagram says its sender (macOS), that holds for every one.
+        let member = match sender {
+            Some(pid) => match getpgid(Some(Pid::from_raw(pid))) {
+                Ok(group) if main_pid == Some(pid) => {
+                    heard.hears_after_deciding(pid, group.as_raw())
+                }
+                Ok(group) => heard.hears(group.as_raw()),
+                Err(nix::errno::Errno::ESRCH) => true,
+                Err(_) => false,
+            },
+            None => !peer::SENDER_KNOWN,
+        };
         if !member {
             warned += 1;
             if warned <= 5 {
@@ -383,6 +407,17 @@ fn read(gen_id: GenId, heard: &Heard, socket: &UnixDatagram, tx: &Sender<Input>)
             return;
         }
     }
+}
+
+/// Whether a datagram is devsup's own stop ([`stop_reader`]): empty, and
+/// from devsup's pid; where no datagram says its sender (macOS), empty
+/// once the executor has said it is `stopping` the reader.
+fn is_stop(len: usize, sender: Option<i32>, own_pid: i32, stopping: impl FnOnce() -> bool) -> bool {
+    len == 0
+        && match sender {
+            Some(pid) => pid == own_pid,
+            None => stopping(),
+        }
 }
 
 fn valid_fd_name(name: &str) -> bool {
@@ -455,6 +490,7 @@ mod tests {
 
     /// With no directory that can hold a socket path, a generation gets an
     /// abstract socket, named `@…` in `NOTIFY_SOCKET`, that works.
+    #[cfg(target_os = "linux")]
     #[test]
     fn no_usable_directory_means_an_abstract_socket() {
         let root = tempfile::tempdir().unwrap();
@@ -469,6 +505,7 @@ mod tests {
         let bound = dir.bind(3).expect("an abstract socket");
         let env = bound.env.to_str().unwrap().to_owned();
         assert!(env.starts_with('@') && env.ends_with("/gen-3"), "{env}");
+        use std::os::linux::net::SocketAddrExt;
         let to = SocketAddr::from_abstract_name(&env.as_bytes()[1..]).unwrap();
         UnixDatagram::unbound()
             .unwrap()
@@ -479,8 +516,37 @@ mod tests {
         assert_eq!(&buf[..n], b"READY=1\n");
     }
 
+    #[cfg(target_os = "linux")]
     fn walk_is_empty(dir: &Path) -> bool {
         std::fs::read_dir(dir).unwrap().next().is_none()
+    }
+
+    /// The stop datagram: by its sender on Linux; without one (macOS), an
+    /// empty datagram stops the reader only once the executor is stopping
+    /// it, so a server's own empty datagram does not.
+    #[test]
+    fn only_devsups_empty_datagram_stops_the_reader() {
+        let (own, other) = (100, 200);
+        assert!(is_stop(0, Some(own), own, || false));
+        assert!(!is_stop(0, Some(other), own, || true));
+        assert!(!is_stop(7, Some(own), own, || true));
+        assert!(!is_stop(0, None, own, || false));
+        assert!(is_stop(0, None, own, || true));
+        assert!(!is_stop(7, None, own, || true));
+    }
+
+    /// Where senders are unknown, `stop_reader` marks the generation's
+    /// `Heard` as stopping before it sends.
+    #[test]
+    fn stop_reader_says_it_is_stopping() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = UnixDatagram::bind(dir.path().join("s")).unwrap();
+        let heard = Heard::new(1);
+        assert!(!heard.lock().stopping);
+        stop_reader(&socket.local_addr().unwrap(), Some(&heard));
+        assert!(heard.lock().stopping);
+        let mut buf = [0u8; 4];
+        assert_eq!(socket.recv(&mut buf).unwrap(), 0, "the empty datagram");
     }
 
     /// A removed directory is made again for the next generation.

@@ -7,8 +7,7 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -74,7 +73,7 @@ fn python_reloads_without_a_failed_request() {
 /// server.py's sd_notify path on its own, without devsup: given a listener
 /// at fd 3 and a `NOTIFY_SOCKET` (a path, then an abstract `@name`) and no
 /// `DEVSUP_READY_FD`, it sends `READY=1` there, serves, and exits 0 on
-/// SIGTERM.
+/// SIGTERM. (Abstract names exist on Linux only.)
 #[test]
 fn python_sends_ready_to_the_notify_socket() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,10 +81,15 @@ fn python_sends_ready_to_the_notify_socket() {
     let by_path = UnixDatagram::bind(&path).unwrap();
     python_notifies(&by_path, path.as_os_str());
 
-    let name = format!("devsup-examples-{}", std::process::id());
-    let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-    let by_name = UnixDatagram::bind_addr(&addr).unwrap();
-    python_notifies(&by_name, format!("@{name}"));
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::SocketAddr;
+        let name = format!("devsup-examples-{}", std::process::id());
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let by_name = UnixDatagram::bind_addr(&addr).unwrap();
+        python_notifies(&by_name, format!("@{name}"));
+    }
 }
 
 fn python_notifies(notify: &UnixDatagram, notify_socket: impl AsRef<OsStr>) {

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use devsup_tests::harness::{
-    Devsup, Signal, TIMEOUT, binaries, event, fixture, forking_generation, kill, pid_alive,
-    stop_cleanly, temp_dir, wait_until,
+    Devsup, KillOnDrop, Signal, TIMEOUT, binaries, event, fixture, forking_generation, kill,
+    pid_alive, stop_cleanly, temp_dir, wait_until,
 };
 use devsup_tests::procfs::catches;
 use devsup_tests::{devlog, http};
@@ -213,6 +213,63 @@ fn a_forking_generation_gets_signals_as_a_group_and_is_gone_only_with_its_last_p
         "gen 1 logged as exited while its server pid {server_pid} runs: {exited}"
     );
     assert!(exited.contains("exited by SIGTERM"), "{exited}");
+    stop_cleanly(&devsup);
+}
+
+/// Without a child subreaper (macOS; `DEVSUP_DEBUG_NO_SUBREAPER` makes a
+/// debug devsup behave so on Linux), the exit of a process of the
+/// generation's group that is not devsup's child raises no SIGCHLD there:
+/// devsup looks at the group again every 100ms once its leader has exited,
+/// and says the generation exited once the group is empty. The extra
+/// process is this test's child, in gen 1's group, so this test reaps it
+/// (an orphan would be init's, and not every init reaps).
+#[test]
+fn without_a_subreaper_a_group_that_outlives_its_leader_is_polled_until_empty() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    let dir = temp_dir();
+    let devsup = Devsup::builder(dir.path())
+        .args(["--no-watch", "--drain-timeout", "1h"])
+        .env("DEVSUP_DEBUG_NO_SUBREAPER", "1")
+        .spawn();
+    let leader = devsup.generation_pid(1, TIMEOUT);
+    devsup.wait_event(1, "ready", TIMEOUT);
+    // It ignores the drain signal, says so, and exits when its stdin closes.
+    let mut member = KillOnDrop(
+        Command::new("sh")
+            .args(["-c", "trap '' TERM; echo trapped; read _; exit 0"])
+            .process_group(leader)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut said = String::new();
+    BufReader::new(member.0.stdout.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert_eq!(said.trim(), "trapped");
+
+    devsup.reload();
+    devsup.wait_event(2, "ready", TIMEOUT);
+    devsup.wait_event(1, "draining", TIMEOUT);
+    assert!(
+        wait_until(TIMEOUT, || !pid_alive(leader)),
+        "gen 1's server drains and exits"
+    );
+    assert_eq!(
+        devsup.count_matching(event(1, "exited")),
+        0,
+        "the member keeps gen 1's group: {}",
+        devsup.log_text()
+    );
+
+    drop(member.0.stdin.take());
+    assert!(member.0.wait().unwrap().success());
+    let exited = devsup.wait_event(1, "exited", TIMEOUT);
+    assert!(exited.contains("exited with status 0"), "{exited}");
     stop_cleanly(&devsup);
 }
 

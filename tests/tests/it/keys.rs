@@ -43,7 +43,7 @@ fn ctrl_z_then_bg_keeps_devsup_running() {
     let dir = tempfile::tempdir().unwrap();
     let pty = nix::pty::openpty(None, None).unwrap();
     let tty = nix::unistd::ttyname(&pty.slave).unwrap();
-    let (commands_in, commands) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let (commands_in, commands) = cloexec_pipe();
     let devsup = Devsup::builder(dir.path())
         .launcher([
             "python3".as_ref(),
@@ -98,4 +98,20 @@ fn ctrl_z_then_bg_keeps_devsup_running() {
     // The shell exits, with devsup's status, once its commands end.
     drop(commands);
     assert_eq!(devsup.wait_exit(TIMEOUT).code(), Some(0));
+}
+
+/// A pipe whose ends no other test's child inherits: atomically on Linux;
+/// elsewhere (this compiles for macOS) marked right after it is made.
+fn cloexec_pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    #[cfg(target_os = "linux")]
+    return nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    #[cfg(not(target_os = "linux"))]
+    {
+        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+        let (read, write) = nix::unistd::pipe().unwrap();
+        for fd in [&read, &write] {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
+        }
+        (read, write)
+    }
 }

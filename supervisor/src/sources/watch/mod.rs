@@ -8,7 +8,9 @@
 //! ignores), so a 200,000-file `target/` costs no watch and no start-up
 //! time. A recursive inotify watch would walk into it, and hit the
 //! per-user watch limit on large trees. A `-w FILE` root is watched
-//! through its directory.
+//! through its directory. On macOS, FSEvents covers a whole tree with one
+//! watch, and ignored changes are dropped by the same rules: see
+//! [`native`].
 //!
 //! A root whose directory is removed (`rm -rf src`, a branch switch) gets a
 //! warning and is looked for every 500ms; once back, or if another
@@ -36,6 +38,7 @@ use tracing::{debug, info, warn};
 use crate::event::{Event, Input, Trigger};
 use crate::log::ms;
 
+mod native;
 mod routes;
 mod rules;
 
@@ -68,14 +71,14 @@ pub(crate) struct WatchConfig {
 }
 
 enum AnyWatcher {
-    Native(RecommendedWatcher),
+    Native(native::Native),
     Poll(PollWatcher),
 }
 
 impl AnyWatcher {
     fn watch(&mut self, dir: &Path) -> notify::Result<()> {
         match self {
-            AnyWatcher::Native(w) => w.watch(dir, RecursiveMode::NonRecursive),
+            AnyWatcher::Native(w) => w.watch(dir),
             AnyWatcher::Poll(w) => w.watch(dir, RecursiveMode::NonRecursive),
         }
     }
@@ -123,7 +126,7 @@ pub(crate) fn spawn(mut cfg: WatchConfig, tx: Sender<Input>) -> anyhow::Result<(
     let watcher = match cfg.poll {
         Some(interval) => poll_watcher(notify_tx.clone(), interval)?,
         None => match RecommendedWatcher::new(notify_tx.clone(), notify::Config::default()) {
-            Ok(w) => AnyWatcher::Native(w),
+            Ok(w) => AnyWatcher::Native(native::Native::new(w)),
             Err(e) => {
                 warn!("native file events are not available ({e}); polling every 500ms instead");
                 poll_watcher(notify_tx.clone(), FALLBACK_POLL)?
