@@ -26,6 +26,7 @@ mod guard;
 mod log;
 mod machine;
 mod process;
+mod readiness;
 mod sockets;
 mod sources;
 
