@@ -120,7 +120,7 @@ pub fn parse_duration(token: &str) -> Option<Duration> {
 }
 
 /// The duration token right after `marker` in `text`.
-fn duration_after(text: &str, marker: &str) -> Option<Duration> {
+pub fn duration_after(text: &str, marker: &str) -> Option<Duration> {
     let at = text.find(marker)? + marker.len();
     parse_duration(text[at..].split_whitespace().next()?)
 }
@@ -176,11 +176,10 @@ impl HandoffTimings {
     }
 }
 
-/// Median and maximum of `samples`, or `None` when there are none.
+/// Median and maximum of `samples`, or `None` when there are none (see
+/// [`crate::stats::median_max`], for any ordered type).
 pub fn median_max(samples: &[Duration]) -> Option<(Duration, Duration)> {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    Some((*sorted.get(sorted.len() / 2)?, *sorted.last()?))
+    crate::stats::median_max(samples)
 }
 
 #[cfg(test)]

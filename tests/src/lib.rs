@@ -26,6 +26,9 @@
 //! - [`http`]: a small exact synchronous HTTP/1.1 client and the response
 //!   parser shared with the load generator.
 //! - [`load`]: the tokio load generator that classifies every request.
+//! - [`procfs`]: what the tests read in `/proc` (process groups, zombies,
+//!   threads, fds, memory).
+//! - [`stats`]: median / max and quantiles.
 //! - [`tools`]: third-party programs the tests install on first use.
 #![warn(missing_docs)]
 
@@ -33,4 +36,6 @@ pub mod devlog;
 pub mod harness;
 pub mod http;
 pub mod load;
+pub mod procfs;
+pub mod stats;
 pub mod tools;

@@ -29,7 +29,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use devsup_tests::devlog::{self, HandoffTimings};
+use devsup_tests::devlog::HandoffTimings;
 use devsup_tests::harness::{self, Devsup, TIMEOUT};
 use devsup_tests::load::{self, LoadConfig, LoadReport, Mode};
 
@@ -307,10 +307,10 @@ fn print_results(results: &[ModeResult]) {
             r.mode.to_string(),
             r.reloads_sent,
             r.generations_spawned,
-            median_max(&t.trigger_to_spawn),
-            median_max(&t.spawn_to_ready),
-            median_max(&t.ready_to_drain),
-            median_max(&t.drain_to_exit),
+            bench::durations(&t.trigger_to_spawn),
+            bench::durations(&t.spawn_to_ready),
+            bench::durations(&t.ready_to_drain),
+            bench::durations(&t.drain_to_exit),
         );
     }
     println!("(handoff columns: median / max over the reload phase, from devsup's log)");
@@ -334,13 +334,6 @@ fn print_results(results: &[ModeResult]) {
                 }
             }
         }
-    }
-}
-
-fn median_max(samples: &[Duration]) -> String {
-    match devlog::median_max(samples) {
-        Some((median, max)) => format!("{} / {}", fmt(median), fmt(max)),
-        None => "n/a".into(),
     }
 }
 

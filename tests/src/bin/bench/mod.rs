@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use devsup_tests::harness;
+pub use devsup_tests::procfs::{self, fd_count, loadavg};
+pub use devsup_tests::stats::median_max;
 
 /// One look at a process in `/proc`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -27,19 +29,11 @@ pub struct ProcSample {
 impl ProcSample {
     /// Reads `/proc/<pid>/status` and counts `/proc/<pid>/fd`.
     pub fn take(pid: i32) -> ProcSample {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let field = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-                .unwrap_or(0)
-        };
         ProcSample {
             fds: fd_count(pid),
-            rss_kib: field("VmRSS"),
-            hwm_kib: field("VmHWM"),
-            threads: field("Threads"),
+            rss_kib: procfs::status_number(pid, "VmRSS"),
+            hwm_kib: procfs::status_number(pid, "VmHWM"),
+            threads: procfs::status_number(pid, "Threads"),
         }
     }
 
@@ -62,11 +56,6 @@ impl ProcSample {
     }
 }
 
-/// Number of open fds of `pid`.
-pub fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
 /// What `pid`'s fds point to, by kind: `socket=4 pipe=3 anon_inode:[eventpoll]=2 /dev/null=1`.
 pub fn fd_kinds(pid: i32) -> String {
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
@@ -84,13 +73,6 @@ pub fn fd_kinds(pid: i32) -> String {
         .join(" ")
 }
 
-/// The 1, 5 and 15 minute load averages, from `/proc/loadavg`.
-pub fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 /// Prints the load average before and after a part, to judge whether
 /// other work on the machine disturbed it.
 pub fn print_load(before: &str) {
@@ -100,14 +82,6 @@ pub fn print_load(before: &str) {
 /// KiB as `5.9 MiB`.
 pub fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
-/// Median and maximum of `samples` (the upper median for an even count, as
-/// [`devsup_tests::devlog::median_max`]).
-pub fn median_max<T: Ord + Copy>(samples: &[T]) -> Option<(T, T)> {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    Some((*sorted.get(sorted.len() / 2)?, *sorted.last()?))
 }
 
 /// `median / max` of durations, or `n/a`.

@@ -5,13 +5,10 @@
 use std::time::Duration;
 
 use devsup_tests::harness::{
-    Devsup, Signal, TIMEOUT, open_fds, pid_alive, port_is_free, wait_until,
+    Devsup, Signal, TIMEOUT, open_fds, pid_alive, port_is_free, temp_dir as dir, wait_until,
 };
+use devsup_tests::procfs::process_age;
 use devsup_tests::{http, load};
-
-fn dir() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
 
 #[test]
 fn sighup_changes_the_generation_and_the_old_process_goes_away() {
@@ -313,25 +310,4 @@ fn a_server_without_readiness_reloads_after_one_warning() {
         1,
         "said once"
     );
-}
-
-/// How long a process has been running, from /proc.
-fn process_age(pid: i32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(after_comm) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-        return Duration::ZERO;
-    };
-    // Field 22 (starttime) is the 20th after the command name.
-    let start_ticks: u64 = after_comm
-        .split_whitespace()
-        .nth(19)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(u64::MAX);
-    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Duration::from_secs_f64((uptime - start_ticks as f64 / hz).max(0.0))
 }

@@ -1,14 +1,18 @@
 //! systemd's `NOTIFY_SOCKET` protocol: readiness from a server written for
-//! `Type=notify`, the sender check, the private directory, and `FDSTORE`.
+//! `Type=notify`, the sender check, the private directory, and `FDSTORE`;
+//! and what devsup leaves in the temporary directory.
 
+use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use devsup_tests::harness::{Devsup, Signal, TIMEOUT, event, wait_until};
+use devsup_tests::harness::{
+    Devsup, Signal, TIMEOUT, binaries, event, pid_alive, stop_cleanly, temp_dir, wait_until,
+};
 use devsup_tests::http;
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/notify_server.py")
+    devsup_tests::harness::fixture("notify_server.py")
 }
 
 #[test]
@@ -118,8 +122,8 @@ fn notify_sockets_are_private_and_check_the_sender() {
 #[test]
 fn mainpid_outside_the_group_is_drained_with_the_generation() {
     let dir = tempfile::tempdir().unwrap();
-    let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/launcher.py");
-    let server = devsup_tests::harness::binaries().server.clone();
+    let launcher = devsup_tests::harness::fixture("launcher.py");
+    let server = binaries().server.clone();
     let devsup = Devsup::builder(dir.path())
         .arg("--no-watch")
         .server("python3")
@@ -138,7 +142,7 @@ fn mainpid_outside_the_group_is_drained_with_the_generation() {
     devsup.wait_event(2, "ready", TIMEOUT);
     devsup.wait_event(1, "exited", TIMEOUT);
     assert!(
-        !devsup_tests::harness::pid_alive(server_pid),
+        !pid_alive(server_pid),
         "gen 1's server (pid {server_pid}) drained and exited"
     );
 }
@@ -173,4 +177,86 @@ while True:
     assert_eq!(devsup.count_lines("stored"), 0);
     devsup.signal(Signal::SIGINT);
     assert_eq!(devsup.wait_exit(TIMEOUT).code(), Some(0));
+}
+
+/// Every path under `root` (not `root` itself), with its mode.
+fn walk(root: &Path) -> Vec<(PathBuf, u32)> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            if meta.is_dir() {
+                todo.push(entry.path());
+            }
+            out.push((entry.path(), meta.permissions().mode()));
+        }
+    }
+    out
+}
+
+#[test]
+fn nothing_devsup_creates_is_world_writable_or_left_in_the_temp_dir() {
+    // XDG_RUNTIME_DIR empty (so the temporary directory is used), then a
+    // fresh one.
+    for use_runtime_dir in [false, true] {
+        let dir = temp_dir();
+        let tmp = tempfile::tempdir().unwrap();
+        let runtime = tempfile::tempdir().unwrap();
+        let runtime_env = match use_runtime_dir {
+            true => runtime.path().as_os_str().to_owned(),
+            false => OsString::new(),
+        };
+        let devsup = Devsup::builder(dir.path())
+            .arg("--no-watch")
+            .env("TMPDIR", tmp.path())
+            .env("XDG_RUNTIME_DIR", &runtime_env)
+            .spawn();
+        devsup.wait_event(1, "ready", TIMEOUT);
+        devsup.reload();
+        devsup.wait_event(2, "ready", TIMEOUT);
+
+        let (used, unused) = match use_runtime_dir {
+            true => (runtime.path(), tmp.path()),
+            false => (tmp.path(), runtime.path()),
+        };
+        let created = walk(used);
+        let shown: Vec<String> = (created.iter())
+            .map(|(p, mode)| format!("{} {mode:o}", p.display()))
+            .collect();
+        eprintln!("devsup created in {}: {shown:#?}", used.display());
+        assert!(
+            created.iter().any(|(p, _)| p.ends_with("gen-2.sock")),
+            "the notify sockets are there: {created:?}"
+        );
+        for (path, mode) in &created {
+            assert_eq!(
+                mode & 0o002,
+                0,
+                "{} is world-writable ({mode:o})",
+                path.display()
+            );
+            if path.parent() == Some(used) {
+                assert_eq!(
+                    mode & 0o077,
+                    0,
+                    "{} is private to the user ({mode:o})",
+                    path.display()
+                );
+            }
+        }
+        assert!(walk(unused).is_empty(), "nothing in {}", unused.display());
+
+        stop_cleanly(&devsup);
+        let left: Vec<_> = walk(tmp.path())
+            .into_iter()
+            .chain(walk(runtime.path()))
+            .collect();
+        assert!(left.is_empty(), "left behind after exit: {left:?}");
+    }
 }

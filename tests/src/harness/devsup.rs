@@ -1,208 +1,19 @@
-//! Build and run the real `devsup` and `devsup-server` binaries.
-//!
-//! [`binaries`] builds both once per process, in the profile the calling
-//! test or benchmark was built in. [`Devsup`] runs one supervisor with its
-//! stderr collected line by line, so a test waits for the log line that
-//! says a step happened instead of sleeping, and a failing test shows the
-//! whole log (every line is echoed to the test's stderr as `[devsup] ...`).
-//!
-//! Every process started here is ended by pid: dropping a [`Devsup`]
-//! SIGKILLs it if it still runs, reaps it, and then SIGKILLs the process
-//! group of any generation that outlived it.
+//! [`Devsup`]: one running supervisor, its log collected line by line, and
+//! the steps most tests share (stop it cleanly, run a forking generation).
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-pub use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::devlog;
-
-/// A generous default for waiting on one step (a debug build on a busy
-/// two-core machine can be slow to start).
-pub const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Paths of the built binaries.
-#[derive(Debug, Clone)]
-pub struct Binaries {
-    /// `target/<profile>/devsup`.
-    pub devsup: PathBuf,
-    /// `target/<profile>/devsup-server`.
-    pub server: PathBuf,
-    /// Whether they are release builds.
-    pub release: bool,
-}
-
-/// Builds `devsup` and `devsup-server` once per process (in release if the
-/// running executable is in `target/release`) and returns their paths.
-///
-/// Runs `$CARGO build -p devsup -p devsup-server --bins`; panics if the
-/// build fails.
-pub fn binaries() -> &'static Binaries {
-    static BINARIES: OnceLock<Binaries> = OnceLock::new();
-    BINARIES.get_or_init(build_binaries)
-}
-
-fn build_binaries() -> Binaries {
-    let profile_dir = build_packages(&["devsup", "devsup-server"]);
-    Binaries {
-        devsup: profile_dir.join("devsup"),
-        server: profile_dir.join("devsup-server"),
-        release: profile_dir.file_name() == Some(OsStr::new("release")),
-    }
-}
-
-/// Builds the binaries of the workspace `packages` with one
-/// `$CARGO build -p ... --bins`, into the target directory and profile the
-/// running test or benchmark was built in (release if it lives in
-/// `target/release`), and returns that profile's directory, where the
-/// binaries are. One build for several packages resolves one feature set
-/// for the dependencies they share. Panics if the build fails.
-pub fn build_packages(packages: &[&str]) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // Tests run from target/<profile>/deps/, binaries from target/<profile>/.
-    let mut profile_dir = exe.parent().expect("exe has a parent").to_path_buf();
-    if profile_dir.file_name() == Some(OsStr::new("deps")) {
-        profile_dir.pop();
-    }
-    let release = profile_dir.file_name() == Some(OsStr::new("release"));
-    let target_dir = profile_dir.parent().expect("profile dir has a parent");
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-
-    let mut command = Command::new(&cargo);
-    command
-        .arg("build")
-        .arg("--quiet")
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(target_dir)
-        .arg("--bins");
-    for package in packages {
-        command.args(["-p", package]);
-    }
-    if release {
-        command.arg("--release");
-    }
-    let started = Instant::now();
-    let status = command
-        .status()
-        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
-    assert!(status.success(), "{command:?} failed: {status}");
-    eprintln!(
-        "[harness] built {} ({}) in {:.1?}",
-        packages.join(", "),
-        if release { "release" } else { "debug" },
-        started.elapsed()
-    );
-    profile_dir
-}
-
-/// What a [`Devsup`] waits for in its log: a substring (`&str`, `String`)
-/// or a predicate (`|line: &str| ...`).
-pub trait LineMatch {
-    /// Whether `line` matches.
-    fn is_match(&self, line: &str) -> bool;
-    /// How to name the pattern in a timeout message.
-    fn describe(&self) -> String;
-}
-
-impl LineMatch for &str {
-    fn is_match(&self, line: &str) -> bool {
-        line.contains(*self)
-    }
-    fn describe(&self) -> String {
-        format!("a line containing {self:?}")
-    }
-}
-
-impl LineMatch for String {
-    fn is_match(&self, line: &str) -> bool {
-        line.contains(self.as_str())
-    }
-    fn describe(&self) -> String {
-        self.as_str().describe()
-    }
-}
-
-impl<F: Fn(&str) -> bool> LineMatch for F {
-    fn is_match(&self, line: &str) -> bool {
-        self(line)
-    }
-    fn describe(&self) -> String {
-        "a line matching the predicate".into()
-    }
-}
-
-/// Matches the log line of `word` for generation `generation`; see
-/// [`devlog::is_event`].
-pub fn event(generation: u64, word: &str) -> impl LineMatch + '_ {
-    struct Event<'a>(u64, &'a str);
-    impl LineMatch for Event<'_> {
-        fn is_match(&self, line: &str) -> bool {
-            devlog::is_event(line, self.0, self.1)
-        }
-        fn describe(&self) -> String {
-            format!("the line \"gen={} {} ...\"", self.0, self.1)
-        }
-    }
-    Event(generation, word)
-}
-
-#[derive(Debug, Default)]
-struct LogState {
-    lines: Vec<String>,
-    stdout: Vec<String>,
-    /// stderr reached end of file: no more lines will come.
-    closed: bool,
-}
-
-#[derive(Debug, Default)]
-struct Log {
-    state: Mutex<LogState>,
-    changed: Condvar,
-}
-
-/// Spawns a thread that reads `pipe` line by line into `log` (stderr, or
-/// stdout when `stdout`), echoing each line to our stderr.
-fn collect(pipe: impl Read + Send + 'static, log: Arc<Log>, stdout: bool, echo: bool) {
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(pipe);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let raw = String::from_utf8_lossy(&buf);
-            let line = devlog::strip_ansi(raw.trim_end_matches(['\n', '\r']));
-            if echo && stdout {
-                eprintln!("[devsup stdout] {line}");
-            } else if echo {
-                eprintln!("[devsup] {line}");
-            }
-            let mut state = log.state.lock().unwrap();
-            if stdout {
-                state.stdout.push(line);
-            } else {
-                state.lines.push(line);
-            }
-            log.changed.notify_all();
-        }
-        if !stdout {
-            log.state.lock().unwrap().closed = true;
-            log.changed.notify_all();
-        }
-    });
-}
+use super::log::{Log, collect};
+use super::{LineMatch, Signal, TIMEOUT, binaries, event, pid_alive, wait_until};
+use crate::{devlog, http, procfs};
 
 /// How to start a [`Devsup`]; made by [`Devsup::builder`].
 #[derive(Debug)]
@@ -386,6 +197,16 @@ impl Devsup {
         self.log.state.lock().unwrap().lines.clone()
     }
 
+    /// Every stderr line so far, each with the instant it reached the
+    /// harness (a reader thread waits on the pipe, so within microseconds
+    /// of devsup writing it).
+    pub fn timed_lines(&self) -> Vec<(Instant, String)> {
+        let state = self.log.state.lock().unwrap();
+        (state.arrived.iter().copied())
+            .zip(state.lines.iter().cloned())
+            .collect()
+    }
+
     /// Every stdout line so far.
     pub fn stdout_lines(&self) -> Vec<String> {
         self.log.state.lock().unwrap().stdout.clone()
@@ -563,119 +384,38 @@ impl Drop for Devsup {
         }
     }
 }
-
-/// Whether process `pid` exists and is not a zombie.
-pub fn pid_alive(pid: i32) -> bool {
-    match nix::sys::signal::kill(Pid::from_raw(pid), None) {
-        Ok(()) | Err(nix::errno::Errno::EPERM) => {}
-        Err(_) => return false,
-    }
-    match process_state(pid) {
-        Some(state) => state != 'Z' && state != 'X',
-        // Gone between the two checks.
-        None => false,
-    }
-}
-
-/// The state letter of `/proc/<pid>/stat` (`R`, `S`, `Z`, ...).
-pub fn process_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain anything.
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
-}
-
-/// Polls `condition` with a short back-off until it holds (`true`) or
-/// `timeout` passes (`false`).
-pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if condition() {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(50));
+/// Stops devsup with SIGINT and checks that it drained everything and
+/// exited 0, leaving no process of any generation behind.
+pub fn stop_cleanly(devsup: &Devsup) {
+    devsup.signal(Signal::SIGINT);
+    let status = devsup.wait_exit(TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{}", devsup.log_text());
+    for (generation, pid) in devsup.generation_pids() {
+        assert_eq!(
+            procfs::group_members(pid),
+            [] as [i32; 0],
+            "gen {generation}'s process group {pid} is gone"
+        );
     }
 }
 
-/// The open fds of process `pid` and what each points to
-/// (`/proc/<pid>/fd/N` link targets, e.g. `socket:[1234]`), sorted by fd.
-pub fn open_fds(pid: i32) -> Vec<(i32, String)> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
-    };
-    let mut fds: Vec<(i32, String)> = dir
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let fd = entry.file_name().to_str()?.parse().ok()?;
-            // The fd may close between listing and reading.
-            let target = std::fs::read_link(entry.path()).ok()?;
-            Some((fd, target.to_string_lossy().into_owned()))
-        })
-        .collect();
-    fds.sort();
-    fds
-}
-
-/// Whether nothing listens on `addr` (a fresh bind to it succeeds).
-///
-/// A snapshot: a child that another thread is spawning holds copies of
-/// all our fds between its fork and its exec, so to assert that a port is
-/// released use `wait_until(TIMEOUT, || port_is_free(addr))`.
-pub fn port_is_free(addr: SocketAddr) -> bool {
-    TcpListener::bind(addr).is_ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn process_utilities() {
-        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-        let pid = child.id() as i32;
-        assert!(pid_alive(pid));
-        assert!(open_fds(pid).iter().any(|(fd, _)| *fd == 0));
-        nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-        // Unreaped, it is a zombie: dead for our purposes.
-        assert!(wait_until(TIMEOUT, || !pid_alive(pid)));
-        child.wait().unwrap();
-        assert!(!pid_alive(pid));
-        assert!(open_fds(pid).is_empty());
-    }
-
-    #[test]
-    fn ports() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        assert!(!port_is_free(addr));
-        drop(listener);
-        // Not at once: `process_utilities` may be forking right now.
-        assert!(wait_until(TIMEOUT, || port_is_free(addr)));
-    }
-
-    #[test]
-    fn wait_until_times_out() {
-        let start = Instant::now();
-        assert!(!wait_until(Duration::from_millis(30), || false));
-        assert!(start.elapsed() >= Duration::from_millis(30));
-        let mut n = 0;
-        assert!(wait_until(TIMEOUT, || {
-            n += 1;
-            n == 3
-        }));
-    }
-
-    #[test]
-    fn line_matchers() {
-        assert!("ready".is_match("gen=1 ready in 3ms"));
-        assert!(String::from("gen=1").is_match("gen=1 ready in 3ms"));
-        assert!((|l: &str| l.ends_with("3ms")).is_match("gen=1 ready in 3ms"));
-        assert!(event(1, "ready").is_match("gen=1 ready in 3ms"));
-        assert!(!event(2, "ready").is_match("gen=1 draining 3us after gen=2 ready"));
-    }
+/// devsup running `sh -c '"$0" & wait' devsup-server`: the server is the
+/// shell's child. Returns devsup, the address, the shell's pid (the
+/// generation's leader) and the server's.
+pub fn forking_generation(dir: &tempfile::TempDir) -> (Devsup, SocketAddr, i32, i32) {
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server("sh")
+        .server_args([
+            OsString::from("-c"),
+            "\"$0\" & wait".into(),
+            binaries().server.clone().into(),
+        ])
+        .spawn();
+    let addr = devsup.addr();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    let leader = devsup.generation_pid(1, TIMEOUT);
+    let server_pid = http::get(addr, "/").unwrap().pid().unwrap();
+    assert_ne!(server_pid, leader, "the server is the shell's child");
+    (devsup, addr, leader, server_pid)
 }

@@ -1,22 +1,22 @@
-//! The reference binary run the way devsup runs it: a listening socket at
-//! fd 3, the ready channel at fd 4, `DEVSUP_GENERATION` set. Each test
-//! waits on what the process says (READY on the channel, a log line, a
-//! response), never on a fixed sleep.
+//! The reference server run the way devsup runs it, without devsup: a
+//! listening socket at fd 3, the ready channel at fd 4,
+//! `DEVSUP_GENERATION` set. Each test waits on what the process says
+//! (READY on the channel, a log line, a response), never on a fixed sleep.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-const PATIENCE: Duration = Duration::from_secs(8);
+use devsup_tests::harness::{KillOnDrop, Signal, TIMEOUT, binaries, inherit_fds, kill, wait_until};
+use devsup_tests::http;
 
 /// One server process, as devsup would start it.
 struct Generation {
-    child: Child,
+    child: KillOnDrop,
     addr: SocketAddr,
     ready: UnixStream,
     stderr: mpsc::Receiver<String>,
@@ -28,9 +28,8 @@ impl Generation {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (ready, theirs) = UnixStream::pair().unwrap();
-        ready.set_read_timeout(Some(PATIENCE)).unwrap();
-        let (listen_fd, ready_fd) = (listener.as_raw_fd(), theirs.as_raw_fd());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_devsup-server"));
+        ready.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut command = Command::new(&binaries().server);
         command
             .args(args)
             .env("LISTEN_FDS", "1")
@@ -42,26 +41,10 @@ impl Generation {
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stderr(Stdio::piped());
-        // SAFETY: only async-signal-safe calls (fcntl, dup2, close) between
-        // fork and exec. Both fds are first copied above 3 and 4 so that
-        // neither dup2 can clobber the other's source, and dup2 clears
-        // close-on-exec on its targets.
-        unsafe {
-            command.pre_exec(move || {
-                let listen = libc::fcntl(listen_fd, libc::F_DUPFD, 10);
-                let ready = libc::fcntl(ready_fd, libc::F_DUPFD, 10);
-                if listen < 0 || ready < 0 || libc::dup2(listen, 3) < 0 || libc::dup2(ready, 4) < 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::close(listen);
-                libc::close(ready);
-                Ok(())
-            });
-        }
-        let mut child = command.spawn().unwrap();
+        inherit_fds(&mut command, &[listener.as_raw_fd(), theirs.as_raw_fd()]);
+        let mut child = KillOnDrop(command.spawn().unwrap());
         let (tx, stderr) = mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
+        let pipe = child.0.stderr.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
@@ -80,7 +63,7 @@ impl Generation {
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.0.id()
     }
 
     /// The next message line on the ready channel, or `None` at EOF.
@@ -99,7 +82,7 @@ impl Generation {
 
     /// Waits for a log line containing `needle`, and returns it.
     fn log_line(&mut self, needle: &str) -> String {
-        let until = Instant::now() + PATIENCE;
+        let until = Instant::now() + TIMEOUT;
         loop {
             if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
                 return line.clone();
@@ -112,87 +95,24 @@ impl Generation {
         }
     }
 
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill has no memory-safety preconditions; the child is not
-        // reaped yet, so the pid is still ours.
-        assert_eq!(unsafe { libc::kill(self.pid() as libc::pid_t, signal) }, 0);
+    fn signal(&self, signal: Signal) {
+        kill(self.pid() as i32, signal);
     }
 
     fn wait(&mut self) -> ExitStatus {
-        let until = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < until, "generation did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let child = &mut self.child.0;
+        let mut status = None;
+        let exited = wait_until(TIMEOUT, || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        assert!(exited, "generation did not exit");
+        status.unwrap()
     }
 
-    fn get(&self, path: &str) -> Response {
-        get(self.addr, path)
-    }
-}
-
-impl Drop for Generation {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Response {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-}
-
-/// One request on its own connection, read to EOF.
-fn get(addr: SocketAddr, path: &str) -> Response {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a response head");
-    let status = head[9..12].parse().unwrap();
-    let body = match head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        true => dechunk(body),
-        false => body.to_owned(),
-    };
-    Response {
-        status,
-        head: head.to_owned(),
-        body,
-    }
-}
-
-fn dechunk(mut raw: &str) -> String {
-    let mut body = String::new();
-    loop {
-        let (size, rest) = raw.split_once("\r\n").expect("chunk size");
-        let size = usize::from_str_radix(size, 16).unwrap();
-        if size == 0 {
-            return body;
-        }
-        body.push_str(&rest[..size]);
-        raw = &rest[size + 2..];
+    /// One request on its own connection (`Connection: close`).
+    fn get(&self, path: &str) -> http::Response {
+        http::get(self.addr, path).unwrap()
     }
 }
 
@@ -234,7 +154,7 @@ fn serves_the_inherited_socket_then_drains_on_sigterm() {
     assert_eq!(g.get("/reload").body, "reload requested\n");
     assert_eq!(g.message().as_deref(), Some("DEVSUP_RELOAD=1"));
 
-    g.signal(libc::SIGTERM);
+    g.signal(Signal::SIGTERM);
     assert_eq!(g.message().as_deref(), Some("STOPPING=1"));
     assert!(g.log_line("draining").contains("after SIGTERM, "));
     assert!(g.wait().success());
@@ -260,7 +180,7 @@ fn never_ready_serves_without_ready() {
     let mut g = Generation::spawn(1, &["--never-ready", "all"]);
     g.log_line("never sending READY");
     assert_eq!(g.get("/").status, 200);
-    g.signal(libc::SIGTERM);
+    g.signal(Signal::SIGTERM);
     // The first message is the STOPPING of the drain: READY never came.
     assert_eq!(g.message().as_deref(), Some("STOPPING=1"));
     assert!(g.wait().success());
@@ -270,10 +190,10 @@ fn never_ready_serves_without_ready() {
 fn ignore_drain_keeps_serving_through_sigterm() {
     let mut g = Generation::spawn(4, &["--ignore-drain", "4"]);
     assert_eq!(g.message().as_deref(), Some("READY=1"));
-    g.signal(libc::SIGTERM);
+    g.signal(Signal::SIGTERM);
     g.log_line("ignoring SIGTERM");
     assert_eq!(g.get("/").body, format!("gen=4 pid={}\n", g.pid()));
-    g.signal(libc::SIGINT);
+    g.signal(Signal::SIGINT);
     assert_eq!(g.message().as_deref(), Some("STOPPING=1"));
     assert!(g.wait().success());
 }

@@ -5,17 +5,17 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::io;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use devsup_tests::harness::{Devsup, Signal, TIMEOUT, wait_until};
+use devsup_tests::harness::{
+    Devsup, KillOnDrop, Signal, TIMEOUT, inherit_fds, wait_until, workspace_root,
+};
 use devsup_tests::http;
 use devsup_tests::load::{self, LoadConfig};
 
@@ -101,8 +101,7 @@ fn python_notifies(notify: &UnixDatagram, notify_socket: impl AsRef<OsStr>) {
         .env("NOTIFY_SOCKET", notify_socket)
         .env_remove("DEVSUP_READY_FD")
         .stdin(Stdio::null());
-    // SAFETY: the closure makes only async-signal-safe calls (dup2, fcntl).
-    unsafe { command.pre_exec(move || place_at_first_fd(fd)) };
+    inherit_fds(&mut command, &[fd]);
     let child = KillOnDrop(command.spawn().unwrap());
     // The child's copy at fd 3 is the only one left.
     drop(listener);
@@ -122,34 +121,6 @@ fn python_notifies(notify: &UnixDatagram, notify_socket: impl AsRef<OsStr>) {
         "server.py exits on SIGTERM"
     );
     assert!(child.0.wait().unwrap().success());
-}
-
-/// In the child: makes `fd` the inheritable fd 3, as devsup does.
-fn place_at_first_fd(fd: RawFd) -> io::Result<()> {
-    // SAFETY: plain fd syscalls on fds this process owns.
-    unsafe {
-        if fd == 3 {
-            // dup2 onto itself would keep close-on-exec.
-            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        } else if libc::dup2(fd, 3) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// A child that is SIGKILLed and reaped if a test fails before it exits.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
 }
 
 /// Generation 1 serves, then three reloads under 8 keep-alive clients; no
@@ -214,10 +185,4 @@ fn example(package: &str) -> PathBuf {
 
 fn build_examples() -> PathBuf {
     devsup_tests::harness::build_packages(&PACKAGES)
-}
-
-fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is inside the workspace")
 }
