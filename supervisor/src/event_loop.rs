@@ -59,28 +59,41 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
         at: Instant::now(),
     }]);
     loop {
+        if queue.is_empty() {
+            exec.run_probes(&mut queue);
+        }
         let event = match queue.pop_front() {
             Some(event) => event,
-            None => match next_input(&rx, &state) {
-                Input::Event(Event::Message {
+            None => match next_input(&rx, &state, exec.next_probe()) {
+                // Woken for a probe only.
+                None => continue,
+                Some(Input::Event(Event::Message {
                     gen_id,
                     msg: proto::Message::MainPid(pid),
                     ..
-                }) => {
+                })) => {
                     exec.main_pid(gen_id, pid);
                     continue;
                 }
-                Input::Event(event) => event,
-                Input::ChildExited => {
+                Some(Input::Event(event)) => event,
+                Some(Input::ChildExited) => {
                     exec.reap(&mut queue);
                     continue;
                 }
-                Input::Store(gen_id, store) => {
+                Some(Input::Store(gen_id, store)) => {
                     exec.store(gen_id, store);
                     continue;
                 }
             },
         };
+        if let Event::Message {
+            gen_id,
+            msg: proto::Message::Ready,
+            ..
+        } = &event
+        {
+            exec.said_ready(*gen_id);
+        }
         for action in state.step(event, Instant::now()) {
             if let Some(code) = exec.execute(action, &mut queue) {
                 return Ok(code);
@@ -89,20 +102,27 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
     }
 }
 
-fn next_input(rx: &Receiver<Input>, state: &State) -> Input {
+/// The next input, or `None` when `probe_due` (the executor's next `/proc`
+/// probe) came first.
+fn next_input(rx: &Receiver<Input>, state: &State, probe_due: Option<Instant>) -> Option<Input> {
     let deadline = state.next_deadline();
     // A due deadline goes first, so that a stream of inputs cannot starve it.
     if deadline.is_some_and(|d| d <= Instant::now()) {
-        return Input::Event(Event::Tick);
+        return Some(Input::Event(Event::Tick));
     }
-    match deadline {
-        Some(deadline) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            Ok(input) => input,
-            Err(RecvTimeoutError::Timeout) => Input::Event(Event::Tick),
+    let wake = match (deadline, probe_due) {
+        (Some(d), Some(p)) => Some(d.min(p)),
+        (d, p) => d.or(p),
+    };
+    match wake {
+        Some(wake) => match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+            Ok(input) => Some(input),
+            Err(RecvTimeoutError::Timeout) => deadline
+                .is_some_and(|d| d <= Instant::now())
+                .then_some(Input::Event(Event::Tick)),
             Err(RecvTimeoutError::Disconnected) => unreachable!("the loop holds a sender"),
         },
-        None => rx.recv().expect("the loop holds a sender"),
+        None => Some(rx.recv().expect("the loop holds a sender")),
     }
 }
 

@@ -122,6 +122,12 @@ impl Listener {
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
     }
+
+    /// Sets or clears `O_NONBLOCK` (`--nonblocking`). The flag belongs to
+    /// the open socket, so every process holding it sees the change.
+    pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> std::io::Result<()> {
+        self.socket.set_nonblocking(nonblocking)
+    }
 }
 
 impl Drop for Listener {

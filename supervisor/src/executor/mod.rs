@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::event::{Action, Event, Exit, GenId, Input, SignalReason, Store};
 use crate::guard::Guard;
 use crate::log::latency;
+use crate::machine::ReadyRule;
 use crate::process::{self, ExecStatus, Inherit};
 use crate::sockets::Listener;
 use crate::sources::notify::{self, NotifyDir};
@@ -33,6 +34,7 @@ use crate::sources::ready_channel;
 
 mod main_pid;
 mod output;
+mod probe;
 
 /// What a process devsup started is for.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +70,8 @@ pub(crate) struct Executor {
     fd_store: Vec<(String, OwnedFd)>,
     /// Stops every group devsup started if devsup dies first.
     guard: Guard,
+    /// Readiness and drain diagnostics from `/proc`.
+    probes: probe::Probes,
 }
 
 /// Most fds devsup keeps for `FDSTORE=1`.
@@ -82,7 +86,14 @@ impl Executor {
         tx: Sender<Input>,
         guard: Guard,
     ) -> anyhow::Result<Executor> {
+        for l in &listeners {
+            l.set_nonblocking(config.nonblocking).map_err(|e| {
+                anyhow::anyhow!("cannot set O_NONBLOCK on the socket {}: {e}", l.addr)
+            })?;
+        }
+        let probes = probe::Probes::new(&listeners, config.ready != ReadyRule::Notify);
         Ok(Executor {
+            probes,
             config,
             listeners,
             tx,
@@ -124,6 +135,19 @@ impl Executor {
                     SignalReason::Route(because) => {
                         info!(generation = gen_id, "{because}: sending {signal}")
                     }
+                }
+                match &reason {
+                    SignalReason::DrainTimeout => {
+                        self.probes.diagnose_drain_timeout(gen_id, pid, sent)
+                    }
+                    SignalReason::Handoff { .. }
+                    | SignalReason::NotReady
+                    | SignalReason::Shutdown
+                        if signal != Signal::SIGKILL =>
+                    {
+                        self.probes.draining(gen_id, pid, sent)
+                    }
+                    _ => {}
                 }
                 signal_group(pid, signal);
                 for &group in self
@@ -208,6 +232,7 @@ impl Executor {
                     self.tx.clone(),
                 );
                 self.notify_paths.insert(gen_id, notify_path);
+                self.probes.spawned(gen_id, spawned.pid, Instant::now());
                 Event::Spawned {
                     gen_id,
                     pid: spawned.pid,
@@ -221,6 +246,22 @@ impl Executor {
                 }
             }
         }
+    }
+
+    /// When the next `/proc` probe is due (see [`probe`]), if any.
+    pub(crate) fn next_probe(&self) -> Option<Instant> {
+        self.probes.next_due()
+    }
+
+    /// Runs the `/proc` probes due by now; pushes the events they cause
+    /// (`Listening`, `ProbeFailed`) onto `queue`.
+    pub(crate) fn run_probes(&mut self, queue: &mut VecDeque<Event>) {
+        self.probes.run_due(Instant::now(), queue);
+    }
+
+    /// Generation `gen_id` said READY=1: stops probing it for readiness.
+    pub(crate) fn said_ready(&mut self, gen_id: GenId) {
+        self.probes.said_ready(gen_id);
     }
 
     /// Keeps or drops fds a generation sent with `FDSTORE=1`.
@@ -320,6 +361,7 @@ impl Executor {
             let exit = p.leader.expect("filtered above");
             queue.push_back(match p.role {
                 Role::Generation(gen_id) => {
+                    self.probes.gone(gen_id);
                     if let Some(path) = self.notify_paths.remove(&gen_id) {
                         notify::stop_reader(&path);
                     }
