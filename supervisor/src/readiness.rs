@@ -141,6 +141,33 @@ impl Probe {
         })
     }
 
+    /// What made the generation ready, for the log line that says which
+    /// rule counted it ready, e.g. `pid=42 has it in epoll fd 5`.
+    pub fn reason(&self) -> Option<String> {
+        self.waits.first().map(Wait::describe)
+    }
+
+    /// The words for the log when [`Probe::event_loop_blocked_in_accept`]
+    /// finds the trap (say, while a drain takes long).
+    pub fn trap_advice(&self) -> Option<String> {
+        let Wait::Blocked {
+            pid,
+            tid,
+            syscall,
+            fd,
+            ..
+        } = self.event_loop_blocked_in_accept()?
+        else {
+            return None;
+        };
+        Some(format!(
+            "pid={pid} is blocked in {syscall} on fd {fd} (thread {tid}) inside an event loop: \
+             the passed socket is in blocking mode, so the loop cannot run its shutdown until \
+             another connection arrives. Make the listener non-blocking before handing it to the \
+             runtime (Rust: listener.set_nonblocking(true) before tokio's from_std)"
+        ))
+    }
+
     /// The blocking-socket trap: a thread blocked in `accept` on a
     /// blocking passed socket in a process that also has that socket in an
     /// epoll set, i.e. an event loop (tokio after `from_std` without
@@ -187,6 +214,32 @@ pub fn group_pids(pgid: i32) -> Vec<i32> {
         (parse_stat_pgrp(&stat)? == pgid).then_some(pid)
     })
     .collect()
+}
+
+/// `pid` and its descendants, from `/proc/PID/task/TID/children`
+/// (cheaper than [`group_pids`]'s scan of every process). Misses orphans a
+/// server double-forked (they are reparented away from its tree); empty
+/// when `pid` is gone.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(next) = queue.pop() {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{next}/task")) else {
+            continue;
+        };
+        found.push(next);
+        for task in tasks.flatten() {
+            let Ok(children) = fs::read_to_string(task.path().join("children")) else {
+                continue;
+            };
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                if !found.contains(&child) && !queue.contains(&child) {
+                    queue.push(child);
+                }
+            }
+        }
+    }
+    found
 }
 
 /// Like [`group_pids`], but reads `/proc/PID/stat` only for pids from
@@ -713,6 +766,13 @@ mod tests {
         };
         assert!(probe.ready());
         assert_eq!(probe.event_loop_blocked_in_accept(), Some(&blocked));
+        let advice = probe.trap_advice().unwrap();
+        assert!(
+            advice.contains("pid=10 is blocked in accept4 on fd 3"),
+            "{advice}"
+        );
+        assert!(advice.contains("set_nonblocking(true)"), "{advice}");
+        assert_eq!(probe.reason().unwrap(), "pid=10 has it in epoll fd 5");
         // A plain blocking accept loop (one thread, no event loop) is fine.
         let plain = Probe {
             waits: vec![blocked.clone()],
@@ -720,6 +780,7 @@ mod tests {
         };
         assert_eq!(plain.blocking_accepts().count(), 1);
         assert_eq!(plain.event_loop_blocked_in_accept(), None);
+        assert_eq!(plain.trap_advice(), None);
         // Epoll in another process does not count.
         let other = Probe {
             waits: vec![
@@ -1015,6 +1076,30 @@ elif how == "other":
     }
 
     #[test]
+    fn descendants_follow_the_tree() {
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let sleep: i32 = line.trim().parse().unwrap();
+        let pid = child.id() as i32;
+        let mut found = descendants(pid);
+        found.sort_unstable();
+        let mut want = vec![pid, sleep];
+        want.sort_unstable();
+        assert_eq!(found, want);
+        // SAFETY: kill(2) on a pid we started.
+        unsafe { libc::kill(sleep, libc::SIGKILL) };
+        child.wait().unwrap();
+        assert!(descendants(pid).is_empty());
+    }
+
+    #[test]
     fn exited_processes_are_skipped() {
         let mut child = Command::new("true").spawn().unwrap();
         let pid = child.id() as i32;
@@ -1041,6 +1126,11 @@ elif how == "other":
             assert_eq!(group_pids(w.pid()), []);
         }
         let per_scan = started.elapsed() / n;
+        let started = Instant::now();
+        for _ in 0..n {
+            assert_eq!(descendants(w.pid()), [w.pid()]);
+        }
+        let per_tree = started.elapsed() / n;
         let processes = fs::read_dir("/proc")
             .unwrap()
             .filter(|e| {
@@ -1053,7 +1143,8 @@ elif how == "other":
             .count();
         eprintln!(
             "readiness probe: {per_probe:?} per probe of one process; \
-             {per_scan:?} per /proc scan for a process group ({processes} processes)"
+             {per_scan:?} per /proc scan for a process group ({processes} processes); \
+             {per_tree:?} per descendants() of one process"
         );
     }
 }

@@ -8,9 +8,9 @@
 //! down to every 25 ms after a second (a slow starter is still seen within
 //! 25 ms of polling), and to every 250 ms after a minute. One probe reads a
 //! few `/proc` files per process (about 0.1-0.3 ms on a busy 2-core
-//! machine); the group's members are found by a scan of `/proc` that reads
-//! only processes newer than the group leader, every
-//! [`SCAN_EVERY`] probes at most. Probing stops at the first sign (it is
+//! machine); the group's members are the leader's tree
+//! (`/proc/PID/task/TID/children`, a few µs), plus those a scan of `/proc`
+//! finds every [`SCAN_EVERY`] (orphans a server double-forked). Probing stops at the first sign (it is
 //! reported once, as [`Event::Listening`]), at READY=1, at the drain signal,
 //! or when `/proc` cannot be read ([`Event::ProbeFailed`]).
 //!
@@ -29,8 +29,9 @@ use crate::log::ms;
 use crate::readiness::{self, PassedSocket, Probe, Wait};
 use crate::sockets::{Addr, Listener};
 
-/// A full group scan after this many probes of the known members.
-const SCAN_EVERY: u32 = 10;
+/// How often the group's members outside the leader's tree are looked for
+/// (a scan of `/proc` that costs a few milliseconds on a busy machine).
+const SCAN_EVERY: Duration = Duration::from_millis(250);
 /// Probes of a draining generation, after its drain signal.
 const DRAIN_PROBES: [Duration; 4] = [
     Duration::from_millis(200),
@@ -66,7 +67,8 @@ struct Watch {
     mode: Mode,
     /// The group's members at the last scan.
     pids: Vec<i32>,
-    probes_since_scan: u32,
+    /// When to scan for them again.
+    next_scan: Instant,
 }
 
 /// The generations being probed, and the sockets they were passed.
@@ -123,7 +125,7 @@ impl Probes {
                 next: now,
                 mode: Mode::Readiness,
                 pids: vec![pgid],
-                probes_since_scan: SCAN_EVERY,
+                next_scan: now,
             },
         );
     }
@@ -157,7 +159,7 @@ impl Probes {
                 next: now + DRAIN_PROBES[0],
                 mode: Mode::Draining { next_probe: 0 },
                 pids,
-                probes_since_scan: SCAN_EVERY,
+                next_scan: now,
             },
         );
     }
@@ -207,23 +209,31 @@ impl Probes {
         let Some(w) = self.watches.get_mut(&gen_id) else {
             return;
         };
-        if w.probes_since_scan >= SCAN_EVERY {
-            w.probes_since_scan = 0;
-            let mut pids = readiness::group_pids_since_leader(w.pgid);
-            if pids.is_empty() {
-                pids.push(w.pgid);
-            }
-            w.pids = pids;
+        // The leader's tree each time (a few µs), and now and then a scan
+        // for members outside it (orphans a server double-forked, which
+        // were reparented to devsup).
+        if now >= w.next_scan {
+            w.next_scan = now + SCAN_EVERY;
+            w.pids = readiness::group_pids_since_leader(w.pgid);
         }
-        w.probes_since_scan += 1;
-        let probe = readiness::probe(&w.pids, &sockets);
+        let mut pids = readiness::descendants(w.pgid);
+        for &pid in &w.pids {
+            if !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+        let probe = readiness::probe(&pids, &sockets);
         match w.mode {
             Mode::Readiness => {
                 if probe.ready() {
                     self.watches.remove(&gen_id);
+                    let how = match probe.waits.first() {
+                        Some(wait) => describe(wait, &sockets),
+                        None => probe.reason().unwrap_or_default(),
+                    };
                     queue.push_back(Event::Listening {
                         gen_id,
-                        how: describe(&probe.waits[0], &sockets),
+                        how,
                         at: now,
                     });
                 } else if let Some((pid, kind)) = probe.unreadable.first() {
@@ -249,8 +259,6 @@ impl Probes {
                             next_probe: next_probe + 1,
                         };
                         w.next = w.since + *after;
-                        // Members may have changed since the drain began.
-                        w.probes_since_scan = SCAN_EVERY;
                     }
                     None => {
                         self.watches.remove(&gen_id);
@@ -321,15 +329,10 @@ fn describe(wait: &Wait, sockets: &[PassedSocket]) -> String {
 /// The blocking-socket trap in a draining generation, as a warning that
 /// names the fix; `None` if there is none to see (or not yet).
 fn trap(probe: &Probe, draining_for: Duration) -> Option<String> {
-    if let Some(Wait::Blocked {
-        pid, syscall, fd, ..
-    }) = probe.event_loop_blocked_in_accept()
-    {
+    if let Some(advice) = probe.trap_advice() {
         return Some(format!(
-            "draining for {}, but pid={pid} has a thread blocked in {syscall} on fd {fd}, a blocking socket, inside its event loop: \
-             its graceful shutdown cannot run until a connection arrives, so it will be killed at the drain timeout with the connections it holds. \
-             Fix: make the listener non-blocking before handing it to the runtime (tokio: listener.set_nonblocking(true) before TcpListener::from_std), \
-             or run devsup with --nonblocking",
+            "draining for {}, but {advice}, or run devsup with --nonblocking. \
+             Until then it is killed at the drain timeout with the connections it holds",
             ms(draining_for)
         ));
     }
