@@ -5,8 +5,9 @@
 //! A generation that has not said READY=1 is probed from its spawn on,
 //! every [`interval`]: every 2 ms at first, so that a stock server is
 //! counted ready within a few milliseconds of polling its socket, slowing
-//! down to every 25 ms after a second (a slow starter is still seen within
-//! 25 ms of polling), and to every 250 ms after a minute. One probe reads a
+//! down to every 10 ms after 400 ms (a slow starter is still seen within
+//! 10 ms of polling), every 25 ms after 10 s (a `cargo run` that compiles
+//! first) and every 250 ms after a minute. One probe reads a
 //! few `/proc` files per process (about 0.1-0.3 ms on a busy 2-core
 //! machine); the group's members are the leader's tree
 //! (`/proc/PID/task/TID/children`, a few µs), plus those a scan of `/proc`
@@ -45,9 +46,12 @@ const README_DRAINING: &str = "README.md#draining-without-resetting-keep-alive-c
 /// The time between two readiness probes, `elapsed` after the spawn.
 pub(super) fn interval(elapsed: Duration) -> Duration {
     if elapsed >= Duration::from_secs(60) {
-        return Duration::from_millis(250);
+        Duration::from_millis(250)
+    } else if elapsed >= Duration::from_secs(10) {
+        Duration::from_millis(25)
+    } else {
+        (elapsed / 40).clamp(Duration::from_millis(2), Duration::from_millis(10))
     }
-    (elapsed / 40).clamp(Duration::from_millis(2), Duration::from_millis(25))
 }
 
 #[derive(Debug)]
@@ -364,8 +368,9 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(interval(ms(0)), ms(2));
         assert_eq!(interval(ms(80)), ms(2));
+        assert_eq!(interval(ms(200)), ms(5));
         assert_eq!(interval(ms(400)), ms(10));
-        assert_eq!(interval(ms(1000)), ms(25));
+        assert_eq!(interval(ms(5000)), ms(10));
         assert_eq!(interval(Duration::from_secs(30)), ms(25));
         assert_eq!(interval(Duration::from_secs(60)), ms(250));
     }
