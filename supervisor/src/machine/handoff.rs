@@ -181,24 +181,46 @@ impl State {
     }
 
     /// The executor has started generation `gen_id` as `pid`.
-    pub(super) fn on_spawned(&mut self, gen_id: GenId, pid: i32, out: &mut Vec<Action>) {
+    pub(super) fn on_spawned(
+        &mut self,
+        gen_id: GenId,
+        pid: i32,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let forced = self.shutdown.is_some_and(|s| s.forced);
+        let reason = if self.shutdown.is_some() {
+            SignalReason::Shutdown
+        } else {
+            SignalReason::NotReady
+        };
+        let drain_timeout = self.policy.drain_timeout;
+        let drain_signal = self.policy.drain_signal;
         if let Some(g) = self.gens.get_mut(&gen_id) {
             g.pid = Some(pid);
             // Told to drain before its pid was known (the executor
             // answers Spawn at once, but the machine does not rely
-            // on it).
-            if matches!(g.phase, Phase::Draining { .. }) {
-                let reason = if self.shutdown.is_some() {
-                    SignalReason::Shutdown
+            // on it): the signal goes now, and the drain timeout counts
+            // from now, so that it gets all of it; after a second stop
+            // request, SIGKILL.
+            if let Phase::Draining { kill_at, .. } = &mut g.phase {
+                if forced {
+                    *kill_at = None;
+                    out.push(Action::Signal {
+                        gen_id,
+                        pid,
+                        signal: Signal::SIGKILL,
+                        reason: SignalReason::Shutdown,
+                    });
                 } else {
-                    SignalReason::NotReady
-                };
-                out.push(Action::Signal {
-                    gen_id,
-                    pid,
-                    signal: self.policy.drain_signal,
-                    reason,
-                });
+                    *kill_at = Some(now + drain_timeout);
+                    out.push(Action::Signal {
+                        gen_id,
+                        pid,
+                        signal: drain_signal,
+                        reason,
+                    });
+                }
             }
         }
     }

@@ -118,7 +118,7 @@ pub(crate) enum ReadyRule {
 }
 
 impl ReadyRule {
-    /// Parses one of [`ReadyRule::NAMES`].
+    /// Parses `auto`, `notify` or `listen`.
     pub(crate) fn parse(s: &str) -> Result<ReadyRule, String> {
         match s {
             "auto" => Ok(ReadyRule::Auto),
@@ -291,7 +291,7 @@ impl State {
                 self.on_listening(gen_id, &how, at, now, &mut out)
             }
             Event::ProbeFailed { gen_id, why } => self.on_probe_failed(gen_id, &why),
-            Event::Spawned { gen_id, pid } => self.on_spawned(gen_id, pid, &mut out),
+            Event::Spawned { gen_id, pid } => self.on_spawned(gen_id, pid, now, &mut out),
             Event::SpawnFailed { gen_id, error } => {
                 self.on_spawn_failed(gen_id, &error, now, &mut out)
             }
@@ -329,5 +329,7 @@ impl State {
     }
 }
 
+#[cfg(test)]
+mod simulation;
 #[cfg(test)]
 mod tests;

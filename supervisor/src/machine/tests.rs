@@ -828,3 +828,87 @@ fn a_successor_that_never_polls_is_drained_if_the_active_one_did() {
     assert_eq!(signals(&a), [(2, Signal::SIGTERM)]);
     assert_eq!(sim.state.active(), Some(1));
 }
+
+/// Found by the simulation (seed 58): a generation told to drain before its
+/// pid was known got its drain signal only once it was, but its SIGKILL
+/// deadline counted from the decision, so it was killed before its drain
+/// timeout had passed since the signal.
+#[test]
+fn a_drain_sent_late_still_gets_the_whole_drain_timeout() {
+    let mut state = State::new(policy());
+    let t0 = Instant::now();
+    state.step(
+        Event::Reload {
+            trigger: Trigger::Startup,
+            at: t0,
+        },
+        t0,
+    );
+    state.step(Event::Spawned { gen_id: 1, pid: 10 }, t0);
+    state.step(
+        Event::Reload {
+            trigger: Trigger::Sighup,
+            at: t0,
+        },
+        t0,
+    );
+    // Gen 2 is spawned, but its pid comes late; a shutdown meanwhile.
+    state.step(
+        Event::Shutdown {
+            because: "SIGINT".into(),
+        },
+        t0,
+    );
+    let t1 = t0 + Duration::from_millis(9);
+    let a = state.step(Event::Spawned { gen_id: 2, pid: 11 }, t1);
+    assert_eq!(signals(&a), [(2, Signal::SIGTERM)]);
+    let timeout = policy().drain_timeout;
+    let a = state.step(Event::Tick, t0 + timeout);
+    assert_eq!(
+        signals(&a),
+        [(1, Signal::SIGKILL)],
+        "gen 2's timeout is not up"
+    );
+    assert_eq!(state.next_deadline(), Some(t1 + timeout));
+    let a = state.step(Event::Tick, t1 + timeout);
+    assert_eq!(signals(&a), [(2, Signal::SIGKILL)]);
+}
+
+/// The same after a second stop request: a generation whose pid comes
+/// after it is killed at once, not sent the drain signal and forgotten.
+#[test]
+fn a_generation_spawned_after_a_second_stop_request_is_killed() {
+    let mut state = State::new(policy());
+    let t0 = Instant::now();
+    state.step(
+        Event::Reload {
+            trigger: Trigger::Startup,
+            at: t0,
+        },
+        t0,
+    );
+    state.step(
+        Event::Shutdown {
+            because: "SIGINT".into(),
+        },
+        t0,
+    );
+    state.step(
+        Event::Shutdown {
+            because: "SIGINT".into(),
+        },
+        t0,
+    );
+    let a = state.step(Event::Spawned { gen_id: 1, pid: 10 }, t0);
+    assert_eq!(signals(&a), [(1, Signal::SIGKILL)]);
+    assert_eq!(
+        state.step(
+            Event::GenExited {
+                gen_id: 1,
+                exit: Exit::Signal(9)
+            },
+            t0
+        ),
+        [Action::Exit(1)]
+    );
+}
