@@ -336,7 +336,7 @@ fn trap(probe: &Probe, draining_for: Duration) -> Option<String> {
     if let Some(advice) = probe.trap_advice() {
         return Some(format!(
             "draining for {}, but {advice}, or run devsup with --nonblocking. \
-             Until then it is killed at the drain timeout with the connections it holds",
+             Until then each reload waits for the drain timeout, then kills it with the connections it holds",
             ms(draining_for)
         ));
     }

@@ -10,7 +10,18 @@
 //! line as it arrives; the server and devsup write to the same pipe, so the
 //! gap between its `polling` line and devsup's `ready` line bounds how long
 //! devsup took to see it.
+//!
+//! The blocking-socket trap (issue 10): `axum-listenfd-graceful` from
+//! `tests/fixtures/servers`, written as listenfd's docs show (the passed
+//! socket handed to tokio's `from_std` in blocking mode), built with the
+//! `trap` profile so that tokio behaves as in a user's release build. Its
+//! drain hangs in `accept4`; devsup names the fix, and `--nonblocking` is
+//! the fix.
 
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use devsup_tests::harness::{
@@ -174,5 +185,128 @@ fn a_reload_early_in_the_life_of_a_server_that_never_polls_is_kept() {
     devsup.wait_event(3, "counted ready", TIMEOUT);
     devsup.wait_event(2, "draining", TIMEOUT);
     assert_eq!(devsup.count_lines("does not report readiness"), 1);
+    stop_cleanly(&devsup);
+}
+
+/// `target/trap/`, with the fixture servers built in the `trap` profile
+/// (once per run): a dev build whose tokio has no debug assertions, so that
+/// `from_std` on a blocking socket behaves as in a release build instead of
+/// panicking (see the workspace `Cargo.toml`).
+fn trap_fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // Tests run from <target>/<profile>/deps/.
+        let exe = std::env::current_exe().expect("current_exe");
+        let mut profile = exe.parent().expect("exe has a parent").to_path_buf();
+        if profile.file_name() == Some(OsStr::new("deps")) {
+            profile.pop();
+        }
+        let target = profile
+            .parent()
+            .expect("the target directory")
+            .to_path_buf();
+        let manifest = devsup_tests::harness::workspace_root().join("Cargo.toml");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let started = Instant::now();
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--profile", "trap", "--bins"])
+            .args(["-p", "devsup-fixture-servers", "--manifest-path"])
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target)
+            .status()
+            .expect("running cargo");
+        assert!(status.success(), "building the fixture servers failed");
+        eprintln!(
+            "[readiness] built devsup-fixture-servers (profile trap) in {:.1?}",
+            started.elapsed()
+        );
+        target.join("trap")
+    })
+}
+
+/// devsup running the unchanged axum + listenfd server with graceful
+/// shutdown, gen 1 ready and in the state a user's server is in once it
+/// has served a request: its accept loop back in `accept4` on fd 3.
+fn axum_listenfd_graceful(dir: &Path, extra: &[&str]) -> Devsup {
+    let devsup = Devsup::builder(dir)
+        .args(["--no-watch", "--drain-timeout", "2s"])
+        .args(extra)
+        .server(trap_fixtures().join("axum-listenfd-graceful"))
+        .spawn();
+    let ready = devsup.wait_event(1, "ready", TIMEOUT);
+    assert!(ready.contains("(listening: pid="), "{ready}");
+    // tokio accepts again right after a connection: on a blocking socket
+    // that accept blocks.
+    assert_eq!(http::get(devsup.addr(), "/").unwrap().generation(), Some(1));
+    devsup
+}
+
+#[test]
+fn the_blocking_socket_trap_is_named_with_its_fix() {
+    let dir = temp_dir();
+    let devsup = axum_listenfd_graceful(dir.path(), &[]);
+    devsup.signal(Signal::SIGHUP);
+    devsup.wait_event(2, "ready", TIMEOUT);
+    let trap = devsup.wait_event(1, "draining for", TIMEOUT);
+    for words in [
+        "blocked in accept4 on fd 3",
+        "blocking mode",
+        "set_nonblocking(true) before tokio's from_std",
+        "--nonblocking",
+    ] {
+        assert!(trap.contains(words), "{words:?} missing from: {trap}");
+    }
+    // And it does hang until the drain timeout.
+    devsup.wait_event(1, "still running", TIMEOUT);
+    let exited = devsup.wait_event(1, "exited", TIMEOUT);
+    assert!(exited.contains("by SIGKILL"), "{exited}");
+    // Gen 2, having served a request, is caught the same way on shutdown,
+    // and devsup's exit status says a generation had to be killed.
+    assert_eq!(http::get(devsup.addr(), "/").unwrap().generation(), Some(2));
+    devsup.signal(Signal::SIGINT);
+    devsup.wait_event(2, "draining for", TIMEOUT);
+    assert_eq!(devsup.wait_exit(TIMEOUT).code(), Some(1));
+}
+
+/// `--nonblocking`: the same unchanged server drains at once.
+#[test]
+fn with_nonblocking_the_same_server_drains_without_the_timeout() {
+    let dir = temp_dir();
+    let devsup = axum_listenfd_graceful(dir.path(), &["--nonblocking"]);
+    devsup.signal(Signal::SIGHUP);
+    let ready = devsup.wait_event(2, "ready", TIMEOUT);
+    assert!(ready.contains("(listening: pid="), "{ready}");
+    let exited = devsup.wait_event(1, "exited", TIMEOUT);
+    assert!(exited.contains("with status 0"), "{exited}");
+    assert_eq!(devsup.count_matching(event(1, "still running")), 0);
+    assert_eq!(devsup.count_matching(event(1, "draining for")), 0);
+    assert_eq!(http::get(devsup.addr(), "/").unwrap().generation(), Some(2));
+    stop_cleanly(&devsup);
+}
+
+/// A generation that outlives its drain timeout with a keep-alive
+/// connection open: the log counts the connections and says what to do.
+#[test]
+fn a_drain_timeout_says_how_many_connections_were_left_open() {
+    let dir = temp_dir();
+    let devsup = Devsup::builder(dir.path())
+        .args(["--no-watch", "--drain-timeout", "1s"])
+        .server_args(["--ignore-drain", "1"])
+        .spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    let mut conn = http::Conn::connect(devsup.addr()).unwrap();
+    assert_eq!(conn.get("/").unwrap().generation(), Some(1));
+    devsup.signal(Signal::SIGHUP);
+    devsup.wait_event(2, "ready", TIMEOUT);
+    let why = devsup.wait_event(1, "still had", TIMEOUT);
+    assert!(
+        why.contains("still had 1 connection open after")
+            && why.contains("keep-alive")
+            && why.contains("README.md#draining"),
+        "{why}"
+    );
+    devsup.wait_event(1, "exited", TIMEOUT);
+    drop(conn);
     stop_cleanly(&devsup);
 }
