@@ -242,24 +242,45 @@ pub fn descendants(pid: i32) -> Vec<i32> {
     found
 }
 
-/// Like [`group_pids`], but reads `/proc/PID/stat` only for pids from
-/// `pgid` up: a group's members are forked after its leader, so they have
-/// higher pids unless the pid counter wrapped around meanwhile (rare; a
-/// full [`group_pids`] now and then catches that case). Much cheaper on a
-/// busy machine: only processes started since the leader are read.
-pub fn group_pids_since_leader(pgid: i32) -> Vec<i32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
+/// The processes of group `pgid` that a probe must look at, cheaply: the
+/// leader's tree ([`descendants`]), plus the trees of this process's own
+/// children in the group other than the leader. devsup is a child
+/// subreaper, so an orphan a server double-forked is reparented to it.
+/// Processes that left the group inside the leader's tree are included
+/// (they still hold what the generation gave them).
+pub fn generation_pids(pgid: i32) -> Vec<i32> {
+    let mut pids = descendants(pgid);
+    // Every thread's children: devsup forks from its main thread, and
+    // orphans are reparented to it too, but a thread that forks (a test)
+    // lists its children under its own task.
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+        return pids;
     };
-    dir.filter_map(|entry| {
-        let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-        if pid < pgid {
-            return None;
+    for task in tasks.flatten() {
+        let Ok(children) = fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        for child in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<i32>().ok())
+        {
+            if child == pgid || pids.contains(&child) {
+                continue;
+            }
+            let in_group = fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| parse_stat_pgrp(&stat))
+                == Some(pgid);
+            if in_group {
+                for pid in descendants(child) {
+                    if !pids.contains(&pid) {
+                        pids.push(pid);
+                    }
+                }
+            }
         }
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        (parse_stat_pgrp(&stat)? == pgid).then_some(pid)
-    })
-    .collect()
+    }
+    pids
 }
 
 /// The TCP connections accepted on the passed sockets that `pids` still
@@ -1097,6 +1118,39 @@ elif how == "other":
         unsafe { libc::kill(sleep, libc::SIGKILL) };
         child.wait().unwrap();
         assert!(descendants(pid).is_empty());
+    }
+
+    /// A group leader's tree, and a member that is this process's own
+    /// child (as an orphan reparented to devsup is).
+    #[test]
+    fn generation_pids_finds_the_tree_and_orphans() {
+        let mut leader = Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(leader.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let sleep: i32 = line.trim().parse().unwrap();
+        let pgid = leader.id() as i32;
+        let mut orphan = Command::new("sleep")
+            .arg("30")
+            .process_group(pgid)
+            .spawn()
+            .unwrap();
+        let mut found = generation_pids(pgid);
+        found.sort_unstable();
+        let mut want = vec![pgid, sleep, orphan.id() as i32];
+        want.sort_unstable();
+        assert_eq!(found, want);
+        // SAFETY: kill(2) on a pid we started.
+        unsafe { libc::kill(sleep, libc::SIGKILL) };
+        leader.wait().unwrap();
+        orphan.kill().unwrap();
+        orphan.wait().unwrap();
     }
 
     #[test]

@@ -8,10 +8,11 @@
 //! down to every 10 ms after 400 ms (a slow starter is still seen within
 //! 10 ms of polling), every 25 ms after 10 s (a `cargo run` that compiles
 //! first) and every 250 ms after a minute. One probe reads a
-//! few `/proc` files per process (about 0.1-0.3 ms on a busy 2-core
-//! machine); the group's members are the leader's tree
-//! (`/proc/PID/task/TID/children`, a few µs), plus those a scan of `/proc`
-//! finds every [`SCAN_EVERY`] (orphans a server double-forked). Probing stops at the first sign (it is
+//! few `/proc` files per process (about 45 µs in a release build on a busy
+//! 2-core machine); the group's members are the leader's tree
+//! (`/proc/PID/task/TID/children`, about 9 µs) plus the trees of devsup's
+//! own children in the group (orphans a server double-forked), never a
+//! scan of every process (about 2 ms). Probing stops at the first sign (it is
 //! reported once, as [`Event::Listening`]), at READY=1, at the drain signal,
 //! or when `/proc` cannot be read ([`Event::ProbeFailed`]).
 //!
@@ -30,9 +31,6 @@ use crate::log::ms;
 use crate::readiness::{self, PassedSocket, Probe, Wait};
 use crate::sockets::{Addr, Listener};
 
-/// How often the group's members outside the leader's tree are looked for
-/// (a scan of `/proc` that costs a few milliseconds on a busy machine).
-const SCAN_EVERY: Duration = Duration::from_millis(250);
 /// Probes of a draining generation, after its drain signal.
 const DRAIN_PROBES: [Duration; 4] = [
     Duration::from_millis(200),
@@ -69,10 +67,6 @@ struct Watch {
     since: Instant,
     next: Instant,
     mode: Mode,
-    /// The group's members at the last scan.
-    pids: Vec<i32>,
-    /// When to scan for them again.
-    next_scan: Instant,
 }
 
 /// The generations being probed, and the sockets they were passed.
@@ -128,8 +122,6 @@ impl Probes {
                 since: now,
                 next: now,
                 mode: Mode::Readiness,
-                pids: vec![pgid],
-                next_scan: now,
             },
         );
     }
@@ -151,10 +143,6 @@ impl Probes {
             return;
         }
         self.drain_started.insert(gen_id, now);
-        let pids = match self.watches.remove(&gen_id) {
-            Some(w) => w.pids,
-            None => vec![pgid],
-        };
         self.watches.insert(
             gen_id,
             Watch {
@@ -162,8 +150,6 @@ impl Probes {
                 since: now,
                 next: now + DRAIN_PROBES[0],
                 mode: Mode::Draining { next_probe: 0 },
-                pids,
-                next_scan: now,
             },
         );
     }
@@ -213,19 +199,7 @@ impl Probes {
         let Some(w) = self.watches.get_mut(&gen_id) else {
             return;
         };
-        // The leader's tree each time (a few µs), and now and then a scan
-        // for members outside it (orphans a server double-forked, which
-        // were reparented to devsup).
-        if now >= w.next_scan {
-            w.next_scan = now + SCAN_EVERY;
-            w.pids = readiness::group_pids_since_leader(w.pgid);
-        }
-        let mut pids = readiness::descendants(w.pgid);
-        for &pid in &w.pids {
-            if !pids.contains(&pid) {
-                pids.push(pid);
-            }
-        }
+        let pids = readiness::generation_pids(w.pgid);
         let probe = readiness::probe(&pids, &sockets);
         match w.mode {
             Mode::Readiness => {
