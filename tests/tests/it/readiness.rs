@@ -114,6 +114,8 @@ fn a_slow_starter_is_counted_ready_when_it_polls_never_before() {
     let polled = ready_when_polling(&devsup, 2, "epoll after 3 s");
     let (drained, _) = arrival(&devsup, event(1, "draining"));
     assert!(drained >= polled, "gen 1 drained before gen 2 polled");
+    // The fixture dies at once on SIGTERM, with whatever it just accepted.
+    devsup.wait_event(1, "exited", TIMEOUT);
     assert_eq!(http::get(addr, "/").unwrap().generation(), Some(2));
     assert_eq!(devsup.count_lines("counted ready"), 0);
     assert_eq!(devsup.count_lines("does not report readiness"), 0);
