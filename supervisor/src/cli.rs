@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use nix::sys::signal::Signal;
 
+use crate::machine::ReadyRule;
 use crate::report::events::Target;
 use crate::sockets::SocketSpec;
 
@@ -52,6 +53,15 @@ pub(crate) struct Cli {
     /// Length of each socket's accept queue; connections wait there while no generation accepts.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..), help_heading = "Sockets")]
     pub(crate) backlog: i32,
+
+    /// Pass the sockets with O_NONBLOCK set (systemd's NonBlocking=), for servers that hand them to
+    /// an event loop without `set_nonblocking(true)` (tokio's `TcpListener::from_std`): a blocking
+    /// socket there leaves a runtime thread stuck in accept, and the server's graceful shutdown
+    /// cannot run. A server that accepts in a plain blocking loop then gets EAGAIN instead of
+    /// waiting (it may spin or exit): leave this off for those. The flag belongs to the socket, so
+    /// every generation sees it, and a server that changes it changes it for the next ones too.
+    #[arg(long, help_heading = "Sockets")]
+    pub(crate) nonblocking: bool,
 
     /// Set LISTEN_PID to the server's pid, for servers using libsystemd's `sd_listen_fds()`.
     /// Off by default so that wrappers such as `cargo run` or `sh -c` work: their child's pid differs.
@@ -106,11 +116,17 @@ pub(crate) struct Cli {
     #[arg(long = "no-reload-on", value_name = "GLOB", help_heading = "Watching")]
     pub(crate) no_reload_on: Vec<String>,
 
-    /// How long a new generation has to send READY=1 before it is drained and the old one kept.
+    /// What counts a new generation ready: `auto` (READY=1; until the server has sent one, the kernel
+    /// showing it waiting on the socket), `notify` (READY=1 only) or `listen` (READY=1 or the
+    /// kernel, whichever comes first). Where /proc cannot be read, a 1s timer; see --ready-after.
+    #[arg(long, default_value = "auto", value_parser = parse_ready, value_name = "RULE", help_heading = "Handoff")]
+    pub(crate) ready: ReadyRule,
+
+    /// How long a new generation has to be ready before it is drained and the old one kept.
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR", help_heading = "Handoff")]
     pub(crate) ready_timeout: Duration,
 
-    /// Count a generation ready once it has stayed up this long (for servers that never send READY=1).
+    /// Count a generation ready once it has stayed up this long, whatever --ready says.
     #[arg(long, value_parser = parse_duration, value_name = "DUR", help_heading = "Handoff")]
     pub(crate) ready_after: Option<Duration>,
 
@@ -287,6 +303,11 @@ pub(crate) fn parse_poll(s: &str) -> Result<Duration, String> {
 /// Parses `--events`: a file, `-` or `unix::PATH`.
 pub(crate) fn parse_events(s: &str) -> Result<Target, String> {
     s.parse()
+}
+
+/// Parses `--ready`'s rule.
+pub(crate) fn parse_ready(s: &str) -> Result<ReadyRule, String> {
+    ReadyRule::parse(s)
 }
 
 /// Parses `GLOB=SIGNAL` for `--signal-on`.

@@ -115,6 +115,19 @@ pub(crate) enum Event {
         msg: Message,
         at: Instant,
     },
+    /// The kernel shows one of generation `gen_id`'s processes waiting on a
+    /// passed listening socket (`crate::readiness`); `how` says which and how,
+    /// for the log; `at` is when the probe saw it.
+    // Only the /proc probe (Linux) sees it.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Listening {
+        gen_id: GenId,
+        how: String,
+        at: Instant,
+    },
+    /// `/proc` cannot tell whether generation `gen_id` waits on a socket;
+    /// `why` is one line for the log.
+    ProbeFailed { gen_id: GenId, why: String },
     /// The `Spawn` action succeeded; `pid` is also the generation's process
     /// group id, which every signal goes to.
     Spawned { gen_id: GenId, pid: i32 },

@@ -97,23 +97,33 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
         at: Instant::now(),
     }]);
     loop {
+        if queue.is_empty() {
+            exec.run_probes(&mut queue);
+        }
         let event = match queue.pop_front() {
             Some(event) => event,
-            None => match next_input(&rx, state.next_deadline(), exec.next_poll()) {
-                Input::Event(Event::Message {
+            None => match next_input(
+                &rx,
+                state.next_deadline(),
+                exec.next_poll(),
+                exec.next_probe(),
+            ) {
+                // Woken for a probe only.
+                None => continue,
+                Some(Input::Event(Event::Message {
                     gen_id,
                     msg: proto::Message::MainPid(pid),
                     ..
-                }) => {
+                })) => {
                     exec.main_pid(gen_id, pid);
                     continue;
                 }
-                Input::Event(event) => event,
-                Input::ChildExited => {
+                Some(Input::Event(event)) => event,
+                Some(Input::ChildExited) => {
                     exec.reap(&mut queue);
                     continue;
                 }
-                Input::Store(gen_id, store) => {
+                Some(Input::Store(gen_id, store)) => {
                     exec.store(gen_id, store);
                     continue;
                 }
@@ -121,6 +131,14 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
         };
         #[cfg(debug_assertions)]
         debug_panic(&event);
+        if let Event::Message {
+            gen_id,
+            msg: proto::Message::Ready,
+            ..
+        } = &event
+        {
+            exec.said_ready(*gen_id);
+        }
         for action in state.step(event, Instant::now()) {
             if let Some(code) = exec.execute(action, &mut queue) {
                 return Ok(code);
@@ -129,26 +147,33 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
     }
 }
 
-/// The next input: one from the channel, or `Tick` at the state machine's
-/// `deadline`, or `ChildExited` when the executor's `poll` time comes (to
-/// look at process groups no SIGCHLD will speak for).
-fn next_input(rx: &Receiver<Input>, deadline: Option<Instant>, poll: Option<Instant>) -> Input {
+/// The next input: one from the channel, `Tick` at the state machine's
+/// `deadline`, `ChildExited` when the executor's `poll` time comes (to look
+/// at process groups no SIGCHLD will speak for), or `None` when `probe`
+/// (the executor's next `/proc` probe) came first.
+fn next_input(
+    rx: &Receiver<Input>,
+    deadline: Option<Instant>,
+    poll: Option<Instant>,
+    probe: Option<Instant>,
+) -> Option<Input> {
     let due = |at: Option<Instant>| at.is_some_and(|d| d <= Instant::now());
     // A due deadline goes first, so that a stream of inputs cannot starve it.
     if due(deadline) {
-        return Input::Event(Event::Tick);
+        return Some(Input::Event(Event::Tick));
     }
     if due(poll) {
-        return Input::ChildExited;
+        return Some(Input::ChildExited);
     }
-    match deadline.into_iter().chain(poll).min() {
+    match deadline.into_iter().chain(poll).chain(probe).min() {
         Some(wake) => match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-            Ok(input) => input,
-            Err(RecvTimeoutError::Timeout) if due(deadline) => Input::Event(Event::Tick),
-            Err(RecvTimeoutError::Timeout) => Input::ChildExited,
+            Ok(input) => Some(input),
+            Err(RecvTimeoutError::Timeout) if due(deadline) => Some(Input::Event(Event::Tick)),
+            Err(RecvTimeoutError::Timeout) if due(poll) => Some(Input::ChildExited),
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => unreachable!("the loop holds a sender"),
         },
-        None => rx.recv().expect("the loop holds a sender"),
+        None => Some(rx.recv().expect("the loop holds a sender")),
     }
 }
 
@@ -205,32 +230,44 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn is_tick(input: &Input) -> bool {
-        matches!(input, Input::Event(Event::Tick))
+    fn is_tick(input: &Option<Input>) -> bool {
+        matches!(input, Some(Input::Event(Event::Tick)))
     }
 
     /// Without a subreaper the loop wakes for the executor's poll, and the
-    /// state machine's deadline still goes first.
+    /// state machine's deadline still goes first; a probe wakes it with
+    /// nothing to hand on.
     #[test]
-    fn the_loop_wakes_for_the_deadline_and_the_poll() {
+    fn the_loop_wakes_for_the_deadline_the_poll_and_a_probe() {
         let (tx, rx) = mpsc::channel();
         let now = Instant::now();
         let past = now - Duration::from_millis(1);
-        assert!(is_tick(&next_input(&rx, Some(past), Some(past))));
+        assert!(is_tick(&next_input(
+            &rx,
+            Some(past),
+            Some(past),
+            Some(past)
+        )));
         assert!(matches!(
-            next_input(&rx, None, Some(past)),
-            Input::ChildExited
+            next_input(&rx, None, Some(past), None),
+            Some(Input::ChildExited)
         ));
         let soon = Instant::now() + Duration::from_millis(20);
         let later = soon + Duration::from_secs(60);
         assert!(matches!(
-            next_input(&rx, Some(later), Some(soon)),
-            Input::ChildExited
+            next_input(&rx, Some(later), Some(soon), None),
+            Some(Input::ChildExited)
         ));
         assert!(Instant::now() >= soon, "it waited for the poll");
         let soon = Instant::now() + Duration::from_millis(20);
-        assert!(is_tick(&next_input(&rx, Some(soon), Some(later))));
+        assert!(is_tick(&next_input(&rx, Some(soon), Some(later), None)));
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert!(next_input(&rx, Some(later), Some(later), Some(soon)).is_none());
+        assert!(Instant::now() >= soon, "it waited for the probe");
         tx.send(Input::ChildExited).unwrap();
-        assert!(matches!(next_input(&rx, None, None), Input::ChildExited));
+        assert!(matches!(
+            next_input(&rx, None, None, None),
+            Some(Input::ChildExited)
+        ));
     }
 }

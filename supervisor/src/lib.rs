@@ -36,7 +36,6 @@ mod process;
 #[cfg(test)]
 mod props;
 #[cfg(target_os = "linux")]
-#[allow(dead_code)] // until the state machine uses it (kernel readiness)
 mod readiness;
 mod report;
 mod sockets;

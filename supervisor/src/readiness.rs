@@ -111,13 +111,6 @@ pub enum Wait {
 }
 
 impl Wait {
-    /// The process that waits.
-    pub fn pid(&self) -> i32 {
-        match self {
-            Wait::Epoll { pid, .. } | Wait::Blocked { pid, .. } => *pid,
-        }
-    }
-
     /// For a log line: `pid=P epoll fd 5` or `pid=P tid=T accept4 on fd 3`.
     pub fn describe(&self) -> String {
         match self {
@@ -261,6 +254,113 @@ pub fn descendants(pid: i32) -> Vec<i32> {
         }
     }
     found
+}
+
+/// The processes of group `pgid` that a probe must look at, cheaply: the
+/// leader's tree ([`descendants`]), plus the trees of this process's own
+/// children in the group other than the leader. devsup is a child
+/// subreaper, so an orphan a server double-forked is reparented to it.
+/// Processes that left the group inside the leader's tree are included
+/// (they still hold what the generation gave them).
+pub fn generation_pids(pgid: i32) -> Vec<i32> {
+    let mut pids = descendants(pgid);
+    // Every thread's children: devsup forks from its main thread, and
+    // orphans are reparented to it too, but a thread that forks (a test)
+    // lists its children under its own task.
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+        return pids;
+    };
+    for task in tasks.flatten() {
+        let Ok(children) = fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        for child in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<i32>().ok())
+        {
+            if child == pgid || pids.contains(&child) {
+                continue;
+            }
+            let in_group = fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| parse_stat_pgrp(&stat))
+                == Some(pgid);
+            if in_group {
+                for pid in descendants(child) {
+                    if !pids.contains(&pid) {
+                        pids.push(pid);
+                    }
+                }
+            }
+        }
+    }
+    pids
+}
+
+/// The TCP connections accepted on the passed sockets that `pids` still
+/// hold: their sockets whose local port is one of `ports` and that are not
+/// listening, looked up in `/proc/PID/net/tcp` and `tcp6` (the network
+/// namespace of the first pid that can be read). `None` if `/proc` cannot
+/// say. (Connections on passed unix sockets are not counted.)
+pub fn open_connections(pids: &[i32], ports: &[u16]) -> Option<usize> {
+    let mut inodes = std::collections::HashSet::new();
+    let mut table_of = None;
+    for &pid in pids {
+        let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        table_of.get_or_insert(pid);
+        for entry in dir.flatten() {
+            if let Ok(target) = fs::read_link(entry.path()) {
+                if let Some(inode) = parse_socket_link(&target.to_string_lossy()) {
+                    inodes.insert(inode);
+                }
+            }
+        }
+    }
+    let pid = table_of?;
+    let mut count = 0;
+    let mut read_any = false;
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        read_any = true;
+        count += parse_net_tcp(&text)
+            .into_iter()
+            .filter(|e| !e.listening && ports.contains(&e.local_port) && inodes.contains(&e.inode))
+            .count();
+    }
+    read_any.then_some(count)
+}
+
+/// One socket of `/proc/net/tcp` or `tcp6`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpEntry {
+    /// The local port.
+    pub local_port: u16,
+    /// In state LISTEN (`0A`).
+    pub listening: bool,
+    /// The socket's inode (0 for one no process holds, e.g. TIME_WAIT).
+    pub inode: u64,
+}
+
+/// Parses `/proc/net/tcp` or `tcp6`: a header line, then per socket
+/// `sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...`
+/// with addresses as `HEXADDR:HEXPORT`.
+pub fn parse_net_tcp(text: &str) -> Vec<TcpEntry> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (_, port) = fields.get(1)?.rsplit_once(':')?;
+            Some(TcpEntry {
+                local_port: u16::from_str_radix(port, 16).ok()?,
+                listening: *fields.get(3)? == "0A",
+                inode: fields.get(9)?.parse().ok()?,
+            })
+        })
+        .collect()
 }
 
 fn probe_pid(pid: i32, sockets: &[PassedSocket], waits: &mut Vec<Wait>) -> io::Result<()> {
@@ -582,6 +682,92 @@ mod tests {
         let odd = "7 (a) b (c) S 1 42 1 0";
         assert_eq!(parse_stat_pgrp(odd), Some(42));
         assert_eq!(parse_stat_pgrp("7 (truncated"), None);
+    }
+
+    /// The parsers read text the kernel writes, but must not panic on
+    /// anything: random bytes and mangled real lines, from a seeded
+    /// generator (the seed is in the failure message).
+    #[test]
+    fn parsers_never_panic_on_arbitrary_input() {
+        let samples = [
+            "tfd:        3 events:       19 data:                3  pos:0 ino:26c2f sdev:9\n",
+            "   1: 0100007F:1F90 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000  1000        0 157002 1\n",
+            "288 0x3 0x7ffd 0x80800 0x0 0x0 0x0 0x7ffd 0x7f\n",
+            "42 (a) b)) S 1 42 42 0 -1\n",
+            "pos:\t0\nflags:\t02004002\n",
+        ];
+        let mut state = 0x5eed_u64;
+        let mut next = || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        for round in 0..20_000u32 {
+            let mut bytes: Vec<u8> = samples[round as usize % samples.len()].bytes().collect();
+            for _ in 0..(next() % 8) {
+                let at = (next() as usize) % (bytes.len() + 1);
+                match next() % 3 {
+                    0 if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    1 => bytes.insert(at, (next() % 256) as u8),
+                    _ => {
+                        let pick = b" :()x0\n\t-";
+                        bytes.insert(at, pick[(next() % pick.len() as u64) as usize])
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = parse_syscall(&text);
+            let _ = parse_socket_link(&text);
+            let _ = parse_stat_pgrp(&text);
+            let _ = parse_fdinfo_flags(&text);
+            let _ = parse_epoll_fdinfo(&text);
+            let _ = parse_net_tcp(&text);
+            let _ = parse_pollfds(&bytes);
+            let fd = (next() % 2048) as i32 - 8;
+            let _ = fd_set_contains(&bytes, fd);
+        }
+    }
+
+    #[test]
+    fn net_tcp_tables() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 156901 1 0000000000000000 100 0 0 10 0\n\
+   1: 0100007F:1F90 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000  1000        0 157002 1 0000000000000000 20 4 30 10 -1\n\
+   2: 0100007F:1F90 0100007F:D2F2 06 00000000:00000000 03:00000F3C 00000000     0        0 0 3 0000000000000000\n\
+   3: garbage\n";
+        assert_eq!(
+            parse_net_tcp(text),
+            [
+                TcpEntry {
+                    local_port: 8080,
+                    listening: true,
+                    inode: 156901
+                },
+                TcpEntry {
+                    local_port: 8080,
+                    listening: false,
+                    inode: 157002
+                },
+                TcpEntry {
+                    local_port: 8080,
+                    listening: false,
+                    inode: 0
+                },
+            ]
+        );
+        let v6 = "header\n   0: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 42 1\n";
+        assert_eq!(
+            parse_net_tcp(v6),
+            [TcpEntry {
+                local_port: 80,
+                listening: true,
+                inode: 42
+            }]
+        );
     }
 
     #[test]
@@ -997,6 +1183,39 @@ elif how == "other":
         unsafe { libc::kill(sleep, libc::SIGKILL) };
         child.wait().unwrap();
         assert!(descendants(pid).is_empty());
+    }
+
+    /// A group leader's tree, and a member that is this process's own
+    /// child (as an orphan reparented to devsup is).
+    #[test]
+    fn generation_pids_finds_the_tree_and_orphans() {
+        let mut leader = Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(leader.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let sleep: i32 = line.trim().parse().unwrap();
+        let pgid = leader.id() as i32;
+        let mut orphan = Command::new("sleep")
+            .arg("30")
+            .process_group(pgid)
+            .spawn()
+            .unwrap();
+        let mut found = generation_pids(pgid);
+        found.sort_unstable();
+        let mut want = vec![pgid, sleep, orphan.id() as i32];
+        want.sort_unstable();
+        assert_eq!(found, want);
+        // SAFETY: kill(2) on a pid we started.
+        unsafe { libc::kill(sleep, libc::SIGKILL) };
+        leader.wait().unwrap();
+        orphan.kill().unwrap();
+        orphan.wait().unwrap();
     }
 
     #[test]

@@ -130,6 +130,12 @@ impl Listener {
         self.socket.as_fd()
     }
 
+    /// Sets or clears `O_NONBLOCK` (`--nonblocking`). The flag belongs to
+    /// the open socket, so every process holding it sees the change.
+    pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> std::io::Result<()> {
+        self.socket.set_nonblocking(nonblocking)
+    }
+
     /// Whether devsup was given it rather than bound it.
     pub(crate) fn is_inherited(&self) -> bool {
         self.inherited

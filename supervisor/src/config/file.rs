@@ -14,7 +14,7 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 use serde::Deserialize;
 
-use crate::cli::{Cli, parse_duration, parse_poll, parse_signal, parse_signal_on};
+use crate::cli::{Cli, parse_duration, parse_poll, parse_ready, parse_signal, parse_signal_on};
 
 /// One string or a list of them.
 #[derive(Debug, Clone, Deserialize)]
@@ -55,6 +55,7 @@ pub(crate) struct FileConfig {
     pub(crate) socket: Option<Many>,
     pub(crate) backlog: Option<i32>,
     pub(crate) listen_pid: Option<bool>,
+    pub(crate) nonblocking: Option<bool>,
     pub(crate) build: Option<Many>,
     pub(crate) watch: Option<Many>,
     pub(crate) no_watch: Option<bool>,
@@ -66,6 +67,7 @@ pub(crate) struct FileConfig {
     pub(crate) no_reload_on: Option<Many>,
     pub(crate) ready_timeout: Option<String>,
     pub(crate) ready_after: Option<String>,
+    pub(crate) ready: Option<String>,
     pub(crate) drain_signal: Option<String>,
     pub(crate) drain_timeout: Option<String>,
     pub(crate) prefix: Option<bool>,
@@ -164,6 +166,9 @@ impl FileConfig {
         if let (false, Some(v)) = (given("listen_pid"), self.listen_pid) {
             cli.listen_pid = v;
         }
+        if let (false, Some(v)) = (given("nonblocking"), self.nonblocking) {
+            cli.nonblocking = v;
+        }
         if let (false, Some(v)) = (given("builds"), self.build) {
             cli.builds = v.into_vec();
         }
@@ -207,6 +212,9 @@ impl FileConfig {
         }
         if let (false, Some(v)) = (given("ready_after"), self.ready_after) {
             cli.ready_after = Some(dur("ready-after", v)?);
+        }
+        if let (false, Some(v)) = (given("ready"), self.ready) {
+            cli.ready = parse_ready(&v).map_err(|e| bad("ready", e))?;
         }
         if let (false, Some(v)) = (given("drain_signal"), self.drain_signal) {
             cli.drain_signal = parse_signal(&v).map_err(|e| bad("drain-signal", e))?;
@@ -285,6 +293,8 @@ mod tests {
         build = "cargo build"
         drain-timeout = "3s"
         drain-signal = "INT"
+        ready = "listen"
+        nonblocking = true
         ext = ["rs", "toml"]
         signal-on = "templates/**=USR1"
         command = ["./target/debug/server", "--flag"]
@@ -297,6 +307,8 @@ mod tests {
         assert_eq!(c.builds, ["cargo build"]);
         assert_eq!(c.drain_timeout, Duration::from_secs(3));
         assert_eq!(c.drain_signal, Signal::SIGINT);
+        assert_eq!(c.ready, crate::machine::ReadyRule::Listen);
+        assert!(c.nonblocking);
         assert_eq!(c.program.argv(), ["./target/debug/server", "--flag"]);
         let w = c.watch.unwrap();
         assert_eq!(w.exts, ["rs", "toml"]);

@@ -9,7 +9,7 @@ use clap::ArgMatches;
 use nix::sys::signal::Signal;
 
 use crate::cli::Cli;
-use crate::machine::Policy;
+use crate::machine::{Policy, ReadyRule};
 use crate::process::Program;
 use crate::report::events::Target;
 use crate::sockets::{self, Addr, SocketSpec};
@@ -30,10 +30,12 @@ pub(crate) struct Config {
     pub(crate) program: Program,
     pub(crate) builds: Vec<String>,
     pub(crate) listen_pid: bool,
+    pub(crate) nonblocking: bool,
     pub(crate) drain_signal: Signal,
     pub(crate) drain_timeout: Duration,
     pub(crate) ready_timeout: Duration,
     pub(crate) ready_after: Option<Duration>,
+    pub(crate) ready: ReadyRule,
     pub(crate) watch: Option<WatchConfig>,
     pub(crate) prefix: bool,
     pub(crate) events: Option<Target>,
@@ -56,6 +58,7 @@ impl Config {
             drain_timeout: self.drain_timeout,
             ready_timeout: self.ready_timeout,
             ready_after: self.ready_after,
+            ready: self.ready,
             build_steps: self.builds.len(),
         }
     }
@@ -116,10 +119,12 @@ impl Config {
             program: Program::new(cli.command)?,
             builds: cli.builds,
             listen_pid: cli.listen_pid,
+            nonblocking: cli.nonblocking,
             drain_signal: cli.drain_signal,
             drain_timeout: cli.drain_timeout,
             ready_timeout: cli.ready_timeout,
             ready_after: cli.ready_after,
+            ready: cli.ready,
         })
     }
 }
@@ -189,7 +194,23 @@ mod tests {
         assert_eq!(c.drain_signal, Signal::SIGTERM);
         assert_eq!(c.drain_timeout, Duration::from_secs(10));
         assert_eq!(c.ready_timeout, Duration::from_secs(60));
+        assert_eq!(c.ready, ReadyRule::Auto);
+        assert!(!c.nonblocking);
         assert_eq!(c.program.argv(), ["server", "-x"]);
+        let c = parse(&[
+            "devsup",
+            "-p",
+            "1",
+            "--ready",
+            "listen",
+            "--nonblocking",
+            "--",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(c.ready, ReadyRule::Listen);
+        assert!(c.nonblocking);
+        assert!(parse(&["devsup", "-p", "1", "--ready", "soon", "--", "x"]).is_err());
     }
 
     #[test]

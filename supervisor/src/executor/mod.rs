@@ -37,6 +37,7 @@ use crate::config::Config;
 use crate::event::{Action, Event, Exit, GenId, Input, SignalReason, Store};
 use crate::guard::Guard;
 use crate::log::latency;
+use crate::machine::ReadyRule;
 use crate::platform;
 use crate::process::{self, ExecStatus, Inherit};
 use crate::report::Reporter;
@@ -54,6 +55,18 @@ mod tee;
 /// without the rest (a process outside the group, such as a compiler cache
 /// server, may hold the pipe).
 const OUTPUT_EOF_WAIT: Duration = Duration::from_millis(500);
+// Readiness seen from the kernel reads /proc: Linux only; elsewhere every
+// generation falls back to READY=1 or the --ready-after timer.
+#[cfg(target_os = "linux")]
+mod probe;
+#[cfg(not(target_os = "linux"))]
+#[path = "probe_fallback.rs"]
+mod probe;
+// The fallback's tests run on Linux too.
+#[cfg(all(test, target_os = "linux"))]
+#[allow(dead_code)]
+#[path = "probe_fallback.rs"]
+mod probe_fallback;
 
 /// What a process devsup started is for.
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +117,8 @@ pub(crate) struct Executor {
     orphan_poll: Option<Duration>,
     /// When [`Executor::reap`] last looked.
     reaped_at: Instant,
+    /// Readiness and drain diagnostics from `/proc`.
+    probes: probe::Probes,
 }
 
 /// Most fds devsup keeps for `FDSTORE=1`.
@@ -125,7 +140,14 @@ impl Executor {
         if let Some(path) = notify_dir.path() {
             guard.remove_on_death(path);
         }
+        for l in &listeners {
+            l.set_nonblocking(config.nonblocking).map_err(|e| {
+                anyhow::anyhow!("cannot set O_NONBLOCK on the socket {}: {e}", l.addr)
+            })?;
+        }
+        let probes = probe::Probes::new(&listeners, config.ready != ReadyRule::Notify);
         Ok(Executor {
+            probes,
             config,
             listeners,
             tx,
@@ -192,6 +214,19 @@ impl Executor {
                 }
                 self.reporter
                     .step(Step::signal(gen_id, signal, &reason, sent));
+                match &reason {
+                    SignalReason::DrainTimeout => {
+                        self.probes.diagnose_drain_timeout(gen_id, pid, sent)
+                    }
+                    SignalReason::Handoff { .. }
+                    | SignalReason::NotReady
+                    | SignalReason::Shutdown
+                        if signal != Signal::SIGKILL =>
+                    {
+                        self.probes.draining(gen_id, pid, sent)
+                    }
+                    _ => {}
+                }
                 signal_group(pid, signal);
                 for &group in self
                     .procs
@@ -309,6 +344,7 @@ impl Executor {
                     notify::spawn_reader(gen_id, heard, notify.socket, self.tx.clone());
                     self.notify_addrs.insert(gen_id, notify.addr);
                 }
+                self.probes.spawned(gen_id, spawned.pid, Instant::now());
                 Event::Spawned {
                     gen_id,
                     pid: spawned.pid,
@@ -324,6 +360,22 @@ impl Executor {
                 }
             }
         }
+    }
+
+    /// When the next `/proc` probe is due (see [`probe`]), if any.
+    pub(crate) fn next_probe(&self) -> Option<Instant> {
+        self.probes.next_due()
+    }
+
+    /// Runs the `/proc` probes due by now; pushes the events they cause
+    /// (`Listening`, `ProbeFailed`) onto `queue`.
+    pub(crate) fn run_probes(&mut self, queue: &mut VecDeque<Event>) {
+        self.probes.run_due(Instant::now(), queue);
+    }
+
+    /// Generation `gen_id` said READY=1: stops probing it for readiness.
+    pub(crate) fn said_ready(&mut self, gen_id: GenId) {
+        self.probes.said_ready(gen_id);
     }
 
     /// Keeps or drops fds a generation sent with `FDSTORE=1`.
@@ -480,6 +532,7 @@ impl Executor {
             let exit = p.leader.expect("filtered above");
             queue.push_back(match p.role {
                 Role::Generation(gen_id) => {
+                    self.probes.gone(gen_id);
                     if let Some(addr) = self.notify_addrs.remove(&gen_id) {
                         notify::stop_reader(&addr, p.heard.as_deref());
                     }

@@ -29,6 +29,7 @@ impl Sim {
                 ready_timeout: Duration::from_secs(60),
                 ready_after: None,
                 build_steps,
+                ready: crate::machine::ReadyRule::Auto,
             }),
             steps: build_steps,
             observer: Observer::default(),

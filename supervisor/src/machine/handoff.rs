@@ -1,6 +1,6 @@
 //! The handoff: a reload spawns the next generation, which becomes active
-//! when it says READY (or has stayed up `--ready-after`); the one it
-//! replaces is drained.
+//! when it is ready (READY=1, the kernel, or a timer: see "Readiness" in
+//! the module above); the one it replaces is drained.
 
 use std::time::Instant;
 
@@ -8,7 +8,7 @@ use devsup_protocol::Message;
 use nix::sys::signal::Signal;
 use tracing::{debug, info, warn};
 
-use super::{Generation, Phase, READINESS_PROBE, State};
+use super::{Generation, Phase, READINESS_PROBE, ReadyRule, State};
 use crate::event::{Action, GenId, SignalReason, Trigger};
 use crate::log::ms;
 use crate::step::{Step, us};
@@ -55,36 +55,102 @@ impl State {
             info!("reload requested by {trigger}");
         }
         out.push(Action::Report(Step::trigger(&trigger, false)));
-        self.check_readiness_support(now);
         self.restart_at = None;
         self.begin(at, now, out);
     }
 
-    /// The readiness fallback: a server that has never said READY although
-    /// it has been up a while does not report readiness. Waiting the full
-    /// ready timeout on every reload would make devsup useless with it.
-    fn check_readiness_support(&mut self, now: Instant) {
-        if self.ready_after().is_some() {
+    /// Whether the kernel's word ([`Event::Listening`]) counts a
+    /// generation ready now.
+    ///
+    /// [`Event::Listening`]: crate::event::Event::Listening
+    pub(super) fn counts_listening(&self) -> bool {
+        match self.policy.ready {
+            ReadyRule::Listen => true,
+            ReadyRule::Auto => !self.speaks_protocol,
+            ReadyRule::Notify => false,
+        }
+    }
+
+    /// Falls back to counting generations ready after [`READINESS_PROBE`]
+    /// of uptime, once per run, saying `why` in a warning.
+    pub(super) fn fall_back_to_timer(&mut self, gen_id: GenId, why: &str) {
+        if self.fallback_decided || self.ready_after().is_some() {
             return;
         }
-        let Some(active) = self
-            .active()
-            .and_then(|a| self.gens.get(&a).map(|g| (a, g)))
-        else {
+        self.fallback_decided = true;
+        self.fallback_ready_after = Some(READINESS_PROBE);
+        warn!(
+            generation = gen_id,
+            "this server does not report readiness: {why}; counting each generation ready after {}s of uptime instead. \
+             For exact handoffs, send READY=1 once the listener is set up (devsup_protocol::notify_ready()), \
+             or pass --ready-after DUR to choose the delay",
+            READINESS_PROBE.as_secs()
+        );
+    }
+
+    /// The kernel shows `gen_id` waiting on a passed socket.
+    pub(super) fn on_listening(
+        &mut self,
+        gen_id: GenId,
+        how: &str,
+        at: Instant,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let counts = self.counts_listening();
+        let Some(g) = self.gens.get_mut(&gen_id) else {
             return;
         };
-        let (gen_id, g) = active;
-        if !g.said_ready && now.duration_since(g.spawned_at) > READINESS_PROBE {
-            warn!(
-                generation = gen_id,
-                "this server does not report readiness (no READY=1 after {:.1}s); counting each generation ready after {}s of uptime. \
-                 Opt in to exact handoffs with one line after the listener is set up: devsup_protocol::notify_ready(), \
-                 or pass --ready-after DUR to choose the delay",
-                now.duration_since(g.spawned_at).as_secs_f64(),
-                READINESS_PROBE.as_secs()
-            );
-            self.fallback_ready_after = Some(READINESS_PROBE);
+        if g.listening.is_some() {
+            return;
         }
+        g.listening = Some(at);
+        let took = at.saturating_duration_since(g.spawned_at);
+        if g.counted || matches!(g.phase, Phase::Draining { .. }) {
+            debug!(
+                generation = gen_id,
+                "waits on the socket after {}",
+                ms(took)
+            );
+            return;
+        }
+        if !counts {
+            debug!(
+                generation = gen_id,
+                "waits on the socket after {} ({how}); waiting for READY=1",
+                ms(took)
+            );
+            return;
+        }
+        g.counted = true;
+        info!(
+            generation = gen_id,
+            "ready in {} (listening: {how})",
+            ms(took)
+        );
+        out.push(Action::Report(Step::Ready {
+            generation: gen_id,
+            rule: "listening",
+            ready_us: us(took),
+        }));
+        if matches!(g.phase, Phase::Starting { .. }) {
+            self.promote(gen_id, Some(at), now, out);
+        }
+    }
+
+    /// `/proc` cannot tell for `gen_id`: a timer is all that is left.
+    pub(super) fn on_probe_failed(&mut self, gen_id: GenId, why: &str) {
+        if self.policy.ready == ReadyRule::Notify || self.speaks_protocol {
+            debug!(generation = gen_id, "cannot probe: {why}");
+            return;
+        }
+        if !self.gens.contains_key(&gen_id) {
+            return;
+        }
+        self.fall_back_to_timer(
+            gen_id,
+            &format!("it has not sent READY=1, and devsup cannot see from /proc whether it waits on its socket ({why})"),
+        );
     }
 
     pub(super) fn spawn(
@@ -111,6 +177,8 @@ impl State {
                 spawned_at: now,
                 said_ready: false,
                 sent: Vec::new(),
+                listening: None,
+                counted: false,
                 phase,
             },
         );
@@ -133,24 +201,46 @@ impl State {
     }
 
     /// The executor has started generation `gen_id` as `pid`.
-    pub(super) fn on_spawned(&mut self, gen_id: GenId, pid: i32, out: &mut Vec<Action>) {
+    pub(super) fn on_spawned(
+        &mut self,
+        gen_id: GenId,
+        pid: i32,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let forced = self.shutdown.is_some_and(|s| s.forced);
+        let reason = if self.shutdown.is_some() {
+            SignalReason::Shutdown
+        } else {
+            SignalReason::NotReady
+        };
+        let drain_timeout = self.policy.drain_timeout;
+        let drain_signal = self.policy.drain_signal;
         if let Some(g) = self.gens.get_mut(&gen_id) {
             g.pid = Some(pid);
             // Told to drain before its pid was known (the executor
             // answers Spawn at once, but the machine does not rely
-            // on it).
-            if matches!(g.phase, Phase::Draining { .. }) {
-                let reason = if self.shutdown.is_some() {
-                    SignalReason::Shutdown
+            // on it): the signal goes now, and the drain timeout counts
+            // from now, so that it gets all of it; after a second stop
+            // request, SIGKILL.
+            if let Phase::Draining { kill_at, .. } = &mut g.phase {
+                if forced {
+                    *kill_at = None;
+                    out.push(Action::Signal {
+                        gen_id,
+                        pid,
+                        signal: Signal::SIGKILL,
+                        reason: SignalReason::Shutdown,
+                    });
                 } else {
-                    SignalReason::NotReady
-                };
-                out.push(Action::Signal {
-                    gen_id,
-                    pid,
-                    signal: self.policy.drain_signal,
-                    reason,
-                });
+                    *kill_at = Some(now + drain_timeout);
+                    out.push(Action::Signal {
+                        gen_id,
+                        pid,
+                        signal: drain_signal,
+                        reason,
+                    });
+                }
             }
         }
     }
@@ -168,6 +258,7 @@ impl State {
         }
         match msg {
             Message::Ready => {
+                let first = !self.speaks_protocol;
                 let Some(g) = self.gens.get_mut(&gen_id) else {
                     return;
                 };
@@ -176,31 +267,48 @@ impl State {
                     return;
                 }
                 g.said_ready = true;
+                self.speaks_protocol = true;
+                let took = at.saturating_duration_since(g.spawned_at);
+                if g.counted {
+                    // Counted ready already, by the kernel or a timer.
+                    if first && self.policy.ready == ReadyRule::Auto {
+                        info!(
+                            generation = gen_id,
+                            "sent READY=1 {} after it started: this server reports readiness, so handoffs wait for READY=1 from now on",
+                            ms(took)
+                        );
+                    }
+                } else {
+                    match g.phase {
+                        Phase::Starting { .. } => {
+                            g.counted = true;
+                            info!(generation = gen_id, "ready in {}", ms(took));
+                            out.push(Action::Report(Step::Ready {
+                                generation: gen_id,
+                                rule: "notify",
+                                ready_us: us(took),
+                            }));
+                            self.promote(gen_id, Some(at), now, out);
+                        }
+                        Phase::Active { .. } => {
+                            g.counted = true;
+                            info!(generation = gen_id, "ready in {}", ms(took));
+                            out.push(Action::Report(Step::Ready {
+                                generation: gen_id,
+                                rule: "notify",
+                                ready_us: us(took),
+                            }));
+                        }
+                        Phase::Draining { .. } => {
+                            debug!(generation = gen_id, "READY=1 while draining: ignored")
+                        }
+                    }
+                }
                 if self.fallback_ready_after.take().is_some() {
                     info!(
                         generation = gen_id,
                         "sent READY=1: this server reports readiness after all, so handoffs wait for READY again"
                     );
-                }
-                let took = at.saturating_duration_since(g.spawned_at);
-                let ready = Action::Report(Step::Ready {
-                    generation: gen_id,
-                    rule: "notify",
-                    ready_us: us(took),
-                });
-                match g.phase {
-                    Phase::Starting { .. } => {
-                        info!(generation = gen_id, "ready in {}", ms(took));
-                        out.push(ready);
-                        self.promote(gen_id, Some(at), now, out);
-                    }
-                    Phase::Active { .. } => {
-                        info!(generation = gen_id, "ready in {}", ms(took));
-                        out.push(ready);
-                    }
-                    Phase::Draining { .. } => {
-                        debug!(generation = gen_id, "READY=1 while draining: ignored")
-                    }
                 }
             }
             Message::Status(status) => info!(generation = gen_id, "status: {status}"),
@@ -271,7 +379,6 @@ impl State {
         if let Some((trigger, at)) = self.pending.take() {
             info!("starting the reload queued by {trigger}");
             out.push(Action::Report(Step::trigger(&trigger, true)));
-            self.check_readiness_support(now);
             self.begin(at, now, out);
         }
     }

@@ -11,12 +11,44 @@
 //!    keeps the active generation.
 //! 2. `Spawn` generation N+1. It is *starting*: it holds the listening
 //!    sockets, and may accept, but is not yet trusted.
-//! 3. N+1 says `READY=1` (or has stayed up `--ready-after`): it becomes
-//!    *active* and N gets the drain signal (*draining*), with a kill deadline.
+//! 3. N+1 is ready (see "Readiness" below): it becomes *active* and N gets
+//!    the drain signal (*draining*), with a kill deadline.
 //! 4. N's whole process group is gone (`GenExited`): it is forgotten.
 //!
 //! At most one generation is starting at a time; triggers that arrive while
 //! one starts coalesce into one more reload, started when it settles.
+//!
+//! # Readiness
+//!
+//! A starting generation is counted ready by the first of these rules that
+//! applies (`--ready` chooses between `auto`, the default, `notify` and
+//! `listen`):
+//!
+//! - **READY=1** (ready channel or `NOTIFY_SOCKET`), always.
+//! - **The kernel** (`auto` and `listen`): the executor probes the
+//!   generation's processes in `/proc` (see `crate::readiness`) and sends
+//!   [`Event::Listening`] once one of them waits on a passed socket. With
+//!   `listen` that counts at once. With `auto` it counts only until a
+//!   generation of this run has sent READY=1: a server that reports
+//!   readiness may poll the socket before it is really ready (serving
+//!   spawned before a warm-up), so once it is known to speak the protocol,
+//!   handoffs wait for its READY=1. (Before the first READY=1 devsup cannot
+//!   know; a reload that early uses the kernel rule.) With `notify`, only
+//!   READY=1 counts.
+//! - **A timer**, `--ready-after DUR` when given. devsup also falls back to
+//!   a timer of [`READINESS_PROBE`] of uptime, with a warning saying why, in
+//!   two cases only: `/proc` cannot be read ([`Event::ProbeFailed`]), or the
+//!   generation that serves has run `--ready-timeout` without READY=1 and
+//!   without ever being seen waiting on the socket (a server devsup cannot
+//!   see accept: io_uring, a busy loop, a process outside the group, or one
+//!   that does not use the passed socket at all). The second is evidence
+//!   about the server, not about the successor, so a slow starter is never
+//!   taken for a server that does not report readiness; and a reload made
+//!   early in such a server's life is not lost: its successor is counted
+//!   ready once the evidence is in. A READY=1 ends the fallback.
+//!
+//! A generation that is not ready by `--ready-timeout` is drained and the
+//! active one kept.
 //!
 //! The code is split by concern: [`handoff`] (reloads, spawning, READY,
 //! promotion and drain), [`build`] (build steps and their cancellation),
@@ -32,6 +64,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+#[cfg(doc)]
+use crate::event::Event::{Listening, ProbeFailed};
 use crate::event::{Action, Event, GenId, Trigger};
 
 mod build;
@@ -43,8 +77,8 @@ mod timers;
 use build::Build;
 use shutdown::Shutdown;
 
-/// How long a generation must have been up, without ever saying `READY=1`,
-/// before devsup concludes that the server does not report readiness.
+/// The uptime after which a generation counts as ready when readiness falls
+/// back to a timer (see "Readiness" above).
 pub(crate) const READINESS_PROBE: Duration = Duration::from_secs(1);
 /// First restart delay after the active generation exits on its own.
 pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -66,8 +100,35 @@ pub(crate) struct Policy {
     pub(crate) ready_timeout: Duration,
     /// Count a generation ready once it has stayed up this long.
     pub(crate) ready_after: Option<Duration>,
+    /// Which signs of readiness count (`--ready`).
+    pub(crate) ready: ReadyRule,
     /// Number of build steps run before each generation.
     pub(crate) build_steps: usize,
+}
+
+/// Which signs of readiness count (`--ready`); see "Readiness" above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadyRule {
+    /// READY=1; the kernel until some generation has sent READY=1.
+    Auto,
+    /// READY=1 only.
+    Notify,
+    /// READY=1 or the kernel, whichever comes first.
+    Listen,
+}
+
+impl ReadyRule {
+    /// Parses `auto`, `notify` or `listen`.
+    pub(crate) fn parse(s: &str) -> Result<ReadyRule, String> {
+        match s {
+            "auto" => Ok(ReadyRule::Auto),
+            "notify" => Ok(ReadyRule::Notify),
+            "listen" => Ok(ReadyRule::Listen),
+            _ => Err(format!(
+                "{s:?} is not a readiness rule: use auto, notify or listen"
+            )),
+        }
+    }
 }
 
 /// Where a generation is in its life; [`State::gens`] holds one per
@@ -100,6 +161,11 @@ struct Generation {
     said_ready: bool,
     /// The first few messages it sent, for the ready timeout's warning.
     sent: Vec<String>,
+    /// When the kernel was first seen showing it waiting on a passed
+    /// socket ([`Event::Listening`]).
+    listening: Option<Instant>,
+    /// It has been counted ready (by any rule) and said so in the log.
+    counted: bool,
     phase: Phase,
 }
 
@@ -155,10 +221,16 @@ pub(crate) struct State {
     pending: Option<(Trigger, Instant)>,
     /// The build under way, if any; never while a generation is starting.
     build: Option<Build>,
-    /// Set once the server turned out not to report readiness (no READY=1
-    /// after [`READINESS_PROBE`] of uptime): generations then count as ready
-    /// after this long, until one does say READY=1.
+    /// Some generation of this run has sent READY=1: with
+    /// [`ReadyRule::Auto`], handoffs wait for READY=1 from then on.
+    speaks_protocol: bool,
+    /// Set when readiness falls back to a timer (see "Readiness" above):
+    /// generations then count as ready after this long, until one does say
+    /// READY=1.
     fallback_ready_after: Option<Duration>,
+    /// The fallback to a timer has been decided once (and said): it is not
+    /// decided again after a READY=1 ended it.
+    fallback_decided: bool,
     /// When to start a generation again, after the active one exited on its
     /// own with no successor on its way.
     restart_at: Option<Instant>,
@@ -182,7 +254,9 @@ impl State {
             gens: BTreeMap::new(),
             pending: None,
             build: None,
+            speaks_protocol: false,
             fallback_ready_after: None,
+            fallback_decided: false,
             restart_at: None,
             backoff: BACKOFF_MIN,
             shutdown: None,
@@ -245,7 +319,11 @@ impl State {
         match event {
             Event::Reload { trigger, at } => self.on_reload(trigger, at, now, &mut out),
             Event::Message { gen_id, msg, at } => self.on_message(gen_id, msg, at, now, &mut out),
-            Event::Spawned { gen_id, pid } => self.on_spawned(gen_id, pid, &mut out),
+            Event::Listening { gen_id, how, at } => {
+                self.on_listening(gen_id, &how, at, now, &mut out)
+            }
+            Event::ProbeFailed { gen_id, why } => self.on_probe_failed(gen_id, &why),
+            Event::Spawned { gen_id, pid } => self.on_spawned(gen_id, pid, now, &mut out),
             Event::SpawnFailed { gen_id, error } => {
                 self.on_spawn_failed(gen_id, &error, now, &mut out)
             }
@@ -283,5 +361,7 @@ impl State {
     }
 }
 
+#[cfg(test)]
+mod simulation;
 #[cfg(test)]
 mod tests;

@@ -24,6 +24,7 @@ fn policy() -> Policy {
         drain_timeout: Duration::from_secs(10),
         ready_timeout: Duration::from_secs(60),
         ready_after: None,
+        ready: ReadyRule::Auto,
         build_steps: 0,
     }
 }
@@ -113,6 +114,28 @@ impl Sim {
             msg: Message::Ready,
             at,
         })
+    }
+
+    /// The executor's probe saw `gen_id` wait on the socket.
+    fn listening(&mut self, gen_id: GenId) -> Vec<Action> {
+        let at = self.now;
+        self.feed(Event::Listening {
+            gen_id,
+            how: "pid=1 polls fd 3 with epoll".into(),
+            at,
+        })
+    }
+
+    /// Gen 1 spawned (and active), having said nothing yet.
+    fn started(policy: Policy) -> Self {
+        let mut sim = Sim::new(policy);
+        let at = sim.now;
+        let a = sim.feed(Event::Reload {
+            trigger: Trigger::Startup,
+            at,
+        });
+        assert_eq!(spawned(&a), [1]);
+        sim
     }
 
     fn exited(&mut self, gen_id: GenId, exit: Exit) -> Vec<Action> {
@@ -351,39 +374,6 @@ fn ready_after_counts_an_uptime_as_ready() {
 }
 
 #[test]
-fn a_server_without_readiness_falls_back_to_ready_after_1s() {
-    let mut sim = Sim::new(policy());
-    let at = sim.now;
-    sim.feed(Event::Reload {
-        trigger: Trigger::Startup,
-        at,
-    });
-    // Gen 1 never says READY. Within the first second, a reload still waits.
-    sim.advance(500 * T);
-    sim.reload();
-    assert_eq!(
-        sim.state.next_deadline(),
-        Some(sim.now + Duration::from_secs(60))
-    );
-    sim.exited(2, Exit::Code(1));
-    sim.advance(Duration::from_secs(1));
-    sim.reload();
-    let spawned_at = sim.now;
-    assert_eq!(
-        sim.state.next_deadline(),
-        Some(spawned_at + READINESS_PROBE)
-    );
-    let a = sim.tick();
-    assert_eq!(signals(&a), [(1, Signal::SIGTERM)]);
-    // From then on, every reload uses it.
-    sim.reload();
-    assert_eq!(
-        sim.state.next_deadline().unwrap().duration_since(sim.now),
-        READINESS_PROBE
-    );
-}
-
-#[test]
 fn a_server_that_says_ready_never_falls_back() {
     let mut sim = Sim::serving(policy());
     sim.advance(Duration::from_secs(5));
@@ -588,28 +578,6 @@ fn shutdown_with_nothing_running_exits_at_once() {
 }
 
 #[test]
-fn a_ready_after_the_fallback_restores_waiting_for_ready() {
-    let mut sim = Sim::new(policy());
-    let at = sim.now;
-    sim.feed(Event::Reload {
-        trigger: Trigger::Startup,
-        at,
-    });
-    sim.advance(Duration::from_secs(2));
-    // Gen 1 is slow (a first `cargo run` compile): the fallback kicks in.
-    sim.reload();
-    assert_eq!(sim.state.next_deadline(), Some(sim.now + READINESS_PROBE));
-    // Then it turns out the server does say READY.
-    sim.ready(2);
-    sim.exited(1, Exit::Code(0));
-    sim.reload();
-    assert_eq!(
-        sim.state.next_deadline(),
-        Some(sim.now + Duration::from_secs(60))
-    );
-}
-
-#[test]
 fn nothing_serving_after_a_successor_times_out_schedules_a_restart() {
     let mut sim = Sim::serving(policy());
     sim.reload();
@@ -783,4 +751,281 @@ fn a_failed_build_is_reported_once_and_a_cancelled_one_as_cancelled() {
             ..
         }
     )));
+}
+
+// Readiness: READY=1, the kernel, and the timer fallback (see "Readiness" in
+// machine/mod.rs).
+
+#[test]
+fn the_kernel_counts_a_server_that_does_not_say_ready() {
+    let mut sim = Sim::started(policy());
+    sim.advance(5 * T);
+    assert!(sim.listening(1).is_empty());
+    sim.advance(Duration::from_secs(5));
+    let a = sim.reload();
+    assert_eq!(spawned(&a), [2]);
+    sim.advance(4 * T);
+    let a = sim.listening(2);
+    assert_eq!(signals(&a), [(1, Signal::SIGTERM)]);
+    assert!(matches!(
+        a[0],
+        Action::Signal {
+            reason: SignalReason::Handoff { successor: 2, .. },
+            ..
+        }
+    ));
+    assert_eq!(sim.state.active(), Some(2));
+    // A second sign changes nothing.
+    assert!(sim.listening(2).is_empty());
+}
+
+#[test]
+fn once_the_server_says_ready_handoffs_wait_for_ready() {
+    // Gen 1 waited on the socket first, then said READY=1.
+    let mut sim = Sim::started(policy());
+    sim.advance(2 * T);
+    sim.listening(1);
+    sim.advance(30 * T);
+    sim.ready(1);
+    sim.reload();
+    // Gen 2 polls the socket before its warm-up is done: not yet ready.
+    sim.advance(2 * T);
+    assert!(sim.listening(2).is_empty());
+    assert_eq!(sim.state.active(), Some(1));
+    sim.advance(500 * T);
+    assert_eq!(signals(&sim.ready(2)), [(1, Signal::SIGTERM)]);
+}
+
+#[test]
+fn ready_notify_ignores_the_kernel() {
+    let mut sim = Sim::started(Policy {
+        ready: ReadyRule::Notify,
+        ..policy()
+    });
+    sim.listening(1);
+    sim.reload();
+    assert!(sim.listening(2).is_empty());
+    // No fallback either: only READY=1 counts, until the ready timeout.
+    assert_eq!(
+        sim.state.next_deadline(),
+        Some(sim.now + Duration::from_secs(60))
+    );
+    let a = sim.tick();
+    assert_eq!(signals(&a), [(2, Signal::SIGTERM)]);
+    assert_eq!(sim.state.active(), Some(1));
+}
+
+#[test]
+fn ready_listen_counts_the_kernel_even_for_a_server_that_says_ready() {
+    let mut sim = Sim::serving(Policy {
+        ready: ReadyRule::Listen,
+        ..policy()
+    });
+    sim.reload();
+    assert_eq!(signals(&sim.listening(2)), [(1, Signal::SIGTERM)]);
+    // Its READY=1 afterwards changes nothing.
+    assert!(sim.ready(2).is_empty());
+}
+
+/// Issue 9, defect 2: `devsup-server --startup-delay 3000
+/// --fail-before-ready 2`, SIGHUP at 1.5 s. Gen 1 polls the socket at once
+/// and says READY=1 at 3 s; gen 2 sleeps 3 s without polling, then exits.
+/// Gen 2 must never be counted ready, and gen 1 never drained.
+#[test]
+fn a_slow_starter_is_never_counted_ready_early() {
+    let mut sim = Sim::started(policy());
+    let t0 = sim.now;
+    sim.advance(5 * T);
+    sim.listening(1);
+    sim.now = t0 + Duration::from_millis(1500);
+    let a = sim.reload();
+    assert_eq!(spawned(&a), [2]);
+    // Nothing is due before gen 2's ready timeout.
+    assert_eq!(
+        sim.state.next_deadline(),
+        Some(sim.now + Duration::from_secs(60))
+    );
+    sim.now = t0 + Duration::from_secs(3);
+    assert!(sim.ready(1).is_empty());
+    sim.now = t0 + Duration::from_millis(4500);
+    assert!(sim.exited(2, Exit::Code(1)).is_empty(), "gen 1 is kept");
+    assert_eq!(sim.state.active(), Some(1));
+}
+
+/// The same with a server that is slow before it polls at all (3 s), and
+/// never says READY=1: each generation is ready when it polls, not before.
+#[test]
+fn a_server_slow_to_poll_is_ready_when_it_polls() {
+    let mut sim = Sim::started(policy());
+    let t0 = sim.now;
+    sim.now = t0 + Duration::from_millis(1500);
+    sim.reload();
+    sim.now = t0 + Duration::from_secs(3);
+    assert!(sim.listening(1).is_empty(), "gen 1 is already active");
+    assert_eq!(
+        sim.state.next_deadline(),
+        Some(t0 + Duration::from_millis(61_500)),
+        "no timer: the kernel shows this server's readiness"
+    );
+    sim.now = t0 + Duration::from_millis(4500);
+    assert_eq!(signals(&sim.listening(2)), [(1, Signal::SIGTERM)]);
+}
+
+/// Issue 9, defect 7: `devsup --ready-timeout 3s -- /bin/sleep 100`,
+/// SIGHUP at 0.3 s. Gen 1 never says READY=1 nor polls the socket; once it
+/// has run --ready-timeout so, devsup falls back to a timer, and gen 2
+/// (up for 2.7 s) is counted ready instead of being drained.
+#[test]
+fn a_reload_early_in_the_life_of_a_server_devsup_cannot_see_ready_is_kept() {
+    let policy = Policy {
+        ready_timeout: Duration::from_secs(3),
+        ..policy()
+    };
+    let mut sim = Sim::started(policy);
+    let t0 = sim.now;
+    sim.now = t0 + Duration::from_millis(300);
+    sim.reload();
+    assert_eq!(sim.state.next_deadline(), Some(t0 + Duration::from_secs(3)));
+    let a = sim.tick();
+    assert_eq!(signals(&a), [(1, Signal::SIGTERM)], "gen 2 counted ready");
+    assert!(matches!(
+        a[0],
+        Action::Signal {
+            reason: SignalReason::Handoff { successor: 2, .. },
+            ..
+        }
+    ));
+    assert_eq!(sim.state.active(), Some(2));
+    sim.exited(1, Exit::Signal(libc::SIGTERM));
+    // From then on, a second of uptime counts.
+    sim.reload();
+    assert_eq!(sim.state.next_deadline(), Some(sim.now + READINESS_PROBE));
+    assert_eq!(signals(&sim.tick()), [(2, Signal::SIGTERM)]);
+}
+
+#[test]
+fn a_probe_failure_falls_back_to_a_timer_at_once() {
+    let mut sim = Sim::started(policy());
+    sim.feed(Event::ProbeFailed {
+        gen_id: 1,
+        why: "/proc/7: permission denied".into(),
+    });
+    sim.reload();
+    assert_eq!(sim.state.next_deadline(), Some(sim.now + READINESS_PROBE));
+    assert_eq!(signals(&sim.tick()), [(1, Signal::SIGTERM)]);
+}
+
+#[test]
+fn a_ready_after_the_fallback_restores_waiting_for_ready() {
+    let mut sim = Sim::started(policy());
+    sim.feed(Event::ProbeFailed {
+        gen_id: 1,
+        why: "no /proc".into(),
+    });
+    sim.reload();
+    // Then it turns out the server does say READY.
+    sim.ready(2);
+    sim.exited(1, Exit::Code(0));
+    sim.reload();
+    assert_eq!(
+        sim.state.next_deadline(),
+        Some(sim.now + Duration::from_secs(60))
+    );
+}
+
+/// A successor that hangs before it polls is drained at the ready timeout
+/// when the active one was seen ready: the fallback is evidence about the
+/// server, never about a successor.
+#[test]
+fn a_successor_that_never_polls_is_drained_if_the_active_one_did() {
+    let mut sim = Sim::started(policy());
+    sim.listening(1);
+    sim.reload();
+    let a = sim.tick();
+    assert_eq!(signals(&a), [(2, Signal::SIGTERM)]);
+    assert_eq!(sim.state.active(), Some(1));
+}
+
+/// Found by the simulation (seed 58): a generation told to drain before its
+/// pid was known got its drain signal only once it was, but its SIGKILL
+/// deadline counted from the decision, so it was killed before its drain
+/// timeout had passed since the signal.
+#[test]
+fn a_drain_sent_late_still_gets_the_whole_drain_timeout() {
+    let mut state = State::new(policy());
+    let t0 = Instant::now();
+    state.step(
+        Event::Reload {
+            trigger: Trigger::Startup,
+            at: t0,
+        },
+        t0,
+    );
+    state.step(Event::Spawned { gen_id: 1, pid: 10 }, t0);
+    state.step(
+        Event::Reload {
+            trigger: Trigger::Sighup,
+            at: t0,
+        },
+        t0,
+    );
+    // Gen 2 is spawned, but its pid comes late; a shutdown meanwhile.
+    state.step(
+        Event::Shutdown {
+            because: "SIGINT".into(),
+        },
+        t0,
+    );
+    let t1 = t0 + Duration::from_millis(9);
+    let a = state.step(Event::Spawned { gen_id: 2, pid: 11 }, t1);
+    assert_eq!(signals(&a), [(2, Signal::SIGTERM)]);
+    let timeout = policy().drain_timeout;
+    let a = state.step(Event::Tick, t0 + timeout);
+    assert_eq!(
+        signals(&a),
+        [(1, Signal::SIGKILL)],
+        "gen 2's timeout is not up"
+    );
+    assert_eq!(state.next_deadline(), Some(t1 + timeout));
+    let a = state.step(Event::Tick, t1 + timeout);
+    assert_eq!(signals(&a), [(2, Signal::SIGKILL)]);
+}
+
+/// The same after a second stop request: a generation whose pid comes
+/// after it is killed at once, not sent the drain signal and forgotten.
+#[test]
+fn a_generation_spawned_after_a_second_stop_request_is_killed() {
+    let mut state = State::new(policy());
+    let t0 = Instant::now();
+    state.step(
+        Event::Reload {
+            trigger: Trigger::Startup,
+            at: t0,
+        },
+        t0,
+    );
+    state.step(
+        Event::Shutdown {
+            because: "SIGINT".into(),
+        },
+        t0,
+    );
+    state.step(
+        Event::Shutdown {
+            because: "SIGINT".into(),
+        },
+        t0,
+    );
+    let a = state.step(Event::Spawned { gen_id: 1, pid: 10 }, t0);
+    assert_eq!(signals(&a), [(1, Signal::SIGKILL)]);
+    assert_eq!(
+        state.step(
+            Event::GenExited {
+                gen_id: 1,
+                exit: Exit::Signal(9)
+            },
+            t0
+        ),
+        [Action::Exit(1)]
+    );
 }

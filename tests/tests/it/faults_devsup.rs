@@ -18,7 +18,8 @@ use std::os::unix::process::ExitStatusExt;
 fn devsup_killed_with_sigkill_drains_every_generation_and_frees_the_port() {
     let dir = temp_dir();
     let devsup = Devsup::builder(dir.path())
-        .arg("--no-watch")
+        // Gen 2 polls the socket but never says READY=1: not ready.
+        .args(["--no-watch", "--ready", "notify"])
         .server_args(["--never-ready", "2"])
         .spawn();
     let addr = devsup.addr();
@@ -141,7 +142,9 @@ fn ctrl_c_during_a_build_stops_the_build_group_and_exits_0() {
 fn ctrl_c_during_a_start_up_drains_the_starting_generation_and_exits_0() {
     let dir = temp_dir();
     let devsup = Devsup::builder(dir.path())
-        .arg("--no-watch")
+        // Gen 2 polls the socket at once, and says READY=1 after 3 s:
+        // only READY=1 counts here.
+        .args(["--no-watch", "--ready", "notify"])
         .server_args(["--startup-delay", "3000"])
         .spawn();
     let pid1 = devsup.generation_pid(1, TIMEOUT);

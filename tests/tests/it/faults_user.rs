@@ -42,8 +42,11 @@ fn a_storm_of_200_sighups_coalesces_and_loses_no_request() {
     // the next SIGHUP of the storm: each would be a reload of its own. A
     // start-up of 50 ms makes triggers arrive while a generation starts.
     let startup = Duration::from_millis(50);
+    // The start-up is the time to READY=1: the server polls the socket at
+    // once, and with --ready auto a reload made before its first READY=1
+    // would count that instead.
     let devsup = Devsup::builder(dir.path())
-        .arg("--no-watch")
+        .args(["--no-watch", "--ready", "notify"])
         .server_args(["--startup-delay", "50"])
         .echo(false)
         .spawn();

@@ -39,6 +39,9 @@ mod keys;
 mod load;
 /// systemd's `NOTIFY_SOCKET` protocol, and devsup's temporary files.
 mod notify;
+/// Readiness seen from the kernel: servers that never say READY=1, slow
+/// starters, a server devsup cannot see ready.
+mod readiness;
 /// The reference server on its own, run as devsup runs it.
 mod reference_server;
 /// systemd above devsup: socket activation and `Type=notify`.

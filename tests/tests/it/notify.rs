@@ -82,7 +82,7 @@ fn a_stored_memfd_reaches_later_generations_until_removed() {
 fn notify_sockets_are_private_and_check_the_sender() {
     let dir = tempfile::tempdir().unwrap();
     let devsup = Devsup::builder(dir.path())
-        .args(["--no-watch", "--ready-timeout", "60s"])
+        .args(["--no-watch", "--ready-timeout", "60s", "--ready", "notify"])
         .server_args(["--never-ready", "2"])
         .spawn();
     devsup.wait_event(1, "ready", TIMEOUT);
