@@ -1018,14 +1018,12 @@ fn a_generation_spawned_after_a_second_stop_request_is_killed() {
     );
     let a = state.step(Event::Spawned { gen_id: 1, pid: 10 }, t0);
     assert_eq!(signals(&a), [(1, Signal::SIGKILL)]);
-    assert_eq!(
-        state.step(
-            Event::GenExited {
-                gen_id: 1,
-                exit: Exit::Signal(9)
-            },
-            t0
-        ),
-        [Action::Exit(1)]
+    let a = state.step(
+        Event::GenExited {
+            gen_id: 1,
+            exit: Exit::Signal(9),
+        },
+        t0,
     );
+    assert_eq!(a.last(), Some(&Action::Exit(1)), "{a:?}");
 }
