@@ -141,3 +141,135 @@ async fn h2_drain_is_goaway_then_streams_finish() {
     let report = within(running.served).await.unwrap().unwrap();
     assert_eq!((report.open_at_start, report.dropped), (1, 0));
 }
+
+/// An HTTP/2 frame as the raw client below reads it.
+#[derive(Debug)]
+struct Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const ACK: u8 = 0x1;
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// `GET /` on `stream`, HPACK-encoded from the static table only (so the
+/// encoder keeps no state): :method GET, :scheme http, :path /, and
+/// :authority "test" as a literal without indexing.
+fn get_root(stream: u32) -> Vec<u8> {
+    let block = [0x82, 0x86, 0x84, 0x01, 0x04, b't', b'e', b's', b't'];
+    frame(HEADERS, END_HEADERS | END_STREAM, stream, &block)
+}
+
+/// The next frame, or `None` at the end of the stream; answers the
+/// server's SETTINGS on the way.
+async fn next_frame(tcp: &mut TcpStream) -> Option<Frame> {
+    let mut head = [0u8; 9];
+    match within(tcp.read_exact(&mut head)).await {
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+        Err(err) => panic!("reading a frame: {err}"),
+    }
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    within(tcp.read_exact(&mut payload)).await.unwrap();
+    let frame = Frame {
+        kind: head[3],
+        flags: head[4],
+        stream: u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff,
+        payload,
+    };
+    if frame.kind == SETTINGS && frame.flags & ACK == 0 {
+        tcp.write_all(&self::frame(SETTINGS, ACK, 0, &[]))
+            .await
+            .unwrap();
+    }
+    Some(frame)
+}
+
+/// GOAWAY's last stream id and error code.
+fn goaway(frame: &Frame) -> (u32, u32) {
+    let p = &frame.payload;
+    (
+        u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff,
+        u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+    )
+}
+
+/// A client may send frames after the server's last GOAWAY and FIN: it
+/// opened the stream before it read the GOAWAY that leaves the stream out.
+/// The server must not reset the connection for that, or the reset can
+/// reach the client before it reads that GOAWAY, and the client then fails
+/// the stream as broken instead of as refused (safe to retry). This is how
+/// a tonic client lost gRPC calls in a reload under load. The frames here
+/// are written by hand, since no client library writes after it has seen
+/// the FIN.
+#[tokio::test]
+async fn h2_late_frames_after_goaway_get_no_reset() {
+    let running = start(Drain::default()).await;
+    let mut tcp = within(TcpStream::connect(running.addr)).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[]));
+    hello.extend(get_root(1));
+    tcp.write_all(&hello).await.unwrap();
+    // Stream 1 is answered: the server knows the connection is HTTP/2.
+    loop {
+        let f = next_frame(&mut tcp).await.expect("a response to stream 1");
+        if f.stream == 1 && f.kind == DATA && f.flags & END_STREAM != 0 {
+            break;
+        }
+    }
+
+    running.stop.send(()).unwrap();
+    // The graceful shutdown: GOAWAY admitting every stream, then a PING.
+    let mut first_goaway = None;
+    let ping = loop {
+        let f = next_frame(&mut tcp).await.expect("GOAWAY and PING");
+        match f.kind {
+            GOAWAY => first_goaway = Some(goaway(&f)),
+            PING if f.flags & ACK == 0 => break f.payload,
+            _ => {}
+        }
+    };
+    assert_eq!(first_goaway, Some((0x7fff_ffff, 0)));
+    // Stream 3 was opened before the client read that GOAWAY; its HEADERS
+    // go out after the PING's answer.
+    tcp.write_all(&frame(PING, ACK, 0, &ping)).await.unwrap();
+    // The final GOAWAY leaves stream 3 out (last stream 1, NO_ERROR), and
+    // with nothing in flight the server ends the connection: FIN.
+    let mut last_goaway = None;
+    while let Some(f) = next_frame(&mut tcp).await {
+        if f.kind == GOAWAY {
+            last_goaway = Some(goaway(&f));
+        }
+    }
+    assert_eq!(last_goaway, Some((1, 0)));
+
+    // Stream 3's HEADERS, arriving now.
+    let late = tcp.write_all(&get_root(3)).await;
+    let shut = tcp.shutdown().await;
+    let report = within(running.served).await.unwrap().unwrap();
+    // Had the server closed its socket with the late bytes unread (or
+    // arriving after), the kernel would have answered with a reset.
+    let reset = tcp.take_error().unwrap();
+    assert!(
+        late.is_ok() && shut.is_ok() && reset.is_none(),
+        "the server reset the connection: write {late:?}, shutdown {shut:?}, socket error {reset:?}"
+    );
+    assert_eq!((report.open_at_start, report.dropped), (1, 0));
+}
