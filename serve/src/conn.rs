@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::AsRawFd;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,7 +18,7 @@ use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -71,8 +72,9 @@ where
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new(stream.as_raw_fd()));
         let io = TokioIo::new(ActiveIo {
-            inner: stream,
+            inner: ManuallyDrop::new(stream),
             activity: activity.clone(),
+            preface: Some(0),
         });
         let service = Tracked {
             inner: TowerToHyperService::new(app),
@@ -82,7 +84,8 @@ where
         };
         // With upgrades, so a WebSocket (or any `Upgrade:`) route works:
         // hyper hands the socket to the app once the 101 response is written.
-        let mut conn = pin!(http.serve_connection_with_upgrades(io, service));
+        // Boxed to be dropped once it is done: that hands the socket back.
+        let mut conn = Box::pin(http.serve_connection_with_upgrades(io, service));
 
         let idle_grace = drain.idle_grace;
         let mut in_drain = false;
@@ -150,10 +153,47 @@ where
                 }
             }
         }
+        // hyper is done with the socket: dropping the connection hands it
+        // back (HTTP/2 only, see ActiveIo's Drop).
+        drop(conn);
+        if let Some(stream) = activity.take_leftover() {
+            linger(stream).await;
+        }
         if activity.upgrade.is_flagged() {
             upgraded(&activity.upgrade, draining, drain.long_lived_grace).await;
         }
     }
+}
+
+/// How long an HTTP/2 connection's socket stays open after hyper is done
+/// with it, at most, for the client to close its side; see [`linger`].
+const LINGER: Duration = Duration::from_secs(1);
+
+/// The lingering close of an HTTP/2 connection: its write side shut down
+/// (hyper's last GOAWAY and the FIN are out), the socket is read, and what
+/// arrives discarded, until the client closes its side (or [`LINGER`]).
+///
+/// Closing at once loses calls. A client may have opened a stream before
+/// it read the server's GOAWAY, and write it after: the final GOAWAY
+/// (whose last stream id leaves that stream out) tells it so. But bytes
+/// that reach a closed socket, or sit unread in it when it closes, make
+/// the kernel answer with a reset; the client's next write then fails
+/// before it has read that GOAWAY, and it fails the stream as broken
+/// (hyper: "stream closed because of a broken pipe"), which it cannot
+/// know is safe to send again, instead of as refused by the GOAWAY, which
+/// it can retry. With the socket read until the client closes, the client
+/// reads the GOAWAY, and then the FIN, and closes on its own, at once.
+async fn linger(mut stream: TcpStream) {
+    // hyper shut the write side down already, unless the connection ended
+    // on an error; a second shutdown changes nothing, and an error means
+    // the peer is gone, which the read below will see.
+    let _ = stream.shutdown().await;
+    let mut discard = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        // Until the client's FIN (0) or its reset (an error).
+        while let Ok(1..) = stream.read(&mut discard).await {}
+    })
+    .await;
 }
 
 /// Waits for an upgraded connection, now the application's, to end, and on
@@ -200,6 +240,11 @@ pub(crate) struct Activity {
     /// handshake without a GOAWAY, so a connection that has made no
     /// request yet drains like an HTTP/1.1 one (after the idle grace).
     http2: AtomicBool,
+    /// The client opened with the HTTP/2 preface: the socket gets a
+    /// lingering close ([`linger`]).
+    h2_preface: AtomicBool,
+    /// The socket, handed back by hyper for the lingering close.
+    leftover: Mutex<Option<TcpStream>>,
     upgrade: Upgrade,
 }
 
@@ -219,6 +264,8 @@ impl Activity {
             became_idle: Notify::new(),
             long_lived: AtomicUsize::new(0),
             http2: AtomicBool::new(false),
+            h2_preface: AtomicBool::new(false),
+            leftover: Mutex::new(None),
             upgrade: Upgrade::new(fd),
         }
     }
@@ -227,6 +274,14 @@ impl Activity {
         // The state stays consistent even if a holder panicked: every
         // critical section is a single assignment.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The socket hyper handed back, if it is to linger.
+    fn take_leftover(&self) -> Option<TcpStream> {
+        self.leftover
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     pub(crate) fn touch(&self) {
@@ -419,14 +474,21 @@ impl<B: Body> Body for TrackedBody<B> {
     }
 }
 
+/// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// The connection's socket, noting every received byte as activity (a
 /// client halfway through sending a request head has no request in flight
 /// yet, but closing on it would lose that request all the same), and,
 /// after an upgrade, following what the application writes (see
 /// [`crate::upgrade`]).
 struct ActiveIo {
-    inner: TcpStream,
+    /// Taken out only in Drop.
+    inner: ManuallyDrop<TcpStream>,
     activity: Arc<Activity>,
+    /// How many bytes of the HTTP/2 preface the bytes received so far
+    /// matched; `None` once told (either way).
+    preface: Option<usize>,
 }
 
 impl ActiveIo {
@@ -448,8 +510,18 @@ impl ActiveIo {
 
 impl Drop for ActiveIo {
     fn drop(&mut self) {
-        // Before `inner` (the fd) is closed; see Upgrade::shutdown.
+        // SAFETY: `inner` is taken here, once, and never used again.
+        let stream = unsafe { ManuallyDrop::take(&mut self.inner) };
+        // Before the fd is closed; see Upgrade::shutdown.
         self.activity.upgrade.io_dropped();
+        if self.activity.h2_preface.load(Ordering::Relaxed) && !self.activity.upgrade.is_flagged() {
+            // For the lingering close, in the connection's task.
+            *self
+                .activity
+                .leftover
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(stream);
+        }
     }
 }
 
@@ -465,9 +537,21 @@ impl AsyncRead for ActiveIo {
             ready!(ActiveIo::poll_upgrade(&mut this.inner, &mut state, cx))?;
         }
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let polled = Pin::new(&mut *this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             this.activity.touch();
+            if let Some(matched) = this.preface {
+                let got = &buf.filled()[before..];
+                let n = got.len().min(H2_PREFACE.len() - matched);
+                this.preface = match got[..n] == H2_PREFACE[matched..matched + n] {
+                    true if matched + n == H2_PREFACE.len() => {
+                        this.activity.h2_preface.store(true, Ordering::Relaxed);
+                        None
+                    }
+                    true => Some(matched + n),
+                    false => None,
+                };
+            }
         }
         polled
     }
@@ -481,7 +565,7 @@ impl AsyncWrite for ActiveIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if !this.activity.upgrade.is_flagged() {
-            return Pin::new(&mut this.inner).poll_write(cx, buf);
+            return Pin::new(&mut *this.inner).poll_write(cx, buf);
         }
         let mut state = this.activity.upgrade.lock();
         if state.is_shut() {
@@ -493,7 +577,7 @@ impl AsyncWrite for ActiveIo {
             // Nothing may follow our close frame.
             return Poll::Ready(Ok(buf.len()));
         }
-        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        let n = ready!(Pin::new(&mut *this.inner).poll_write(cx, buf))?;
         state.written(&buf[..n]);
         Poll::Ready(Ok(n))
     }
@@ -504,7 +588,7 @@ impl AsyncWrite for ActiveIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         if !self.activity.upgrade.is_flagged() {
-            return Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs);
+            return Pin::new(&mut *self.get_mut().inner).poll_write_vectored(cx, bufs);
         }
         // Followed byte by byte: one buffer at a time is simplest.
         let buf = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
@@ -521,11 +605,11 @@ impl AsyncWrite for ActiveIo {
             let mut state = this.activity.upgrade.lock();
             ready!(ActiveIo::poll_upgrade(&mut this.inner, &mut state, cx))?;
         }
-        Pin::new(&mut this.inner).poll_flush(cx)
+        Pin::new(&mut *this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
 

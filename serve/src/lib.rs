@@ -76,6 +76,19 @@
 //! connection went quiet", which clients with a pool timeout below the grace
 //! never hit.
 //!
+//! # HTTP/2
+//!
+//! An HTTP/2 connection drains the HTTP/2 way, which has no such window:
+//! GOAWAY, a PING round trip, a second GOAWAY with the last stream the
+//! server took, the streams in flight finish, and the connection closes. A
+//! stream the client opened meanwhile is left out by that GOAWAY, which
+//! tells the client it was never processed (RFC 9113 §6.8: safe to retry).
+//! For the client to read that GOAWAY, the socket must not be reset under
+//! it, which the kernel does if the client's late frames reach a closed
+//! socket; so `serve` closes an HTTP/2 socket the lingering way: its FIN
+//! sent, it reads and discards what still arrives until the client closes
+//! its side (at most a second).
+//!
 //! # Long-lived connections
 //!
 //! A WebSocket or an event stream would hold the old generation until the
