@@ -18,30 +18,30 @@ print("started", flush=True)
 how = sys.stdin.readline().strip()
 print("waiting", flush=True)
 if how == "accept":
-s.accept()
+    s.accept()
 elif how == "epoll":
-ep = select.epoll()
-ep.register(s.fileno(), select.EPOLLIN)
-ep.poll()
+    ep = select.epoll()
+    ep.register(s.fileno(), select.EPOLLIN)
+    ep.poll()
 elif how == "epoll-dup":
-d = socket.socket(fileno=__import__("os").dup(3))
-ep = select.epoll()
-ep.register(d.fileno(), select.EPOLLIN)
-__import__("os").close(d.detach())
-threading.Event().wait()
+    d = socket.socket(fileno=__import__("os").dup(3))
+    ep = select.epoll()
+    ep.register(d.fileno(), select.EPOLLIN)
+    __import__("os").close(d.detach())
+    threading.Event().wait()
 elif how == "poll":
-p = select.poll()
-p.register(s.fileno(), select.POLLIN)
-p.poll()
+    p = select.poll()
+    p.register(s.fileno(), select.POLLIN)
+    p.poll()
 elif how == "select":
-select.select([sys.stdin, s], [], [])
+    select.select([sys.stdin, s], [], [])
 elif how == "tokio-trap":
-ep = select.epoll()
-ep.register(s.fileno(), select.EPOLLIN)
-threading.Thread(target=ep.poll, daemon=True).start()
-s.accept()
+    ep = select.epoll()
+    ep.register(s.fileno(), select.EPOLLIN)
+    threading.Thread(target=ep.poll, daemon=True).start()
+    s.accept()
 elif how == "other":
-select.select([sys.stdin], [], [])
+    select.select([sys.stdin], [], [])
 "#;
 
 struct Waiter {
@@ -155,8 +155,8 @@ fn blocking_accept() {
     };
     assert!(
         probe.waits.iter().any(|wait| matches!(wait,
-            Wait::Blocked { pid, syscall, fd: 3, blocking: true, .. }
-                if *pid == w.pid() && syscall.starts_with("accept"))),
+                Wait::Blocked { pid, syscall, fd: 3, blocking: true, .. }
+                    if *pid == w.pid() && syscall.starts_with("accept"))),
         "{probe:?}"
     );
     assert_eq!(probe.blocking_accepts().count(), 1);
@@ -171,7 +171,7 @@ fn epoll_interest_list() {
     };
     assert!(
         probe.waits.iter().any(|wait| matches!(wait,
-            Wait::Epoll { pid, inode, .. } if *pid == w.pid() && *inode == w.socket.inode)),
+                Wait::Epoll { pid, inode, .. } if *pid == w.pid() && *inode == w.socket.inode)),
         "{probe:?}"
     );
     assert_eq!(probe.blocking_accepts().count(), 0);
@@ -197,7 +197,7 @@ fn poll_array_in_memory() {
     };
     assert!(
         probe.waits.iter().any(|w| matches!(w,
-            Wait::Blocked { syscall, fd: 3, .. } if syscall.contains("poll"))),
+                Wait::Blocked { syscall, fd: 3, .. } if syscall.contains("poll"))),
         "{probe:?}"
     );
 }
@@ -209,7 +209,7 @@ fn select_read_set_in_memory() {
     };
     assert!(
         probe.waits.iter().any(|w| matches!(w,
-            Wait::Blocked { syscall, fd: 3, .. } if syscall.contains("select"))),
+                Wait::Blocked { syscall, fd: 3, .. } if syscall.contains("select"))),
         "{probe:?}"
     );
 }
@@ -375,7 +375,7 @@ fn probe_cost() {
         .count();
     eprintln!(
         "readiness probe: {per_probe:?} per probe of one process; \
-         {per_scan:?} per /proc scan for a process group ({processes} processes); \
-         {per_tree:?} per descendants() of one process"
+             {per_scan:?} per /proc scan for a process group ({processes} processes); \
+             {per_tree:?} per descendants() of one process"
     );
 }

@@ -134,8 +134,8 @@ fn fdinfo_flags() {
 #[test]
 fn epoll_interest_lists() {
     let info = "pos:\t0\nflags:\t02000002\nmnt_id:\t17\nino:\t1038\n\
-                tfd:        3 events:       19 data:                3  pos:0 ino:26c2f sdev:9\n\
-                tfd:       10 events: 8000201d data:                a  pos:0 ino:26c35 sdev:9\n";
+                    tfd:        3 events:       19 data:                3  pos:0 ino:26c2f sdev:9\n\
+                    tfd:       10 events: 8000201d data:                a  pos:0 ino:26c35 sdev:9\n";
     assert_eq!(
         parse_epoll_fdinfo(info),
         [
