@@ -5,6 +5,9 @@
 //! has started" an event the test can wait on: the shutdown future tells the
 //! test it completed, and `serve` drops its listener and flags the drain
 //! before it next yields, so both have happened by the time the test runs.
+//!
+//! About 520 lines: one client-side scenario per rule of the drain, each a
+//! few dozen lines.
 
 use std::io;
 use std::net::SocketAddr;

@@ -6,6 +6,8 @@
 //! only inside a generation's fork, in [`crate::process`]. Under systemd
 //! socket activation they are taken from devsup's own `LISTEN_FDS`
 //! ([`take_inherited`]) instead.
+//!
+//! About 530 lines, of which 140 are its unit tests.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -16,6 +16,11 @@
 //! signal sent, a build step started) go to the [`Reporter`]. A build
 //! step's output goes through the tee in `tee.rs`, whose end a failed
 //! build's step carries.
+//!
+//! About 600 lines: every action and every reap goes through the one
+//! `Executor`, whose fields (processes, notify sockets, the fd store, the
+//! guard, the probes, the reporter) they share; what stands alone is in
+//! `main_pid`, `output`, `tee` and `probe`.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;

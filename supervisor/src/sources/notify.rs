@@ -15,6 +15,8 @@
 //! datagram on a generation's socket is heard, and the 0700 directory is
 //! what keeps other users' processes out. Another process of the same user
 //! that finds the path can send to it, as it could signal the server.
+//!
+//! About 570 lines, of which 85 are its unit tests.
 
 use std::ffi::OsString;
 use std::io::IoSliceMut;

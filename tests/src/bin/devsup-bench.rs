@@ -53,6 +53,9 @@
 //! from devsup's log), and a chart (`NAME.svg`); and a chart that puts the
 //! phases side by side (`handoff-keep-alive.svg`, `handoff-close.svg`,
 //! `compare.svg`).
+//!
+//! About 580 lines: the command line and the handoff part; every other part
+//! is in `bench/`.
 
 mod bench;
 #[path = "bench/unchanged.rs"]
