@@ -50,8 +50,14 @@ pub fn main() -> std::process::ExitCode {
     let (cli, matches) = cli::parse(std::env::args_os());
     match &cli.sub {
         Some(cli::Sub::Completions { shell }) => {
-            cli::completions(*shell, &mut std::io::stdout());
-            return ExitCode::SUCCESS;
+            // Generated into memory and written once, checked: a closed
+            // stdout (`| head`) is an error, not a panic.
+            let mut script = Vec::new();
+            cli::completions(*shell, &mut script);
+            return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::from(1),
+            };
         }
         Some(cli::Sub::Status {
             json,
@@ -63,7 +69,7 @@ pub fn main() -> std::process::ExitCode {
             return match asked {
                 Ok(code) => ExitCode::from(code),
                 Err(err) => {
-                    eprintln!("devsup: error: {err:#}");
+                    fatal(&err);
                     ExitCode::from(1)
                 }
             };

@@ -178,17 +178,21 @@ impl Drop for Listener {
     }
 }
 
+/// The name of the `i`th socket when none is given: `http`, `http2`, ….
+fn default_name(i: usize) -> String {
+    match i {
+        0 => "http".to_owned(),
+        _ => format!("http{}", i + 1),
+    }
+}
+
 /// The names passed in `LISTEN_FDNAMES`, in order: as given, else `http`,
 /// `http2`, `http3`, … by position. An error if two are the same.
 pub(crate) fn names(specs: &[SocketSpec]) -> anyhow::Result<Vec<String>> {
     let names: Vec<String> = specs
         .iter()
         .enumerate()
-        .map(|(i, spec)| match &spec.name {
-            Some(name) => name.clone(),
-            None if i == 0 => "http".to_owned(),
-            None => format!("http{}", i + 1),
-        })
+        .map(|(i, spec)| spec.name.clone().unwrap_or_else(|| default_name(i)))
         .collect();
     for (i, name) in names.iter().enumerate() {
         if names[..i].contains(name) {
@@ -271,11 +275,8 @@ pub(crate) fn take_inherited() -> anyhow::Result<Option<Vec<Listener>>> {
         socket
             .set_cloexec(true)
             .with_context(|| format!("fd {fd}"))?;
-        let name = match names.get(i).filter(|n| !n.is_empty()) {
-            Some(name) => name.clone(),
-            None if i == 0 => "http".to_owned(),
-            None => format!("http{}", i + 1),
-        };
+        let name =
+            (names.get(i).filter(|n| !n.is_empty())).map_or_else(|| default_name(i), String::clone);
         listeners.push(Listener::inherited(name, socket).with_context(|| {
             format!("fd {fd}, passed by systemd (LISTEN_FDS={n}), is not a listening stream socket")
         })?);

@@ -46,14 +46,13 @@ use crate::report::{Record, Reporter};
 use crate::step::Step;
 
 /// The environment variable a generation finds the live-reload server's
-/// URL in (`http://127.0.0.1:35729`).
-// TODO: use devsup_protocol::ENV_LIVERELOAD once the protocol crate has it
-// (added on the serving library's branch); the string must stay the same.
-pub(crate) const ENV_LIVERELOAD: &str = "DEVSUP_LIVERELOAD";
+/// URL in (`http://127.0.0.1:35729`): the contract with the serving
+/// library's `LiveReloadLayer`.
+pub(crate) use devsup_protocol::ENV_LIVERELOAD;
 /// Where `--livereload` listens when given no address.
 pub(crate) const DEFAULT_ADDR: &str = "127.0.0.1:35729";
 /// The client script's path.
-pub(crate) const SCRIPT_PATH: &str = "/devsup-livereload.js";
+pub(crate) use devsup_protocol::LIVERELOAD_SCRIPT_PATH as SCRIPT_PATH;
 /// The event stream's path.
 pub(crate) const EVENTS_PATH: &str = "/events";
 /// The client script.

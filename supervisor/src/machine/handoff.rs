@@ -324,6 +324,8 @@ impl State {
                     );
                 }
             }
+            // The loop hands MAINPID= to the executor (which checks the
+            // process against the generation) before the machine sees it.
             Message::MainPid(pid) => debug!(generation = gen_id, "MAINPID={pid}: noted"),
             Message::Other { key, .. } => debug!(generation = gen_id, "{key}=…: ignored"),
         }

@@ -29,6 +29,33 @@ fn completions_for_each_shell() {
     assert!(!out.status.success());
 }
 
+/// `devsup completions bash | head -1`, and `devsup status` with nothing
+/// to ask: a closed stdout or a failed query is an error line and a
+/// non-zero status, never a panic.
+#[test]
+fn completions_and_status_never_panic_on_a_closed_stdout() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["completions", "bash"][..], &["status"][..]] {
+        let mut child = Command::new(&binaries().devsup)
+            .args(args)
+            .current_dir(dir.path())
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Closed before devsup writes a byte.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+        assert!(!out.status.success(), "{args:?}");
+    }
+}
+
 #[test]
 fn version_and_help() {
     let dir = tempfile::tempdir().unwrap();
