@@ -190,7 +190,7 @@ pub(crate) enum Step {
     },
     /// devsup is shutting down: every generation is told to drain.
     Shutdown {
-        /// What asked (`SIGINT`, `SIGTERM`, `key`).
+        /// What asked (`SIGINT`, `SIGTERM`, `q pressed`, `the terminal closed`).
         cause: String,
         /// Generations alive.
         live: usize,
