@@ -180,6 +180,9 @@ fn a_real_run_reports_every_documented_kind_with_the_documented_fields() {
     let devsup = Devsup::builder(d)
         .args(["--events", "-", "--build", "sh build.sh", "--watch", "web"])
         .args(["--signal-on", "*.css=WINCH", "--drain-timeout", "300ms"])
+        // The server polls its socket before its start-up delay: only its
+        // READY=1 may count, so that a reload can be queued behind it.
+        .args(["--ready", "notify"])
         .env("SERVER", &binaries().server)
         .env("XDG_RUNTIME_DIR", runtime.path())
         .server("./server")
