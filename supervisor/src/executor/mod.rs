@@ -129,6 +129,28 @@ pub(crate) struct Executor {
 /// Most fds devsup keeps for `FDSTORE=1`.
 const MAX_STORED_FDS: usize = 32;
 
+/// Fails, naming the limit, if `listeners` sockets leave no room in a
+/// generation's fds for the ready channel.
+fn check_listeners(listeners: usize) -> anyhow::Result<()> {
+    let most = crate::process::MAX_PASSED_FDS - 1;
+    if listeners > most {
+        anyhow::bail!(
+            "{listeners} sockets: devsup passes at most {most} to a server (one more fd is its \
+             ready channel): pass fewer --socket, or fewer sockets by socket activation"
+        );
+    }
+    Ok(())
+}
+
+/// How many more fds the store may take with `listeners` sockets and
+/// `stored` fds already kept: at most [`MAX_STORED_FDS`] in all, and no
+/// more than a generation's fds have room for beside the listeners and
+/// the ready channel.
+fn store_room(listeners: usize, stored: usize) -> usize {
+    let fit = crate::process::MAX_PASSED_FDS.saturating_sub(listeners + 1);
+    MAX_STORED_FDS.min(fit).saturating_sub(stored)
+}
+
 impl Executor {
     /// An executor with no process yet, and the private directory for the
     /// generations' notify sockets. Steps go to `reporter`; `extra_env` is
@@ -141,6 +163,7 @@ impl Executor {
         reporter: Reporter,
         extra_env: Vec<(OsString, OsString)>,
     ) -> anyhow::Result<Executor> {
+        check_listeners(listeners.len())?;
         let notify_dir = NotifyDir::create();
         if let Some(path) = notify_dir.path() {
             guard.remove_on_death(path);
@@ -413,11 +436,13 @@ impl Executor {
                 if fds.is_empty() {
                     return;
                 }
-                let room = MAX_STORED_FDS.saturating_sub(self.fd_store.len());
+                let room = store_room(self.listeners.len(), self.fd_store.len());
                 if fds.len() > room {
+                    let full = self.fd_store.len() + room;
                     warn!(
                         generation = gen_id,
-                        "the fd store is full ({MAX_STORED_FDS}): dropped {} fd(s) named {name}",
+                        "the fd store is full ({full} fds beside {} socket(s)): dropped {} fd(s) named {name}",
+                        self.listeners.len(),
                         fds.len() - room
                     );
                 }
@@ -593,6 +618,35 @@ fn signal_group(pgid: i32, signal: Signal) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_never_takes_more_fds_than_a_generation_has_room_for() {
+        let slots = crate::process::MAX_PASSED_FDS;
+        for listeners in 0..slots {
+            let mut stored = 0;
+            // Fill the store as repeated FDSTORE=1 messages would.
+            while store_room(listeners, stored) > 0 {
+                stored += 1;
+            }
+            assert!(
+                listeners + stored < slots,
+                "{listeners} sockets + {stored} stored fds + the ready channel > {slots}"
+            );
+            assert!(stored <= MAX_STORED_FDS);
+        }
+        assert_eq!(store_room(1, 0), MAX_STORED_FDS);
+        assert_eq!(store_room(60, 0), 3);
+        assert_eq!(store_room(60, 3), 0);
+        assert_eq!(store_room(63, 0), 0);
+    }
+
+    #[test]
+    fn too_many_sockets_is_a_clear_error_naming_the_limit() {
+        let most = crate::process::MAX_PASSED_FDS - 1;
+        assert!(check_listeners(most).is_ok());
+        let err = check_listeners(most + 1).unwrap_err().to_string();
+        assert!(err.contains(&format!("at most {most}")), "{err}");
+    }
 
     #[test]
     fn groups_are_polled_only_without_a_subreaper_and_while_one_is_waited_for() {
