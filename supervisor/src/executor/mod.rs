@@ -52,14 +52,9 @@ use crate::sources::ready_channel;
 use crate::step::Step;
 
 mod main_pid;
+mod outbox;
 mod output;
 mod tee;
-
-/// How long a failed build step's output may take to reach its end of
-/// file once its process group is gone, before its end is reported
-/// without the rest (a process outside the group, such as a compiler cache
-/// server, may hold the pipe).
-const OUTPUT_EOF_WAIT: Duration = Duration::from_millis(500);
 // Readiness seen from the kernel reads /proc: Linux only; elsewhere every
 // generation falls back to READY=1 or the --ready-after timer.
 #[cfg(target_os = "linux")]
@@ -116,6 +111,8 @@ pub(crate) struct Executor {
     extra_env: Vec<(OsString, OsString)>,
     /// The running (or last) build step's output.
     build_output: Option<tee::Tail>,
+    /// Steps held behind a failed build's output.
+    outbox: outbox::Outbox,
     /// Where devsup is no child subreaper (macOS), how often to look at
     /// the groups whose leader has exited: the rest of such a group is not
     /// devsup's children, and its exits raise no SIGCHLD here.
@@ -187,6 +184,7 @@ impl Executor {
             reporter,
             extra_env,
             build_output: None,
+            outbox: outbox::Outbox::default(),
             orphan_poll: None,
             reaped_at: Instant::now(),
         })
@@ -201,12 +199,15 @@ impl Executor {
     /// When the loop must call [`Executor::reap`] even without a SIGCHLD:
     /// without a subreaper, while a group outlives its leader, every
     /// [`platform::process::ORPHAN_POLL`] until it is gone.
+    /// Also when the steps held behind a failed build are published even
+    /// if its output goes on.
     pub(crate) fn next_poll(&self) -> Option<Instant> {
-        poll_at(
+        let poll = poll_at(
             self.orphan_poll,
             self.procs.values().any(|p| p.leader.is_some()),
             self.reaped_at,
-        )
+        );
+        poll.into_iter().chain(self.outbox.next_wake()).min()
     }
 
     /// Carries out one action; pushes the events it causes at once onto
@@ -240,8 +241,7 @@ impl Executor {
                         info!(generation = gen_id, "{because}: sending {signal}")
                     }
                 }
-                self.reporter
-                    .step(Step::signal(gen_id, signal, &reason, sent));
+                self.report(Step::signal(gen_id, signal, &reason, sent));
                 match &reason {
                     SignalReason::DrainTimeout => {
                         self.probes.diagnose_drain_timeout(gen_id, pid, sent)
@@ -272,6 +272,7 @@ impl Executor {
             }
             Action::Report(step) => self.report(step),
             Action::Exit(code) => {
+                self.flush_held(true);
                 self.guard.exit();
                 return Some(code);
             }
@@ -280,27 +281,34 @@ impl Executor {
     }
 
     /// Publishes a step of the machine's; a failed build's carries the end
-    /// of what its last step printed.
-    fn report(&mut self, mut step: Step) {
-        if let Step::BuildFinished {
-            status: "failed",
-            output_tail,
-            output,
-            ..
-        } = &mut step
-        {
-            if let Some(printed) = self
-                .build_output
-                .as_ref()
-                .map(|t| t.printed(OUTPUT_EOF_WAIT))
-            {
-                *output_tail = Some(printed.lines);
-                *output = Some(printed.text);
-            } else {
-                *output_tail = Some(Vec::new());
+    /// of what its last step printed, and waits (with every step after it,
+    /// without blocking the loop) for that output to end ([`outbox`]).
+    fn report(&mut self, step: Step) {
+        let was_held = self.outbox.next_wake().is_some();
+        let steps = self
+            .outbox
+            .push(step, self.build_output.as_ref(), Instant::now());
+        if !was_held && self.outbox.next_wake().is_some() {
+            // The loop hears when the output ends: it reaps, which
+            // publishes what is held.
+            if let Some(tail) = &self.build_output {
+                let tx = self.tx.clone();
+                tail.when_ended(move || {
+                    let _ = tx.send(Input::ChildExited);
+                });
             }
         }
-        self.reporter.step(step);
+        for step in steps {
+            self.reporter.step(step);
+        }
+    }
+
+    /// Publishes the steps held behind a failed build once its output has
+    /// ended or its wait has run out (or at once if `force`).
+    fn flush_held(&mut self, force: bool) {
+        for step in self.outbox.flush(Instant::now(), force) {
+            self.reporter.step(step);
+        }
     }
 
     fn spawn(&mut self, gen_id: GenId, trigger_at: Option<Instant>) -> Event {
@@ -346,7 +354,7 @@ impl Executor {
                     .map(|t| format!(" in {} after trigger", latency(t.elapsed())))
                     .unwrap_or_default();
                 info!(generation = gen_id, "spawned pid={}{after}", spawned.pid);
-                self.reporter.step(Step::Spawned {
+                self.report(Step::Spawned {
                     generation: gen_id,
                     pid: spawned.pid,
                     after_trigger_us: trigger_at.map(|t| crate::step::us(t.elapsed())),
@@ -496,7 +504,7 @@ impl Executor {
         drop(output);
         match spawned {
             Ok(pid) => {
-                self.reporter.step(Step::BuildStarted {
+                self.report(Step::BuildStarted {
                     step: step + 1,
                     steps: total,
                     command: cmd.clone(),
@@ -523,7 +531,10 @@ impl Executor {
 
     /// Reaps every child that has exited and reports the process groups
     /// that are now empty.
+    /// Also publishes the steps held behind a failed build when their
+    /// time has come (the loop calls it then: see [`Executor::next_poll`]).
     pub(crate) fn reap(&mut self, queue: &mut VecDeque<Event>) {
+        self.flush_held(false);
         self.reaped_at = Instant::now();
         loop {
             let (pid, exit) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
