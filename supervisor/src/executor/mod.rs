@@ -284,6 +284,8 @@ impl Executor {
     /// of what its last step printed, and waits (with every step after it,
     /// without blocking the loop) for that output to end ([`outbox`]).
     fn report(&mut self, step: Step) {
+        // Counted ready by any rule: readiness is probed no more.
+        self.probes.reported(&step);
         let was_held = self.outbox.next_wake().is_some();
         let steps = self
             .outbox
