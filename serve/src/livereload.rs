@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
-use hyper::{Request, Response};
+use hyper::{Method, Request, Response, StatusCode};
 
 use crate::BoxError;
 
@@ -23,7 +23,9 @@ use crate::BoxError;
 /// response through untouched. With it, a `text/html` response that is not
 /// compressed is read whole and gets
 /// `<script src="URL/devsup-livereload.js" defer></script>` before its last
-/// `</body>` (or at its end), with `Content-Length` fixed.
+/// `</body>` (or at its end), with `Content-Length` fixed. Responses that
+/// have no body are left alone: to `HEAD` (whose `Content-Length` is the
+/// `GET`'s), and `1xx`, `204` and `304`.
 ///
 /// ```
 /// use axum::{Router, response::Html, routing::get};
@@ -93,11 +95,12 @@ where
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        let head = request.method() == Method::HEAD;
         let response = self.inner.call(request);
         let tag = self.tag.clone();
         Box::pin(async move {
             let response = response.await?;
-            let Some(tag) = tag.filter(|_| injectable(&response)) else {
+            let Some(tag) = tag.filter(|_| !head && injectable(&response)) else {
                 return Ok(response.map(|body| LiveReloadBody(Inner::Passthrough(Box::pin(body)))));
             };
             let (mut parts, body) = response.into_parts();
@@ -119,8 +122,15 @@ where
     }
 }
 
-/// An uncompressed HTML response.
+/// An uncompressed HTML response with a body (not `1xx`, `204` or `304`).
 fn injectable<B>(response: &Response<B>) -> bool {
+    let status = response.status();
+    if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return false;
+    }
     let html = response
         .headers()
         .get(CONTENT_TYPE)
@@ -222,9 +232,23 @@ mod tests {
         extra: &[(&'static str, &'static str)],
         body: &'static str,
     ) -> (hyper::HeaderMap, String) {
+        let request = Request::new(());
+        through_as(layer, request, StatusCode::OK, content_type, extra, body).await
+    }
+
+    /// [`through`] for `request`, answered with `status`.
+    async fn through_as(
+        layer: LiveReloadLayer,
+        request: Request<()>,
+        status: StatusCode,
+        content_type: &'static str,
+        extra: &[(&'static str, &'static str)],
+        body: &'static str,
+    ) -> (hyper::HeaderMap, String) {
         let extra: Vec<_> = extra.to_vec();
         let inner = tower::service_fn(move |_req: Request<()>| {
             let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+            *response.status_mut() = status;
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
@@ -233,7 +257,7 @@ mod tests {
             }
             std::future::ready(Ok::<_, std::convert::Infallible>(response))
         });
-        let response = layer.layer(inner).call(Request::new(())).await.unwrap();
+        let response = layer.layer(inner).call(request).await.unwrap();
         let (parts, body) = response.into_parts();
         let bytes = body.collect().await.unwrap().to_bytes();
         (parts.headers, String::from_utf8(bytes.to_vec()).unwrap())
@@ -286,5 +310,42 @@ mod tests {
         let (headers, body) = through(LiveReloadLayer::new(None), "text/html", &[], page).await;
         assert_eq!(body, page);
         assert_eq!(headers[CONTENT_LENGTH], page.len().to_string());
+    }
+
+    #[tokio::test]
+    async fn a_head_response_keeps_its_length_and_gets_no_script() {
+        // The length of the page a GET would get, and no body.
+        let request = Request::head("/").body(()).unwrap();
+        let length = [("content-length", "38")];
+        let (headers, body) =
+            through_as(on(), request, StatusCode::OK, "text/html", &length, "").await;
+        assert_eq!(body, "");
+        assert_eq!(headers[CONTENT_LENGTH], "38");
+    }
+
+    #[tokio::test]
+    async fn bodiless_statuses_get_no_script() {
+        for status in [
+            StatusCode::CONTINUE,
+            StatusCode::NO_CONTENT,
+            StatusCode::NOT_MODIFIED,
+        ] {
+            let request = Request::new(());
+            let (headers, body) = through_as(on(), request, status, "text/html", &[], "").await;
+            assert_eq!(body, "", "{status}");
+            assert_eq!(headers[CONTENT_LENGTH], "0", "{status}");
+        }
+        // A page with another status still gets it.
+        let request = Request::new(());
+        let (_, body) = through_as(
+            on(),
+            request,
+            StatusCode::NOT_FOUND,
+            "text/html",
+            &[],
+            "<body></body>",
+        )
+        .await;
+        assert_eq!(body, format!("<body>{TAG}</body>"));
     }
 }

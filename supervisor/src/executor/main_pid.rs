@@ -33,6 +33,14 @@ impl Executor {
             return;
         };
         let pid = pid as i32;
+        // Servers repeat MAINPID= with every STATUS=: decide once.
+        if self.procs[&leader]
+            .heard
+            .as_ref()
+            .is_some_and(|heard| heard.is_decided(pid))
+        {
+            return;
+        }
         let group = self.main_pid_group(gen_id, leader, pid);
         let proc = self.procs.get_mut(&leader).expect("found above");
         if let Some(group) = group {

@@ -52,14 +52,9 @@ use crate::sources::ready_channel;
 use crate::step::Step;
 
 mod main_pid;
+mod outbox;
 mod output;
 mod tee;
-
-/// How long a failed build step's output may take to reach its end of
-/// file once its process group is gone, before its end is reported
-/// without the rest (a process outside the group, such as a compiler cache
-/// server, may hold the pipe).
-const OUTPUT_EOF_WAIT: Duration = Duration::from_millis(500);
 // Readiness seen from the kernel reads /proc: Linux only; elsewhere every
 // generation falls back to READY=1 or the --ready-after timer.
 #[cfg(target_os = "linux")]
@@ -116,6 +111,8 @@ pub(crate) struct Executor {
     extra_env: Vec<(OsString, OsString)>,
     /// The running (or last) build step's output.
     build_output: Option<tee::Tail>,
+    /// Steps held behind a failed build's output.
+    outbox: outbox::Outbox,
     /// Where devsup is no child subreaper (macOS), how often to look at
     /// the groups whose leader has exited: the rest of such a group is not
     /// devsup's children, and its exits raise no SIGCHLD here.
@@ -129,6 +126,28 @@ pub(crate) struct Executor {
 /// Most fds devsup keeps for `FDSTORE=1`.
 const MAX_STORED_FDS: usize = 32;
 
+/// Fails, naming the limit, if `listeners` sockets leave no room in a
+/// generation's fds for the ready channel.
+fn check_listeners(listeners: usize) -> anyhow::Result<()> {
+    let most = crate::process::MAX_PASSED_FDS - 1;
+    if listeners > most {
+        anyhow::bail!(
+            "{listeners} sockets: devsup passes at most {most} to a server (one more fd is its \
+             ready channel): pass fewer --socket, or fewer sockets by socket activation"
+        );
+    }
+    Ok(())
+}
+
+/// How many more fds the store may take with `listeners` sockets and
+/// `stored` fds already kept: at most [`MAX_STORED_FDS`] in all, and no
+/// more than a generation's fds have room for beside the listeners and
+/// the ready channel.
+fn store_room(listeners: usize, stored: usize) -> usize {
+    let fit = crate::process::MAX_PASSED_FDS.saturating_sub(listeners + 1);
+    MAX_STORED_FDS.min(fit).saturating_sub(stored)
+}
+
 impl Executor {
     /// An executor with no process yet, and the private directory for the
     /// generations' notify sockets. Steps go to `reporter`; `extra_env` is
@@ -141,6 +160,7 @@ impl Executor {
         reporter: Reporter,
         extra_env: Vec<(OsString, OsString)>,
     ) -> anyhow::Result<Executor> {
+        check_listeners(listeners.len())?;
         let notify_dir = NotifyDir::create();
         if let Some(path) = notify_dir.path() {
             guard.remove_on_death(path);
@@ -164,6 +184,7 @@ impl Executor {
             reporter,
             extra_env,
             build_output: None,
+            outbox: outbox::Outbox::default(),
             orphan_poll: None,
             reaped_at: Instant::now(),
         })
@@ -178,12 +199,15 @@ impl Executor {
     /// When the loop must call [`Executor::reap`] even without a SIGCHLD:
     /// without a subreaper, while a group outlives its leader, every
     /// [`platform::process::ORPHAN_POLL`] until it is gone.
+    /// Also when the steps held behind a failed build are published even
+    /// if its output goes on.
     pub(crate) fn next_poll(&self) -> Option<Instant> {
-        poll_at(
+        let poll = poll_at(
             self.orphan_poll,
             self.procs.values().any(|p| p.leader.is_some()),
             self.reaped_at,
-        )
+        );
+        poll.into_iter().chain(self.outbox.next_wake()).min()
     }
 
     /// Carries out one action; pushes the events it causes at once onto
@@ -217,8 +241,7 @@ impl Executor {
                         info!(generation = gen_id, "{because}: sending {signal}")
                     }
                 }
-                self.reporter
-                    .step(Step::signal(gen_id, signal, &reason, sent));
+                self.report(Step::signal(gen_id, signal, &reason, sent));
                 match &reason {
                     SignalReason::DrainTimeout => {
                         self.probes.diagnose_drain_timeout(gen_id, pid, sent)
@@ -249,6 +272,7 @@ impl Executor {
             }
             Action::Report(step) => self.report(step),
             Action::Exit(code) => {
+                self.flush_held(true);
                 self.guard.exit();
                 return Some(code);
             }
@@ -257,27 +281,36 @@ impl Executor {
     }
 
     /// Publishes a step of the machine's; a failed build's carries the end
-    /// of what its last step printed.
-    fn report(&mut self, mut step: Step) {
-        if let Step::BuildFinished {
-            status: "failed",
-            output_tail,
-            output,
-            ..
-        } = &mut step
-        {
-            if let Some(printed) = self
-                .build_output
-                .as_ref()
-                .map(|t| t.printed(OUTPUT_EOF_WAIT))
-            {
-                *output_tail = Some(printed.lines);
-                *output = Some(printed.text);
-            } else {
-                *output_tail = Some(Vec::new());
+    /// of what its last step printed, and waits (with every step after it,
+    /// without blocking the loop) for that output to end ([`outbox`]).
+    fn report(&mut self, step: Step) {
+        // Counted ready by any rule: readiness is probed no more.
+        self.probes.reported(&step);
+        let was_held = self.outbox.next_wake().is_some();
+        let steps = self
+            .outbox
+            .push(step, self.build_output.as_ref(), Instant::now());
+        if !was_held && self.outbox.next_wake().is_some() {
+            // The loop hears when the output ends: it reaps, which
+            // publishes what is held.
+            if let Some(tail) = &self.build_output {
+                let tx = self.tx.clone();
+                tail.when_ended(move || {
+                    let _ = tx.send(Input::ChildExited);
+                });
             }
         }
-        self.reporter.step(step);
+        for step in steps {
+            self.reporter.step(step);
+        }
+    }
+
+    /// Publishes the steps held behind a failed build once its output has
+    /// ended or its wait has run out (or at once if `force`).
+    fn flush_held(&mut self, force: bool) {
+        for step in self.outbox.flush(Instant::now(), force) {
+            self.reporter.step(step);
+        }
     }
 
     fn spawn(&mut self, gen_id: GenId, trigger_at: Option<Instant>) -> Event {
@@ -323,7 +356,7 @@ impl Executor {
                     .map(|t| format!(" in {} after trigger", latency(t.elapsed())))
                     .unwrap_or_default();
                 info!(generation = gen_id, "spawned pid={}{after}", spawned.pid);
-                self.reporter.step(Step::Spawned {
+                self.report(Step::Spawned {
                     generation: gen_id,
                     pid: spawned.pid,
                     after_trigger_us: trigger_at.map(|t| crate::step::us(t.elapsed())),
@@ -413,11 +446,13 @@ impl Executor {
                 if fds.is_empty() {
                     return;
                 }
-                let room = MAX_STORED_FDS.saturating_sub(self.fd_store.len());
+                let room = store_room(self.listeners.len(), self.fd_store.len());
                 if fds.len() > room {
+                    let full = self.fd_store.len() + room;
                     warn!(
                         generation = gen_id,
-                        "the fd store is full ({MAX_STORED_FDS}): dropped {} fd(s) named {name}",
+                        "the fd store is full ({full} fds beside {} socket(s)): dropped {} fd(s) named {name}",
+                        self.listeners.len(),
                         fds.len() - room
                     );
                 }
@@ -471,7 +506,7 @@ impl Executor {
         drop(output);
         match spawned {
             Ok(pid) => {
-                self.reporter.step(Step::BuildStarted {
+                self.report(Step::BuildStarted {
                     step: step + 1,
                     steps: total,
                     command: cmd.clone(),
@@ -498,7 +533,10 @@ impl Executor {
 
     /// Reaps every child that has exited and reports the process groups
     /// that are now empty.
+    /// Also publishes the steps held behind a failed build when their
+    /// time has come (the loop calls it then: see [`Executor::next_poll`]).
     pub(crate) fn reap(&mut self, queue: &mut VecDeque<Event>) {
+        self.flush_held(false);
         self.reaped_at = Instant::now();
         loop {
             let (pid, exit) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
@@ -593,6 +631,35 @@ fn signal_group(pgid: i32, signal: Signal) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_never_takes_more_fds_than_a_generation_has_room_for() {
+        let slots = crate::process::MAX_PASSED_FDS;
+        for listeners in 0..slots {
+            let mut stored = 0;
+            // Fill the store as repeated FDSTORE=1 messages would.
+            while store_room(listeners, stored) > 0 {
+                stored += 1;
+            }
+            assert!(
+                listeners + stored < slots,
+                "{listeners} sockets + {stored} stored fds + the ready channel > {slots}"
+            );
+            assert!(stored <= MAX_STORED_FDS);
+        }
+        assert_eq!(store_room(1, 0), MAX_STORED_FDS);
+        assert_eq!(store_room(60, 0), 3);
+        assert_eq!(store_room(60, 3), 0);
+        assert_eq!(store_room(63, 0), 0);
+    }
+
+    #[test]
+    fn too_many_sockets_is_a_clear_error_naming_the_limit() {
+        let most = crate::process::MAX_PASSED_FDS - 1;
+        assert!(check_listeners(most).is_ok());
+        let err = check_listeners(most + 1).unwrap_err().to_string();
+        assert!(err.contains(&format!("at most {most}")), "{err}");
+    }
 
     #[test]
     fn groups_are_polled_only_without_a_subreaper_and_while_one_is_waited_for() {

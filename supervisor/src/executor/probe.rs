@@ -14,7 +14,9 @@
 //! own children in the group (orphans a server double-forked), never a
 //! scan of every process (about 2 ms). Probing stops at the first sign (it is
 //! reported once, as [`Event::Listening`]), at READY=1, at the drain signal,
-//! or when `/proc` cannot be read ([`Event::ProbeFailed`]).
+//! when the generation is counted ready by another rule (the
+//! `--ready-after` timer), or when `/proc` cannot be read
+//! ([`Event::ProbeFailed`]).
 //!
 //! A draining generation is probed a few times (200 ms, 1 s, 3 s and 6 s
 //! after the drain signal) for the blocking-socket trap: a thread blocked in
@@ -30,6 +32,7 @@ use crate::event::{Event, GenId};
 use crate::log::ms;
 use crate::readiness::{self, PassedSocket, Probe, Wait};
 use crate::sockets::{Addr, Listener};
+use crate::step::Step;
 
 /// Probes of a draining generation, after its drain signal.
 const DRAIN_PROBES: [Duration; 4] = [
@@ -134,6 +137,15 @@ impl Probes {
             .is_some_and(|w| matches!(w.mode, Mode::Readiness))
         {
             self.watches.remove(&gen_id);
+        }
+    }
+
+    /// A step devsup published: a generation counted ready by any rule
+    /// (READY=1, or the `--ready-after` timer) is no longer probed for
+    /// readiness.
+    pub(super) fn reported(&mut self, step: &Step) {
+        if let Step::Ready { generation, .. } = step {
+            self.said_ready(*generation);
         }
     }
 
@@ -336,6 +348,28 @@ fn trap(probe: &Probe, draining_for: Duration) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generation_counted_ready_by_the_timer_is_probed_no_more() {
+        let mut probes = Probes::new(&[], true);
+        let now = Instant::now();
+        probes.spawned(1, 100, now);
+        probes.spawned(2, 200, now);
+        assert_eq!(probes.next_due(), Some(now));
+        probes.reported(&Step::Ready {
+            generation: 1,
+            rule: "uptime",
+            ready_us: 1000,
+        });
+        assert!(!probes.watches.contains_key(&1));
+        assert!(probes.watches.contains_key(&2), "only that generation");
+        probes.reported(&Step::Ready {
+            generation: 2,
+            rule: "notify",
+            ready_us: 1000,
+        });
+        assert_eq!(probes.next_due(), None);
+    }
 
     #[test]
     fn probes_are_frequent_at_first_then_slow_down() {

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use crate::event::{Event, GenId};
 use crate::sockets::Listener;
+use crate::step::Step;
 
 /// What the executor asks of the probes; here, only to say they cannot.
 #[derive(Debug)]
@@ -36,6 +37,13 @@ impl Probes {
 
     pub(super) fn said_ready(&mut self, gen_id: GenId) {
         self.unreported.retain(|&g| g != gen_id);
+    }
+
+    /// A generation counted ready by any rule needs no report either.
+    pub(super) fn reported(&mut self, step: &Step) {
+        if let Step::Ready { generation, .. } = step {
+            self.said_ready(*generation);
+        }
     }
 
     pub(super) fn draining(&mut self, _gen_id: GenId, _pgid: i32, _now: Instant) {}

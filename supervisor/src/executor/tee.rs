@@ -47,6 +47,17 @@ struct State {
     partial: [Vec<u8>; 2],
     /// Streams still open.
     open: usize,
+    /// Called once every stream has ended ([`Tail::when_ended`]).
+    on_end: Option<OnEnd>,
+}
+
+/// A callback for [`Tail::when_ended`].
+struct OnEnd(Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for OnEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnEnd")
+    }
 }
 
 impl State {
@@ -154,9 +165,34 @@ impl Tail {
     }
 
     /// Whether every stream has ended.
-    #[cfg(test)]
-    fn ended(&self) -> bool {
+    pub(crate) fn ended(&self) -> bool {
         self.lock().open == 0
+    }
+
+    /// Calls `f` once every stream has ended (at once if they have), on
+    /// the thread that saw the last end; replaces an earlier callback.
+    pub(crate) fn when_ended(&self, f: impl FnOnce() + Send + 'static) {
+        let mut state = self.lock();
+        if state.open == 0 {
+            drop(state);
+            f();
+        } else {
+            state.on_end = Some(OnEnd(Box::new(f)));
+        }
+    }
+
+    /// An open tail of one stream, and what ends that stream.
+    #[cfg(test)]
+    pub(crate) fn open_for_test() -> (Tail, impl FnOnce()) {
+        let tail = Tail::with_streams(1);
+        let ours = tail.clone();
+        (tail, move || ours.end(0))
+    }
+
+    /// Output on the stream of [`Tail::open_for_test`].
+    #[cfg(test)]
+    pub(crate) fn feed_for_test(&self, bytes: &[u8]) {
+        self.feed(0, bytes);
     }
 
     fn feed(&self, stream: usize, bytes: &[u8]) {
@@ -171,6 +207,11 @@ impl Tail {
         state.open = state.open.saturating_sub(1);
         if state.open == 0 {
             self.0.1.notify_all();
+            let on_end = state.on_end.take();
+            drop(state);
+            if let Some(OnEnd(f)) = on_end {
+                f();
+            }
         }
     }
 }

@@ -177,7 +177,7 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
         let output = plan
             .output
             .map(|(out, err)| (lift(out, err_pipe), lift(err, err_pipe)));
-        let mut moved = [0 as RawFd; 64];
+        let mut moved = [0 as RawFd; super::MAX_PASSED_FDS];
         if plan.sources.len() > moved.len() {
             nix::errno::Errno::set_raw(libc::EMFILE);
             fail(err_pipe);

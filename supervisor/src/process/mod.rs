@@ -122,6 +122,11 @@ fn interpreter(path: &Path) -> Option<String> {
 }
 
 /// What a generation is given besides the program.
+/// Most fds a generation inherits at 3, 4, …: the listeners, the stored
+/// fds (`FDSTORE=1`) and the ready channel. The forked child plans them in
+/// an array of this size, since it cannot allocate.
+pub(crate) const MAX_PASSED_FDS: usize = 64;
+
 #[derive(Debug)]
 pub(crate) struct Inherit<'a> {
     /// The listening sockets, placed at fds 3, 4, …

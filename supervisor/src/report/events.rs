@@ -9,8 +9,12 @@
 //! runtime directory ([`super::status::default_socket`]), which is where
 //! `devsup status` looks.
 //!
-//! A client that does not keep up (more than [`CLIENT_BACKLOG`] lines
-//! behind) is disconnected rather than allowed to slow devsup down.
+//! Every output is written on a thread of its own. A reader that does not
+//! keep up (more than [`CLIENT_BACKLOG`] lines behind) is disconnected
+//! rather than allowed to slow devsup down: a socket client, a file or
+//! stdout alike (the last two are closed, so their reader sees the end).
+//! A socket client that reads nothing for [`CLIENT_WRITE_TIMEOUT`] is
+//! disconnected too, so that its thread ends.
 
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -19,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use tracing::{debug, warn};
@@ -28,8 +33,12 @@ use super::{Record, Reporter};
 #[cfg(test)]
 use crate::step::Step;
 
-/// Lines a socket client may be behind before it is disconnected.
+/// Lines a reader may be behind before it is disconnected.
 pub(crate) const CLIENT_BACKLOG: usize = 4096;
+
+/// How long a write to a socket client may block before the client is
+/// disconnected.
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where `--events` writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +145,7 @@ pub(crate) fn setup(
                 Some(fd) => fd,
                 None => take_stdout()?,
             };
-            reporter.subscribe(writer(std::fs::File::from(fd), "stdout".into()));
+            reporter.subscribe(writer(std::fs::File::from(fd), "stdout".into())?);
         }
         Some(Target::File(path)) => {
             let file = std::fs::File::create(path).with_context(|| {
@@ -145,7 +154,7 @@ pub(crate) fn setup(
                     path.display()
                 )
             })?;
-            reporter.subscribe(writer(file, path.display().to_string()));
+            reporter.subscribe(writer(file, path.display().to_string())?);
         }
         Some(Target::Socket(path)) => {
             hub.listen(path)?;
@@ -167,17 +176,53 @@ pub(crate) fn setup(
     Ok(events)
 }
 
-/// A subscriber writing one line per step to `out`; it stops, with one
-/// warning, at the first write error.
-fn writer(out: std::fs::File, name: String) -> impl FnMut(&Arc<Record>) -> bool + Send {
-    let mut out = std::io::LineWriter::new(out);
-    move |record: &Arc<Record>| match writeln!(out, "{}", record.to_json()) {
-        Ok(()) => true,
-        Err(e) => {
-            warn!("cannot write events to {name}: {e}; no more events go there");
-            false
+/// A subscriber writing one line per step to `out`, on a thread of its
+/// own so that a slow reader never blocks the loop. It stops, with one
+/// warning, at the first write error, or when the reader is more than
+/// [`CLIENT_BACKLOG`] lines behind (then `out` is closed once what is
+/// queued is written).
+fn writer(
+    out: impl Write + Send + 'static,
+    name: String,
+) -> anyhow::Result<impl FnMut(&Arc<Record>) -> bool + Send> {
+    let (tx, rx) = mpsc::sync_channel::<Arc<str>>(CLIENT_BACKLOG);
+    let thread_name = name.clone();
+    std::thread::Builder::new()
+        .name("events-writer".into())
+        .spawn(move || {
+            let mut out = std::io::BufWriter::new(out);
+            if let Err(e) = write_lines(&mut out, &rx) {
+                warn!("cannot write events to {thread_name}: {e}; no more events go there");
+            }
+        })
+        .context("cannot start the events thread")?;
+    Ok(
+        move |record: &Arc<Record>| match tx.try_send(record.to_json().into()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                warn!(
+                    "the reader of the events on {name} is {CLIENT_BACKLOG} lines behind: \
+                     no more events go there"
+                );
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        },
+    )
+}
+
+/// Writes every line from `rx` to `out` until the sender is gone,
+/// flushing whenever nothing more is queued.
+fn write_lines(out: &mut impl Write, rx: &Receiver<Arc<str>>) -> std::io::Result<()> {
+    while let Ok(line) = rx.recv() {
+        writeln!(out, "{line}")?;
+        // Send what is queued in one go, then flush.
+        for line in rx.try_iter() {
+            writeln!(out, "{line}")?;
         }
+        out.flush()?;
     }
+    Ok(())
 }
 
 #[derive(Debug, Default)]
@@ -254,7 +299,7 @@ impl Hub {
         }
         let spawned = std::thread::Builder::new()
             .name("events-client".into())
-            .spawn(move || serve_client(stream, &rx));
+            .spawn(move || serve_client(stream, &rx, CLIENT_WRITE_TIMEOUT));
         match spawned {
             Ok(_) => state.clients.push(tx),
             Err(e) => debug!("cannot start a thread for an events client: {e}"),
@@ -262,25 +307,15 @@ impl Hub {
     }
 }
 
-fn serve_client(stream: UnixStream, rx: &Receiver<Arc<str>>) {
+fn serve_client(stream: UnixStream, rx: &Receiver<Arc<str>>, timeout: Duration) {
+    // A client that reads nothing would keep this thread blocked forever.
+    if let Err(e) = stream.set_write_timeout(Some(timeout)) {
+        debug!("events client: cannot set a write timeout: {e}");
+        return;
+    }
     let mut out = std::io::BufWriter::new(stream);
-    while let Ok(line) = rx.recv() {
-        let mut write = |line: &str| {
-            out.write_all(line.as_bytes())
-                .and_then(|()| out.write_all(b"\n"))
-        };
-        if write(&line).is_err() {
-            return;
-        }
-        // Send what is queued in one go, then flush.
-        for line in rx.try_iter() {
-            if write(&line).is_err() {
-                return;
-            }
-        }
-        if out.flush().is_err() {
-            return;
-        }
+    if let Err(e) = write_lines(&mut out, rx) {
+        debug!("events client disconnected: {e}");
     }
 }
 
@@ -315,7 +350,15 @@ mod tests {
         let _events = setup(Some(&Target::File(path.clone())), None, None, &reporter).unwrap();
         reporter.step(Step::Stopped { code: 0 });
         reporter.step(Step::Stopped { code: 1 });
-        let text = std::fs::read_to_string(&path).unwrap();
+        // The writer's thread writes them: wait for both lines.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let text = loop {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if text.lines().count() >= 2 || std::time::Instant::now() > deadline {
+                break text;
+            }
+            std::thread::yield_now();
+        };
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -356,5 +399,61 @@ mod tests {
         assert!(err.to_string().contains("in use"), "{err}");
         drop(events);
         assert!(!path.exists());
+    }
+
+    /// Runs `f` on a thread; fails if it has not returned within 30 s
+    /// (it is expected to return at once; before the fix it never did).
+    fn returns_promptly(what: &str, f: impl FnOnce() + Send + 'static) {
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            let _ = done.send(());
+        });
+        assert!(
+            finished.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "{what} blocked"
+        );
+    }
+
+    #[test]
+    fn a_reader_that_does_not_read_never_blocks_the_reporter() {
+        let (read, write) = crate::platform::fds::pipe().unwrap();
+        let reporter = Reporter::default();
+        reporter.subscribe(writer(std::fs::File::from(write), "a pipe".into()).unwrap());
+        // Far more than the pipe holds plus the backlog.
+        let steps = 4 * CLIENT_BACKLOG;
+        let stepping = reporter.clone();
+        returns_promptly("Reporter::step", move || {
+            for code in 0..steps {
+                stepping.step(Step::Stopped { code: code as u8 });
+            }
+        });
+        // The writer fell behind: it was dropped, and the reader, once it
+        // reads, gets what was queued, in whole lines, then the end.
+        assert!(!reporter.is_active());
+        let lines: Vec<String> = BufReader::new(std::fs::File::from(read))
+            .lines()
+            .map(Result::unwrap)
+            .collect();
+        assert!(lines.len() < steps, "{} lines", lines.len());
+        for (code, line) in lines.iter().enumerate() {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(value["code"], code % 256);
+        }
+    }
+
+    #[test]
+    fn a_socket_client_that_does_not_read_is_dropped_after_the_timeout() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (tx, rx) = mpsc::sync_channel(CLIENT_BACKLOG);
+        // Far more than the socket buffers hold.
+        let line: Arc<str> = "x".repeat(64 * 1024).into();
+        for _ in 0..64 {
+            tx.send(line.clone()).unwrap();
+        }
+        returns_promptly("serve_client", move || {
+            serve_client(ours, &rx, Duration::from_millis(100));
+        });
+        drop((tx, theirs));
     }
 }

@@ -7,7 +7,7 @@
 //! `devsup status` ([`status`]), the systemd notifier ([`systemd`]) and
 //! the browser live reload (`crate::livereload`). A subscriber must not
 //! block: one that does work elsewhere sends to a thread of its own (as
-//! the systemd notifier and the event socket clients do).
+//! the systemd notifier and the event writers do).
 //!
 //! Every JSON object carries the schema version `v`, a UTC timestamp `ts`
 //! and the generation `gen` it is about (or `null`), then the step's own

@@ -248,11 +248,22 @@ impl Heard {
 
     /// The executor decided on `MAINPID=pid`: its process group `group` is
     /// heard too if `Some`.
+    /// Servers repeat `MAINPID=` with every `STATUS=`: each pid and group
+    /// is kept once.
     pub(crate) fn decided(&self, pid: i32, group: Option<i32>) {
         let mut state = self.lock();
-        state.groups.extend(group);
-        state.decided.push(pid);
+        if let Some(group) = group.filter(|g| !state.groups.contains(g)) {
+            state.groups.push(group);
+        }
+        if !state.decided.contains(&pid) {
+            state.decided.push(pid);
+        }
         self.changed.notify_all();
+    }
+
+    /// Whether the executor has decided on `MAINPID=pid` already.
+    pub(crate) fn is_decided(&self, pid: i32) -> bool {
+        self.lock().decided.contains(&pid)
     }
 
     fn hears(&self, group: i32) -> bool {
@@ -489,6 +500,20 @@ fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_mainpid_is_kept_once() {
+        let heard = Heard::new(10);
+        assert!(!heard.is_decided(42));
+        for _ in 0..3 {
+            heard.decided(42, Some(40));
+        }
+        heard.decided(43, None);
+        assert!(heard.is_decided(42) && heard.is_decided(43));
+        let state = heard.lock();
+        assert_eq!(state.decided, [42, 43]);
+        assert_eq!(state.groups, [10, 40]);
+    }
 
     /// With no directory that can hold a socket path, a generation gets an
     /// abstract socket, named `@…` in `NOTIFY_SOCKET`, that works.
