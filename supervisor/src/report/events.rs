@@ -21,9 +21,10 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tracing::{debug, warn};
@@ -39,6 +40,45 @@ pub(crate) const CLIENT_BACKLOG: usize = 4096;
 /// How long a write to a socket client may block before the client is
 /// disconnected.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long devsup, as it exits, waits for the lines already queued (its
+/// last steps: `exited`, `stopped`) to reach every reader.
+const DRAIN_AT_EXIT: Duration = Duration::from_secs(2);
+
+/// A subscriber of the reporter, as the writer returns it.
+type Subscriber = Box<dyn FnMut(&Arc<Record>) -> bool + Send>;
+
+/// The sending side of one line stream written on a thread of its own,
+/// with a count of the lines sent but not yet written, so that devsup can
+/// wait for them as it exits.
+#[derive(Debug, Clone)]
+struct Outlet {
+    tx: SyncSender<Arc<str>>,
+    unwritten: Arc<AtomicUsize>,
+}
+
+impl Outlet {
+    /// A stream and the receiving side its thread writes from.
+    fn new() -> (Outlet, Receiver<Arc<str>>, Arc<AtomicUsize>) {
+        let (tx, rx) = mpsc::sync_channel(CLIENT_BACKLOG);
+        let unwritten = Arc::new(AtomicUsize::new(0));
+        (
+            Outlet {
+                tx,
+                unwritten: unwritten.clone(),
+            },
+            rx,
+            unwritten,
+        )
+    }
+
+    fn try_send(&self, line: Arc<str>) -> Result<(), TrySendError<Arc<str>>> {
+        self.unwritten.fetch_add(1, Ordering::SeqCst);
+        self.tx.try_send(line).inspect_err(|_| {
+            self.unwritten.fetch_sub(1, Ordering::SeqCst);
+        })
+    }
+}
 
 /// Where `--events` writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +119,10 @@ impl FromStr for Target {
 pub(crate) struct Events {
     sockets: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
+    /// The unwritten-line counts of the `--events` writer.
+    writers: Vec<Arc<AtomicUsize>>,
+    /// The socket clients, whose counts are waited for too.
+    hub: Hub,
 }
 
 impl Events {
@@ -96,6 +140,21 @@ impl Events {
 
 impl Drop for Events {
     fn drop(&mut self) {
+        // The last steps are queued: let them reach the readers, for a
+        // bounded time (a reader that reads nothing is dropped after
+        // CLIENT_WRITE_TIMEOUT anyway).
+        let deadline = Instant::now() + DRAIN_AT_EXIT;
+        let all_written = || {
+            let clients = self.hub.lock();
+            (self
+                .writers
+                .iter()
+                .chain(clients.clients.iter().map(|c| &c.unwritten)))
+            .all(|n| n.load(Ordering::SeqCst) == 0)
+        };
+        while !all_written() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         for path in &self.sockets {
             let _ = std::fs::remove_file(path);
         }
@@ -138,6 +197,8 @@ pub(crate) fn setup(
     let mut events = Events {
         sockets: Vec::new(),
         dirs: Vec::new(),
+        writers: Vec::new(),
+        hub: hub.clone(),
     };
     match target {
         Some(Target::Stdout) => {
@@ -145,7 +206,9 @@ pub(crate) fn setup(
                 Some(fd) => fd,
                 None => take_stdout()?,
             };
-            reporter.subscribe(writer(std::fs::File::from(fd), "stdout".into())?);
+            let (write, unwritten) = writer(std::fs::File::from(fd), "stdout".into())?;
+            events.writers.push(unwritten);
+            reporter.subscribe(write);
         }
         Some(Target::File(path)) => {
             let file = std::fs::File::create(path).with_context(|| {
@@ -154,7 +217,9 @@ pub(crate) fn setup(
                     path.display()
                 )
             })?;
-            reporter.subscribe(writer(file, path.display().to_string())?);
+            let (write, unwritten) = writer(file, path.display().to_string())?;
+            events.writers.push(unwritten);
+            reporter.subscribe(write);
         }
         Some(Target::Socket(path)) => {
             hub.listen(path)?;
@@ -181,46 +246,57 @@ pub(crate) fn setup(
 /// warning, at the first write error, or when the reader is more than
 /// [`CLIENT_BACKLOG`] lines behind (then `out` is closed once what is
 /// queued is written).
+/// Returns the subscriber and its count of lines not yet written.
+///
+/// (Boxed: it is called once per step, on the loop's thread.)
 fn writer(
     out: impl Write + Send + 'static,
     name: String,
-) -> anyhow::Result<impl FnMut(&Arc<Record>) -> bool + Send> {
-    let (tx, rx) = mpsc::sync_channel::<Arc<str>>(CLIENT_BACKLOG);
+) -> anyhow::Result<(Subscriber, Arc<AtomicUsize>)> {
+    let (tx, rx, unwritten) = Outlet::new();
+    let count = unwritten.clone();
     let thread_name = name.clone();
     std::thread::Builder::new()
         .name("events-writer".into())
         .spawn(move || {
             let mut out = std::io::BufWriter::new(out);
-            if let Err(e) = write_lines(&mut out, &rx) {
+            if let Err(e) = write_lines(&mut out, &rx, &unwritten) {
                 warn!("cannot write events to {thread_name}: {e}; no more events go there");
             }
+            unwritten.store(0, Ordering::SeqCst);
         })
         .context("cannot start the events thread")?;
-    Ok(
-        move |record: &Arc<Record>| match tx.try_send(record.to_json().into()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                warn!(
-                    "the reader of the events on {name} is {CLIENT_BACKLOG} lines behind: \
-                     no more events go there"
-                );
-                false
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        },
-    )
+    let subscriber = move |record: &Arc<Record>| match tx.try_send(record.to_json().into()) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            warn!(
+                "the reader of the events on {name} is {CLIENT_BACKLOG} lines behind: \
+                 no more events go there"
+            );
+            false
+        }
+        Err(TrySendError::Disconnected(_)) => false,
+    };
+    Ok((Box::new(subscriber), count))
 }
 
 /// Writes every line from `rx` to `out` until the sender is gone,
 /// flushing whenever nothing more is queued.
-fn write_lines(out: &mut impl Write, rx: &Receiver<Arc<str>>) -> std::io::Result<()> {
+fn write_lines(
+    out: &mut impl Write,
+    rx: &Receiver<Arc<str>>,
+    unwritten: &AtomicUsize,
+) -> std::io::Result<()> {
     while let Ok(line) = rx.recv() {
         writeln!(out, "{line}")?;
+        let mut written = 1;
         // Send what is queued in one go, then flush.
         for line in rx.try_iter() {
             writeln!(out, "{line}")?;
+            written += 1;
         }
         out.flush()?;
+        unwritten.fetch_sub(written, Ordering::SeqCst);
     }
     Ok(())
 }
@@ -228,7 +304,7 @@ fn write_lines(out: &mut impl Write, rx: &Receiver<Arc<str>>) -> std::io::Result
 #[derive(Debug, Default)]
 struct HubState {
     status: Option<Status>,
-    clients: Vec<SyncSender<Arc<str>>>,
+    clients: Vec<Outlet>,
 }
 
 /// The socket clients and the status they start from.
@@ -290,7 +366,7 @@ impl Hub {
     /// A new client: the status now, then every step, with nothing lost
     /// or repeated in between (both happen under the hub's lock).
     fn add(&self, stream: UnixStream) {
-        let (tx, rx) = mpsc::sync_channel(CLIENT_BACKLOG);
+        let (tx, rx, unwritten) = Outlet::new();
         let mut state = self.lock();
         let status = state.status.get_or_insert_with(Status::new).clone();
         let first = super::status_json(&status);
@@ -299,7 +375,10 @@ impl Hub {
         }
         let spawned = std::thread::Builder::new()
             .name("events-client".into())
-            .spawn(move || serve_client(stream, &rx, CLIENT_WRITE_TIMEOUT));
+            .spawn(move || {
+                serve_client(stream, &rx, &unwritten, CLIENT_WRITE_TIMEOUT);
+                unwritten.store(0, Ordering::SeqCst);
+            });
         match spawned {
             Ok(_) => state.clients.push(tx),
             Err(e) => debug!("cannot start a thread for an events client: {e}"),
@@ -307,14 +386,19 @@ impl Hub {
     }
 }
 
-fn serve_client(stream: UnixStream, rx: &Receiver<Arc<str>>, timeout: Duration) {
+fn serve_client(
+    stream: UnixStream,
+    rx: &Receiver<Arc<str>>,
+    unwritten: &AtomicUsize,
+    timeout: Duration,
+) {
     // A client that reads nothing would keep this thread blocked forever.
     if let Err(e) = stream.set_write_timeout(Some(timeout)) {
         debug!("events client: cannot set a write timeout: {e}");
         return;
     }
     let mut out = std::io::BufWriter::new(stream);
-    if let Err(e) = write_lines(&mut out, rx) {
+    if let Err(e) = write_lines(&mut out, rx, unwritten) {
         debug!("events client disconnected: {e}");
     }
 }
@@ -365,6 +449,38 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert_eq!(lines[1]["code"], 1);
+    }
+
+    /// A reader slower than devsup's exit: dropping `Events` (devsup
+    /// returning from its loop) waits for the queued last steps to be
+    /// written, so the stream ends with `stopped`.
+    #[test]
+    fn the_last_steps_are_written_before_devsup_exits() {
+        struct Slow(Arc<Mutex<Vec<u8>>>);
+        impl Write for Slow {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                std::thread::sleep(Duration::from_millis(50));
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let reporter = Reporter::default();
+        let (write, unwritten) = writer(Slow(written.clone()), "slow".into()).unwrap();
+        reporter.subscribe(write);
+        let events = Events {
+            sockets: Vec::new(),
+            dirs: Vec::new(),
+            writers: vec![unwritten],
+            hub: Hub::default(),
+        };
+        reporter.step(Step::Stopped { code: 0 });
+        drop(events);
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("\"stopped\""), "{text:?}");
     }
 
     #[test]
@@ -419,7 +535,11 @@ mod tests {
     fn a_reader_that_does_not_read_never_blocks_the_reporter() {
         let (read, write) = crate::platform::fds::pipe().unwrap();
         let reporter = Reporter::default();
-        reporter.subscribe(writer(std::fs::File::from(write), "a pipe".into()).unwrap());
+        reporter.subscribe(
+            writer(std::fs::File::from(write), "a pipe".into())
+                .unwrap()
+                .0,
+        );
         // Far more than the pipe holds plus the backlog.
         let steps = 4 * CLIENT_BACKLOG;
         let stepping = reporter.clone();
@@ -452,7 +572,7 @@ mod tests {
             tx.send(line.clone()).unwrap();
         }
         returns_promptly("serve_client", move || {
-            serve_client(ours, &rx, Duration::from_millis(100));
+            serve_client(ours, &rx, &AtomicUsize::new(0), Duration::from_millis(100));
         });
         drop((tx, theirs));
     }
