@@ -560,7 +560,7 @@ pub fn row(result: &RunResult) -> String {
         None => "n/a".into(),
     };
     format!(
-        "{:<40} {:<10} {:>9} {:>7} {:>19} {:<9} {:>19} {:>6}  {}",
+        "{:<40} {:<10} {:>9} {:>7} {:>19} {:<15} {:>19} {:>6}  {}",
         result.label(),
         result.report.mode.to_string(),
         result.report.total(),
@@ -576,7 +576,7 @@ pub fn row(result: &RunResult) -> String {
 /// The header of [`row`].
 pub fn header() -> String {
     format!(
-        "{:<40} {:<10} {:>9} {:>7} {:>19} {:<9} {:>19} {:>6}  failures",
+        "{:<40} {:<10} {:>9} {:>7} {:>19} {:<15} {:>19} {:>6}  failures",
         "server",
         "mode",
         "requests",
