@@ -354,8 +354,18 @@ pub fn run(config: &RunConfig, bins: &Bins) -> RunResult {
         .echo(config.verbose)
         .spawn();
     let addr = devsup.addr();
-    // Whichever rule counts generation 1 ready, what the load needs is that
-    // it answers.
+    // Generation 1 counted ready (by whichever rule) and answering before
+    // the load starts, as a server a user starts and then uses. (Under
+    // load, a single-threaded server is rarely caught waiting in `poll`.)
+    let ready = harness::wait_until(TIMEOUT, || {
+        devsup.count_matching(|l: &str| is_ready_line(l, 1)) > 0
+    });
+    assert!(
+        ready,
+        "{}: generation 1 was never counted ready; log:\n{}",
+        config.server,
+        devsup.log_text()
+    );
     let answered = harness::wait_until(TIMEOUT, || {
         crate::http::get(addr, "/").is_ok_and(|r| r.generation() == Some(1))
     });
