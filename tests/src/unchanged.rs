@@ -1,8 +1,10 @@
 //! Third-party servers as people write them (tests/fixtures/servers),
 //! run under devsup with reloads under load, and what each reload cost:
 //! failed requests, how long each generation took to be counted ready (and
-//! by which rule), how long each drain took, and which drains devsup had to
-//! end with SIGKILL.
+//! by which rule: the server's READY=1, devsup seeing it wait on the passed
+//! socket, or the uptime timer devsup falls back to where `/proc` cannot
+//! tell), how long each drain took, which drains devsup had to end with
+//! SIGKILL, and which ones it saw caught in the blocking-socket trap.
 //!
 //! Shared by `tests/tests/it/unchanged.rs` (bounded runs, assertions) and
 //! `devsup-bench --only unchanged` (the README's load, a table).
@@ -243,7 +245,8 @@ pub struct RunConfig {
     /// generation to be counted ready, or [`TIMEOUT`], before it is sent).
     pub interval: Duration,
     /// After the load has stopped, one more reload: the generation it
-    /// drains sees no new connection during its drain.
+    /// drains has served a request (if the load stopped before it got one,
+    /// a single GET first) and sees no new connection during its drain.
     pub idle_reload: bool,
     /// More devsup options (e.g. `--drain-timeout 3s`).
     pub devsup_args: Vec<String>,
@@ -260,23 +263,52 @@ pub struct RunResult {
     pub report: LoadReport,
     /// Reloads sent.
     pub reloads: u32,
-    /// Per generation after the first: how long from spawn to ready, and
-    /// the rule (`READY=1` or `timer`).
+    /// Per generation counted ready (the first one too): how long from
+    /// spawn to ready, and the rule ([`READY`], [`LISTENING`] or [`TIMER`]).
     pub ready: Vec<(u64, Duration, &'static str)>,
     /// Per drained generation: drain signal to exit.
     pub drains: Vec<(u64, Duration)>,
     /// Drained generations devsup had to SIGKILL at the drain timeout.
     pub killed: Vec<u64>,
+    /// Drained generations devsup saw in the blocking-socket trap (an
+    /// event loop blocked in `accept` on a passed socket), with its
+    /// warning, which names the fix.
+    pub trapped: Vec<(u64, String)>,
     /// Generations that failed before ready (exited while starting).
     pub failed_to_start: usize,
     /// devsup's log, for assertion messages.
     pub log: Vec<String>,
+    /// The server ran with `devsup --nonblocking`.
+    pub nonblocking: bool,
 }
 
+/// The rule of a `gen=N ready in X` line: the server sent READY=1.
+pub const READY: &str = "READY=1";
+/// The rule of a `gen=N ready in X (listening: ...)` line: devsup saw one of
+/// the generation's processes wait on a passed socket.
+pub const LISTENING: &str = "listening";
+/// The rule of a `gen=N counted ready: up for X` line: the uptime timer.
+pub const TIMER: &str = "timer";
+
 impl RunResult {
-    /// Median and maximum ready time.
+    /// The server's name, and `--nonblocking` if it ran with it.
+    pub fn label(&self) -> String {
+        if self.nonblocking {
+            format!("{} --nonblocking", self.server.name())
+        } else {
+            self.server.name().to_owned()
+        }
+    }
+
+    /// The generations the reloads started (the first one, started cold
+    /// before any load, is left out of the figures).
+    pub fn reloaded(&self) -> impl Iterator<Item = &(u64, Duration, &'static str)> {
+        self.ready.iter().filter(|r| r.0 >= 2)
+    }
+
+    /// Median and maximum ready time over the reloads.
     pub fn ready_median_max(&self) -> Option<(Duration, Duration)> {
-        let samples: Vec<Duration> = self.ready.iter().map(|r| r.1).collect();
+        let samples: Vec<Duration> = self.reloaded().map(|r| r.1).collect();
         devlog::median_max(&samples)
     }
 
@@ -286,10 +318,10 @@ impl RunResult {
         devlog::median_max(&samples)
     }
 
-    /// The rules that made generations ready, e.g. `READY=1` or
-    /// `timer`/`READY=1` when mixed.
+    /// The rules that made the reloads' generations ready, e.g. `READY=1`,
+    /// or `READY=1/listening` when mixed.
     pub fn ready_rules(&self) -> String {
-        let mut rules: Vec<&str> = self.ready.iter().map(|r| r.2).collect();
+        let mut rules: Vec<&str> = self.reloaded().map(|r| r.2).collect();
         rules.sort_unstable();
         rules.dedup();
         if rules.is_empty() {
@@ -312,6 +344,7 @@ pub fn is_ready_line(line: &str, generation: u64) -> bool {
 pub fn run(config: &RunConfig, bins: &Bins) -> RunResult {
     let dir = tempfile::tempdir().expect("temporary directory");
     let (program, args, needs) = config.server.command(bins);
+    let nonblocking = config.devsup_args.iter().any(|a| a == "--nonblocking");
     let devsup = Devsup::builder(dir.path())
         .arg("--no-watch")
         .args(needs)
@@ -321,8 +354,18 @@ pub fn run(config: &RunConfig, bins: &Bins) -> RunResult {
         .echo(config.verbose)
         .spawn();
     let addr = devsup.addr();
-    // Generation 1 of a server that never says READY is never "ready" in
-    // the log: wait until it answers.
+    // Generation 1 counted ready (by whichever rule) and answering before
+    // the load starts, as a server a user starts and then uses. (Under
+    // load, a single-threaded server is rarely caught waiting in `poll`.)
+    let ready = harness::wait_until(TIMEOUT, || {
+        devsup.count_matching(|l: &str| is_ready_line(l, 1)) > 0
+    });
+    assert!(
+        ready,
+        "{}: generation 1 was never counted ready; log:\n{}",
+        config.server,
+        devsup.log_text()
+    );
     let answered = harness::wait_until(TIMEOUT, || {
         crate::http::get(addr, "/").is_ok_and(|r| r.generation() == Some(1))
     });
@@ -332,6 +375,26 @@ pub fn run(config: &RunConfig, bins: &Bins) -> RunResult {
         config.server,
         devsup.log_text()
     );
+    if config.server.sends_ready() {
+        // devsup may count generation 1 ready by the kernel rule before its
+        // READY=1 arrives; once it has arrived, handoffs wait for READY=1.
+        // Wait for it, so that every reload is counted by the same rule.
+        let said_ready = harness::wait_until(TIMEOUT, || {
+            devsup.count_matching(|l: &str| {
+                devlog::subject(l).is_some_and(|(g, rest)| {
+                    g == 1
+                        && (rest.starts_with("sent READY=1")
+                            || (rest.starts_with("ready in ") && !rest.contains("(listening: ")))
+                })
+            }) > 0
+        });
+        assert!(
+            said_ready,
+            "{}: generation 1 never sent READY=1; log:\n{}",
+            config.server,
+            devsup.log_text()
+        );
+    }
 
     let run = load::start(LoadConfig {
         conns: config.conns,
@@ -354,6 +417,22 @@ pub fn run(config: &RunConfig, bins: &Bins) -> RunResult {
     let report = run.finish();
     let mut reloads = config.reloads;
     if config.idle_reload {
+        // A server caught in the blocking-socket trap only blocks in
+        // `accept` once it has accepted a connection: make sure the
+        // generation this reload drains has. (A draining generation blocked
+        // in `accept` may take the request instead, and exit: ask again.)
+        let newest = u64::from(reloads) + 1;
+        if !report.generations.contains_key(&newest) {
+            let served = harness::wait_until(TIMEOUT, || {
+                crate::http::get(addr, "/").is_ok_and(|r| r.generation() == Some(newest))
+            });
+            assert!(
+                served,
+                "{}: gen={newest} never answered; log:\n{}",
+                config.server,
+                devsup.log_text()
+            );
+        }
         reloads += 1;
         reload_and_wait(&devsup, u64::from(reloads) + 1);
     }
@@ -372,7 +451,9 @@ pub fn run(config: &RunConfig, bins: &Bins) -> RunResult {
     }
     let log = devsup.lines();
     devsup.terminate(TIMEOUT);
-    figures(config.server, reloads, last, log, report)
+    let mut result = figures(config.server, reloads, last, log, report);
+    result.nonblocking = nonblocking;
+    result
 }
 
 /// SIGHUP, then wait until `generation` is counted ready or failed (or
@@ -394,42 +475,13 @@ fn figures(
     log: Vec<String>,
     report: LoadReport,
 ) -> RunResult {
-    let mut ready = Vec::new();
-    let mut drains = Vec::new();
-    let mut killed = Vec::new();
-    let mut failed_to_start = 0;
-    for line in &log {
-        let Some((generation, rest)) = devlog::subject(line) else {
-            continue;
-        };
-        let after = |marker: &str| {
-            rest.strip_prefix(marker)
-                .and_then(|r| r.split_whitespace().next())
-                .and_then(devlog::parse_duration)
-        };
-        if generation >= 2 {
-            if let Some(took) = after("ready in ") {
-                ready.push((generation, took, "READY=1"));
-            } else if let Some(took) = after("counted ready: up for ") {
-                ready.push((generation, took, "timer"));
-            }
-        }
-        if rest.starts_with("failed before ready") {
-            failed_to_start += 1;
-        }
-        if generation < last && rest.starts_with("still running") && rest.contains("SIGKILL") {
-            killed.push(generation);
-        }
-        if generation < last && rest.starts_with("exited") {
-            let took = rest
-                .rfind(" after ")
-                .and_then(|at| rest[at + " after ".len()..].split_whitespace().next())
-                .and_then(devlog::parse_duration);
-            if let Some(took) = took {
-                drains.push((generation, took));
-            }
-        }
-    }
+    let LogFigures {
+        ready,
+        drains,
+        killed,
+        trapped,
+        failed_to_start,
+    } = LogFigures::parse(&log, last);
     RunResult {
         server,
         report,
@@ -437,8 +489,76 @@ fn figures(
         ready,
         drains,
         killed,
+        trapped,
         failed_to_start,
         log,
+        nonblocking: false,
+    }
+}
+
+/// What [`RunResult`] takes from devsup's log.
+#[derive(Debug, Default, PartialEq)]
+struct LogFigures {
+    ready: Vec<(u64, Duration, &'static str)>,
+    drains: Vec<(u64, Duration)>,
+    killed: Vec<u64>,
+    trapped: Vec<(u64, String)>,
+    failed_to_start: usize,
+}
+
+impl LogFigures {
+    /// Reads `log`, in which `last` is the newest generation (the one not
+    /// drained).
+    fn parse(log: &[String], last: u64) -> LogFigures {
+        let mut figures = LogFigures::default();
+        for line in log {
+            figures.read(line, last);
+        }
+        figures
+    }
+
+    fn read(&mut self, line: &str, last: u64) {
+        let Some((generation, rest)) = devlog::subject(line) else {
+            return;
+        };
+        let after = |marker: &str| {
+            rest.strip_prefix(marker)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(devlog::parse_duration)
+        };
+        // `ready in 4ms` (READY=1), `ready in 4ms (listening: pid=P polls
+        // fd 3 with epoll)` (the kernel rule), `counted ready: up for 1000ms
+        // without exiting` (the timer).
+        if let Some(took) = after("ready in ") {
+            let rule = if rest.contains("(listening: ") {
+                LISTENING
+            } else {
+                READY
+            };
+            self.ready.push((generation, took, rule));
+        } else if let Some(took) = after("counted ready: up for ") {
+            self.ready.push((generation, took, TIMER));
+        }
+        if rest.starts_with("failed before ready") {
+            self.failed_to_start += 1;
+        }
+        if generation < last && rest.starts_with("still running") && rest.contains("SIGKILL") {
+            self.killed.push(generation);
+        }
+        // `draining for 1000ms, but pid=P is blocked in accept4 on fd 3
+        // ...` or `... is still blocked in accept4 ...`: the trap, named.
+        if rest.starts_with("draining for ") && rest.contains(" blocked in ") {
+            self.trapped.push((generation, line.to_owned()));
+        }
+        if generation < last && rest.starts_with("exited") {
+            let took = rest
+                .rfind(" after ")
+                .and_then(|at| rest[at + " after ".len()..].split_whitespace().next())
+                .and_then(devlog::parse_duration);
+            if let Some(took) = took {
+                self.drains.push((generation, took));
+            }
+        }
     }
 }
 
@@ -450,8 +570,8 @@ pub fn row(result: &RunResult) -> String {
         None => "n/a".into(),
     };
     format!(
-        "{:<26} {:<10} {:>9} {:>7} {:>19} {:<8} {:>19} {:>6}  {}",
-        result.server.name(),
+        "{:<40} {:<10} {:>9} {:>7} {:>19} {:<15} {:>19} {:>6}  {}",
+        result.label(),
         result.report.mode.to_string(),
         result.report.total(),
         result.report.failures(),
@@ -466,7 +586,7 @@ pub fn row(result: &RunResult) -> String {
 /// The header of [`row`].
 pub fn header() -> String {
     format!(
-        "{:<26} {:<10} {:>9} {:>7} {:>19} {:<8} {:>19} {:>6}  failures",
+        "{:<40} {:<10} {:>9} {:>7} {:>19} {:<15} {:>19} {:>6}  failures",
         "server",
         "mode",
         "requests",
@@ -487,5 +607,53 @@ pub fn fmt(d: Duration) -> String {
         ms if ms < 100.0 => format!("{ms:.1}ms"),
         ms if ms < 1000.0 => format!("{ms:.0}ms"),
         ms => format!("{:.2}s", ms / 1e3),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Each readiness rule as devsup words it, the trap warning, a SIGKILL
+    /// at the drain timeout, and the drains' exits.
+    #[test]
+    fn reads_the_rule_drains_kills_and_the_trap_from_the_log() {
+        let log: Vec<String> = [
+            "devsup gen=1 spawned pid=100 (cold start)",
+            "devsup gen=1 ready in 12ms (listening: pid=100 polls fd 3 with epoll)",
+            "devsup gen=2 spawned pid=200 after SIGHUP",
+            "devsup gen=2 ready in 3ms",
+            "devsup gen=1 draining (SIGTERM) 40us after gen=2 ready",
+            "devsup gen=1 exited with status 0 after 5ms",
+            "devsup gen=3 spawned pid=300 after SIGHUP",
+            "devsup gen=3 counted ready: up for 1000ms without exiting",
+            "devsup gen=2 draining (SIGTERM) 35us after gen=3 ready",
+            "devsup warning: gen=2 draining for 200ms, but pid=200 is blocked in accept4 on fd 3 \
+             (thread 201) inside an event loop: ... or run devsup with --nonblocking. Until then ...",
+            "devsup warning: gen=2 still running 3000ms after the drain signal: sending SIGKILL to its group",
+            "devsup gen=2 exited by SIGKILL after 3001ms",
+            "axum-listenfd gen=3 pid=300: ready in 1ms (listening: a server's own line)",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let figures = LogFigures::parse(&log, 3);
+        assert_eq!(
+            figures.ready,
+            [
+                (1, ms(12), LISTENING),
+                (2, ms(3), READY),
+                (3, ms(1000), TIMER)
+            ]
+        );
+        assert_eq!(figures.drains, [(1, ms(5)), (2, ms(3001))]);
+        assert_eq!(figures.killed, [2]);
+        assert_eq!(figures.trapped.len(), 1);
+        assert_eq!(figures.trapped[0].0, 2);
+        assert!(figures.trapped[0].1.contains("--nonblocking"));
+        assert_eq!(figures.failed_to_start, 0);
     }
 }

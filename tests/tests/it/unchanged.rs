@@ -1,50 +1,59 @@
 //! Third-party servers as people write them, and each one's opted-in
 //! form, under devsup with reloads under load (keep-alive and close
 //! clients): failed requests, how long each generation took to be counted
-//! ready, how long each drain took (see tests/fixtures/servers/README.md).
+//! ready and by which rule, how long each drain took (see
+//! tests/fixtures/servers/README.md). devsup runs with its default
+//! readiness rule (`--ready auto`) and a 3 s drain timeout.
 //!
-//! What is asserted is what holds today:
+//! What is asserted:
 //!
-//! - every opted-in form loses no request and drains by itself;
+//! - every opted-in form loses no request, every generation a reload
+//!   started is counted ready by its READY=1, and every old generation
+//!   drains by itself;
+//! - every generation of a server that never sends READY=1 (the first one
+//!   too) is counted ready by the kernel rule: devsup saw one of its
+//!   processes wait on the passed socket (`ready in X (listening: ...)`),
+//!   never by the uptime timer, and devsup never says the server does not
+//!   report readiness;
 //! - the axum server that gives tokio the passed socket in blocking mode
-//!   and shuts down gracefully on SIGTERM hangs in its drain until devsup
-//!   kills it: the blocking-socket trap.
+//!   and shuts down gracefully on SIGTERM (the blocking-socket trap) hangs
+//!   in the drain that gets no new connection until devsup kills it, and
+//!   devsup's log names the trap and its fix; with `devsup --nonblocking`
+//!   the same unchanged server drains by itself, every time;
+//! - the same server's dev build, which panics on the blocking socket,
+//!   serves and reloads with `--nonblocking`.
 //!
-//! The unchanged servers' failures are printed, not asserted: they are the
-//! servers' own drains (hyper's and uvicorn's graceful shutdowns close idle
-//! keep-alive connections at once), which devsup cannot change from
-//! outside.
-//!
-//! Servers that do not send READY=1 run with `--ready-after 1s`, which is
-//! what devsup's readiness fallback does today (it only kicks in after the
-//! first generation has been up a second, which a test cannot wait for
-//! without a sleep). FLIPS when the supervisor knows kernel readiness
-//! (issue 10, supervisor/src/readiness.rs): drop `--ready-after`, and assert
-//! every generation of these servers is counted ready by the kernel rule
-//! within 50 ms of polling the socket.
+//! The unchanged servers' failed requests are printed, not asserted: they
+//! are the servers' own drains (hyper's and uvicorn's graceful shutdowns
+//! close idle keep-alive connections at once), which devsup cannot change
+//! from outside. How soon after polling a server is counted ready (within
+//! 50 ms) is asserted in readiness.rs, which can see when it polls.
 
 use devsup_tests::unchanged;
 
 use std::time::Duration;
 
+use devsup_tests::harness::{self, Devsup, TIMEOUT, event, stop_cleanly, temp_dir};
+use devsup_tests::http;
 use devsup_tests::load::Mode;
-use unchanged::{Bins, RunConfig, RunResult, Server};
+use unchanged::{Bins, LISTENING, READY, RunConfig, RunResult, Server};
 
 /// Reloads per run: enough handoffs to see a race, few enough for CI.
 const RELOADS: u32 = 4;
 /// Short, so that the trap costs seconds, not the default 10 s per reload.
-const DRAIN_TIMEOUT: &str = "3s";
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
-fn run(server: Server, mode: Mode, idle_reload: bool) -> Option<RunResult> {
+fn run(server: Server, mode: Mode, idle_reload: bool, extra: &[&str]) -> Option<RunResult> {
     let bins = Bins::get();
     if !bins.has(server) {
         eprintln!("!!! SKIPPED {server} ({mode}): its tools could not be installed (see above)");
         return None;
     }
-    let mut devsup_args = vec!["--drain-timeout".to_owned(), DRAIN_TIMEOUT.to_owned()];
-    if !server.sends_ready() {
-        devsup_args.extend(["--ready-after".to_owned(), "1s".to_owned()]);
-    }
+    let mut devsup_args = vec![
+        "--drain-timeout".to_owned(),
+        format!("{}s", DRAIN_TIMEOUT.as_secs()),
+    ];
+    devsup_args.extend(extra.iter().map(|a| (*a).to_owned()));
     let result = unchanged::run(
         &RunConfig {
             server,
@@ -63,11 +72,12 @@ fn run(server: Server, mode: Mode, idle_reload: bool) -> Option<RunResult> {
     Some(result)
 }
 
-/// An opted-in server: no failed request, every generation counted ready by
-/// its READY=1, every old generation exits by itself.
+/// An opted-in server: no failed request, every generation a reload
+/// started counted ready by its READY=1, every old generation exits by
+/// itself.
 fn opted_in_loses_nothing(server: Server) {
     for mode in [Mode::KeepAlive, Mode::Close] {
-        let Some(result) = run(server, mode, false) else {
+        let Some(result) = run(server, mode, false, &[]) else {
             return;
         };
         let log = result.log.join("\n");
@@ -78,15 +88,11 @@ fn opted_in_loses_nothing(server: Server) {
             result.report
         );
         assert!(result.report.generations.len() >= 2, "{}", result.report);
-        assert_eq!(
-            result.ready.len(),
-            RELOADS as usize,
-            "{server} {mode}:\n{log}"
-        );
+        let reloaded: Vec<_> = result.reloaded().collect();
+        assert_eq!(reloaded.len(), RELOADS as usize, "{server} {mode}:\n{log}");
         assert!(
-            result.ready.iter().all(|r| r.2 == "READY=1"),
-            "{server} {mode}: {:?}",
-            result.ready
+            reloaded.iter().all(|r| r.2 == READY),
+            "{server} {mode}: {reloaded:?}"
         );
         assert_eq!(result.killed, [] as [u64; 0], "{server} {mode}:\n{log}");
         assert_eq!(
@@ -97,23 +103,48 @@ fn opted_in_loses_nothing(server: Server) {
     }
 }
 
-/// An unchanged server: the figures only (see the module docs), and that
-/// devsup went through every reload.
-fn unchanged_figures(server: Server, idle_reload: bool) -> Vec<RunResult> {
+/// A server that never sends READY=1, run with `extra` devsup options:
+/// every generation, the first one too, counted ready by the kernel rule.
+/// The failed requests are printed only (see the module docs).
+fn unchanged_figures(server: Server, idle_reload: bool, extra: &[&str]) -> Vec<RunResult> {
     let mut results = Vec::new();
     for mode in [Mode::KeepAlive, Mode::Close] {
-        let Some(result) = run(server, mode, idle_reload) else {
+        let Some(result) = run(server, mode, idle_reload, extra) else {
             return results;
         };
+        let log = result.log.join("\n");
+        let generations: Vec<u64> = result.ready.iter().map(|r| r.0).collect();
+        let all: Vec<u64> = (1..=u64::from(result.reloads) + 1).collect();
         assert_eq!(
-            result.ready.len(),
-            result.reloads as usize,
-            "{server} {mode}: every reload made a generation ready:\n{}",
-            result.log.join("\n")
+            generations, all,
+            "{server} {mode}: every generation was counted ready once:\n{log}"
+        );
+        assert!(
+            result.ready.iter().all(|r| r.2 == LISTENING),
+            "{server} {mode}: every generation counted ready by the kernel rule: {:?}\n{log}",
+            result.ready
+        );
+        assert!(
+            !log.contains("does not report readiness"),
+            "{server} {mode}: devsup fell back to a timer:\n{log}"
         );
         results.push(result);
     }
     results
+}
+
+/// No drain reached the drain timeout, and devsup saw no generation in the
+/// blocking-socket trap.
+fn drains_by_itself(result: &RunResult) {
+    let log = result.log.join("\n");
+    assert_eq!(result.killed, [] as [u64; 0], "{log}");
+    assert_eq!(result.drains.len(), result.reloads as usize, "{log}");
+    assert!(
+        result.drains.iter().all(|d| d.1 < DRAIN_TIMEOUT),
+        "{:?}",
+        result.drains
+    );
+    assert_eq!(result.trapped, [] as [(u64, String); 0], "{log}");
 }
 
 #[test]
@@ -137,52 +168,41 @@ fn stdlib_example_loses_nothing() {
 }
 
 #[test]
-fn axum_listenfd_figures() {
-    unchanged_figures(Server::AxumListenfd, false);
+fn axum_listenfd_is_counted_ready_by_the_kernel() {
+    unchanged_figures(Server::AxumListenfd, false, &[]);
 }
 
-/// The same graceful axum server with the socket made non-blocking (axum's
-/// current example): the trap is gone, every drain ends by itself, even the
-/// idle one. (Its failed requests are hyper's drain closing idle keep-alive
-/// connections at once, printed, not asserted.)
+/// The graceful axum server with the socket made non-blocking by the
+/// server itself (axum's current example): no trap, every drain ends by
+/// itself, even the idle one. (Its failed requests are hyper's drain
+/// closing idle keep-alive connections at once, printed, not asserted.)
 #[test]
 fn axum_graceful_with_a_nonblocking_socket_drains_by_itself() {
-    for result in unchanged_figures(Server::AxumNonblockingGraceful, true) {
-        let log = result.log.join("\n");
-        assert_eq!(result.killed, [] as [u64; 0], "{log}");
-        assert_eq!(result.drains.len(), result.reloads as usize, "{log}");
-        assert!(
-            result.drains.iter().all(|d| d.1 < Duration::from_secs(3)),
-            "{:?}",
-            result.drains
-        );
+    for result in unchanged_figures(Server::AxumNonblockingGraceful, true, &[]) {
+        drains_by_itself(&result);
     }
 }
 
 #[test]
-fn uvicorn_unchanged_figures() {
-    unchanged_figures(Server::Uvicorn, false);
+fn uvicorn_is_counted_ready_by_the_kernel() {
+    unchanged_figures(Server::Uvicorn, false, &[]);
 }
 
 #[test]
-fn stdlib_unchanged_figures() {
-    unchanged_figures(Server::Stdlib, false);
+fn stdlib_is_counted_ready_by_the_kernel() {
+    unchanged_figures(Server::Stdlib, false, &[]);
 }
 
-/// The blocking-socket trap: the graceful axum server's accept loop sits in
-/// a blocking accept4 on fd 3, so after SIGTERM its graceful shutdown waits
-/// for one more connection. Under load one soon comes; so after the load a
-/// last reload drains a generation that gets none, and it is killed at the
-/// drain timeout.
-///
-/// FLIPS with a `--nonblocking` devsup option (issue 10): with it, no drain
-/// reaches the timeout (`killed` is empty and every drain is well under
-/// DRAIN_TIMEOUT). Until devsup reports it, the log says nothing about why;
-/// then assert the line naming the trap (readiness.rs's
-/// `event_loop_blocked_in_accept`).
+/// The blocking-socket trap: once it has served a connection, the graceful
+/// axum server's accept loop sits in a blocking accept4 on fd 3, so after
+/// SIGTERM its graceful shutdown waits for one more connection. Under load
+/// one soon comes; so after the load a last reload drains a generation that
+/// gets none: devsup names the trap and its fix while it drains, then kills
+/// it at the drain timeout. (A generation drained just as the load stopped
+/// may hang the same way: every generation killed had its trap named.)
 #[test]
-fn axum_graceful_with_a_blocking_socket_hangs_until_the_drain_timeout() {
-    for result in unchanged_figures(Server::AxumListenfdGraceful, true) {
+fn axum_graceful_with_a_blocking_socket_hangs_and_devsup_names_the_fix() {
+    for result in unchanged_figures(Server::AxumListenfdGraceful, true, &[]) {
         let mode = result.report.mode;
         let log = result.log.join("\n");
         // The generation the idle reload drained.
@@ -198,37 +218,80 @@ fn axum_graceful_with_a_blocking_socket_hangs_until_the_drain_timeout() {
             .find(|d| d.0 == last_drained)
             .copied()
             .unwrap_or_else(|| panic!("{mode}: gen={last_drained} exited\n{log}"));
-        assert!(took >= Duration::from_secs(3), "{mode}: {took:?}\n{log}");
+        assert!(took >= DRAIN_TIMEOUT, "{mode}: {took:?}\n{log}");
+        for killed in &result.killed {
+            let (_, why) = result
+                .trapped
+                .iter()
+                .find(|t| t.0 == *killed)
+                .unwrap_or_else(|| panic!("{mode}: gen={killed}'s trap is named\n{log}"));
+            for words in [
+                "blocked in accept4 on fd 3",
+                "set_nonblocking(true) before tokio's from_std",
+                "--nonblocking",
+            ] {
+                assert!(why.contains(words), "{mode}: {words:?} missing from: {why}");
+            }
+        }
+    }
+}
+
+/// The same unchanged server with `devsup --nonblocking`: no drain hangs,
+/// not even the idle one, and devsup sees no trap.
+#[test]
+fn axum_graceful_with_a_blocking_socket_drains_by_itself_with_nonblocking() {
+    for result in unchanged_figures(Server::AxumListenfdGraceful, true, &["--nonblocking"]) {
+        drains_by_itself(&result);
     }
 }
 
 /// The same unchanged axum server in a dev build (`devsup -- cargo run`):
-/// since tokio 1.44 `from_std` panics on the blocking socket in debug
-/// builds, so every generation dies at start and devsup restarts it with
-/// back-off; it never serves.
-///
-/// FLIPS with a `--nonblocking` devsup option (issue 10): with it the dev
-/// build serves.
+/// since tokio 1.44 `from_std` panics on a blocking socket in debug builds,
+/// so without `--nonblocking` every generation dies at start; with it, the
+/// dev build serves and reloads, each generation counted ready by the
+/// kernel rule.
 #[test]
-fn axum_listenfd_dev_build_panics_on_the_blocking_socket() {
-    if devsup_tests::harness::binaries().release {
-        // A release build has no such check: the trap test covers it.
-        eprintln!("!!! SKIPPED the dev-build panic check: this is a release build");
-        return;
+fn axum_listenfd_dev_build_serves_with_nonblocking() {
+    let bins = harness::build_packages(&["devsup-fixture-servers"]);
+    let server = bins.join("axum-listenfd");
+
+    if harness::binaries().release {
+        // A release build has no such check: the trap tests cover it.
+        eprintln!("!!! SKIPPED the dev-build panic without --nonblocking: this is a release build");
+    } else {
+        let dir = temp_dir();
+        let devsup = Devsup::builder(dir.path())
+            .arg("--no-watch")
+            .server(&server)
+            .spawn();
+        let exited = devsup.wait_event(1, "exited", TIMEOUT);
+        assert!(exited.contains("status 101"), "{exited}");
+        devsup.wait_for_line(
+            "Registering a blocking socket with the tokio runtime is unsupported",
+            TIMEOUT,
+        );
+        devsup.terminate(TIMEOUT);
     }
-    let bins = devsup_tests::harness::build_packages(&["devsup-fixture-servers"]);
-    let dir = tempfile::tempdir().unwrap();
-    let devsup = devsup_tests::harness::Devsup::builder(dir.path())
-        .arg("--no-watch")
-        .server(bins.join("axum-listenfd"))
+
+    let dir = temp_dir();
+    let devsup = Devsup::builder(dir.path())
+        .args(["--no-watch", "--nonblocking"])
+        .server(&server)
         .spawn();
-    let exited = devsup.wait_event(1, "exited", devsup_tests::harness::TIMEOUT);
-    assert!(exited.contains("status 101"), "{exited}");
-    devsup.wait_for_line(
-        "Registering a blocking socket with the tokio runtime is unsupported",
-        devsup_tests::harness::TIMEOUT,
+    let ready = devsup.wait_event(1, "ready", TIMEOUT);
+    assert!(ready.contains("(listening: pid="), "{ready}");
+    assert_eq!(http::get(devsup.addr(), "/").unwrap().generation(), Some(1));
+    devsup.reload();
+    let ready = devsup.wait_event(2, "ready", TIMEOUT);
+    assert!(ready.contains("(listening: pid="), "{ready}");
+    devsup.wait_event(1, "exited", TIMEOUT);
+    assert_eq!(http::get(devsup.addr(), "/").unwrap().generation(), Some(2));
+    assert_eq!(
+        devsup.count_lines("Registering a blocking socket"),
+        0,
+        "{}",
+        devsup.log_text()
     );
-    // devsup restarts it, and it dies the same way.
-    devsup.wait_event(2, "exited", devsup_tests::harness::TIMEOUT);
-    devsup.terminate(devsup_tests::harness::TIMEOUT);
+    assert_eq!(devsup.count_matching(event(1, "still running")), 0);
+    stop_cleanly(&devsup);
 }

@@ -5,10 +5,15 @@
 //! reload drains a generation that sees no new connection (that is where
 //! a server stuck in a blocking accept shows: killed at the drain timeout).
 //!
-//! Per server and mode: requests, failed, how long each generation took to
-//! be counted ready and by which rule (`READY=1`, or the 1 s `timer` devsup
-//! falls back to for servers that never say READY), how long each drain
-//! took, and how many drains devsup had to end with SIGKILL.
+//! The blocking-socket axum server runs a second time with
+//! `devsup --nonblocking`, the way out of its trap without a code change.
+//!
+//! Per server and mode: requests, failed, how long each generation a reload
+//! started took to be counted ready and by which rule (`READY=1`;
+//! `listening`, devsup seeing one of its processes wait on the passed
+//! socket, for servers that never say READY; `timer`, the 1 s of uptime
+//! devsup falls back to only where `/proc` cannot tell), how long each
+//! drain took, and how many drains devsup had to end with SIGKILL.
 
 use devsup_tests::unchanged as runner;
 
@@ -31,34 +36,41 @@ pub fn run(conns: usize, reloads: u32, interval: Duration, modes: &[Mode], verbo
             eprintln!("devsup-bench: unchanged: !!! {server} skipped: no Python venv");
             continue;
         }
-        for &mode in modes {
-            eprintln!("devsup-bench: unchanged: {server}, {mode}");
-            let result = runner::run(
-                &RunConfig {
-                    server,
-                    mode,
-                    conns,
-                    reloads,
-                    interval,
-                    idle_reload: true,
-                    devsup_args: Vec::new(),
-                    verbose,
-                },
-                bins,
-            );
-            let row = runner::row(&result);
-            eprintln!("{row}");
-            rows.push((server.opted_in(), row));
+        let mut variants = vec![Vec::new()];
+        if server == Server::AxumListenfdGraceful {
+            variants.push(vec!["--nonblocking".to_owned()]);
+        }
+        for devsup_args in variants {
+            for &mode in modes {
+                eprintln!("devsup-bench: unchanged: {server} {devsup_args:?}, {mode}");
+                let result = runner::run(
+                    &RunConfig {
+                        server,
+                        mode,
+                        conns,
+                        reloads,
+                        interval,
+                        idle_reload: true,
+                        devsup_args: devsup_args.clone(),
+                        verbose,
+                    },
+                    bins,
+                );
+                let row = runner::row(&result);
+                eprintln!("{row}");
+                rows.push(row);
+            }
         }
     }
     println!();
     println!("{}", runner::header());
-    for (_, row) in &rows {
+    for row in &rows {
         println!("{row}");
     }
     println!(
-        "(ready: spawn to counted ready, median / max over the reloads; drain: drain signal to exit; \
-         killed: drains ended by SIGKILL at the 10 s drain timeout; gunicorn needs no change and \
-         runs with --listen-pid)"
+        "(ready: spawn to counted ready, median / max over the reloads, and the rule that counted \
+         them: READY=1 sent by the server, listening = devsup saw it wait on the socket, timer = 1 s \
+         of uptime; drain: drain signal to exit; killed: drains ended by SIGKILL at the 10 s drain \
+         timeout; gunicorn needs no change and runs with --listen-pid)"
     );
 }
