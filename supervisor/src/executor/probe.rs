@@ -70,18 +70,7 @@ struct Watch {
     since: Instant,
     next: Instant,
     mode: Mode,
-    /// Probes so far (readiness): every [`CONNECTIONS_EVERY`]th one also
-    /// looks for accepted connections.
-    count: u32,
 }
-
-/// How often (in probes) a starting generation is also checked for
-/// connections it accepted on a passed port: a single-threaded server
-/// under load is almost never caught waiting in `poll` or `accept` (it is
-/// busy with the connections it took), but holding one it accepted is as
-/// good a sign. Reading `/proc/PID/net/tcp` costs more than a probe (it
-/// lists every socket of the namespace), hence not every time.
-const CONNECTIONS_EVERY: u32 = 8;
 
 /// The generations being probed, and the sockets they were passed.
 #[derive(Debug)]
@@ -136,7 +125,6 @@ impl Probes {
                 since: now,
                 next: now,
                 mode: Mode::Readiness,
-                count: 0,
             },
         );
     }
@@ -174,7 +162,6 @@ impl Probes {
                 since: now,
                 next: now + DRAIN_PROBES[0],
                 mode: Mode::Draining { next_probe: 0 },
-                count: 0,
             },
         );
     }
@@ -228,17 +215,11 @@ impl Probes {
         let probe = readiness::probe(&pids, &sockets);
         match w.mode {
             Mode::Readiness => {
-                w.count += 1;
-                let accepted = (!probe.ready() && w.count % CONNECTIONS_EVERY == 0)
-                    .then(|| readiness::open_connections(&pids, &self.ports))
-                    .flatten()
-                    .filter(|&n| n > 0);
-                if probe.ready() || accepted.is_some() {
+                if probe.ready() {
                     self.watches.remove(&gen_id);
-                    let how = match (probe.waits.first(), accepted) {
-                        (Some(wait), _) => describe(wait, &sockets),
-                        (None, Some(n)) => format!("it holds {n} connection(s) it accepted"),
-                        (None, None) => probe.reason().unwrap_or_default(),
+                    let how = match probe.waits.first() {
+                        Some(wait) => describe(wait, &sockets),
+                        None => probe.reason().unwrap_or_default(),
                     };
                     queue.push_back(Event::Listening {
                         gen_id,
@@ -367,75 +348,6 @@ fn trap(probe: &Probe, draining_for: Duration) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A single-threaded server busy with the connections it took is
-    /// almost never seen in `poll` or `accept`: holding a connection it
-    /// accepted on the passed port counts too. The child here accepts one
-    /// connection and then sleeps, never waiting on the socket again.
-    #[test]
-    fn a_server_holding_an_accepted_connection_is_ready() {
-        use std::io::{BufRead, BufReader};
-        use std::os::fd::AsRawFd;
-        use std::os::unix::process::CommandExt;
-        use std::process::{Command, Stdio};
-
-        let listeners =
-            crate::sockets::bind_all(&["tcp::127.0.0.1:0".parse().unwrap()], 16).unwrap();
-        let Addr::Tcp(addr) = listeners[0].addr.clone() else {
-            unreachable!("a tcp spec")
-        };
-        let fd = listeners[0].fd().as_raw_fd();
-        let mut command = Command::new("python3");
-        command
-            .args([
-                "-c",
-                "import socket, time\ns = socket.socket(fileno=3)\nc, _ = s.accept()\nprint('accepted', flush=True)\ntime.sleep(60)\n",
-            ])
-            .stdout(Stdio::piped())
-            .process_group(0);
-        // SAFETY: only dup2/fcntl between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                // dup2 onto itself keeps close-on-exec: clear it instead.
-                if fd == 3 {
-                    libc::fcntl(fd, libc::F_SETFD, 0);
-                } else if libc::dup2(fd, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(e) => panic!("python3 is needed for this test: {e}"),
-        };
-        let _client = std::net::TcpStream::connect(addr).unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "accepted");
-
-        let mut probes = Probes::new(&listeners, true);
-        let pgid = child.id() as i32;
-        let start = Instant::now();
-        probes.spawned(1, pgid, start);
-        let mut queue = VecDeque::new();
-        // Sleeping in time.sleep, it waits on nothing: only the accepted
-        // connection can tell, at the CONNECTIONS_EVERY-th probe.
-        for i in 0..CONNECTIONS_EVERY {
-            assert!(queue.is_empty(), "ready before the connection check ({i})");
-            probes.run_due(probes.next_due().unwrap(), &mut queue);
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        match queue.pop_front() {
-            Some(Event::Listening { gen_id: 1, how, .. }) => {
-                assert!(how.contains("1 connection(s) it accepted"), "{how}")
-            }
-            other => panic!("not counted ready: {other:?}"),
-        }
-    }
 
     #[test]
     fn a_generation_counted_ready_by_the_timer_is_probed_no_more() {
