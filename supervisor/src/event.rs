@@ -1,11 +1,12 @@
-//! The values that flow through devsup: what sources send the loop
-//! ([`Input`], [`Event`]), what the state machine decides ([`Action`]), and
-//! the small types both carry ([`GenId`], [`Trigger`], [`Exit`]).
+//! The values that flow into devsup's loop: what sources send it
+//! ([`Input`], [`Event`]) and the small types they carry ([`GenId`],
+//! [`Trigger`], [`Exit`], [`StopCause`]).
 //!
 //! This module sits below everything else: the event sources, the state
-//! machine, the executor and the loop all import it, and it imports none of
-//! them (only [`crate::step`], the facts reported, which sits beside it). That is what keeps the sources from depending on the loop that
-//! consumes them.
+//! machine, the steps, the executor and the loop all import it, and it
+//! imports nothing from the crate. That is what keeps the sources from
+//! depending on the loop that consumes them. What the machine decides
+//! (`Action`) lives beside the machine, in `machine/action.rs`.
 
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -14,8 +15,7 @@ use std::time::Instant;
 
 use devsup_protocol::Message;
 use nix::sys::signal::Signal;
-
-use crate::step::Step;
+use serde::Serialize;
 
 /// A generation number: 1, 2, 3, …
 pub(crate) type GenId = u64;
@@ -93,11 +93,46 @@ impl fmt::Display for Exit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Exit::Code(code) => write!(f, "with status {code}"),
-            Exit::Signal(sig) => match Signal::try_from(sig) {
-                Ok(sig) => write!(f, "by {sig}"),
-                Err(_) => write!(f, "by signal {sig}"),
-            },
+            Exit::Signal(sig) => write!(f, "by {}", signal_name(sig)),
         }
+    }
+}
+
+/// A signal number's name (`SIGTERM`), or `signal N` for one nix does not
+/// know.
+pub(crate) fn signal_name(sig: i32) -> String {
+    match Signal::try_from(sig) {
+        Ok(sig) => sig.as_str().to_owned(),
+        Err(_) => format!("signal {sig}"),
+    }
+}
+
+/// What asked devsup to stop. On the wire (`shutdown`'s `cause`) and in
+/// the log, as it reads to people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) enum StopCause {
+    /// SIGINT (Ctrl-C).
+    #[serde(rename = "SIGINT")]
+    Sigint,
+    /// SIGTERM.
+    #[serde(rename = "SIGTERM")]
+    Sigterm,
+    /// `q` + Enter.
+    #[serde(rename = "q pressed")]
+    Key,
+    /// The terminal devsup reads keys from closed.
+    #[serde(rename = "the terminal closed")]
+    TerminalClosed,
+}
+
+impl fmt::Display for StopCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StopCause::Sigint => "SIGINT",
+            StopCause::Sigterm => "SIGTERM",
+            StopCause::Key => "q pressed",
+            StopCause::TerminalClosed => "the terminal closed",
+        })
     }
 }
 
@@ -146,57 +181,8 @@ pub(crate) enum Event {
     /// Send a signal to the active generation instead of reloading
     /// (`--signal-on`); `because` names the change, for the log.
     SignalActive { signal: Signal, because: String },
-    /// SIGINT, SIGTERM, `q` + Enter or the terminal closing; `because`
-    /// names it, for the log.
-    Shutdown { because: String },
+    /// SIGINT, SIGTERM, `q` + Enter or the terminal closing.
+    Shutdown { because: StopCause },
     /// A deadline from the state machine's `next_deadline` passed.
     Tick,
-}
-
-/// Something to do, decided by the state machine, carried out by the
-/// executor.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Action {
-    /// Start generation `gen_id`; the executor answers at once with
-    /// `Spawned` or `SpawnFailed`. `trigger_at` (when its trigger was seen)
-    /// is only for the log.
-    Spawn {
-        gen_id: GenId,
-        trigger_at: Option<Instant>,
-    },
-    /// Send `signal` to generation `gen_id`'s process group `pid` (and to
-    /// any group its `MAINPID=` moved to); `reason` chooses the log line.
-    Signal {
-        gen_id: GenId,
-        pid: i32,
-        signal: Signal,
-        reason: SignalReason,
-    },
-    /// Run build step `step` (0-based); answer with `BuildStarted` or
-    /// `BuildExited { exit: None }`.
-    StartBuild { step: usize },
-    /// Send `signal` to the running build's process group `pid`.
-    SignalBuild { pid: i32, signal: Signal },
-    /// Report this step to the subscribers (`--events`, `devsup status`,
-    /// systemd, `--livereload`): a fact the machine decided, beside the log
-    /// line it wrote for it.
-    Report(Step),
-    /// Exit devsup with this status.
-    Exit(u8),
-}
-
-/// Why a signal is sent, for its log line.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum SignalReason {
-    /// Handoff: `successor` said READY at `ready_at`; the log line gives the
-    /// time from that READY to this drain signal.
-    Handoff { successor: GenId, ready_at: Instant },
-    /// It did not become ready in time.
-    NotReady,
-    /// devsup is shutting down.
-    Shutdown,
-    /// The drain timeout passed (the signal is SIGKILL).
-    DrainTimeout,
-    /// `--signal-on`, with the change that matched.
-    Route(String),
 }

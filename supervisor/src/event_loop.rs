@@ -4,10 +4,10 @@
 //! sends an [`Input`] into one channel. The loop feeds each event into
 //! [`State::step`](crate::machine::State::step) and hands the actions it
 //! returns to the `Executor`, which carries them out and answers at once
-//! with the events they cause (`Spawned`, `BuildStarted`, …), and publishes
-//! the steps they report to the [`Reporter`]'s subscribers. Reaping and
-//! the fd store bypass the state machine: they are the executor's own
-//! bookkeeping.
+//! with the events they cause (`Spawned`, `BuildStarted`, …), and reports
+//! the steps to the log and the [`Reporter`]'s subscribers. Reaping, the fd
+//! store and `MAINPID=` bypass the state machine: the executor takes them
+//! off the channel ([`Executor::take`]) as its own bookkeeping.
 //!
 //! The loop runs on the main thread on purpose: `PR_SET_PDEATHSIG` fires
 //! when the *thread* that forked a child exits, so generations must be
@@ -23,7 +23,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Instant;
 
 use devsup_protocol as proto;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::config::Config;
 use crate::event::{Event, Input, Trigger};
@@ -38,6 +38,47 @@ use crate::step::Step;
 
 /// Runs devsup until it is told to stop; returns its exit status.
 pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
+    // `outputs` removes the event sockets when dropped: after the
+    // executor, whose last steps it lets reach their readers.
+    let (_outputs, rx, mut state, mut exec) = start(config)?;
+    let mut queue = VecDeque::from([Event::Reload {
+        trigger: Trigger::Startup,
+        at: Instant::now(),
+    }]);
+    loop {
+        if queue.is_empty() {
+            exec.run_probes(&mut queue);
+        }
+        let event = match queue.pop_front() {
+            Some(event) => event,
+            None => {
+                let due = (state.next_deadline(), exec.next_poll(), exec.next_probe());
+                // `None`: woken for a probe only.
+                let Some(input) = next_input(&rx, due.0, due.1, due.2) else {
+                    continue;
+                };
+                match exec.take(input, &mut queue) {
+                    Some(event) => event,
+                    None => continue,
+                }
+            }
+        };
+        #[cfg(debug_assertions)]
+        debug_panic(&event);
+        for action in state.step(event, Instant::now()) {
+            if let Some(code) = exec.execute(action, &mut queue) {
+                return Ok(code);
+            }
+        }
+    }
+}
+
+/// Sets devsup up: checks the command, takes or binds the sockets, forks
+/// the guard, starts the subscribers and the event sources. Returns the
+/// event outputs, the loop's channel, the state machine and the executor.
+fn start(
+    config: Config,
+) -> anyhow::Result<(report::events::Events, Receiver<Input>, State, Executor)> {
     // Say a missing command before binding anything. With a build step,
     // the build may be what creates it.
     if config.builds.is_empty() {
@@ -67,15 +108,13 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
         None => sockets::bind_all(&config.sockets, config.backlog)?,
     };
     for (i, l) in listeners.iter().enumerate() {
-        let fd = proto::FIRST_FD + i as i32;
         if let sockets::Addr::Unix(path) = &l.addr {
             guard.remove_on_death(path);
         }
-        info!("listening on {} (name={} fd={fd})", l.addr, l.name);
-        reporter.step(Step::Listening {
+        reporter.report(Step::Listening {
             name: l.name.clone(),
             addr: l.addr.to_string(),
-            fd,
+            fd: proto::FIRST_FD + i as i32,
             inherited: l.is_inherited(),
         });
     }
@@ -86,65 +125,13 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
         watch::spawn(watch, tx.clone())?;
     }
     terminal::spawn(tx.clone());
-    let mut state = State::new(config.policy());
+    let state = State::new(config.policy());
     let extra_env = livereload_env.into_iter().collect();
     let mut exec = Executor::new(config, listeners, tx, guard, reporter, extra_env)?;
     if !subreaper {
         exec.poll_orphaned_groups();
     }
-    let mut queue = VecDeque::from([Event::Reload {
-        trigger: Trigger::Startup,
-        at: Instant::now(),
-    }]);
-    loop {
-        if queue.is_empty() {
-            exec.run_probes(&mut queue);
-        }
-        let event = match queue.pop_front() {
-            Some(event) => event,
-            None => match next_input(
-                &rx,
-                state.next_deadline(),
-                exec.next_poll(),
-                exec.next_probe(),
-            ) {
-                // Woken for a probe only.
-                None => continue,
-                Some(Input::Event(Event::Message {
-                    gen_id,
-                    msg: proto::Message::MainPid(pid),
-                    ..
-                })) => {
-                    exec.main_pid(gen_id, pid);
-                    continue;
-                }
-                Some(Input::Event(event)) => event,
-                Some(Input::ChildExited) => {
-                    exec.reap(&mut queue);
-                    continue;
-                }
-                Some(Input::Store(gen_id, store)) => {
-                    exec.store(gen_id, store);
-                    continue;
-                }
-            },
-        };
-        #[cfg(debug_assertions)]
-        debug_panic(&event);
-        if let Event::Message {
-            gen_id,
-            msg: proto::Message::Ready,
-            ..
-        } = &event
-        {
-            exec.said_ready(*gen_id);
-        }
-        for action in state.step(event, Instant::now()) {
-            if let Some(code) = exec.execute(action, &mut queue) {
-                return Ok(code);
-            }
-        }
-    }
+    Ok((outputs, rx, state, exec))
 }
 
 /// The next input: one from the channel, `Tick` at the state machine's

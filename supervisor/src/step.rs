@@ -1,25 +1,211 @@
-//! [`Step`]: every fact devsup reports besides its log line, as data.
+//! [`Step`]: every fact devsup tells anyone, as data.
 //!
 //! A step is what happened, not what to do: the state machine returns the
 //! steps it decides as `Action::Report` (so it stays a pure function and its
 //! tests can assert on them), and the executor and the loop add the steps
 //! they carry out (a generation spawned with its pid, a signal sent, a build
 //! step started, a socket listening). The executor hands every one to the
-//! [`Reporter`](crate::report::Reporter), which fans it out to `--events`,
-//! `devsup status`, the systemd notifier and `--livereload`.
+//! [`Reporter`](crate::report::Reporter): the log renders it as one line
+//! (`report/log.rs`), and the subscribers (`--events`, `devsup status`,
+//! the systemd notifier, `--livereload`) take what they need.
 //!
 //! The wire form, one JSON object per line, is documented with an example
 //! per kind in `docs/events.md`; the integration test `it::events` checks a
 //! real run against it. Every field of a kind is always present (`null`
 //! when it does not apply), durations are integers in microseconds
-//! (`*_us`). Like `event.rs`, this module sits below the machine, the
-//! executor and the loop.
+//! (`*_us`), and the words of the vocabulary are the enums below. Fields
+//! marked `serde(skip)` are for the log line only. Kinds that only the log
+//! shows (warnings, notes, the server's own messages) are not on the wire:
+//! see [`Step::on_wire`]. This module sits below the machine, the executor
+//! and the loop, above `event.rs` only.
 
-use std::time::{Duration, Instant};
+use std::fmt;
+use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::event::{Exit, GenId, SignalReason, Trigger};
+use crate::event::{Exit, GenId, StopCause, Trigger, signal_name};
+
+/// Writes an enum's wire word (its serde name) as its `Display`.
+macro_rules! words {
+    ($ty:ident { $($variant:ident => $word:literal),* $(,)? }) => {
+        impl $ty {
+            /// The word, as on the wire.
+            pub(crate) fn word(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $word),*
+                }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.word())
+            }
+        }
+    };
+}
+
+/// What started a reload (`trigger`'s and `coalesced`'s `cause`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Cause {
+    Startup,
+    Sighup,
+    Key,
+    Server,
+    Files,
+    Restart,
+}
+words!(Cause { Startup => "startup", Sighup => "sighup", Key => "key", Server => "server", Files => "files", Restart => "restart" });
+
+/// Where a reload asked for during another went (`coalesced`'s `into`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Into {
+    /// Run once the starting generation settles.
+    Queue,
+    /// The running build starts again.
+    Build,
+}
+words!(Into { Queue => "queue", Build => "build" });
+
+/// How a build ended (`build_finished`'s `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum BuildStatus {
+    Ok,
+    Failed,
+    /// Cancelled by a change, to start again.
+    Cancelled,
+    /// Cancelled by the shutdown.
+    Stopped,
+}
+words!(BuildStatus { Ok => "ok", Failed => "failed", Cancelled => "cancelled", Stopped => "stopped" });
+
+/// What a generation was when it exited (`exited`'s `phase`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Phase {
+    Starting,
+    Active,
+    Draining,
+}
+words!(Phase { Starting => "starting", Active => "active", Draining => "draining" });
+
+/// The rule that counted a generation ready (`ready`'s `rule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Rule {
+    /// It said READY=1.
+    Notify,
+    /// The kernel showed it waiting on a passed socket.
+    Listening,
+    /// It stayed up `--ready-after` (or the fallback timer).
+    Uptime,
+    /// It held a connection it accepted on a passed socket.
+    #[allow(dead_code)] // The readiness rule that reports it is on its way.
+    Accepted,
+}
+words!(Rule { Notify => "notify", Listening => "listening", Uptime => "uptime", Accepted => "accepted" });
+
+/// Why a generation is told to drain (`draining`'s `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DrainReason {
+    Handoff,
+    NotReady,
+    Shutdown,
+}
+words!(DrainReason { Handoff => "handoff", NotReady => "not_ready", Shutdown => "shutdown" });
+
+/// Why a generation's group got SIGKILL (`killed`'s `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum KillReason {
+    DrainTimeout,
+    /// Asked to stop twice.
+    Shutdown,
+}
+words!(KillReason { DrainTimeout => "drain_timeout", Shutdown => "shutdown" });
+
+/// What follows a generation's exit, for its log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum AfterExit {
+    /// Nothing to say: it drained.
+    #[default]
+    Nothing,
+    /// devsup is shutting down; it had been active `active_for`.
+    Stopping { active_for: Duration },
+    /// It failed before ready; `keeping` serves on.
+    FailedStart { keeping: Option<GenId> },
+    /// It exited on its own while `starting` starts.
+    SuccessorStarting { starting: GenId },
+    /// It exited on its own; a restart in `delay`.
+    Restart { delay: Duration },
+    /// It exited on its own; the build under way starts the next one.
+    BuildUnderWay,
+}
+
+/// Why readiness falls back to a timer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fallback {
+    /// `/proc` cannot tell (why).
+    CannotProbe(String),
+    /// The generation that serves ran `--ready-timeout` without READY=1 and
+    /// without being seen waiting on the socket.
+    Unseen { ran: Duration },
+}
+
+/// What devsup knew of a generation's socket when it was not ready in
+/// time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SocketSeen {
+    /// Waiting since then, which `--ready notify` does not count.
+    NotCounted(Duration),
+    /// Waiting since then, but earlier generations said READY=1.
+    WaitsForReady(Duration),
+    /// Never seen waiting.
+    Never,
+    /// Not looked at (`--ready notify`).
+    NotLooked,
+}
+
+/// A line a generation sent that devsup shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Said {
+    /// `STATUS=`.
+    Status(String),
+    /// `STOPPING=1`.
+    Stopping,
+    /// `RELOADING=1`.
+    Reloading,
+}
+
+/// Something devsup noted and let be: shown with `-v` only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Note {
+    /// A reload asked for during the shutdown.
+    ReloadDuringShutdown(Trigger),
+    /// A second READY=1.
+    ReadyAgain,
+    /// READY=1 from a draining generation.
+    ReadyWhileDraining,
+    /// DEVSUP_RELOAD=1 from a draining generation.
+    ReloadWhileDraining,
+    /// A protocol key devsup does not act on.
+    Unhandled(String),
+    /// Told to drain before its pid is known.
+    DrainBeforePid,
+    /// `/proc` cannot tell, and it does not matter (why).
+    CannotProbe(String),
+    /// Seen waiting on the socket after this long, which does not count:
+    /// it was counted already, or drains (`how`: `None`), or only READY=1
+    /// counts (`how`: what the kernel showed).
+    Waits {
+        after: Duration,
+        how: Option<String>,
+    },
+}
 
 /// One step. Serialized with its kind in `event`, in snake case.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -41,8 +227,7 @@ pub(crate) enum Step {
         /// The generation that asked (`cause: "server"`).
         #[serde(skip)]
         generation: Option<GenId>,
-        /// `startup`, `sighup`, `key`, `server`, `files` or `restart`.
-        cause: &'static str,
+        cause: Cause,
         /// One changed path (`cause: "files"`).
         path: Option<String>,
         /// How many more paths changed.
@@ -58,13 +243,16 @@ pub(crate) enum Step {
         #[serde(skip)]
         generation: Option<GenId>,
         /// As in [`Step::Trigger`].
-        cause: &'static str,
+        cause: Cause,
         /// As in [`Step::Trigger`].
         path: Option<String>,
         /// As in [`Step::Trigger`].
         more: usize,
-        /// `queue` or `build`.
-        into: &'static str,
+        into: Into,
+        /// The first to coalesce (a reload queued, a build cancelled);
+        /// only that one is logged.
+        #[serde(skip)]
+        first: bool,
     },
     /// A build step started.
     BuildStarted {
@@ -78,8 +266,7 @@ pub(crate) enum Step {
     /// The build ended: every step succeeded, one failed, or it was
     /// cancelled (to start again, or for shutdown).
     BuildFinished {
-        /// `ok`, `failed`, `cancelled` or `stopped`.
-        status: &'static str,
+        status: BuildStatus,
         /// The last step run, 1-based.
         step: usize,
         /// How many steps the build has.
@@ -97,10 +284,15 @@ pub(crate) enum Step {
         /// (colours kept), for the browser's overlay; not on the wire.
         #[serde(skip)]
         output: Option<String>,
+        /// Since the last step started (the log's failure line).
+        #[serde(skip)]
+        step_duration: Duration,
+        /// The generation that serves on after a failure.
+        #[serde(skip)]
+        keeping: Option<GenId>,
     },
     /// A generation was started.
     Spawned {
-        /// The generation.
         #[serde(skip)]
         generation: GenId,
         /// Its pid, which is its process group.
@@ -110,17 +302,18 @@ pub(crate) enum Step {
     },
     /// A generation could not be started.
     SpawnFailed {
-        /// The generation.
         #[serde(skip)]
         generation: GenId,
         /// Why, in one line.
         error: String,
+        /// The generation that serves on.
+        #[serde(skip)]
+        keeping: Option<GenId>,
     },
     /// A generation became the one new connections go to: promoted once
     /// ready, or spawned with nothing serving (connections then wait for it
     /// in the socket's backlog).
     Active {
-        /// The generation.
         #[serde(skip)]
         generation: GenId,
         /// The generation it replaces, which now drains (`null` when
@@ -129,24 +322,22 @@ pub(crate) enum Step {
     },
     /// A generation is ready.
     Ready {
-        /// The generation.
         #[serde(skip)]
         generation: GenId,
-        /// `notify`: it said `READY=1`; `uptime`: it stayed up
-        /// `--ready-after` (or the fallback for servers that never say it).
-        rule: &'static str,
+        rule: Rule,
         /// From its spawn to its readiness.
         ready_us: u64,
+        /// What the kernel showed (`rule: "listening"`).
+        #[serde(skip)]
+        how: Option<String>,
     },
     /// A generation was sent the drain signal.
     Draining {
-        /// The generation.
         #[serde(skip)]
         generation: GenId,
         /// The signal, e.g. `SIGTERM`.
         signal: String,
-        /// `handoff`, `not_ready` or `shutdown`.
-        reason: &'static str,
+        reason: DrainReason,
         /// The generation that replaces it (`reason: "handoff"`).
         successor: Option<GenId>,
         /// From the successor's readiness to this signal.
@@ -154,16 +345,16 @@ pub(crate) enum Step {
     },
     /// A generation's process group was sent SIGKILL.
     Killed {
-        /// The generation.
         #[serde(skip)]
         generation: GenId,
-        /// `drain_timeout` or `shutdown` (asked twice).
-        reason: &'static str,
+        reason: KillReason,
+        /// Since the drain signal (`reason: "drain_timeout"`).
+        #[serde(skip)]
+        draining_for: Option<Duration>,
     },
     /// The active generation was sent a signal instead of a reload
     /// (`--signal-on`).
     Signalled {
-        /// The generation.
         #[serde(skip)]
         generation: GenId,
         /// The signal.
@@ -173,25 +364,26 @@ pub(crate) enum Step {
     },
     /// A generation's whole process group is gone.
     Exited {
-        /// The generation.
         #[serde(skip)]
         generation: GenId,
         /// Its leader's exit status, if it exited.
         code: Option<i32>,
         /// The signal that ended its leader, if one did.
         signal: Option<String>,
-        /// What it was when it went: `draining`, `starting` (it failed
-        /// before ready) or `active` (it exited on its own).
-        phase: &'static str,
+        /// What it was when it went.
+        phase: Phase,
         /// Since its spawn.
         uptime_us: u64,
         /// Since its drain signal (`phase: "draining"`).
         drain_us: Option<u64>,
+        /// What follows, for the log.
+        #[serde(skip)]
+        next: AfterExit,
     },
     /// devsup is shutting down: every generation is told to drain.
     Shutdown {
-        /// What asked (`SIGINT`, `SIGTERM`, `q pressed`, `the terminal closed`).
-        cause: String,
+        /// What asked.
+        cause: StopCause,
         /// Generations alive.
         live: usize,
     },
@@ -199,6 +391,58 @@ pub(crate) enum Step {
     Stopped {
         /// The exit status.
         code: u8,
+        /// The most generations alive at once, for the log.
+        #[serde(skip)]
+        peak: usize,
+    },
+    // The kinds below are shown by the log only (see `Step::on_wire`).
+    /// Readiness falls back to a timer of `after` of uptime.
+    #[serde(skip_serializing)]
+    FellBack {
+        generation: GenId,
+        why: Fallback,
+        after: Duration,
+    },
+    /// A READY=1 ended the fallback to a timer.
+    #[serde(skip_serializing)]
+    FallbackEnded { generation: GenId },
+    /// The first READY=1 came from a generation counted ready already:
+    /// handoffs wait for READY=1 from now on.
+    #[serde(skip_serializing)]
+    SpeaksProtocol { generation: GenId, after: Duration },
+    /// A starting generation was not ready by `--ready-timeout`.
+    #[serde(skip_serializing)]
+    NotReady {
+        generation: GenId,
+        timeout: Duration,
+        /// "it sent nothing", "it sent STATUS=…, …".
+        sent: String,
+        seen: SocketSeen,
+        keeping: Option<GenId>,
+    },
+    /// More generations alive at once than ever before (more than two).
+    #[serde(skip_serializing)]
+    Peak { live: usize },
+    /// Nothing serves: a generation starts after `delay`.
+    #[serde(skip_serializing)]
+    RestartScheduled { delay: Duration },
+    /// `--signal-on` matched, but no generation runs to take the signal.
+    #[serde(skip_serializing)]
+    NotSignalled { because: String, signal: String },
+    /// A cancelled build ignored SIGTERM for `grace`: its group is killed.
+    #[serde(skip_serializing)]
+    BuildKilled { grace: Duration },
+    /// Asked to stop a second time: every generation is killed.
+    #[serde(skip_serializing)]
+    ShutdownForced { cause: StopCause },
+    /// A generation said something devsup shows.
+    #[serde(skip_serializing)]
+    Said { generation: GenId, what: Said },
+    /// Something devsup noted and let be.
+    #[serde(skip_serializing)]
+    Noted {
+        generation: Option<GenId>,
+        note: Note,
     },
 }
 
@@ -206,7 +450,9 @@ impl Step {
     /// The generation the step is about.
     pub(crate) fn generation(&self) -> Option<GenId> {
         match self {
-            Step::Trigger { generation, .. } | Step::Coalesced { generation, .. } => *generation,
+            Step::Trigger { generation, .. }
+            | Step::Coalesced { generation, .. }
+            | Step::Noted { generation, .. } => *generation,
             Step::Spawned { generation, .. }
             | Step::SpawnFailed { generation, .. }
             | Step::Active { generation, .. }
@@ -214,13 +460,42 @@ impl Step {
             | Step::Draining { generation, .. }
             | Step::Killed { generation, .. }
             | Step::Signalled { generation, .. }
-            | Step::Exited { generation, .. } => Some(*generation),
+            | Step::Exited { generation, .. }
+            | Step::FellBack { generation, .. }
+            | Step::FallbackEnded { generation }
+            | Step::SpeaksProtocol { generation, .. }
+            | Step::NotReady { generation, .. }
+            | Step::Said { generation, .. } => Some(*generation),
             Step::Listening { .. }
             | Step::BuildStarted { .. }
             | Step::BuildFinished { .. }
             | Step::Shutdown { .. }
-            | Step::Stopped { .. } => None,
+            | Step::Stopped { .. }
+            | Step::Peak { .. }
+            | Step::RestartScheduled { .. }
+            | Step::NotSignalled { .. }
+            | Step::BuildKilled { .. }
+            | Step::ShutdownForced { .. } => None,
         }
+    }
+
+    /// Whether the step is on the wire (`--events`, docs/events.md); the
+    /// others are the log's alone.
+    pub(crate) fn on_wire(&self) -> bool {
+        !matches!(
+            self,
+            Step::FellBack { .. }
+                | Step::FallbackEnded { .. }
+                | Step::SpeaksProtocol { .. }
+                | Step::NotReady { .. }
+                | Step::Peak { .. }
+                | Step::RestartScheduled { .. }
+                | Step::NotSignalled { .. }
+                | Step::BuildKilled { .. }
+                | Step::ShutdownForced { .. }
+                | Step::Said { .. }
+                | Step::Noted { .. }
+        )
     }
 
     /// [`Step::Trigger`] for `trigger` (`queued`: it had waited behind a
@@ -241,19 +516,20 @@ impl Step {
     pub(crate) fn restart() -> Step {
         Step::Trigger {
             generation: None,
-            cause: "restart",
+            cause: Cause::Restart,
             path: None,
             more: 0,
             queued: false,
         }
     }
 
-    /// [`Step::Coalesced`]: `into` is `"queue"` (behind `starting`) or
-    /// `"build"`.
+    /// [`Step::Coalesced`] into the queue behind `starting`, or into the
+    /// build; `first`: the first to coalesce.
     pub(crate) fn coalesced(
         trigger: &Trigger,
-        into: &'static str,
+        into: Into,
         starting: Option<GenId>,
+        first: bool,
     ) -> Step {
         let (cause, _, path, more) = describe(trigger);
         Step::Coalesced {
@@ -262,12 +538,14 @@ impl Step {
             path,
             more,
             into,
+            first,
         }
     }
 
-    /// [`Step::BuildFinished`], its output tail left for the reporter.
+    /// [`Step::BuildFinished`] (`step` 0-based), its output tail left for
+    /// the reporter.
     pub(crate) fn build_finished(
-        status: &'static str,
+        status: BuildStatus,
         step: usize,
         steps: usize,
         exit: Option<Exit>,
@@ -283,6 +561,8 @@ impl Step {
             duration_us: us(duration),
             output_tail: None,
             output: None,
+            step_duration: Duration::ZERO,
+            keeping: None,
         }
     }
 
@@ -290,7 +570,7 @@ impl Step {
     pub(crate) fn exited(
         generation: GenId,
         exit: Exit,
-        phase: &'static str,
+        phase: Phase,
         uptime: Duration,
         drain: Option<Duration>,
     ) -> Step {
@@ -302,59 +582,21 @@ impl Step {
             phase,
             uptime_us: us(uptime),
             drain_us: drain.map(us),
-        }
-    }
-
-    /// The step for a signal the supervisor sends to a generation.
-    pub(crate) fn signal(
-        generation: GenId,
-        signal: nix::sys::signal::Signal,
-        reason: &SignalReason,
-        sent: Instant,
-    ) -> Step {
-        let drain = |reason, successor, after_ready_us| Step::Draining {
-            generation,
-            signal: signal.as_str().to_owned(),
-            reason,
-            successor,
-            after_ready_us,
-        };
-        match reason {
-            SignalReason::Handoff {
-                successor,
-                ready_at,
-            } => drain(
-                "handoff",
-                Some(*successor),
-                Some(us(sent.saturating_duration_since(*ready_at))),
-            ),
-            SignalReason::NotReady => drain("not_ready", None, None),
-            SignalReason::Shutdown if signal == nix::sys::signal::Signal::SIGKILL => Step::Killed {
-                generation,
-                reason: "shutdown",
-            },
-            SignalReason::Shutdown => drain("shutdown", None, None),
-            SignalReason::DrainTimeout => Step::Killed {
-                generation,
-                reason: "drain_timeout",
-            },
-            SignalReason::Route(because) => Step::Signalled {
-                generation,
-                signal: signal.as_str().to_owned(),
-                because: because.clone(),
-            },
+            next: AfterExit::Nothing,
         }
     }
 }
 
 /// `(cause, generation, path, more)` of a trigger.
-fn describe(trigger: &Trigger) -> (&'static str, Option<GenId>, Option<String>, usize) {
+fn describe(trigger: &Trigger) -> (Cause, Option<GenId>, Option<String>, usize) {
     match trigger {
-        Trigger::Startup => ("startup", None, None, 0),
-        Trigger::Sighup => ("sighup", None, None, 0),
-        Trigger::Key => ("key", None, None, 0),
-        Trigger::Server(generation) => ("server", Some(*generation), None, 0),
-        Trigger::Files { first, more } => ("files", None, Some(first.display().to_string()), *more),
+        Trigger::Startup => (Cause::Startup, None, None, 0),
+        Trigger::Sighup => (Cause::Sighup, None, None, 0),
+        Trigger::Key => (Cause::Key, None, None, 0),
+        Trigger::Server(generation) => (Cause::Server, Some(*generation), None, 0),
+        Trigger::Files { first, more } => {
+            (Cause::Files, None, Some(first.display().to_string()), *more)
+        }
     }
 }
 
@@ -362,13 +604,7 @@ fn describe(trigger: &Trigger) -> (&'static str, Option<GenId>, Option<String>, 
 pub(crate) fn exit_fields(exit: Option<Exit>) -> (Option<i32>, Option<String>) {
     match exit {
         Some(Exit::Code(code)) => (Some(code), None),
-        Some(Exit::Signal(sig)) => (
-            None,
-            Some(match nix::sys::signal::Signal::try_from(sig) {
-                Ok(sig) => sig.as_str().to_owned(),
-                Err(_) => format!("signal {sig}"),
-            }),
-        ),
+        Some(Exit::Signal(sig)) => (None, Some(signal_name(sig))),
         None => (None, None),
     }
 }

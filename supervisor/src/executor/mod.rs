@@ -17,7 +17,7 @@
 //! step's output goes through the tee in `tee.rs`, whose end a failed
 //! build's step carries.
 //!
-//! About 600 lines: every action and every reap goes through the one
+//! Longer than most modules: every action and every reap goes through the one
 //! `Executor`, whose fields (processes, notify sockets, the fd store, the
 //! guard, the probes, the reporter) they share; what stands alone is in
 //! `main_pid`, `output`, `tee` and `probe`.
@@ -39,17 +39,16 @@ use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::event::{Action, Event, Exit, GenId, Input, SignalReason, Store};
+use crate::event::{Event, Exit, GenId, Input, Store};
 use crate::guard::Guard;
-use crate::log::latency;
-use crate::machine::ReadyRule;
+use crate::machine::{Action, ReadyRule};
 use crate::platform;
 use crate::process::{self, ExecStatus, Inherit};
 use crate::report::Reporter;
 use crate::sockets::Listener;
 use crate::sources::notify::{self, Heard, NotifyDir};
 use crate::sources::ready_channel;
-use crate::step::Step;
+use crate::step::{KillReason, Step};
 
 mod main_pid;
 mod outbox;
@@ -222,39 +221,18 @@ impl Executor {
                 reason,
             } => {
                 let sent = Instant::now();
-                match &reason {
-                    SignalReason::Handoff {
-                        successor,
-                        ready_at,
-                    } => info!(
-                        generation = gen_id,
-                        "draining ({signal}) {} after gen={successor} ready",
-                        latency(sent.saturating_duration_since(*ready_at))
-                    ),
-                    SignalReason::NotReady => info!(generation = gen_id, "draining ({signal})"),
-                    SignalReason::Shutdown if signal == Signal::SIGKILL => {
-                        info!(generation = gen_id, "killing (SIGKILL)")
-                    }
-                    SignalReason::Shutdown => info!(generation = gen_id, "draining ({signal})"),
-                    SignalReason::DrainTimeout => {}
-                    SignalReason::Route(because) => {
-                        info!(generation = gen_id, "{because}: sending {signal}")
-                    }
-                }
-                self.report(Step::signal(gen_id, signal, &reason, sent));
-                match &reason {
-                    SignalReason::DrainTimeout => {
-                        self.probes.diagnose_drain_timeout(gen_id, pid, sent)
-                    }
-                    SignalReason::Handoff { .. }
-                    | SignalReason::NotReady
-                    | SignalReason::Shutdown
-                        if signal != Signal::SIGKILL =>
-                    {
+                let step = reason.step(gen_id, signal, sent);
+                match &step {
+                    Step::Killed {
+                        reason: KillReason::DrainTimeout,
+                        ..
+                    } => self.probes.diagnose_drain_timeout(gen_id, pid, sent),
+                    Step::Draining { .. } if signal != Signal::SIGKILL => {
                         self.probes.draining(gen_id, pid, sent)
                     }
                     _ => {}
                 }
+                self.report(step);
                 signal_group(pid, signal);
                 for &group in self
                     .procs
@@ -280,10 +258,12 @@ impl Executor {
         None
     }
 
-    /// Publishes a step of the machine's; a failed build's carries the end
-    /// of what its last step printed, and waits (with every step after it,
-    /// without blocking the loop) for that output to end ([`outbox`]).
+    /// Reports a step: writes its log line at once, then publishes it; a
+    /// failed build's carries the end of what its last step printed, and
+    /// waits (with every step after it, without blocking the loop) for that
+    /// output to end ([`outbox`]).
     fn report(&mut self, step: Step) {
+        crate::report::log::write(&step);
         // Counted ready by any rule: readiness is probed no more.
         self.probes.reported(&step);
         let was_held = self.outbox.next_wake().is_some();
@@ -352,10 +332,6 @@ impl Executor {
         };
         match process::spawn(&path, &self.config.program, &inherit) {
             Ok(spawned) => {
-                let after = trigger_at
-                    .map(|t| format!(" in {} after trigger", latency(t.elapsed())))
-                    .unwrap_or_default();
-                info!(generation = gen_id, "spawned pid={}{after}", spawned.pid);
                 self.report(Step::Spawned {
                     generation: gen_id,
                     pid: spawned.pid,
@@ -411,13 +387,26 @@ impl Executor {
         self.probes.run_due(Instant::now(), queue);
     }
 
-    /// Generation `gen_id` said READY=1: stops probing it for readiness.
-    pub(crate) fn said_ready(&mut self, gen_id: GenId) {
-        self.probes.said_ready(gen_id);
+    /// Takes an input off the loop's channel: what is the executor's own
+    /// bookkeeping (reaping, the fd store, a `MAINPID=`, checked against
+    /// the generation here) it carries out, pushing the events it causes
+    /// onto `queue`; an event for the state machine it hands back.
+    pub(crate) fn take(&mut self, input: Input, queue: &mut VecDeque<Event>) -> Option<Event> {
+        match input {
+            Input::Event(Event::Message {
+                gen_id,
+                msg: proto::Message::MainPid(pid),
+                ..
+            }) => self.main_pid(gen_id, pid),
+            Input::Event(event) => return Some(event),
+            Input::ChildExited => self.reap(queue),
+            Input::Store(gen_id, store) => self.store(gen_id, store),
+        }
+        None
     }
 
     /// Keeps or drops fds a generation sent with `FDSTORE=1`.
-    pub(crate) fn store(&mut self, gen_id: GenId, store: Store) {
+    fn store(&mut self, gen_id: GenId, store: Store) {
         match store {
             Store::Add { name, mut fds } => {
                 // The same file sent again (or twice in one message) is
@@ -477,9 +466,15 @@ impl Executor {
     }
 
     fn start_build(&mut self, step: usize) -> Event {
-        let cmd = &self.config.builds[step];
+        let cmd = self.config.builds[step].clone();
         let total = self.config.builds.len();
-        info!("build step {}/{total}: {cmd}", step + 1);
+        // Reported before the step runs, so that its line comes before
+        // the step's output; one that cannot start then finishes failed.
+        self.report(Step::BuildStarted {
+            step: step + 1,
+            steps: total,
+            command: cmd.clone(),
+        });
         // The step's stdout and stderr go through the tee, which shows them
         // and keeps their end for a failure's report.
         let output = match tee::start("build") {
@@ -500,17 +495,12 @@ impl Executor {
             .cloned()
             .chain(tee::colour_env())
             .collect();
-        let spawned = process::spawn_build(cmd, fds, &env);
+        let spawned = process::spawn_build(&cmd, fds, &env);
         // Only the child holds the write ends now: the tee sees the end of
         // the output when the step's last process closes them.
         drop(output);
         match spawned {
             Ok(pid) => {
-                self.report(Step::BuildStarted {
-                    step: step + 1,
-                    steps: total,
-                    command: cmd.clone(),
-                });
                 self.guard.watch(pid);
                 self.procs.insert(
                     pid,

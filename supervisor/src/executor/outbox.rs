@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use super::tee;
-use crate::step::Step;
+use crate::step::{BuildStatus, Step};
 
 /// How long a failed build step's output may take to reach its end of
 /// file once its process group is gone, before its end is reported
@@ -53,7 +53,7 @@ impl Outbox {
         let failed = matches!(
             step,
             Step::BuildFinished {
-                status: "failed",
+                status: BuildStatus::Failed,
                 ..
             }
         );
@@ -120,7 +120,7 @@ mod tests {
 
     fn failed() -> Step {
         Step::BuildFinished {
-            status: "failed",
+            status: BuildStatus::Failed,
             step: 1,
             steps: 1,
             code: Some(1),
@@ -128,6 +128,8 @@ mod tests {
             duration_us: 0,
             output_tail: None,
             output: None,
+            step_duration: std::time::Duration::ZERO,
+            keeping: None,
         }
     }
 
@@ -148,7 +150,7 @@ mod tests {
         assert!(outbox.push(failed(), Some(&tail), now).is_empty());
         assert!(
             outbox
-                .push(Step::Stopped { code: 1 }, Some(&tail), now)
+                .push(Step::Stopped { code: 1, peak: 0 }, Some(&tail), now)
                 .is_empty(),
             "a later step waits behind it"
         );
@@ -160,7 +162,7 @@ mod tests {
         let steps = outbox.flush(now, false);
         assert_eq!(steps.len(), 2);
         assert_eq!(tail_of(&steps[0]), ["error: one", "error: two"]);
-        assert_eq!(steps[1], Step::Stopped { code: 1 });
+        assert_eq!(steps[1], Step::Stopped { code: 1, peak: 0 });
         assert_eq!(outbox.next_wake(), None);
     }
 
@@ -174,7 +176,7 @@ mod tests {
         let steps = outbox.flush(now + OUTPUT_EOF_WAIT, false);
         assert_eq!(tail_of(&steps[0]), ["error: one"]);
         // Nothing is held any more.
-        let next = Step::Stopped { code: 0 };
+        let next = Step::Stopped { code: 0, peak: 0 };
         assert_eq!(outbox.push(next.clone(), Some(&tail), now), [next]);
     }
 
@@ -183,7 +185,7 @@ mod tests {
         let now = Instant::now();
         let mut outbox = Outbox::default();
         let (tail, end) = tee::Tail::open_for_test();
-        let started = Step::Stopped { code: 0 };
+        let started = Step::Stopped { code: 0, peak: 0 };
         assert_eq!(
             outbox.push(started.clone(), Some(&tail), now),
             [started],

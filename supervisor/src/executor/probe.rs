@@ -348,6 +348,7 @@ fn trap(probe: &Probe, draining_for: Duration) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::step::Rule;
 
     #[test]
     fn a_generation_counted_ready_by_the_timer_is_probed_no_more() {
@@ -358,14 +359,16 @@ mod tests {
         assert_eq!(probes.next_due(), Some(now));
         probes.reported(&Step::Ready {
             generation: 1,
-            rule: "uptime",
+            rule: Rule::Uptime,
+            how: None,
             ready_us: 1000,
         });
         assert!(!probes.watches.contains_key(&1));
         assert!(probes.watches.contains_key(&2), "only that generation");
         probes.reported(&Step::Ready {
             generation: 2,
-            rule: "notify",
+            rule: Rule::Notify,
+            how: None,
             ready_us: 1000,
         });
         assert_eq!(probes.next_due(), None);

@@ -43,7 +43,7 @@ use tracing::{debug, info};
 
 use crate::event::GenId;
 use crate::report::{Record, Reporter};
-use crate::step::Step;
+use crate::step::{BuildStatus, Step};
 
 /// The environment variable a generation finds the live-reload server's
 /// URL in (`http://127.0.0.1:35729`): the contract with the serving
@@ -298,7 +298,7 @@ impl Observer {
             }
             // Not a cancelled build, nor one stopped by a shutdown.
             Step::BuildFinished {
-                status: "failed",
+                status: BuildStatus::Failed,
                 code,
                 signal,
                 output,

@@ -7,7 +7,8 @@ use devsup_protocol::Message;
 use nix::sys::signal::Signal;
 
 use super::*;
-use crate::event::{Action, Event, Exit, Trigger};
+use crate::event::{Event, Exit, StopCause, Trigger};
+use crate::machine::Action;
 use crate::machine::{Policy, State};
 
 /// The machine with one build step, stepped like the supervisor loop does,
@@ -247,7 +248,7 @@ fn a_build_stopped_by_shutdown_is_not_a_failure() {
     });
     sim.take();
     sim.feed(Event::Shutdown {
-        because: "SIGTERM".into(),
+        because: StopCause::Sigterm,
     });
     sim.feed(Event::BuildExited {
         exit: Some(Exit::Signal(Signal::SIGTERM as i32)),
@@ -264,7 +265,7 @@ fn the_overlay_shows_the_output_the_executor_captured() {
         command: "cargo build".into(),
     });
     let mut failed = Step::build_finished(
-        "failed",
+        BuildStatus::Failed,
         0,
         1,
         Some(Exit::Signal(Signal::SIGSEGV as i32)),

@@ -5,12 +5,10 @@
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
-use tracing::{error, info};
 
-use super::{BUILD_CANCEL_GRACE, State};
-use crate::event::{Action, Exit};
-use crate::log::ms;
-use crate::step::Step;
+use super::{Action, BUILD_CANCEL_GRACE, State, report};
+use crate::event::Exit;
+use crate::step::{BuildStatus, Step};
 
 /// The build under way: one step at a time, in order.
 #[derive(Debug, Clone)]
@@ -91,25 +89,21 @@ impl State {
         let Some(build) = self.build.take() else {
             return;
         };
-        let took = ms(now.duration_since(build.started));
-        let step_took = ms(now.duration_since(build.step_started));
         let finished = |status| {
-            Action::Report(Step::build_finished(
+            Step::build_finished(
                 status,
                 build.step,
                 self.policy.build_steps,
                 exit,
                 now.duration_since(build.started),
-            ))
+            )
         };
         if self.shutdown.is_some() {
-            info!("build stopped after {took}");
-            out.push(finished("stopped"));
+            report(out, finished(BuildStatus::Stopped));
             return;
         }
         if build.restart {
-            info!("build cancelled after {took}; starting it again");
-            out.push(finished("cancelled"));
+            report(out, finished(BuildStatus::Cancelled));
             let trigger_at = build.trigger_at;
             self.begin(trigger_at, now, out);
             return;
@@ -126,26 +120,22 @@ impl State {
                     });
                     out.push(Action::StartBuild { step: step + 1 });
                 } else {
-                    info!("build finished in {took}");
-                    out.push(finished("ok"));
+                    report(out, finished(BuildStatus::Ok));
                     self.spawn(Some(build.trigger_at), now, out);
                 }
             }
-            failed => {
-                out.push(finished("failed"));
-                let how = failed
-                    .map(|e| format!("exited {e}"))
-                    .unwrap_or_else(|| "could not start".into());
-                match self.active() {
-                    Some(a) => error!(
-                        "build step {} failed ({how}) after {step_took}; keeping gen={a} serving. Fix the error and save to try again",
-                        step + 1
-                    ),
-                    None => error!(
-                        "build step {} failed ({how}) after {step_took}; no generation is running. Fix the error and save to try again",
-                        step + 1
-                    ),
+            _ => {
+                let mut step = finished(BuildStatus::Failed);
+                if let Step::BuildFinished {
+                    step_duration,
+                    keeping,
+                    ..
+                } = &mut step
+                {
+                    *step_duration = now.duration_since(build.step_started);
+                    *keeping = self.active();
                 }
+                report(out, step);
             }
         }
     }

@@ -4,12 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use tracing::{error, info, warn};
-
-use super::{BACKOFF_MAX, BACKOFF_MIN, BACKOFF_RESET, Phase, State};
-use crate::event::{Action, Exit, GenId};
-use crate::log::ms;
-use crate::step::Step;
+use super::{Action, BACKOFF_MAX, BACKOFF_MIN, BACKOFF_RESET, Phase, State, report};
+use crate::event::{Exit, GenId};
+use crate::step::{self, AfterExit, Step};
 
 impl State {
     /// The executor could not start generation `gen_id`.
@@ -21,12 +18,14 @@ impl State {
         out: &mut Vec<Action>,
     ) {
         if self.gens.remove(&gen_id).is_some() {
-            let keep = self.keeping();
-            error!(generation = gen_id, "cannot start: {error}{keep}");
-            out.push(Action::Report(Step::SpawnFailed {
-                generation: gen_id,
-                error: error.to_owned(),
-            }));
+            report(
+                out,
+                Step::SpawnFailed {
+                    generation: gen_id,
+                    error: error.to_owned(),
+                    keeping: self.active(),
+                },
+            );
             self.keep_serving(now, out);
         }
     }
@@ -42,68 +41,56 @@ impl State {
             return;
         };
         let (phase, drain) = match g.phase {
-            Phase::Draining { since, .. } => ("draining", Some(now.duration_since(since))),
-            Phase::Starting { .. } => ("starting", None),
-            Phase::Active { .. } => ("active", None),
+            Phase::Draining { since, .. } => (
+                step::Phase::Draining,
+                Some(now.saturating_duration_since(since)),
+            ),
+            Phase::Starting { .. } => (step::Phase::Starting, None),
+            Phase::Active { .. } => (step::Phase::Active, None),
         };
         let uptime = now.duration_since(g.spawned_at);
-        out.push(Action::Report(Step::exited(
-            gen_id, exit, phase, uptime, drain,
-        )));
-        match g.phase {
-            Phase::Draining { since, .. } => {
-                info!(
-                    generation = gen_id,
-                    "exited {exit} after {}",
-                    ms(now.duration_since(since))
-                );
-            }
-            Phase::Starting { .. } => {
-                let keep = self.keeping();
-                warn!(
-                    generation = gen_id,
-                    "failed before ready: exited {exit} after {}{keep}",
-                    ms(now.duration_since(g.spawned_at))
-                );
-                self.keep_serving(now, out);
-            }
+        let mut exited = Step::exited(gen_id, exit, phase, uptime, drain);
+        let next = match g.phase {
+            Phase::Draining { .. } => AfterExit::Nothing,
+            Phase::Starting { .. } => AfterExit::FailedStart {
+                keeping: self.active(),
+            },
             Phase::Active { since } => {
-                if self.shutdown.is_some() {
-                    info!(
-                        generation = gen_id,
-                        "exited {exit} after {}",
-                        ms(now.duration_since(since))
-                    );
-                    return;
-                }
-                let up = now.duration_since(g.spawned_at);
-                if up >= BACKOFF_RESET {
-                    self.backoff = BACKOFF_MIN;
-                }
-                if let Some(starting) = self.starting() {
-                    // The successor will be promoted when it says READY;
-                    // meanwhile connections wait in the kernel's backlog.
-                    warn!(
-                        generation = gen_id,
-                        "exited {exit} after {} while gen={starting} is starting",
-                        ms(up)
-                    );
-                    return;
-                }
-                match self.schedule_restart(now) {
-                    Some(delay) => warn!(
-                        generation = gen_id,
-                        "exited {exit} on its own after {}; restarting in {} (connections wait in the backlog meanwhile)",
-                        ms(up),
-                        ms(delay)
-                    ),
-                    None => warn!(
-                        generation = gen_id,
-                        "exited {exit} on its own after {}; the build under way starts the next one",
-                        ms(up)
-                    ),
-                }
+                self.after_active_exit(now.saturating_duration_since(since), uptime, now)
             }
+        };
+        if let Step::Exited { next: n, .. } = &mut exited {
+            *n = next;
+        }
+        report(out, exited);
+        if matches!(g.phase, Phase::Starting { .. }) {
+            self.keep_serving(now, out);
+        }
+    }
+
+    /// What follows the exit of the generation that was active for
+    /// `active_for`, up `uptime`: the shutdown goes on, the successor
+    /// starting takes over, or a restart is scheduled.
+    fn after_active_exit(
+        &mut self,
+        active_for: Duration,
+        uptime: Duration,
+        now: Instant,
+    ) -> AfterExit {
+        if self.shutdown.is_some() {
+            return AfterExit::Stopping { active_for };
+        }
+        if uptime >= BACKOFF_RESET {
+            self.backoff = BACKOFF_MIN;
+        }
+        if let Some(starting) = self.starting() {
+            // The successor will be promoted when it says READY;
+            // meanwhile connections wait in the kernel's backlog.
+            return AfterExit::SuccessorStarting { starting };
+        }
+        match self.schedule_restart(now) {
+            Some(delay) => AfterExit::Restart { delay },
+            None => AfterExit::BuildUnderWay,
         }
     }
 
@@ -114,10 +101,7 @@ impl State {
         if self.pending.is_some() && self.nothing_on_its_way() {
             self.settled(now, out);
         } else if let Some(delay) = self.schedule_restart(now) {
-            warn!(
-                "no generation is serving: starting one in {} (or at once on the next change)",
-                ms(delay)
-            );
+            report(out, Step::RestartScheduled { delay });
         }
     }
 

@@ -6,12 +6,12 @@ use std::time::Instant;
 
 use devsup_protocol::Message;
 use nix::sys::signal::Signal;
-use tracing::{debug, info, warn};
 
-use super::{Generation, Phase, READINESS_PROBE, ReadyRule, State};
-use crate::event::{Action, GenId, SignalReason, Trigger};
-use crate::log::ms;
-use crate::step::{Step, us};
+use super::{
+    Action, Generation, Phase, READINESS_PROBE, ReadyRule, SignalReason, State, note, report,
+};
+use crate::event::{GenId, Trigger};
+use crate::step::{Fallback, Into, Note, Rule, Said, Step, us};
 
 impl State {
     pub(super) fn on_reload(
@@ -22,39 +22,29 @@ impl State {
         out: &mut Vec<Action>,
     ) {
         if self.shutdown.is_some() {
-            debug!("reload requested by {trigger} during shutdown: ignored");
+            note(out, None, Note::ReloadDuringShutdown(trigger));
             return;
         }
         if let Some(b) = &mut self.build {
-            out.push(Action::Report(Step::coalesced(&trigger, "build", None)));
             // The build is building stale sources: start it again.
             b.restart = true;
             b.trigger_at = at;
-            if b.cancel(now, out) {
-                info!(
-                    "reload requested by {trigger}: cancelling the running build to start it again"
-                );
-            }
+            let mut signal = Vec::new();
+            let first = b.cancel(now, &mut signal);
+            report(out, Step::coalesced(&trigger, Into::Build, None, first));
+            out.extend(signal);
             return;
         }
         if let Some(starting) = self.starting() {
-            out.push(Action::Report(Step::coalesced(
-                &trigger,
-                "queue",
-                Some(starting),
-            )));
-            if self.pending.is_none() {
-                info!("reload requested by {trigger}: queued until gen={starting} has started");
-            }
+            let first = self.pending.is_none();
+            report(
+                out,
+                Step::coalesced(&trigger, Into::Queue, Some(starting), first),
+            );
             self.pending = Some((trigger, at));
             return;
         }
-        if trigger == Trigger::Startup {
-            info!("starting");
-        } else {
-            info!("reload requested by {trigger}");
-        }
-        out.push(Action::Report(Step::trigger(&trigger, false)));
+        report(out, Step::trigger(&trigger, false));
         self.restart_at = None;
         self.begin(at, now, out);
     }
@@ -73,18 +63,24 @@ impl State {
 
     /// Falls back to counting generations ready after [`READINESS_PROBE`]
     /// of uptime, once per run, saying `why` in a warning.
-    pub(super) fn fall_back_to_timer(&mut self, gen_id: GenId, why: &str) {
+    pub(super) fn fall_back_to_timer(
+        &mut self,
+        gen_id: GenId,
+        why: Fallback,
+        out: &mut Vec<Action>,
+    ) {
         if self.fallback_decided || self.ready_after().is_some() {
             return;
         }
         self.fallback_decided = true;
         self.fallback_ready_after = Some(READINESS_PROBE);
-        warn!(
-            generation = gen_id,
-            "this server does not report readiness: {why}; counting each generation ready after {}s of uptime instead. \
-             For exact handoffs, send READY=1 once the listener is set up (devsup_protocol::notify_ready()), \
-             or pass --ready-after DUR to choose the delay",
-            READINESS_PROBE.as_secs()
+        report(
+            out,
+            Step::FellBack {
+                generation: gen_id,
+                why,
+                after: READINESS_PROBE,
+            },
         );
     }
 
@@ -106,51 +102,37 @@ impl State {
         }
         g.listening = Some(at);
         let took = at.saturating_duration_since(g.spawned_at);
-        if g.counted || matches!(g.phase, Phase::Draining { .. }) {
-            debug!(
-                generation = gen_id,
-                "waits on the socket after {}",
-                ms(took)
-            );
-            return;
-        }
-        if !counts {
-            debug!(
-                generation = gen_id,
-                "waits on the socket after {} ({how}); waiting for READY=1",
-                ms(took)
-            );
+        if g.counted || matches!(g.phase, Phase::Draining { .. }) || !counts {
+            let how =
+                (!g.counted && !matches!(g.phase, Phase::Draining { .. })).then(|| how.to_owned());
+            note(out, Some(gen_id), Note::Waits { after: took, how });
             return;
         }
         g.counted = true;
-        info!(
-            generation = gen_id,
-            "ready in {} (listening: {how})",
-            ms(took)
+        report(
+            out,
+            Step::Ready {
+                generation: gen_id,
+                rule: Rule::Listening,
+                ready_us: us(took),
+                how: Some(how.to_owned()),
+            },
         );
-        out.push(Action::Report(Step::Ready {
-            generation: gen_id,
-            rule: "listening",
-            ready_us: us(took),
-        }));
         if matches!(g.phase, Phase::Starting { .. }) {
             self.promote(gen_id, Some(at), now, out);
         }
     }
 
     /// `/proc` cannot tell for `gen_id`: a timer is all that is left.
-    pub(super) fn on_probe_failed(&mut self, gen_id: GenId, why: &str) {
+    pub(super) fn on_probe_failed(&mut self, gen_id: GenId, why: String, out: &mut Vec<Action>) {
         if self.policy.ready == ReadyRule::Notify || self.speaks_protocol {
-            debug!(generation = gen_id, "cannot probe: {why}");
+            note(out, Some(gen_id), Note::CannotProbe(why));
             return;
         }
         if !self.gens.contains_key(&gen_id) {
             return;
         }
-        self.fall_back_to_timer(
-            gen_id,
-            &format!("it has not sent READY=1, and devsup cannot see from /proc whether it waits on its socket ({why})"),
-        );
+        self.fall_back_to_timer(gen_id, Fallback::CannotProbe(why), out);
     }
 
     pub(super) fn spawn(
@@ -184,18 +166,18 @@ impl State {
         );
         out.push(Action::Spawn { gen_id, trigger_at });
         if matches!(phase, Phase::Active { .. }) {
-            out.push(Action::Report(Step::Active {
-                generation: gen_id,
-                replaces: None,
-            }));
+            report(
+                out,
+                Step::Active {
+                    generation: gen_id,
+                    replaces: None,
+                },
+            );
         }
         if self.gens.len() > self.peak {
             self.peak = self.gens.len();
             if self.peak > 2 {
-                info!(
-                    "{} generations alive at once, the most so far (the others are draining)",
-                    self.peak
-                );
+                report(out, Step::Peak { live: self.peak });
             }
         }
     }
@@ -256,78 +238,74 @@ impl State {
         if let Some(g) = self.gens.get_mut(&gen_id) {
             g.note_sent(&msg);
         }
+        let said = |what| Step::Said {
+            generation: gen_id,
+            what,
+        };
         match msg {
-            Message::Ready => {
-                let first = !self.speaks_protocol;
-                let Some(g) = self.gens.get_mut(&gen_id) else {
-                    return;
-                };
-                if g.said_ready {
-                    debug!(generation = gen_id, "READY=1 again: ignored");
-                    return;
-                }
-                g.said_ready = true;
-                self.speaks_protocol = true;
-                let took = at.saturating_duration_since(g.spawned_at);
-                if g.counted {
-                    // Counted ready already, by the kernel or a timer.
-                    if first && self.policy.ready == ReadyRule::Auto {
-                        info!(
-                            generation = gen_id,
-                            "sent READY=1 {} after it started: this server reports readiness, so handoffs wait for READY=1 from now on",
-                            ms(took)
-                        );
-                    }
-                } else {
-                    match g.phase {
-                        Phase::Starting { .. } => {
-                            g.counted = true;
-                            info!(generation = gen_id, "ready in {}", ms(took));
-                            out.push(Action::Report(Step::Ready {
-                                generation: gen_id,
-                                rule: "notify",
-                                ready_us: us(took),
-                            }));
-                            self.promote(gen_id, Some(at), now, out);
-                        }
-                        Phase::Active { .. } => {
-                            g.counted = true;
-                            info!(generation = gen_id, "ready in {}", ms(took));
-                            out.push(Action::Report(Step::Ready {
-                                generation: gen_id,
-                                rule: "notify",
-                                ready_us: us(took),
-                            }));
-                        }
-                        Phase::Draining { .. } => {
-                            debug!(generation = gen_id, "READY=1 while draining: ignored")
-                        }
-                    }
-                }
-                if self.fallback_ready_after.take().is_some() {
-                    info!(
-                        generation = gen_id,
-                        "sent READY=1: this server reports readiness after all, so handoffs wait for READY again"
-                    );
-                }
-            }
-            Message::Status(status) => info!(generation = gen_id, "status: {status}"),
-            Message::Stopping => info!(generation = gen_id, "stopping"),
-            Message::Reloading => info!(generation = gen_id, "reloading its configuration"),
+            Message::Ready => self.on_ready(gen_id, at, now, out),
+            Message::Status(status) => report(out, said(Said::Status(status))),
+            Message::Stopping => report(out, said(Said::Stopping)),
+            Message::Reloading => report(out, said(Said::Reloading)),
             Message::Reload => {
                 if self.active() == Some(gen_id) || self.starting() == Some(gen_id) {
                     self.on_reload(Trigger::Server(gen_id), at, now, out);
                 } else {
-                    debug!(
-                        generation = gen_id,
-                        "DEVSUP_RELOAD=1 from a draining generation: ignored"
-                    );
+                    note(out, Some(gen_id), Note::ReloadWhileDraining);
                 }
             }
-            // The loop hands MAINPID= to the executor (which checks the
-            // process against the generation) before the machine sees it.
-            Message::MainPid(pid) => debug!(generation = gen_id, "MAINPID={pid}: noted"),
-            Message::Other { key, .. } => debug!(generation = gen_id, "{key}=…: ignored"),
+            // The executor takes MAINPID= (it checks the process against
+            // the generation) before the machine would see it.
+            Message::MainPid(_) => note(out, Some(gen_id), Note::Unhandled("MAINPID".into())),
+            Message::Other { key, .. } => note(out, Some(gen_id), Note::Unhandled(key)),
+        }
+    }
+
+    /// `gen_id` said READY=1 at `at`.
+    fn on_ready(&mut self, gen_id: GenId, at: Instant, now: Instant, out: &mut Vec<Action>) {
+        let first = !self.speaks_protocol;
+        let auto = self.policy.ready == ReadyRule::Auto;
+        let Some(g) = self.gens.get_mut(&gen_id) else {
+            return;
+        };
+        if g.said_ready {
+            note(out, Some(gen_id), Note::ReadyAgain);
+            return;
+        }
+        g.said_ready = true;
+        self.speaks_protocol = true;
+        let took = at.saturating_duration_since(g.spawned_at);
+        if g.counted {
+            // Counted ready already, by the kernel or a timer.
+            if first && auto {
+                report(
+                    out,
+                    Step::SpeaksProtocol {
+                        generation: gen_id,
+                        after: took,
+                    },
+                );
+            }
+        } else if matches!(g.phase, Phase::Draining { .. }) {
+            note(out, Some(gen_id), Note::ReadyWhileDraining);
+        } else {
+            g.counted = true;
+            let starting = matches!(g.phase, Phase::Starting { .. });
+            report(
+                out,
+                Step::Ready {
+                    generation: gen_id,
+                    rule: Rule::Notify,
+                    ready_us: us(took),
+                    how: None,
+                },
+            );
+            if starting {
+                self.promote(gen_id, Some(at), now, out);
+            }
+        }
+        if self.fallback_ready_after.take().is_some() {
+            report(out, Step::FallbackEnded { generation: gen_id });
         }
     }
 
@@ -345,7 +323,13 @@ impl State {
                 reason: SignalReason::Route(because),
             });
         } else {
-            info!("{because}: no generation running to send {signal} to");
+            report(
+                out,
+                Step::NotSignalled {
+                    because,
+                    signal: signal.as_str().to_owned(),
+                },
+            );
         }
     }
 
@@ -360,10 +344,13 @@ impl State {
         let old = self.active();
         if let Some(g) = self.gens.get_mut(&gen_id) {
             g.phase = Phase::Active { since: now };
-            out.push(Action::Report(Step::Active {
-                generation: gen_id,
-                replaces: old,
-            }));
+            report(
+                out,
+                Step::Active {
+                    generation: gen_id,
+                    replaces: old,
+                },
+            );
         }
         if let Some(old) = old {
             let reason = SignalReason::Handoff {
@@ -379,8 +366,7 @@ impl State {
     /// behind it.
     pub(super) fn settled(&mut self, now: Instant, out: &mut Vec<Action>) {
         if let Some((trigger, at)) = self.pending.take() {
-            info!("starting the reload queued by {trigger}");
-            out.push(Action::Report(Step::trigger(&trigger, true)));
+            report(out, Step::trigger(&trigger, true));
             self.begin(at, now, out);
         }
     }
@@ -411,7 +397,7 @@ impl State {
                 signal: self.policy.drain_signal,
                 reason,
             }),
-            None => debug!(generation = gen_id, "draining before its pid is known"),
+            None => note(out, Some(gen_id), Note::DrainBeforePid),
         }
     }
 }

@@ -66,14 +66,17 @@ use nix::sys::signal::Signal;
 
 #[cfg(doc)]
 use crate::event::Event::{Listening, ProbeFailed};
-use crate::event::{Action, Event, GenId, Trigger};
+use crate::event::{Event, GenId, Trigger};
+use crate::step::{Note, Step};
 
+mod action;
 mod build;
 mod exits;
 mod handoff;
 mod shutdown;
 mod timers;
 
+pub(crate) use action::{Action, SignalReason};
 use build::Build;
 use shutdown::Shutdown;
 
@@ -167,6 +170,16 @@ struct Generation {
     /// It has been counted ready (by any rule) and said so in the log.
     counted: bool,
     phase: Phase,
+}
+
+/// Reports `step`: pushes it onto `out`.
+fn report(out: &mut Vec<Action>, step: Step) {
+    out.push(Action::Report(step));
+}
+
+/// Reports a note (shown with `-v`).
+fn note(out: &mut Vec<Action>, generation: Option<GenId>, note: Note) {
+    report(out, Step::Noted { generation, note });
 }
 
 /// How many messages [`Generation::sent`] keeps.
@@ -302,13 +315,6 @@ impl State {
         self.active().is_none() && self.nothing_on_its_way()
     }
 
-    /// "; keeping gen=N serving", for a log line about a failed start.
-    fn keeping(&self) -> String {
-        self.active()
-            .map(|a| format!("; keeping gen={a} serving"))
-            .unwrap_or_default()
-    }
-
     fn ready_after(&self) -> Option<Duration> {
         self.policy.ready_after.or(self.fallback_ready_after)
     }
@@ -322,7 +328,7 @@ impl State {
             Event::Listening { gen_id, how, at } => {
                 self.on_listening(gen_id, &how, at, now, &mut out)
             }
-            Event::ProbeFailed { gen_id, why } => self.on_probe_failed(gen_id, &why),
+            Event::ProbeFailed { gen_id, why } => self.on_probe_failed(gen_id, why, &mut out),
             Event::Spawned { gen_id, pid } => self.on_spawned(gen_id, pid, now, &mut out),
             Event::SpawnFailed { gen_id, error } => {
                 self.on_spawn_failed(gen_id, &error, now, &mut out)

@@ -6,10 +6,9 @@
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
-use tracing::{info, warn};
 
-use super::{Phase, State};
-use crate::event::{Action, GenId, SignalReason};
+use super::{Action, Phase, SignalReason, State, report};
+use crate::event::{GenId, StopCause};
 use crate::step::Step;
 
 /// A shutdown under way.
@@ -22,14 +21,14 @@ pub(super) struct Shutdown {
 }
 
 impl State {
-    pub(super) fn on_shutdown(&mut self, because: String, now: Instant, out: &mut Vec<Action>) {
+    pub(super) fn on_shutdown(&mut self, because: StopCause, now: Instant, out: &mut Vec<Action>) {
         if let Some(sd) = &mut self.shutdown {
             if sd.forced {
                 return;
             }
             sd.forced = true;
             sd.killed_any = true;
-            warn!("{because} again: killing every generation now");
+            report(out, Step::ShutdownForced { cause: because });
             for (&gen_id, g) in &mut self.gens {
                 if let Some(pid) = g.pid {
                     out.push(Action::Signal {
@@ -59,15 +58,13 @@ impl State {
         });
         self.pending = None;
         self.restart_at = None;
-        let live = self.gens.len();
-        info!(
-            "{because}: shutting down; draining {live} generation{} (again to kill at once)",
-            if live == 1 { "" } else { "s" }
+        report(
+            out,
+            Step::Shutdown {
+                cause: because,
+                live: self.gens.len(),
+            },
         );
-        out.push(Action::Report(Step::Shutdown {
-            cause: because.clone(),
-            live,
-        }));
         let ids: Vec<GenId> = self.gens.keys().copied().collect();
         for gen_id in ids {
             self.drain(gen_id, SignalReason::Shutdown, now, out);
@@ -84,15 +81,8 @@ impl State {
         };
         if self.gens.is_empty() && self.build.is_none() {
             let code = if sd.killed_any { 1 } else { 0 };
-            if code == 0 {
-                info!(
-                    "every generation has exited (at most {} were alive at once); bye",
-                    self.peak
-                );
-            } else {
-                warn!("stopped, but some generation had to be killed");
-            }
-            out.push(Action::Report(Step::Stopped { code }));
+            let peak = self.peak;
+            report(out, Step::Stopped { code, peak });
             out.push(Action::Exit(code));
         }
     }

@@ -44,7 +44,8 @@ use devsup_protocol::Message;
 use nix::sys::signal::Signal;
 
 use super::*;
-use crate::event::{Exit, SignalReason};
+use crate::event::{Exit, StopCause};
+use crate::machine::SignalReason;
 
 /// splitmix64: small, fast and good enough to pick events.
 struct Rng(u64);
@@ -297,7 +298,7 @@ impl World {
                 );
                 if signal == Signal::SIGKILL {
                     match reason {
-                        SignalReason::DrainTimeout => {
+                        SignalReason::DrainTimeout { .. } => {
                             let drain_at = p.drain_at.unwrap_or_else(|| {
                                 panic!(
                                     "gen {gen_id} killed at a drain timeout without a drain signal"
@@ -576,7 +577,7 @@ impl World {
                 if self.rng.chance(30) || self.shutdowns > 0 {
                     self.shutdowns += 1;
                     self.feed(Event::Shutdown {
-                        because: "SIGINT".into(),
+                        because: StopCause::Sigint,
                     });
                 }
             }
@@ -672,7 +673,7 @@ impl World {
             if self.state.shutdown.is_none() {
                 self.shutdowns += 1;
                 self.feed(Event::Shutdown {
-                    because: "SIGTERM".into(),
+                    because: StopCause::Sigterm,
                 });
             }
             self.settle();

@@ -13,7 +13,8 @@ use devsup_protocol::Message;
 use nix::sys::signal::Signal;
 
 use super::*;
-use crate::event::{Exit, SignalReason};
+use crate::event::{Exit, StopCause};
+use crate::machine::SignalReason;
 use crate::step::Step;
 
 const T: Duration = Duration::from_millis(1);
@@ -91,6 +92,7 @@ impl Sim {
     fn take_reported(&mut self) -> Vec<(String, Option<GenId>)> {
         std::mem::take(&mut self.reported)
             .into_iter()
+            .filter(Step::on_wire)
             .map(|s| {
                 let json = crate::report::Record::now(s.clone()).to_json();
                 let v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -309,7 +311,7 @@ fn drain_timeout_kills_the_group() {
     assert!(matches!(
         a[0],
         Action::Signal {
-            reason: SignalReason::DrainTimeout,
+            reason: SignalReason::DrainTimeout { .. },
             ..
         }
     ));
@@ -523,7 +525,7 @@ fn shutdown_drains_everything_and_exits_cleanly() {
     let mut sim = Sim::serving(policy());
     sim.reload();
     let a = sim.feed(Event::Shutdown {
-        because: "SIGINT".into(),
+        because: StopCause::Sigint,
     });
     assert_eq!(signals(&a), [(1, Signal::SIGTERM), (2, Signal::SIGTERM)]);
     assert!(sim.reload().is_empty(), "no reload during shutdown");
@@ -535,10 +537,10 @@ fn shutdown_drains_everything_and_exits_cleanly() {
 fn second_shutdown_kills_and_exit_status_says_so() {
     let mut sim = Sim::serving(policy());
     sim.feed(Event::Shutdown {
-        because: "SIGINT".into(),
+        because: StopCause::Sigint,
     });
     let a = sim.feed(Event::Shutdown {
-        because: "SIGINT".into(),
+        because: StopCause::Sigint,
     });
     assert_eq!(signals(&a), [(1, Signal::SIGKILL)]);
     assert_eq!(
@@ -560,7 +562,7 @@ fn shutdown_with_nothing_running_exits_at_once() {
     });
     sim.feed(Event::BuildStarted { pid: 9 });
     let a = sim.feed(Event::Shutdown {
-        because: "SIGINT".into(),
+        because: StopCause::Sigint,
     });
     assert_eq!(
         a,
@@ -603,7 +605,7 @@ fn a_drain_decided_before_the_pid_is_known_is_sent_once_it_is() {
     });
     assert!(matches!(a[..], [Action::Spawn { gen_id: 1, .. }]));
     let a = sim.step(Event::Shutdown {
-        because: "SIGINT".into(),
+        because: StopCause::Sigint,
     });
     assert!(signals(&a).is_empty(), "no pid to signal yet");
     let a = sim.step(Event::Spawned { gen_id: 1, pid: 77 });
@@ -656,7 +658,7 @@ fn a_spawn_failure_of_the_only_generation_retries_with_backoff() {
 }
 
 #[test]
-fn each_decision_is_reported_beside_its_log_line() {
+fn each_decision_is_reported_as_a_step() {
     let mut sim = Sim::serving(policy());
     assert_eq!(
         sim.take_reported(),
@@ -702,7 +704,7 @@ fn each_decision_is_reported_beside_its_log_line() {
     );
     sim.reported.clear();
     sim.feed(Event::Shutdown {
-        because: "SIGTERM".into(),
+        because: StopCause::Sigterm,
     });
     sim.exited(2, Exit::Code(0));
     sim.exited(3, Exit::Code(0));
@@ -710,11 +712,11 @@ fn each_decision_is_reported_beside_its_log_line() {
     assert_eq!(
         reported[0],
         Step::Shutdown {
-            cause: "SIGTERM".into(),
+            cause: StopCause::Sigterm,
             live: 2
         }
     );
-    assert_eq!(reported.last(), Some(&Step::Stopped { code: 0 }));
+    assert_eq!(reported.last(), Some(&Step::Stopped { code: 0, peak: 3 }));
 }
 
 #[test]
@@ -738,7 +740,7 @@ fn a_failed_build_is_reported_once_and_a_cancelled_one_as_cancelled() {
         .reported
         .iter()
         .filter_map(|s| match s {
-            Step::BuildFinished { status, code, .. } => Some((*status, *code)),
+            Step::BuildFinished { status, code, .. } => Some((status.word(), *code)),
             _ => None,
         })
         .collect();
@@ -972,7 +974,7 @@ fn a_drain_sent_late_still_gets_the_whole_drain_timeout() {
     // Gen 2 is spawned, but its pid comes late; a shutdown meanwhile.
     state.step(
         Event::Shutdown {
-            because: "SIGINT".into(),
+            because: StopCause::Sigint,
         },
         t0,
     );
@@ -1006,13 +1008,13 @@ fn a_generation_spawned_after_a_second_stop_request_is_killed() {
     );
     state.step(
         Event::Shutdown {
-            because: "SIGINT".into(),
+            because: StopCause::Sigint,
         },
         t0,
     );
     state.step(
         Event::Shutdown {
-            because: "SIGINT".into(),
+            because: StopCause::Sigint,
         },
         t0,
     );

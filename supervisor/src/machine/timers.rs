@@ -7,14 +7,12 @@
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
-use tracing::{info, warn};
 
-use super::{BUILD_CANCEL_GRACE, Phase, ReadyRule, State};
+use super::{Action, BUILD_CANCEL_GRACE, Phase, ReadyRule, SignalReason, State, report};
 #[cfg(doc)]
 use crate::event::Event;
-use crate::event::{Action, SignalReason};
-use crate::log::ms;
-use crate::step::{Step, us};
+use crate::event::GenId;
+use crate::step::{Fallback, Rule, SocketSeen, Step, us};
 
 impl State {
     /// When the evidence that the server cannot be seen ready will be in:
@@ -63,17 +61,34 @@ impl State {
 
     pub(super) fn on_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
         if let Some((gen_id, at)) = self.invisible_at().filter(|&(_, at)| now >= at) {
-            let up = at.duration_since(self.gens[&gen_id].spawned_at);
-            self.fall_back_to_timer(
-                gen_id,
-                &format!(
-                    "it ran {} (--ready-timeout) without sending READY=1, and devsup never saw it wait on the socket it passed \
-                     (does it take its listener from LISTEN_FDS, at fd 3? devsup cannot see io_uring, a busy accept loop, \
-                     or a process outside the generation's process group)",
-                    ms(up)
-                ),
-            );
+            let ran = at.duration_since(self.gens[&gen_id].spawned_at);
+            self.fall_back_to_timer(gen_id, Fallback::Unseen { ran }, out);
         }
+        let (promote, not_ready) = self.tick_generations(now, out);
+        if let Some(gen_id) = promote {
+            self.promote(gen_id, None, now, out);
+        }
+        if let Some(gen_id) = not_ready {
+            self.not_ready(gen_id, now, out);
+        }
+        if self.restart_at.is_some_and(|t| now >= t) {
+            self.restart_at = None;
+            if self.idle() {
+                report(out, Step::restart());
+                self.begin(now, now, out);
+            }
+        }
+        self.tick_build(now, out);
+    }
+
+    /// The generations' deadlines at `now`: counts a starting one ready
+    /// after `--ready-after` (returned first, to promote), finds one not
+    /// ready in time (returned second), and kills the drains that overran.
+    fn tick_generations(
+        &mut self,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> (Option<GenId>, Option<GenId>) {
         let ready_after = self.ready_after();
         let mut promote = None;
         let mut not_ready = None;
@@ -82,16 +97,15 @@ impl State {
             match &mut g.phase {
                 Phase::Starting { deadline } => {
                     if ready_after.is_some_and(|a| now >= g.spawned_at + a) {
-                        info!(
-                            generation = gen_id,
-                            "counted ready: up for {} without exiting",
-                            ms(now.duration_since(g.spawned_at))
+                        report(
+                            out,
+                            Step::Ready {
+                                generation: gen_id,
+                                rule: Rule::Uptime,
+                                ready_us: us(now.duration_since(g.spawned_at)),
+                                how: None,
+                            },
                         );
-                        out.push(Action::Report(Step::Ready {
-                            generation: gen_id,
-                            rule: "uptime",
-                            ready_us: us(now.duration_since(g.spawned_at)),
-                        }));
                         g.counted = true;
                         promote = Some(gen_id);
                     } else if now >= *deadline {
@@ -101,20 +115,15 @@ impl State {
                 Phase::Draining { since, kill_at } => {
                     if kill_at.is_some_and(|k| now >= k) {
                         *kill_at = None;
-                        warn!(
-                            generation = gen_id,
-                            "still running {} after the drain signal: sending SIGKILL to its group",
-                            ms(now.duration_since(*since))
-                        );
                         if let Some(pid) = g.pid {
-                            kill.push((gen_id, pid));
+                            kill.push((gen_id, pid, *since));
                         }
                     }
                 }
                 Phase::Active { .. } => {}
             }
         }
-        for (gen_id, pid) in kill {
+        for (gen_id, pid, since) in kill {
             if let Some(sd) = &mut self.shutdown {
                 sd.killed_any = true;
             }
@@ -122,51 +131,51 @@ impl State {
                 gen_id,
                 pid,
                 signal: Signal::SIGKILL,
-                reason: SignalReason::DrainTimeout,
+                reason: SignalReason::DrainTimeout { since },
             });
         }
-        if let Some(gen_id) = promote {
-            self.promote(gen_id, None, now, out);
-        }
-        if let Some(gen_id) = not_ready {
-            let keep = self.keeping();
-            let g = &self.gens[&gen_id];
-            let sent = g.what_it_sent();
-            let seen = match g.listening {
-                Some(at) if self.policy.ready == ReadyRule::Notify => format!(
-                    "; it waits on the socket since {} after it started, which --ready notify does not count",
-                    ms(at.saturating_duration_since(g.spawned_at))
-                ),
-                Some(at) => format!(
-                    "; it waits on the socket since {} after it started, but earlier generations sent READY=1, so devsup waits for it (--ready listen counts the socket)",
-                    ms(at.saturating_duration_since(g.spawned_at))
-                ),
-                None if self.policy.ready == ReadyRule::Notify => String::new(),
-                None => "; never seen waiting on the socket".to_owned(),
-            };
-            warn!(
-                generation = gen_id,
-                "not ready after {} (no READY=1; {sent}{seen}; raise --ready-timeout if it needs longer): draining it{keep}",
-                ms(self.policy.ready_timeout)
-            );
-            self.drain(gen_id, SignalReason::NotReady, now, out);
-            self.keep_serving(now, out);
-        }
-        if self.restart_at.is_some_and(|t| now >= t) {
-            self.restart_at = None;
-            if self.idle() {
-                info!("restarting");
-                out.push(Action::Report(Step::restart()));
-                self.begin(now, now, out);
-            }
-        }
+        (promote, not_ready)
+    }
+
+    /// `gen_id` was not ready by `--ready-timeout`: it drains, and what
+    /// served serves on.
+    fn not_ready(&mut self, gen_id: GenId, now: Instant, out: &mut Vec<Action>) {
+        let g = &self.gens[&gen_id];
+        let notify = self.policy.ready == ReadyRule::Notify;
+        let seen = match g
+            .listening
+            .map(|at| at.saturating_duration_since(g.spawned_at))
+        {
+            Some(after) if notify => SocketSeen::NotCounted(after),
+            Some(after) => SocketSeen::WaitsForReady(after),
+            None if notify => SocketSeen::NotLooked,
+            None => SocketSeen::Never,
+        };
+        report(
+            out,
+            Step::NotReady {
+                generation: gen_id,
+                timeout: self.policy.ready_timeout,
+                sent: g.what_it_sent(),
+                seen,
+                keeping: self.active(),
+            },
+        );
+        self.drain(gen_id, SignalReason::NotReady, now, out);
+        self.keep_serving(now, out);
+    }
+
+    /// A cancelled build that overran its grace gets SIGKILL.
+    fn tick_build(&mut self, now: Instant, out: &mut Vec<Action>) {
         if let Some(b) = &mut self.build {
             if b.cancel_kill_at.is_some_and(|k| now >= k) {
                 b.cancel_kill_at = None;
                 if let Some(pid) = b.pid {
-                    warn!(
-                        "the build ignored SIGTERM for {}: killing its group",
-                        ms(BUILD_CANCEL_GRACE)
+                    report(
+                        out,
+                        Step::BuildKilled {
+                            grace: BUILD_CANCEL_GRACE,
+                        },
                     );
                     out.push(Action::SignalBuild {
                         pid,

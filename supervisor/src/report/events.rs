@@ -432,8 +432,8 @@ mod tests {
         let path = dir.path().join("events.json");
         let reporter = Reporter::default();
         let _events = setup(Some(&Target::File(path.clone())), None, None, &reporter).unwrap();
-        reporter.step(Step::Stopped { code: 0 });
-        reporter.step(Step::Stopped { code: 1 });
+        reporter.step(Step::Stopped { code: 0, peak: 0 });
+        reporter.step(Step::Stopped { code: 1, peak: 0 });
         // The writer's thread writes them: wait for both lines.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let text = loop {
@@ -477,7 +477,7 @@ mod tests {
             writers: vec![unwritten],
             hub: Hub::default(),
         };
-        reporter.step(Step::Stopped { code: 0 });
+        reporter.step(Step::Stopped { code: 0, peak: 0 });
         drop(events);
         let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
         assert!(text.contains("\"stopped\""), "{text:?}");
@@ -506,7 +506,7 @@ mod tests {
         assert_eq!(first["active"], 1);
         assert_eq!(first["active_pid"], 42);
         // The client is registered once its status is read.
-        reporter.step(Step::Stopped { code: 0 });
+        reporter.step(Step::Stopped { code: 0, peak: 0 });
         let next: serde_json::Value =
             serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
         assert_eq!(next["event"], "stopped");
@@ -545,7 +545,10 @@ mod tests {
         let stepping = reporter.clone();
         returns_promptly("Reporter::step", move || {
             for code in 0..steps {
-                stepping.step(Step::Stopped { code: code as u8 });
+                stepping.step(Step::Stopped {
+                    code: code as u8,
+                    peak: 0,
+                });
             }
         });
         // The writer fell behind: it was dropped, and the reader, once it

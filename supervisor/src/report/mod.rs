@@ -27,6 +27,7 @@ use crate::event::GenId;
 use crate::step::Step;
 
 pub(crate) mod events;
+pub(crate) mod log;
 pub(crate) mod status;
 pub(crate) mod systemd;
 
@@ -180,10 +181,18 @@ impl Reporter {
         !self.lock().subscribers.is_empty()
     }
 
-    /// Reports one step to every subscriber.
+    /// Reports one step: its log line, then every subscriber.
+    pub(crate) fn report(&self, step: Step) {
+        log::write(&step);
+        self.step(step);
+    }
+
+    /// Publishes one step to every subscriber (its log line is written
+    /// already: see [`Reporter::report`]).
+    /// Steps that only the log shows ([`Step::on_wire`]) go no further.
     pub(crate) fn step(&self, step: Step) {
         let mut inner = self.lock();
-        if inner.subscribers.is_empty() {
+        if inner.subscribers.is_empty() || !step.on_wire() {
             return;
         }
         let record = Arc::new(Record::now(step));
@@ -197,12 +206,14 @@ mod tests {
 
     use super::*;
     use crate::event::{Exit, Trigger};
+    use crate::step::{BuildStatus, Rule};
 
     #[test]
     fn records_carry_version_time_generation_and_kind() {
         let record = Record::now(Step::Ready {
             generation: 3,
-            rule: "notify",
+            rule: Rule::Notify,
+            how: None,
             ready_us: 1500,
         });
         let json: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();
@@ -236,14 +247,19 @@ mod tests {
             left += 1;
             left < 2
         });
-        reporter.step(Step::Stopped { code: 0 });
-        reporter.step(Step::Stopped { code: 1 });
-        reporter.step(Step::Stopped { code: 2 });
+        reporter.step(Step::Stopped { code: 0, peak: 0 });
+        reporter.step(Step::Stopped { code: 1, peak: 0 });
+        reporter.step(Step::Stopped { code: 2, peak: 0 });
         assert_eq!(reporter.lock().subscribers.len(), 1);
         let codes: Vec<Step> = rx.try_iter().map(|r| r.step.clone()).collect();
-        assert_eq!(codes, [0, 1, 2].map(|code| Step::Stopped { code }).to_vec());
+        assert_eq!(
+            codes,
+            [0, 1, 2]
+                .map(|code| Step::Stopped { code, peak: 0 })
+                .to_vec()
+        );
         drop(rx);
-        reporter.step(Step::Stopped { code: 3 });
+        reporter.step(Step::Stopped { code: 3, peak: 0 });
         assert!(!reporter.is_active());
     }
 
@@ -262,7 +278,7 @@ mod tests {
     #[test]
     fn the_output_for_the_overlay_stays_off_the_wire() {
         let mut step = Step::build_finished(
-            "failed",
+            BuildStatus::Failed,
             0,
             1,
             Some(Exit::Code(101)),

@@ -133,7 +133,7 @@ impl Status {
                 self.building = false;
                 self.build_started = None;
                 self.last_build = Some(LastBuild {
-                    status: (*status).to_owned(),
+                    status: status.word().to_owned(),
                     finished: ts(),
                     duration_us: *duration_us,
                     code: *code,
@@ -148,6 +148,8 @@ impl Status {
             | Step::Killed { .. }
             | Step::Signalled { .. }
             | Step::Stopped { .. } => {}
+            // The log's alone: never published.
+            _ => {}
         }
     }
 
@@ -331,6 +333,7 @@ pub(crate) fn run(path: &Path, json: bool, out: &mut dyn std::io::Write) -> anyh
 mod tests {
     use super::*;
     use crate::event::Exit;
+    use crate::step::{BuildStatus, Phase, Rule};
 
     fn fold(status: &mut Status, step: Step) {
         status.fold(&Record::now(step));
@@ -369,7 +372,13 @@ mod tests {
         assert!(s.building && s.build_started.is_some());
         fold(
             &mut s,
-            Step::build_finished("ok", 0, 1, Some(Exit::Code(0)), Duration::from_millis(5)),
+            Step::build_finished(
+                BuildStatus::Ok,
+                0,
+                1,
+                Some(Exit::Code(0)),
+                Duration::from_millis(5),
+            ),
         );
         assert!(!s.building);
         fold(
@@ -385,7 +394,8 @@ mod tests {
             &mut s,
             Step::Ready {
                 generation: 2,
-                rule: "notify",
+                rule: Rule::Notify,
+                how: None,
                 ready_us: 9,
             },
         );
@@ -408,12 +418,18 @@ mod tests {
         assert_eq!(s.live, [1, 2]);
         fold(
             &mut s,
-            Step::exited(1, Exit::Code(0), "draining", Duration::ZERO, None),
+            Step::exited(1, Exit::Code(0), Phase::Draining, Duration::ZERO, None),
         );
         assert_eq!(s.live, [2]);
         fold(
             &mut s,
-            Step::build_finished("failed", 0, 1, Some(Exit::Code(2)), Duration::from_secs(1)),
+            Step::build_finished(
+                BuildStatus::Failed,
+                0,
+                1,
+                Some(Exit::Code(2)),
+                Duration::from_secs(1),
+            ),
         );
         let b = s.last_build.clone().unwrap();
         assert_eq!((b.status.as_str(), b.code), ("failed", Some(2)));

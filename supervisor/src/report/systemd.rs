@@ -22,7 +22,7 @@ use tracing::warn;
 
 use super::{Record, Reporter};
 use crate::event::GenId;
-use crate::step::Step;
+use crate::step::{BuildStatus, Cause, DrainReason, Phase, Step};
 
 /// Subscribes a [`Notifier`] if devsup has a `NOTIFY_SOCKET` of its own.
 pub(crate) fn notify_from_env(reporter: &Reporter) -> anyhow::Result<()> {
@@ -141,7 +141,7 @@ impl Notifier {
                 }
             }
             Step::Trigger { cause, .. }
-                if self.ready_once && !self.reloading && *cause != "restart" =>
+                if self.ready_once && !self.reloading && *cause != Cause::Restart =>
             {
                 self.reloading = true;
                 let msg = format!(
@@ -152,22 +152,23 @@ impl Notifier {
                 self.send(&msg);
             }
             Step::BuildFinished {
-                status: "failed", ..
+                status: BuildStatus::Failed,
+                ..
             } => self.reload_failed("build failed"),
             Step::SpawnFailed { .. } => self.reload_failed("cannot start the server"),
             Step::Exited {
                 generation,
-                phase: "starting",
+                phase: Phase::Starting,
                 ..
             } => self.reload_failed(&format!("gen={generation} exited before ready")),
             Step::Draining {
                 generation,
-                reason: "not_ready",
+                reason: DrainReason::NotReady,
                 ..
             } => self.reload_failed(&format!("gen={generation} not ready in time")),
             Step::Exited {
                 generation,
-                phase: "active",
+                phase: Phase::Active,
                 ..
             } => {
                 self.active = None;
@@ -196,7 +197,9 @@ fn monotonic_usec() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::StopCause;
     use crate::event::{Exit, Trigger};
+    use crate::step::Rule;
 
     fn notifier() -> (Notifier, UnixDatagram, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
@@ -223,7 +226,8 @@ mod tests {
     fn ready(generation: GenId) -> Record {
         Record::now(Step::Ready {
             generation,
-            rule: "notify",
+            rule: Rule::Notify,
+            how: None,
             ready_us: 1,
         })
     }
@@ -239,14 +243,14 @@ mod tests {
         n.on(&ready(2));
         n.on(&Record::now(Step::trigger(&Trigger::Key, false)));
         n.on(&Record::now(Step::build_finished(
-            "failed",
+            BuildStatus::Failed,
             0,
             1,
             Some(Exit::Code(1)),
             std::time::Duration::ZERO,
         )));
         n.on(&Record::now(Step::Shutdown {
-            cause: "SIGTERM".into(),
+            cause: StopCause::Sigterm,
             live: 1,
         }));
         let got = received(&socket, 6);

@@ -11,7 +11,7 @@ use anyhow::Context;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::event::{Event, Input, Trigger};
+use crate::event::{Event, Input, StopCause, Trigger};
 
 /// Starts the signal thread. From now on SIGINT and SIGTERM no longer kill
 /// devsup: they ask it to shut down.
@@ -29,10 +29,10 @@ pub(crate) fn spawn(tx: Sender<Input>) -> anyhow::Result<()> {
                         at: Instant::now(),
                     }),
                     SIGINT => Input::Event(Event::Shutdown {
-                        because: "SIGINT".into(),
+                        because: StopCause::Sigint,
                     }),
                     _ => Input::Event(Event::Shutdown {
-                        because: "SIGTERM".into(),
+                        because: StopCause::Sigterm,
                     }),
                 };
                 if tx.send(input).is_err() {

@@ -13,7 +13,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 
 use tracing::{debug, info};
 
-use crate::event::{Event, Input, Trigger};
+use crate::event::{Event, Input, StopCause, Trigger};
 
 /// Starts the key thread if stdin is a terminal.
 pub(crate) fn spawn(tx: Sender<Input>) {
@@ -33,7 +33,7 @@ pub(crate) fn spawn(tx: Sender<Input>) {
             // Ctrl-D, or the terminal went away (a closed window, a lost
             // ssh session): nobody is left to watch this devsup.
             let _ = tx.send(Input::Event(Event::Shutdown {
-                because: "the terminal closed".into(),
+                because: StopCause::TerminalClosed,
             }));
         });
     if let Err(e) = spawned {
@@ -87,7 +87,7 @@ fn read_keys(tx: &Sender<Input>) {
                 at: Instant::now(),
             },
             "q" | "Q" => Event::Shutdown {
-                because: "q pressed".into(),
+                because: StopCause::Key,
             },
             "" => continue,
             other => {

@@ -1,0 +1,1021 @@
+//! The human log, rendered from steps: one [`Step`] in, at most one
+//! [`Line`] out ([`line`], a pure function, snapshot-tested below), written
+//! through `tracing` to stderr by [`write`] in the format of `crate::log`
+//! (`devsup gen=2 ready in 34ms`).
+//!
+//! This is the one place the log's wording lives for everything the state
+//! machine and the executor report; the integration tests wait on these
+//! lines, so a change of wording is a change of contract
+//! (`tests/src/devlog.rs`).
+
+use std::time::Duration;
+
+use crate::event::GenId;
+use crate::log::{latency, ms};
+use crate::step::{
+    AfterExit, BuildStatus, Cause, DrainReason, Fallback, Into, KillReason, Note, Phase, Rule,
+    Said, SocketSeen, Step,
+};
+
+/// How much a line matters; `DEVSUP_LOG`, `-q` and `-v` filter on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+/// One log line, before its prefix: its level, the generation it is about
+/// and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Line {
+    pub(crate) level: Level,
+    pub(crate) generation: Option<GenId>,
+    pub(crate) text: String,
+}
+
+/// Writes `step`'s line, if it has one, to the log.
+pub(crate) fn write(step: &Step) {
+    let Some(Line {
+        level,
+        generation,
+        text,
+    }) = line(step)
+    else {
+        return;
+    };
+    macro_rules! emit {
+        ($macro:ident) => {
+            match generation {
+                Some(g) => tracing::$macro!(generation = g, "{text}"),
+                None => tracing::$macro!("{text}"),
+            }
+        };
+    }
+    match level {
+        Level::Error => emit!(error),
+        Level::Warn => emit!(warn),
+        Level::Info => emit!(info),
+        Level::Debug => emit!(debug),
+    }
+}
+
+/// The log line for `step`; `None` for a step the log does not show.
+pub(crate) fn line(step: &Step) -> Option<Line> {
+    let (level, text) = match step {
+        Step::Listening { name, addr, fd, .. } => (
+            Level::Info,
+            format!("listening on {addr} (name={name} fd={fd})"),
+        ),
+        Step::Trigger {
+            generation,
+            cause,
+            path,
+            more,
+            queued,
+        } => (
+            Level::Info,
+            trigger(*generation, *cause, path, *more, *queued),
+        ),
+        Step::Coalesced {
+            generation,
+            cause,
+            path,
+            more,
+            into,
+            first: true,
+        } => {
+            let by = trigger_text(None, *cause, path, *more);
+            let text = match into {
+                Into::Build => format!(
+                    "reload requested by {by}: cancelling the running build to start it again"
+                ),
+                Into::Queue => format!(
+                    "reload requested by {by}: queued until gen={} has started",
+                    generation.unwrap_or_default()
+                ),
+            };
+            (Level::Info, text)
+        }
+        Step::Coalesced { first: false, .. } | Step::Active { .. } => return None,
+        Step::BuildStarted {
+            step,
+            steps,
+            command,
+        } => (Level::Info, format!("build step {step}/{steps}: {command}")),
+        Step::BuildFinished { .. } => build_finished(step)?,
+        Step::Spawned {
+            pid,
+            after_trigger_us,
+            ..
+        } => {
+            let after = after_trigger_us
+                .map(|t| format!(" in {} after trigger", latency(Duration::from_micros(t))))
+                .unwrap_or_default();
+            (Level::Info, format!("spawned pid={pid}{after}"))
+        }
+        Step::SpawnFailed { error, keeping, .. } => (
+            Level::Error,
+            format!("cannot start: {error}{}", keeping_text(*keeping)),
+        ),
+        Step::Ready {
+            rule,
+            ready_us,
+            how,
+            ..
+        } => (Level::Info, ready(*rule, *ready_us, how.as_deref())),
+        Step::Draining { .. } | Step::Killed { .. } | Step::Signalled { .. } => signal(step)?,
+        Step::Exited { .. } => exited(step)?,
+        Step::Shutdown { cause, live } => (
+            Level::Info,
+            format!(
+                "{cause}: shutting down; draining {live} generation{} (again to kill at once)",
+                if *live == 1 { "" } else { "s" }
+            ),
+        ),
+        Step::Stopped { code: 0, peak } => (
+            Level::Info,
+            format!("every generation has exited (at most {peak} were alive at once); bye"),
+        ),
+        Step::Stopped { .. } => (
+            Level::Warn,
+            "stopped, but some generation had to be killed".to_owned(),
+        ),
+        _ => log_only(step)?,
+    };
+    // A trigger's and a coalesced reload's line name the generation in
+    // their text, if at all: it is not their subject.
+    let generation = match step {
+        Step::Trigger { .. } | Step::Coalesced { .. } => None,
+        _ => step.generation(),
+    };
+    Some(Line {
+        level,
+        generation,
+        text,
+    })
+}
+
+/// The lines of the steps only the log shows.
+fn log_only(step: &Step) -> Option<(Level, String)> {
+    Some(match step {
+        Step::FellBack { why, after, .. } => (Level::Warn, fell_back(why, *after)),
+        Step::FallbackEnded { .. } => (
+            Level::Info,
+            "sent READY=1: this server reports readiness after all, so handoffs wait for READY again"
+                .to_owned(),
+        ),
+        Step::SpeaksProtocol { after, .. } => (
+            Level::Info,
+            format!(
+                "sent READY=1 {} after it started: this server reports readiness, so handoffs wait for READY=1 from now on",
+                ms(*after)
+            ),
+        ),
+        Step::NotReady {
+            timeout,
+            sent,
+            seen,
+            keeping,
+            ..
+        } => (
+            Level::Warn,
+            format!(
+                "not ready after {} (no READY=1; {sent}{}; raise --ready-timeout if it needs longer): draining it{}",
+                ms(*timeout),
+                seen_text(*seen),
+                keeping_text(*keeping)
+            ),
+        ),
+        Step::Peak { live } => (
+            Level::Info,
+            format!("{live} generations alive at once, the most so far (the others are draining)"),
+        ),
+        Step::RestartScheduled { delay } => (
+            Level::Warn,
+            format!(
+                "no generation is serving: starting one in {} (or at once on the next change)",
+                ms(*delay)
+            ),
+        ),
+        Step::NotSignalled { because, signal } => (
+            Level::Info,
+            format!("{because}: no generation running to send {signal} to"),
+        ),
+        Step::BuildKilled { grace } => (
+            Level::Warn,
+            format!("the build ignored SIGTERM for {}: killing its group", ms(*grace)),
+        ),
+        Step::ShutdownForced { cause } => (
+            Level::Warn,
+            format!("{cause} again: killing every generation now"),
+        ),
+        Step::Said { what, .. } => (
+            Level::Info,
+            match what {
+                Said::Status(status) => format!("status: {status}"),
+                Said::Stopping => "stopping".to_owned(),
+                Said::Reloading => "reloading its configuration".to_owned(),
+            },
+        ),
+        Step::Noted { note, .. } => (Level::Debug, note_text(note)),
+        _ => return None,
+    })
+}
+
+/// "SIGHUP", "change to src/main.rs (+2 more)": what asked for a reload.
+fn trigger_text(
+    generation: Option<GenId>,
+    cause: Cause,
+    path: &Option<String>,
+    more: usize,
+) -> String {
+    match cause {
+        Cause::Startup => "startup".to_owned(),
+        Cause::Sighup => "SIGHUP".to_owned(),
+        Cause::Key => "key press".to_owned(),
+        Cause::Server => format!("gen={}", generation.unwrap_or_default()),
+        Cause::Restart => "restart".to_owned(),
+        Cause::Files => {
+            let path = path.as_deref().unwrap_or_default();
+            match more {
+                0 => format!("change to {path}"),
+                more => format!("change to {path} (+{more} more)"),
+            }
+        }
+    }
+}
+
+fn trigger(
+    generation: Option<GenId>,
+    cause: Cause,
+    path: &Option<String>,
+    more: usize,
+    queued: bool,
+) -> String {
+    let by = trigger_text(generation, cause, path, more);
+    match cause {
+        _ if queued => format!("starting the reload queued by {by}"),
+        Cause::Startup => "starting".to_owned(),
+        Cause::Restart => "restarting".to_owned(),
+        _ => format!("reload requested by {by}"),
+    }
+}
+
+fn build_finished(step: &Step) -> Option<(Level, String)> {
+    let Step::BuildFinished {
+        status,
+        step,
+        code,
+        signal,
+        duration_us,
+        step_duration,
+        keeping,
+        ..
+    } = step
+    else {
+        return None;
+    };
+    let took = ms(Duration::from_micros(*duration_us));
+    Some(match status {
+        BuildStatus::Stopped => (Level::Info, format!("build stopped after {took}")),
+        BuildStatus::Cancelled => (
+            Level::Info,
+            format!("build cancelled after {took}; starting it again"),
+        ),
+        BuildStatus::Ok => (Level::Info, format!("build finished in {took}")),
+        BuildStatus::Failed => {
+            let how = match (code, signal) {
+                (Some(code), _) => format!("exited with status {code}"),
+                (None, Some(signal)) => format!("exited by {signal}"),
+                (None, None) => "could not start".to_owned(),
+            };
+            let serving = match keeping {
+                Some(a) => format!("keeping gen={a} serving"),
+                None => "no generation is running".to_owned(),
+            };
+            (
+                Level::Error,
+                format!(
+                    "build step {step} failed ({how}) after {}; {serving}. Fix the error and save to try again",
+                    ms(*step_duration)
+                ),
+            )
+        }
+    })
+}
+
+fn ready(rule: Rule, ready_us: u64, how: Option<&str>) -> String {
+    let took = ms(Duration::from_micros(ready_us));
+    match rule {
+        Rule::Notify => format!("ready in {took}"),
+        Rule::Listening => format!("ready in {took} (listening: {})", how.unwrap_or_default()),
+        Rule::Accepted => format!("ready in {took} (accepted a connection)"),
+        Rule::Uptime => format!("counted ready: up for {took} without exiting"),
+    }
+}
+
+/// The lines of the signals devsup sends a generation.
+fn signal(step: &Step) -> Option<(Level, String)> {
+    Some(match step {
+        Step::Draining {
+            signal,
+            reason: DrainReason::Handoff,
+            successor,
+            after_ready_us,
+            ..
+        } => (
+            Level::Info,
+            format!(
+                "draining ({signal}) {} after gen={} ready",
+                latency(Duration::from_micros(after_ready_us.unwrap_or_default())),
+                successor.unwrap_or_default()
+            ),
+        ),
+        Step::Draining { signal, .. } => (Level::Info, format!("draining ({signal})")),
+        Step::Killed {
+            reason: KillReason::Shutdown,
+            ..
+        } => (Level::Info, "killing (SIGKILL)".to_owned()),
+        Step::Killed {
+            reason: KillReason::DrainTimeout,
+            draining_for,
+            ..
+        } => (
+            Level::Warn,
+            format!(
+                "still running {} after the drain signal: sending SIGKILL to its group",
+                ms(draining_for.unwrap_or_default())
+            ),
+        ),
+        Step::Signalled {
+            signal, because, ..
+        } => (Level::Info, format!("{because}: sending {signal}")),
+        _ => return None,
+    })
+}
+
+fn exited(step: &Step) -> Option<(Level, String)> {
+    let Step::Exited {
+        code,
+        signal,
+        phase,
+        uptime_us,
+        drain_us,
+        next,
+        ..
+    } = step
+    else {
+        return None;
+    };
+    let exit = match (code, signal) {
+        (Some(code), _) => format!("with status {code}"),
+        (None, Some(signal)) => format!("by {signal}"),
+        (None, None) => "somehow".to_owned(),
+    };
+    let up = ms(Duration::from_micros(*uptime_us));
+    Some(match (phase, next) {
+        (Phase::Starting, next) => {
+            let keeping = match next {
+                AfterExit::FailedStart { keeping } => *keeping,
+                _ => None,
+            };
+            (
+                Level::Warn,
+                format!(
+                    "failed before ready: exited {exit} after {up}{}",
+                    keeping_text(keeping)
+                ),
+            )
+        }
+        (Phase::Draining, _) => (
+            Level::Info,
+            format!(
+                "exited {exit} after {}",
+                ms(Duration::from_micros(drain_us.unwrap_or_default()))
+            ),
+        ),
+        (Phase::Active, AfterExit::Stopping { active_for }) => (
+            Level::Info,
+            format!("exited {exit} after {}", ms(*active_for)),
+        ),
+        (Phase::Active, AfterExit::SuccessorStarting { starting }) => (
+            Level::Warn,
+            format!("exited {exit} after {up} while gen={starting} is starting"),
+        ),
+        (Phase::Active, AfterExit::Restart { delay }) => (
+            Level::Warn,
+            format!(
+                "exited {exit} on its own after {up}; restarting in {} (connections wait in the backlog meanwhile)",
+                ms(*delay)
+            ),
+        ),
+        (Phase::Active, _) => (
+            Level::Warn,
+            format!("exited {exit} on its own after {up}; the build under way starts the next one"),
+        ),
+    })
+}
+
+fn fell_back(why: &Fallback, after: Duration) -> String {
+    let why = match why {
+        Fallback::CannotProbe(why) => format!(
+            "it has not sent READY=1, and devsup cannot see from /proc whether it waits on its socket ({why})"
+        ),
+        Fallback::Unseen { ran } => format!(
+            "it ran {} (--ready-timeout) without sending READY=1, and devsup never saw it wait on the socket it passed \
+             (does it take its listener from LISTEN_FDS, at fd 3? devsup cannot see io_uring, a busy accept loop, \
+             or a process outside the generation's process group)",
+            ms(*ran)
+        ),
+    };
+    format!(
+        "this server does not report readiness: {why}; counting each generation ready after {}s of uptime instead. \
+         For exact handoffs, send READY=1 once the listener is set up (devsup_protocol::notify_ready()), \
+         or pass --ready-after DUR to choose the delay",
+        after.as_secs()
+    )
+}
+
+fn seen_text(seen: SocketSeen) -> String {
+    match seen {
+        SocketSeen::NotCounted(at) => format!(
+            "; it waits on the socket since {} after it started, which --ready notify does not count",
+            ms(at)
+        ),
+        SocketSeen::WaitsForReady(at) => format!(
+            "; it waits on the socket since {} after it started, but earlier generations sent READY=1, so devsup waits for it (--ready listen counts the socket)",
+            ms(at)
+        ),
+        SocketSeen::Never => "; never seen waiting on the socket".to_owned(),
+        SocketSeen::NotLooked => String::new(),
+    }
+}
+
+/// "; keeping gen=N serving", for a line about a failed start.
+fn keeping_text(keeping: Option<GenId>) -> String {
+    keeping
+        .map(|a| format!("; keeping gen={a} serving"))
+        .unwrap_or_default()
+}
+
+fn note_text(note: &Note) -> String {
+    match note {
+        Note::ReloadDuringShutdown(trigger) => {
+            format!("reload requested by {trigger} during shutdown: ignored")
+        }
+        Note::ReadyAgain => "READY=1 again: ignored".to_owned(),
+        Note::ReadyWhileDraining => "READY=1 while draining: ignored".to_owned(),
+        Note::ReloadWhileDraining => {
+            "DEVSUP_RELOAD=1 from a draining generation: ignored".to_owned()
+        }
+        Note::Unhandled(key) => format!("{key}=…: ignored"),
+        Note::DrainBeforePid => "draining before its pid is known".to_owned(),
+        Note::CannotProbe(why) => format!("cannot probe: {why}"),
+        Note::Waits { after, how: None } => format!("waits on the socket after {}", ms(*after)),
+        Note::Waits {
+            after,
+            how: Some(how),
+        } => format!(
+            "waits on the socket after {} ({how}); waiting for READY=1",
+            ms(*after)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::event::{Exit, StopCause, Trigger};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A line as `crate::log` prints it, without colours: the level's
+    /// label, the generation, the text; `-` for a step with no line.
+    fn show(step: Step) -> String {
+        let Some(line) = line(&step) else {
+            return "-".to_owned();
+        };
+        let label = match line.level {
+            Level::Error => "error: ",
+            Level::Warn => "warning: ",
+            Level::Info => "",
+            Level::Debug => "debug: ",
+        };
+        let generation = line
+            .generation
+            .map(|g| format!("gen={g} "))
+            .unwrap_or_default();
+        format!("{label}{generation}{}", line.text)
+    }
+
+    fn exited(phase: Phase, exit: Exit, next: AfterExit) -> Step {
+        let drain = (phase == Phase::Draining).then_some(12 * MS);
+        let mut step = Step::exited(2, exit, phase, 1500 * MS, drain);
+        if let Step::Exited { next: n, .. } = &mut step {
+            *n = next;
+        }
+        step
+    }
+
+    fn failed_build(exit: Option<Exit>, keeping: Option<GenId>) -> Step {
+        let mut step = Step::build_finished(BuildStatus::Failed, 0, 2, exit, 1100 * MS);
+        if let Step::BuildFinished {
+            step_duration: d,
+            keeping: k,
+            ..
+        } = &mut step
+        {
+            *d = 800 * MS;
+            *k = keeping;
+        }
+        step
+    }
+
+    /// Every kind of step with a line, and the line it renders to: the
+    /// log's wording in one place (the integration tests wait on it).
+    #[test]
+    fn each_step_renders_to_its_line() {
+        let files = Trigger::Files {
+            first: PathBuf::from("src/main.rs"),
+            more: 2,
+        };
+        let cases: Vec<(Step, &str)> = vec![
+            (
+                Step::Listening {
+                    name: "http".into(),
+                    addr: "127.0.0.1:8080".into(),
+                    fd: 3,
+                    inherited: false,
+                },
+                "listening on 127.0.0.1:8080 (name=http fd=3)",
+            ),
+            (Step::trigger(&Trigger::Startup, false), "starting"),
+            (
+                Step::trigger(&Trigger::Sighup, false),
+                "reload requested by SIGHUP",
+            ),
+            (
+                Step::trigger(&Trigger::Key, false),
+                "reload requested by key press",
+            ),
+            (
+                Step::trigger(&Trigger::Server(3), false),
+                "reload requested by gen=3",
+            ),
+            (
+                Step::trigger(&files, false),
+                "reload requested by change to src/main.rs (+2 more)",
+            ),
+            (
+                Step::trigger(&Trigger::Sighup, true),
+                "starting the reload queued by SIGHUP",
+            ),
+            (Step::restart(), "restarting"),
+            (
+                Step::coalesced(&Trigger::Sighup, Into::Queue, Some(2), true),
+                "reload requested by SIGHUP: queued until gen=2 has started",
+            ),
+            (
+                Step::coalesced(&Trigger::Sighup, Into::Queue, Some(2), false),
+                "-",
+            ),
+            (
+                Step::coalesced(&Trigger::Key, Into::Build, None, true),
+                "reload requested by key press: cancelling the running build to start it again",
+            ),
+            (
+                Step::coalesced(&Trigger::Key, Into::Build, None, false),
+                "-",
+            ),
+            (
+                Step::BuildStarted {
+                    step: 1,
+                    steps: 2,
+                    command: "cargo build".into(),
+                },
+                "build step 1/2: cargo build",
+            ),
+            (
+                Step::build_finished(BuildStatus::Ok, 1, 2, Some(Exit::Code(0)), 1100 * MS),
+                "build finished in 1100ms",
+            ),
+            (
+                Step::build_finished(BuildStatus::Cancelled, 0, 2, None, 30 * MS),
+                "build cancelled after 30ms; starting it again",
+            ),
+            (
+                Step::build_finished(
+                    BuildStatus::Stopped,
+                    0,
+                    2,
+                    None,
+                    12 * Duration::from_secs(1),
+                ),
+                "build stopped after 12.0s",
+            ),
+            (
+                failed_build(Some(Exit::Code(101)), Some(1)),
+                "error: build step 1 failed (exited with status 101) after 800ms; keeping gen=1 serving. Fix the error and save to try again",
+            ),
+            (
+                failed_build(Some(Exit::Signal(9)), None),
+                "error: build step 1 failed (exited by SIGKILL) after 800ms; no generation is running. Fix the error and save to try again",
+            ),
+            (
+                failed_build(None, Some(1)),
+                "error: build step 1 failed (could not start) after 800ms; keeping gen=1 serving. Fix the error and save to try again",
+            ),
+            (
+                Step::Spawned {
+                    generation: 2,
+                    pid: 4242,
+                    after_trigger_us: Some(85),
+                },
+                "gen=2 spawned pid=4242 in 85us after trigger",
+            ),
+            (
+                Step::Spawned {
+                    generation: 1,
+                    pid: 4242,
+                    after_trigger_us: None,
+                },
+                "gen=1 spawned pid=4242",
+            ),
+            (
+                Step::SpawnFailed {
+                    generation: 2,
+                    error: "cannot run ./server: no such file".into(),
+                    keeping: Some(1),
+                },
+                "error: gen=2 cannot start: cannot run ./server: no such file; keeping gen=1 serving",
+            ),
+            (
+                Step::Active {
+                    generation: 2,
+                    replaces: Some(1),
+                },
+                "-",
+            ),
+            (
+                Step::Ready {
+                    generation: 2,
+                    rule: Rule::Notify,
+                    ready_us: 34_567,
+                    how: None,
+                },
+                "gen=2 ready in 34ms",
+            ),
+            (
+                Step::Ready {
+                    generation: 2,
+                    rule: Rule::Listening,
+                    ready_us: 34_567,
+                    how: Some("pid 7 in epoll_wait on fd 3".into()),
+                },
+                "gen=2 ready in 34ms (listening: pid 7 in epoll_wait on fd 3)",
+            ),
+            (
+                Step::Ready {
+                    generation: 2,
+                    rule: Rule::Accepted,
+                    ready_us: 34_567,
+                    how: None,
+                },
+                "gen=2 ready in 34ms (accepted a connection)",
+            ),
+            (
+                Step::Ready {
+                    generation: 2,
+                    rule: Rule::Uptime,
+                    ready_us: 1_000_100,
+                    how: None,
+                },
+                "gen=2 counted ready: up for 1000ms without exiting",
+            ),
+            (
+                Step::Draining {
+                    generation: 1,
+                    signal: "SIGTERM".into(),
+                    reason: DrainReason::Handoff,
+                    successor: Some(2),
+                    after_ready_us: Some(40),
+                },
+                "gen=1 draining (SIGTERM) 40us after gen=2 ready",
+            ),
+            (
+                Step::Draining {
+                    generation: 2,
+                    signal: "SIGINT".into(),
+                    reason: DrainReason::NotReady,
+                    successor: None,
+                    after_ready_us: None,
+                },
+                "gen=2 draining (SIGINT)",
+            ),
+            (
+                Step::Killed {
+                    generation: 1,
+                    reason: KillReason::Shutdown,
+                    draining_for: None,
+                },
+                "gen=1 killing (SIGKILL)",
+            ),
+            (
+                Step::Killed {
+                    generation: 1,
+                    reason: KillReason::DrainTimeout,
+                    draining_for: Some(10 * Duration::from_secs(1)),
+                },
+                "warning: gen=1 still running 10.0s after the drain signal: sending SIGKILL to its group",
+            ),
+            (
+                Step::Signalled {
+                    generation: 2,
+                    signal: "SIGWINCH".into(),
+                    because: "change to web/style.css".into(),
+                },
+                "gen=2 change to web/style.css: sending SIGWINCH",
+            ),
+            (
+                exited(Phase::Draining, Exit::Code(0), AfterExit::Nothing),
+                "gen=2 exited with status 0 after 12ms",
+            ),
+            (
+                exited(
+                    Phase::Starting,
+                    Exit::Code(3),
+                    AfterExit::FailedStart { keeping: Some(1) },
+                ),
+                "warning: gen=2 failed before ready: exited with status 3 after 1500ms; keeping gen=1 serving",
+            ),
+            (
+                exited(
+                    Phase::Active,
+                    Exit::Signal(15),
+                    AfterExit::Stopping {
+                        active_for: 700 * MS,
+                    },
+                ),
+                "gen=2 exited by SIGTERM after 700ms",
+            ),
+            (
+                exited(
+                    Phase::Active,
+                    Exit::Code(1),
+                    AfterExit::SuccessorStarting { starting: 3 },
+                ),
+                "warning: gen=2 exited with status 1 after 1500ms while gen=3 is starting",
+            ),
+            (
+                exited(
+                    Phase::Active,
+                    Exit::Code(1),
+                    AfterExit::Restart { delay: 200 * MS },
+                ),
+                "warning: gen=2 exited with status 1 on its own after 1500ms; restarting in 200ms (connections wait in the backlog meanwhile)",
+            ),
+            (
+                exited(Phase::Active, Exit::Code(1), AfterExit::BuildUnderWay),
+                "warning: gen=2 exited with status 1 on its own after 1500ms; the build under way starts the next one",
+            ),
+            (
+                Step::Shutdown {
+                    cause: StopCause::Key,
+                    live: 1,
+                },
+                "q pressed: shutting down; draining 1 generation (again to kill at once)",
+            ),
+            (
+                Step::Shutdown {
+                    cause: StopCause::Sigint,
+                    live: 2,
+                },
+                "SIGINT: shutting down; draining 2 generations (again to kill at once)",
+            ),
+            (
+                Step::ShutdownForced {
+                    cause: StopCause::Sigint,
+                },
+                "warning: SIGINT again: killing every generation now",
+            ),
+            (
+                Step::Stopped { code: 0, peak: 2 },
+                "every generation has exited (at most 2 were alive at once); bye",
+            ),
+            (
+                Step::Stopped { code: 1, peak: 2 },
+                "warning: stopped, but some generation had to be killed",
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for (step, expected) in cases {
+            let got = show(step.clone());
+            if got != expected {
+                wrong.push(format!(
+                    "{step:?}\n  expected: {expected}\n  got:      {got}"
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    /// The steps only the log shows, and their lines.
+    #[test]
+    fn log_only_steps_render_to_their_lines_and_stay_off_the_wire() {
+        let cases: Vec<(Step, &str)> = vec![
+            (
+                Step::FellBack {
+                    generation: 1,
+                    why: Fallback::CannotProbe("permission denied".into()),
+                    after: Duration::from_secs(1),
+                },
+                "warning: gen=1 this server does not report readiness: it has not sent READY=1, and devsup cannot see from /proc whether it waits on its socket (permission denied); counting each generation ready after 1s of uptime instead. For exact handoffs, send READY=1 once the listener is set up (devsup_protocol::notify_ready()), or pass --ready-after DUR to choose the delay",
+            ),
+            (
+                Step::FellBack {
+                    generation: 1,
+                    why: Fallback::Unseen { ran: 5000 * MS },
+                    after: Duration::from_secs(1),
+                },
+                "warning: gen=1 this server does not report readiness: it ran 5000ms (--ready-timeout) without sending READY=1, and devsup never saw it wait on the socket it passed (does it take its listener from LISTEN_FDS, at fd 3? devsup cannot see io_uring, a busy accept loop, or a process outside the generation's process group); counting each generation ready after 1s of uptime instead. For exact handoffs, send READY=1 once the listener is set up (devsup_protocol::notify_ready()), or pass --ready-after DUR to choose the delay",
+            ),
+            (
+                Step::FallbackEnded { generation: 2 },
+                "gen=2 sent READY=1: this server reports readiness after all, so handoffs wait for READY again",
+            ),
+            (
+                Step::SpeaksProtocol {
+                    generation: 1,
+                    after: 30 * MS,
+                },
+                "gen=1 sent READY=1 30ms after it started: this server reports readiness, so handoffs wait for READY=1 from now on",
+            ),
+            (
+                Step::NotReady {
+                    generation: 2,
+                    timeout: 5000 * MS,
+                    sent: "it sent nothing".into(),
+                    seen: SocketSeen::Never,
+                    keeping: Some(1),
+                },
+                "warning: gen=2 not ready after 5000ms (no READY=1; it sent nothing; never seen waiting on the socket; raise --ready-timeout if it needs longer): draining it; keeping gen=1 serving",
+            ),
+            (
+                Step::NotReady {
+                    generation: 2,
+                    timeout: 5000 * MS,
+                    sent: "it sent STATUS=warming".into(),
+                    seen: SocketSeen::NotCounted(20 * MS),
+                    keeping: None,
+                },
+                "warning: gen=2 not ready after 5000ms (no READY=1; it sent STATUS=warming; it waits on the socket since 20ms after it started, which --ready notify does not count; raise --ready-timeout if it needs longer): draining it",
+            ),
+            (
+                Step::NotReady {
+                    generation: 2,
+                    timeout: 5000 * MS,
+                    sent: "it sent nothing".into(),
+                    seen: SocketSeen::WaitsForReady(20 * MS),
+                    keeping: Some(1),
+                },
+                "warning: gen=2 not ready after 5000ms (no READY=1; it sent nothing; it waits on the socket since 20ms after it started, but earlier generations sent READY=1, so devsup waits for it (--ready listen counts the socket); raise --ready-timeout if it needs longer): draining it; keeping gen=1 serving",
+            ),
+            (
+                Step::NotReady {
+                    generation: 2,
+                    timeout: 5000 * MS,
+                    sent: "it sent nothing".into(),
+                    seen: SocketSeen::NotLooked,
+                    keeping: Some(1),
+                },
+                "warning: gen=2 not ready after 5000ms (no READY=1; it sent nothing; raise --ready-timeout if it needs longer): draining it; keeping gen=1 serving",
+            ),
+            (
+                Step::Peak { live: 3 },
+                "3 generations alive at once, the most so far (the others are draining)",
+            ),
+            (
+                Step::RestartScheduled { delay: 400 * MS },
+                "warning: no generation is serving: starting one in 400ms (or at once on the next change)",
+            ),
+            (
+                Step::NotSignalled {
+                    because: "change to a.css".into(),
+                    signal: "SIGUSR1".into(),
+                },
+                "change to a.css: no generation running to send SIGUSR1 to",
+            ),
+            (
+                Step::BuildKilled {
+                    grace: Duration::from_secs(5),
+                },
+                "warning: the build ignored SIGTERM for 5000ms: killing its group",
+            ),
+            (
+                Step::Said {
+                    generation: 2,
+                    what: Said::Status("warming up".into()),
+                },
+                "gen=2 status: warming up",
+            ),
+            (
+                Step::Said {
+                    generation: 2,
+                    what: Said::Stopping,
+                },
+                "gen=2 stopping",
+            ),
+            (
+                Step::Said {
+                    generation: 2,
+                    what: Said::Reloading,
+                },
+                "gen=2 reloading its configuration",
+            ),
+            (
+                Step::Noted {
+                    generation: None,
+                    note: Note::ReloadDuringShutdown(Trigger::Sighup),
+                },
+                "debug: reload requested by SIGHUP during shutdown: ignored",
+            ),
+            (
+                Step::Noted {
+                    generation: Some(2),
+                    note: Note::ReadyAgain,
+                },
+                "debug: gen=2 READY=1 again: ignored",
+            ),
+            (
+                Step::Noted {
+                    generation: Some(2),
+                    note: Note::ReadyWhileDraining,
+                },
+                "debug: gen=2 READY=1 while draining: ignored",
+            ),
+            (
+                Step::Noted {
+                    generation: Some(1),
+                    note: Note::ReloadWhileDraining,
+                },
+                "debug: gen=1 DEVSUP_RELOAD=1 from a draining generation: ignored",
+            ),
+            (
+                Step::Noted {
+                    generation: Some(1),
+                    note: Note::Unhandled("WATCHDOG".into()),
+                },
+                "debug: gen=1 WATCHDOG=…: ignored",
+            ),
+            (
+                Step::Noted {
+                    generation: Some(1),
+                    note: Note::DrainBeforePid,
+                },
+                "debug: gen=1 draining before its pid is known",
+            ),
+            (
+                Step::Noted {
+                    generation: Some(1),
+                    note: Note::CannotProbe("no /proc".into()),
+                },
+                "debug: gen=1 cannot probe: no /proc",
+            ),
+            (
+                Step::Noted {
+                    generation: Some(1),
+                    note: Note::Waits {
+                        after: 3 * MS,
+                        how: None,
+                    },
+                },
+                "debug: gen=1 waits on the socket after 3ms",
+            ),
+            (
+                Step::Noted {
+                    generation: Some(2),
+                    note: Note::Waits {
+                        after: 3 * MS,
+                        how: Some("pid 9 in accept on fd 3".into()),
+                    },
+                },
+                "debug: gen=2 waits on the socket after 3ms (pid 9 in accept on fd 3); waiting for READY=1",
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for (step, expected) in cases {
+            assert!(!step.on_wire(), "{step:?} is the log's alone");
+            let got = show(step.clone());
+            if got != expected {
+                wrong.push(format!(
+                    "{step:?}\n  expected: {expected}\n  got:      {got}"
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+}
