@@ -303,15 +303,7 @@ impl Executor {
                 };
             }
         };
-        let dir_before = self.notify_dir.path().map(Path::to_path_buf);
-        let notify = self.notify_dir.bind(gen_id);
-        if let Some(dir) = self
-            .notify_dir
-            .path()
-            .filter(|d| Some(*d) != dir_before.as_deref())
-        {
-            self.guard.remove_on_death(dir);
-        }
+        let notify = self.bind_notify(gen_id);
         let fds: Vec<BorrowedFd<'_>> = (self.listeners.iter().map(|l| l.fd()))
             .chain(self.fd_store.iter().map(|(_, fd)| fd.as_fd()))
             .collect();
@@ -374,6 +366,21 @@ impl Executor {
                 }
             }
         }
+    }
+
+    /// Binds generation `gen_id`'s notify socket; a directory made for it
+    /// anew is one more for the guard to remove.
+    fn bind_notify(&mut self, gen_id: GenId) -> Option<notify::Bound> {
+        let dir_before = self.notify_dir.path().map(Path::to_path_buf);
+        let notify = self.notify_dir.bind(gen_id);
+        if let Some(dir) = self
+            .notify_dir
+            .path()
+            .filter(|d| Some(*d) != dir_before.as_deref())
+        {
+            self.guard.remove_on_death(dir);
+        }
+        notify
     }
 
     /// When the next `/proc` probe is due (see [`probe`]), if any.

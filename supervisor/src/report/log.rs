@@ -78,27 +78,8 @@ pub(crate) fn line(step: &Step) -> Option<Line> {
             Level::Info,
             trigger(*generation, *cause, path, *more, *queued),
         ),
-        Step::Coalesced {
-            generation,
-            cause,
-            path,
-            more,
-            into,
-            first: true,
-        } => {
-            let by = trigger_text(None, *cause, path, *more);
-            let text = match into {
-                Into::Build => format!(
-                    "reload requested by {by}: cancelling the running build to start it again"
-                ),
-                Into::Queue => format!(
-                    "reload requested by {by}: queued until gen={} has started",
-                    generation.unwrap_or_default()
-                ),
-            };
-            (Level::Info, text)
-        }
-        Step::Coalesced { first: false, .. } | Step::Active { .. } => return None,
+        Step::Coalesced { .. } => (Level::Info, coalesced(step)?),
+        Step::Active { .. } => return None,
         Step::BuildStarted {
             step,
             steps,
@@ -127,6 +108,51 @@ pub(crate) fn line(step: &Step) -> Option<Line> {
         } => (Level::Info, ready(*rule, *ready_us, how.as_deref())),
         Step::Draining { .. } | Step::Killed { .. } | Step::Signalled { .. } => signal(step)?,
         Step::Exited { .. } => exited(step)?,
+        Step::Shutdown { .. } | Step::Stopped { .. } => stopping(step)?,
+        _ => log_only(step)?,
+    };
+    // A trigger's and a coalesced reload's line name the generation in
+    // their text, if at all: it is not their subject.
+    let generation = match step {
+        Step::Trigger { .. } | Step::Coalesced { .. } => None,
+        _ => step.generation(),
+    };
+    Some(Line {
+        level,
+        generation,
+        text,
+    })
+}
+
+/// A reload asked for during another: only the first that coalesces
+/// has a line.
+fn coalesced(step: &Step) -> Option<String> {
+    let Step::Coalesced {
+        generation,
+        cause,
+        path,
+        more,
+        into,
+        first: true,
+    } = step
+    else {
+        return None;
+    };
+    let by = trigger_text(None, *cause, path, *more);
+    Some(match into {
+        Into::Build => {
+            format!("reload requested by {by}: cancelling the running build to start it again")
+        }
+        Into::Queue => format!(
+            "reload requested by {by}: queued until gen={} has started",
+            generation.unwrap_or_default()
+        ),
+    })
+}
+
+/// The lines of the shutdown and the exit.
+fn stopping(step: &Step) -> Option<(Level, String)> {
+    Some(match step {
         Step::Shutdown { cause, live } => (
             Level::Info,
             format!(
@@ -142,18 +168,7 @@ pub(crate) fn line(step: &Step) -> Option<Line> {
             Level::Warn,
             "stopped, but some generation had to be killed".to_owned(),
         ),
-        _ => log_only(step)?,
-    };
-    // A trigger's and a coalesced reload's line name the generation in
-    // their text, if at all: it is not their subject.
-    let generation = match step {
-        Step::Trigger { .. } | Step::Coalesced { .. } => None,
-        _ => step.generation(),
-    };
-    Some(Line {
-        level,
-        generation,
-        text,
+        _ => return None,
     })
 }
 

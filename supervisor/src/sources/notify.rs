@@ -328,72 +328,27 @@ fn read(gen_id: GenId, heard: &Heard, socket: &UnixDatagram, tx: &Sender<Input>)
     let mut cmsg = peer::cmsg_space::<MAX_FDS>();
     let mut warned = 0u32;
     loop {
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = match recvmsg::<UnixAddr>(
-            socket.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            platform::fds::recv_flags(),
-        ) {
-            Ok(msg) => msg,
+        let datagram = match receive(gen_id, socket, &mut buf, &mut cmsg) {
+            Ok(datagram) => datagram,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
                 warn!(generation = gen_id, "notify socket: {e}");
                 return;
             }
         };
-        let len = msg.bytes;
-        let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
-        if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-            warn!(
-                generation = gen_id,
-                "a notify datagram carried more than {MAX_FDS} fds: the rest are lost"
-            );
-        }
-        let mut sender = None;
-        let mut fds: Vec<OwnedFd> = Vec::new();
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for c in cmsgs {
-                match c {
-                    // SAFETY: the kernel just installed these fds in this
-                    // process (close-on-exec on Linux); nothing else owns
-                    // them.
-                    ControlMessageOwned::ScmRights(raw) => {
-                        for fd in raw {
-                            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                            platform::fds::received(&fd);
-                            fds.push(fd);
-                        }
-                    }
-                    c => sender = sender.or(peer::sender(&c)),
-                }
-            }
-        }
+        let Datagram {
+            len,
+            truncated,
+            sender,
+            fds,
+        } = datagram;
         let at = Instant::now();
         let data = buf[..len].to_vec();
         if is_stop(len, sender, own_pid, || heard.lock().stopping) {
             debug!(generation = gen_id, "notify socket closed");
             return;
         }
-        // Only the generation's own processes are heard (its group, and a
-        // `MAINPID=` process's group once the executor accepted it): the
-        // socket's path is private, but a datagram's sender is checked all
-        // the same. A sender that has exited since (`systemd-notify
-        // --ready` in a wrapper script) cannot be checked; the socket is
-        // the user's own (0600 in a 0700 directory), so it is heard. Where
-        // no datagram says its sender (macOS), that holds for every one.
-        let member = match sender {
-            Some(pid) => match getpgid(Some(Pid::from_raw(pid))) {
-                Ok(group) if main_pid == Some(pid) => {
-                    heard.hears_after_deciding(pid, group.as_raw())
-                }
-                Ok(group) => heard.hears(group.as_raw()),
-                Err(nix::errno::Errno::ESRCH) => true,
-                Err(_) => false,
-            },
-            None => !peer::SENDER_KNOWN,
-        };
-        if !member {
+        if !is_member(heard, sender, main_pid) {
             warned += 1;
             if warned <= 5 {
                 warn!(
@@ -419,6 +374,86 @@ fn read(gen_id: GenId, heard: &Heard, socket: &UnixDatagram, tx: &Sender<Input>)
         if forward(gen_id, &data, fds, at, tx).is_err() {
             return;
         }
+    }
+}
+
+/// One datagram as received into the reader's buffer.
+struct Datagram {
+    /// Its length in the buffer.
+    len: usize,
+    /// It was longer than the buffer.
+    truncated: bool,
+    /// Its sender's pid, where the platform says it.
+    sender: Option<i32>,
+    /// The fds it carried (`SCM_RIGHTS`).
+    fds: Vec<OwnedFd>,
+}
+
+/// Receives one datagram into `buf`, with its sender and fds.
+// nix's `recvmsg` takes the control-message buffer as a `Vec`.
+#[allow(clippy::ptr_arg)]
+fn receive(
+    gen_id: GenId,
+    socket: &UnixDatagram,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+) -> nix::Result<Datagram> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<UnixAddr>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(cmsg),
+        platform::fds::recv_flags(),
+    )?;
+    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        warn!(
+            generation = gen_id,
+            "a notify datagram carried more than {MAX_FDS} fds: the rest are lost"
+        );
+    }
+    let mut sender = None;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            match c {
+                // SAFETY: the kernel just installed these fds in this
+                // process (close-on-exec on Linux); nothing else owns
+                // them.
+                ControlMessageOwned::ScmRights(raw) => {
+                    for fd in raw {
+                        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                        platform::fds::received(&fd);
+                        fds.push(fd);
+                    }
+                }
+                c => sender = sender.or(peer::sender(&c)),
+            }
+        }
+    }
+    Ok(Datagram {
+        len: msg.bytes,
+        truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
+        sender,
+        fds,
+    })
+}
+
+/// Whether a datagram from `sender` is heard. Only the generation's own
+/// processes are (its group, and a `MAINPID=` process's group once the
+/// executor accepted it): the socket's path is private, but a datagram's
+/// sender is checked all the same. A sender that has exited since
+/// (`systemd-notify --ready` in a wrapper script) cannot be checked; the
+/// socket is the user's own (0600 in a 0700 directory), so it is heard.
+/// Where no datagram says its sender (macOS), that holds for every one.
+fn is_member(heard: &Heard, sender: Option<i32>, main_pid: Option<i32>) -> bool {
+    match sender {
+        Some(pid) => match getpgid(Some(Pid::from_raw(pid))) {
+            Ok(group) if main_pid == Some(pid) => heard.hears_after_deciding(pid, group.as_raw()),
+            Ok(group) => heard.hears(group.as_raw()),
+            Err(nix::errno::Errno::ESRCH) => true,
+            Err(_) => false,
+        },
+        None => !peer::SENDER_KNOWN,
     }
 }
 

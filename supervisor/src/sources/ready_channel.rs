@@ -42,32 +42,12 @@ pub(crate) fn spawn_reader(gen_id: GenId, channel: OwnedFd, tx: Sender<Input>) {
 
 fn read_channel(gen_id: GenId, channel: OwnedFd, tx: &Sender<Input>) {
     let mut stream = std::os::unix::net::UnixStream::from(channel);
-    let mut line = Vec::with_capacity(256);
-    let mut overlong = false;
-    let mut warnings = 0;
-    let take_line = |line: &[u8], at: Instant, warn_bad: &mut dyn FnMut(String)| {
-        match proto::parse_line(line) {
-            Some(Ok(msg)) => {
-                let _ = tx.send(Input::Event(Event::Message { gen_id, msg, at }));
-            }
-            Some(Err(e)) => warn_bad(e.to_string()),
-            None => {}
-        }
-    };
-    let mut warn_bad = |what: String| {
-        warnings += 1;
-        if warnings <= MAX_WARNINGS {
-            warn!(
-                generation = gen_id,
-                "ignoring a bad message on the ready channel: {what}"
-            );
-        }
-        if warnings == MAX_WARNINGS {
-            warn!(
-                generation = gen_id,
-                "further bad messages from this generation are ignored silently"
-            );
-        }
+    let mut lines = Lines {
+        gen_id,
+        tx,
+        line: Vec::with_capacity(256),
+        overlong: false,
+        warnings: 0,
     };
     let mut buf = [0u8; 8192];
     let mut paused = false;
@@ -75,7 +55,7 @@ fn read_channel(gen_id: GenId, channel: OwnedFd, tx: &Sender<Input>) {
         // While part of a line is waiting, wait only [`LINE_PAUSE`] for
         // the rest: a server that writes `READY=1` without a newline and
         // keeps the channel open is heard all the same.
-        let pending = !line.is_empty() && !overlong;
+        let pending = lines.pending();
         if pending != paused {
             paused = pending;
             let _ = stream.set_read_timeout(pending.then_some(LINE_PAUSE));
@@ -95,8 +75,7 @@ fn read_channel(gen_id: GenId, channel: OwnedFd, tx: &Sender<Input>) {
                     generation = gen_id,
                     "a message without a newline, then a pause: taken as a whole line"
                 );
-                take_line(&line, Instant::now(), &mut warn_bad);
-                line.clear();
+                lines.end(Instant::now());
                 continue;
             }
             Err(e) => {
@@ -104,28 +83,84 @@ fn read_channel(gen_id: GenId, channel: OwnedFd, tx: &Sender<Input>) {
                 break;
             }
         };
-        let at = Instant::now();
-        for &b in &buf[..n] {
+        lines.push(&buf[..n], Instant::now());
+    }
+    // A last message without a newline, at end of file.
+    lines.end(Instant::now());
+    debug!(generation = gen_id, "ready channel closed");
+}
+
+/// The ready channel's bytes cut into lines, each sent on as a message.
+struct Lines<'a> {
+    gen_id: GenId,
+    tx: &'a Sender<Input>,
+    /// The line so far.
+    line: Vec<u8>,
+    /// The line so far is longer than [`proto::MAX_LINE`]: dropped.
+    overlong: bool,
+    /// Bad messages so far.
+    warnings: u32,
+}
+
+impl Lines<'_> {
+    /// Part of a line is waiting for the rest.
+    fn pending(&self) -> bool {
+        !self.line.is_empty() && !self.overlong
+    }
+
+    /// Takes `bytes` read at `at`: every line they end is sent on.
+    fn push(&mut self, bytes: &[u8], at: Instant) {
+        for &b in bytes {
             if b != b'\n' {
-                if line.len() < proto::MAX_LINE {
-                    line.push(b);
+                if self.line.len() < proto::MAX_LINE {
+                    self.line.push(b);
                 } else {
-                    overlong = true;
+                    self.overlong = true;
                 }
                 continue;
             }
-            if overlong {
-                warn_bad(format!("a line longer than {} bytes", proto::MAX_LINE));
-                overlong = false;
+            if self.overlong {
+                self.bad(format!("a line longer than {} bytes", proto::MAX_LINE));
+                self.overlong = false;
+                self.line.clear();
             } else {
-                take_line(&line, at, &mut warn_bad);
+                self.end(at);
             }
-            line.clear();
         }
     }
-    // A last message without a newline, at end of file.
-    if !overlong {
-        take_line(&line, Instant::now(), &mut warn_bad);
+
+    /// Ends the line so far (unless it is overlong) and sends it on.
+    fn end(&mut self, at: Instant) {
+        if !self.overlong {
+            match proto::parse_line(&self.line) {
+                Some(Ok(msg)) => {
+                    let _ = self.tx.send(Input::Event(Event::Message {
+                        gen_id: self.gen_id,
+                        msg,
+                        at,
+                    }));
+                }
+                Some(Err(e)) => self.bad(e.to_string()),
+                None => {}
+            }
+        }
+        self.line.clear();
     }
-    debug!(generation = gen_id, "ready channel closed");
+
+    /// Warns of a bad message, [`MAX_WARNINGS`] times at most.
+    fn bad(&mut self, what: String) {
+        self.warnings += 1;
+        if self.warnings <= MAX_WARNINGS {
+            warn!(
+                generation = self.gen_id,
+                "ignoring a bad message on the ready channel: {what}"
+            );
+        }
+        if self.warnings == MAX_WARNINGS {
+            warn!(
+                generation = self.gen_id,
+                "further bad messages from this generation are ignored silently"
+            );
+        }
+    }
 }
