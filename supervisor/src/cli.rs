@@ -1,9 +1,13 @@
 //! The command line: clap's definitions and the parsers of its values.
 //!
-//! Only what clap needs lives here. Merging in devsup.toml and checking
-//! what clap cannot (see [`crate::config`]) turns a [`Cli`] into the
-//! `Config` devsup runs with; every option here has a devsup.toml key of
-//! the same name, which a test in `config/file.rs` checks.
+//! Only what clap needs lives here: [`Cli::options`] maps clap's values
+//! into a layer of [`Options`], the same layer `config/file.rs` makes of
+//! devsup.toml, and [`crate::config`] merges the two, fills in the
+//! defaults and checks the result, once. The value parsers are the types'
+//! own (`FromStr`), or `crate::duration` and `crate::signal` for types
+//! devsup does not own. Every option here has a devsup.toml key of the same
+//! name, which a test in `config/file.rs` checks. Only `lib.rs` imports
+//! this module (and tests that run a command line).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -12,8 +16,11 @@ use std::time::Duration;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use nix::sys::signal::Signal;
 
+use crate::config::{self, Options};
+use crate::duration::{parse as parse_duration, parse_poll};
 use crate::machine::ReadyRule;
 use crate::report::events::Target;
+use crate::signal::{parse as parse_signal, parse_on as parse_signal_on};
 use crate::sockets::SocketSpec;
 
 /// Reload a network server on code changes without dropping a connection.
@@ -51,8 +58,9 @@ pub(crate) struct Cli {
     pub(crate) sockets: Vec<SocketSpec>,
 
     /// Length of each socket's accept queue; connections wait there while no generation accepts.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..), help_heading = "Sockets")]
-    pub(crate) backlog: i32,
+    /// [default: 1024]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..), help_heading = "Sockets")]
+    pub(crate) backlog: Option<i32>,
 
     /// Pass the sockets with O_NONBLOCK set (systemd's NonBlocking=), for servers that hand them to
     /// an event loop without `set_nonblocking(true)` (tokio's `TcpListener::from_std`): a blocking
@@ -89,8 +97,9 @@ pub(crate) struct Cli {
     pub(crate) poll: Option<Duration>,
 
     /// Quiet time that ends a burst of changes: an editor's save or a checkout is one reload.
-    #[arg(long, default_value = "50ms", value_parser = parse_duration, value_name = "DUR", help_heading = "Watching")]
-    pub(crate) debounce: Duration,
+    /// [default: 50ms]
+    #[arg(long, value_parser = parse_duration, value_name = "DUR", help_heading = "Watching")]
+    pub(crate) debounce: Option<Duration>,
 
     /// Ignore changes matching this pattern (gitignore syntax, e.g. `*.log`, `tmp/`), on top of
     /// .gitignore, .ignore, git's excludes and the built-in ignores (target/, .git/, editor files).
@@ -119,24 +128,26 @@ pub(crate) struct Cli {
     /// What counts a new generation ready: `auto` (READY=1; until the server has sent one, the kernel
     /// showing it waiting on the socket), `notify` (READY=1 only) or `listen` (READY=1 or the
     /// kernel, whichever comes first). Where /proc cannot be read, a 1s timer; see --ready-after.
-    #[arg(long, default_value = "auto", value_parser = parse_ready, value_name = "RULE", help_heading = "Handoff")]
-    pub(crate) ready: ReadyRule,
+    /// [default: auto]
+    #[arg(long, value_name = "RULE", help_heading = "Handoff")]
+    pub(crate) ready: Option<ReadyRule>,
 
     /// How long a new generation has to be ready before it is drained and the old one kept.
-    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR", help_heading = "Handoff")]
-    pub(crate) ready_timeout: Duration,
+    /// [default: 60s]
+    #[arg(long, value_parser = parse_duration, value_name = "DUR", help_heading = "Handoff")]
+    pub(crate) ready_timeout: Option<Duration>,
 
     /// Count a generation ready once it has stayed up this long, whatever --ready says.
     #[arg(long, value_parser = parse_duration, value_name = "DUR", help_heading = "Handoff")]
     pub(crate) ready_after: Option<Duration>,
 
-    /// Signal sent to the old generation's process group to drain it.
-    #[arg(long, default_value = "TERM", value_parser = parse_signal, value_name = "SIGNAL", help_heading = "Handoff")]
-    pub(crate) drain_signal: Signal,
+    /// Signal sent to the old generation's process group to drain it. [default: TERM]
+    #[arg(long, value_parser = parse_signal, value_name = "SIGNAL", help_heading = "Handoff")]
+    pub(crate) drain_signal: Option<Signal>,
 
-    /// How long a draining generation has before its process group gets SIGKILL.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DUR", help_heading = "Handoff")]
-    pub(crate) drain_timeout: Duration,
+    /// How long a draining generation has before its process group gets SIGKILL. [default: 10s]
+    #[arg(long, value_parser = parse_duration, value_name = "DUR", help_heading = "Handoff")]
+    pub(crate) drain_timeout: Option<Duration>,
 
     /// Only print warnings and errors.
     #[arg(short, long, conflicts_with = "verbose", help_heading = "Output")]
@@ -152,7 +163,7 @@ pub(crate) struct Cli {
 
     /// Write every step as one JSON object per line: to a file, to stdout (`-`, the log stays on
     /// stderr), or to clients of a unix socket (`unix::PATH`). The schema is in docs/events.md.
-    #[arg(long, value_name = "PATH", value_parser = parse_events, help_heading = "Output")]
+    #[arg(long, value_name = "PATH", help_heading = "Output")]
     pub(crate) events: Option<Target>,
 
     /// Reload the browser when a new generation is ready, and show build errors in it: serve a
@@ -160,7 +171,7 @@ pub(crate) struct Cli {
     /// it with `<script src="http://127.0.0.1:35729/devsup-livereload.js"></script>`; servers find
     /// the address in DEVSUP_LIVERELOAD.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, require_equals = true,
-          default_missing_value = crate::livereload::DEFAULT_ADDR,
+          default_missing_value = config::DEFAULT_LIVERELOAD,
           value_parser = crate::sockets::parse_tcp, help_heading = "Browser")]
     pub(crate) livereload: Option<std::net::SocketAddr>,
 
@@ -204,20 +215,52 @@ pub(crate) enum Sub {
 
 /// Parses the command line. clap's own errors, `--help` and `--version`
 /// print and exit from here, as clap does.
-pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> (Cli, ArgMatches) {
+pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Cli {
     try_parse(args).unwrap_or_else(|e| e.exit())
 }
 
 /// Parses the command line; `Err` is clap's error (or help) to print.
-pub(crate) fn try_parse(
-    args: impl IntoIterator<Item = OsString>,
-) -> Result<(Cli, ArgMatches), clap::Error> {
+pub(crate) fn try_parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
     let args: Vec<OsString> = args.into_iter().collect();
-    let matches = Cli::command()
+    let matches: ArgMatches = Cli::command()
         .try_get_matches_from(&args)
         .map_err(|e| poll_hint(e, &args))?;
-    let cli = Cli::from_arg_matches(&matches)?;
-    Ok((cli, matches))
+    Cli::from_arg_matches(&matches)
+}
+
+impl Cli {
+    /// The options the command line gave, as a layer for
+    /// [`config::Config::load`] to put over the config file's: a flag is
+    /// given when set, a repeated option when it has a value.
+    pub(crate) fn options(self) -> Options {
+        let flag = |on: bool| on.then_some(true);
+        let list = |v: Vec<String>| (!v.is_empty()).then_some(v);
+        Options {
+            port: self.port,
+            sockets: (!self.sockets.is_empty()).then_some(self.sockets),
+            backlog: self.backlog,
+            listen_pid: flag(self.listen_pid),
+            nonblocking: flag(self.nonblocking),
+            builds: list(self.builds),
+            watch: (!self.watch.is_empty()).then_some(self.watch),
+            no_watch: flag(self.no_watch),
+            poll: self.poll,
+            debounce: self.debounce,
+            ignore: list(self.ignore),
+            exts: list(self.exts),
+            signal_on: (!self.signal_on.is_empty()).then_some(self.signal_on),
+            no_reload_on: list(self.no_reload_on),
+            ready_timeout: self.ready_timeout,
+            ready_after: self.ready_after,
+            ready: self.ready,
+            drain_signal: self.drain_signal,
+            drain_timeout: self.drain_timeout,
+            prefix: flag(self.prefix),
+            events: self.events,
+            livereload: self.livereload.map(Some),
+            command: (!self.command.is_empty()).then_some(self.command),
+        }
+    }
 }
 
 /// `--poll`'s interval is optional, so it must follow an `=`: in
@@ -252,135 +295,9 @@ pub(crate) fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Wr
     clap_complete::generate(shell, &mut Cli::command(), "devsup", out);
 }
 
-/// The longest duration any option takes (`--ready-timeout`,
-/// `--ready-after`, `--drain-timeout`, `--debounce`, `--poll`): a day is
-/// beyond any real use, and bounding here is what keeps every
-/// `Instant + duration` in devsup from overflowing.
-pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// The shortest `--poll` interval: each poll reads every watched directory
-/// (and hashes its files), so a shorter one would keep a core busy.
-pub(crate) const MIN_POLL: Duration = Duration::from_millis(10);
-
-/// Parses `500ms`, `10s`, `1m`, `1.5s` (humantime, plus decimal seconds),
-/// at most [`MAX_DURATION`].
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let too_long = || format!("{s:?} is too long: at most 1 day (24h)");
-    let d = match humantime::parse_duration(s) {
-        Ok(d) => d,
-        Err(humantime::DurationError::NumberOverflow) => return Err(too_long()),
-        Err(_) => match s.strip_suffix('s').and_then(|n| n.parse::<f64>().ok()) {
-            Some(secs) if secs.is_finite() && secs >= 0.0 => {
-                if secs > MAX_DURATION.as_secs_f64() {
-                    return Err(too_long());
-                }
-                Duration::from_secs_f64(secs)
-            }
-            _ => {
-                return Err(format!(
-                    "{s:?} is not a duration: write it like 500ms, 10s or 2m"
-                ));
-            }
-        },
-    };
-    if d > MAX_DURATION {
-        return Err(too_long());
-    }
-    Ok(d)
-}
-
-/// Parses a `--poll` interval: a duration of at least [`MIN_POLL`].
-pub(crate) fn parse_poll(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < MIN_POLL {
-        return Err(format!(
-            "{s:?} is too short: poll at most every 10ms (each poll reads every watched directory)"
-        ));
-    }
-    Ok(d)
-}
-
-/// Parses `--events`: a file, `-` or `unix::PATH`.
-pub(crate) fn parse_events(s: &str) -> Result<Target, String> {
-    s.parse()
-}
-
-/// Parses `--ready`'s rule.
-pub(crate) fn parse_ready(s: &str) -> Result<ReadyRule, String> {
-    ReadyRule::parse(s)
-}
-
-/// Parses `GLOB=SIGNAL` for `--signal-on`.
-pub(crate) fn parse_signal_on(s: &str) -> Result<(String, Signal), String> {
-    let (glob, sig) = s
-        .rsplit_once('=')
-        .ok_or_else(|| format!("{s:?} is not GLOB=SIGNAL, e.g. 'templates/**=USR1'"))?;
-    globset::Glob::new(glob).map_err(|e| format!("bad glob {glob:?}: {e}"))?;
-    Ok((glob.to_owned(), parse_signal(sig)?))
-}
-
-/// Parses a signal by name (`TERM`, `SIGTERM`, `usr1`) or number.
-pub(crate) fn parse_signal(s: &str) -> Result<Signal, String> {
-    let err = || format!("{s:?} is not a signal: use a name such as TERM, INT, QUIT, USR1 or HUP");
-    if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| err());
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<Signal>().map_err(|_| err())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(
-            parse_duration("10x")
-                .unwrap_err()
-                .contains("not a duration")
-        );
-        assert!(parse_duration("-1s").is_err());
-    }
-
-    #[test]
-    fn out_of_range_durations_are_refused_not_a_panic() {
-        // Each of these panicked in Duration::from_secs_f64 or overflowed
-        // an Instant later on.
-        for s in [
-            "1e20s",
-            "1e19s",
-            "86400.001s",
-            "25h",
-            "2d",
-            "99999999999999999999s",
-        ] {
-            let e = parse_duration(s).unwrap_err();
-            assert!(e.contains("too long: at most 1 day"), "{s}: {e}");
-        }
-        assert_eq!(parse_duration("24h").unwrap(), MAX_DURATION);
-        assert_eq!(parse_duration("86400s").unwrap(), MAX_DURATION);
-        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
-        for s in ["NaNs", "infs", "-0.5s", "1e400s"] {
-            assert!(parse_duration(s).is_err(), "{s}");
-        }
-        // A zero poll interval burned a core.
-        for s in ["0", "0ms", "0s", "9ms"] {
-            let e = parse_poll(s).unwrap_err();
-            assert!(e.contains("too short"), "{s}: {e}");
-        }
-        assert_eq!(parse_poll("10ms").unwrap(), MIN_POLL);
-        assert!(parse_poll("2d").unwrap_err().contains("too long"));
-    }
 
     #[test]
     fn an_out_of_range_option_is_named_in_the_error() {
@@ -428,15 +345,6 @@ mod tests {
             let argv = [&["devsup", "-p", "1"][..], poll, &["--", "x"]].concat();
             assert!(try_parse(args(&argv)).is_ok(), "{argv:?}");
         }
-    }
-
-    #[test]
-    fn signals_by_name_and_number() {
-        assert_eq!(parse_signal("TERM").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("SIGUSR1").unwrap(), Signal::SIGUSR1);
-        assert_eq!(parse_signal("int").unwrap(), Signal::SIGINT);
-        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
-        assert!(parse_signal("FOO").unwrap_err().contains("not a signal"));
     }
 
     #[test]

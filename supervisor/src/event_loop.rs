@@ -101,7 +101,7 @@ fn start(
     // Before any thread exists: the guard is forked.
     let mut guard = Guard::start(config.drain_signal, config.drain_timeout)?;
     let reporter = Reporter::default();
-    let outputs = report::start(&config, events_stdout, &reporter)?;
+    let outputs = report::start(config.events.as_ref(), events_stdout, &reporter)?;
     outputs.remove_on_death(&mut guard);
     let listeners = match inherited {
         Some(listeners) => listeners,

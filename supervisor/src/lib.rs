@@ -24,6 +24,7 @@ compile_error!(
 
 mod cli;
 mod config;
+mod duration;
 mod event;
 mod event_loop;
 mod executor;
@@ -38,6 +39,7 @@ mod props;
 #[cfg(target_os = "linux")]
 mod readiness;
 mod report;
+mod signal;
 mod sockets;
 mod sources;
 mod step;
@@ -47,7 +49,7 @@ mod step;
 pub fn main() -> std::process::ExitCode {
     use std::process::ExitCode;
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
-    let (cli, matches) = cli::parse(std::env::args_os());
+    let cli = cli::parse(std::env::args_os());
     match &cli.sub {
         Some(cli::Sub::Completions { shell }) => {
             // Generated into memory and written once, checked: a closed
@@ -64,7 +66,14 @@ pub fn main() -> std::process::ExitCode {
             events,
             config,
         }) => {
-            let asked = report::status::socket_for(&cwd, events.as_deref(), config.as_deref())
+            let configured = match events {
+                Some(given) => Ok(Some(given.clone())),
+                None => config::Config::file_events(&cwd, config.as_deref()),
+            };
+            let asked = configured
+                .and_then(|configured| {
+                    report::status::socket_for(&cwd, configured, events.is_some())
+                })
                 .and_then(|socket| report::status::run(&socket, *json, &mut std::io::stdout()));
             return match asked {
                 Ok(code) => ExitCode::from(code),
@@ -76,8 +85,8 @@ pub fn main() -> std::process::ExitCode {
         }
         None => {}
     }
-    let (quiet, verbose) = (cli.quiet, cli.verbose);
-    let config = match config::Config::load(cli, &matches, &cwd) {
+    let (quiet, verbose, file) = (cli.quiet, cli.verbose, cli.config.clone());
+    let config = match config::Config::load(cli.options(), file.as_deref(), &cwd) {
         Ok(config) => config,
         Err(err) => {
             fatal(&err);

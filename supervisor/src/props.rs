@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use crate::cli::{MAX_DURATION, MIN_POLL, parse_duration, parse_poll};
 use crate::config::{Config, FileConfig};
+use crate::duration::{MAX as MAX_DURATION, MIN_POLL, parse as parse_duration, parse_poll};
 use crate::sockets::{Addr, SocketSpec};
 
 /// Strings shaped like durations, so that number and unit parsing is
@@ -74,10 +74,10 @@ fn toml_like() -> impl Strategy<Value = String> {
 /// as devsup does; the error, if any, must be one line.
 fn load_toml(text: &str) -> Result<Config, String> {
     let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-    let (mut cli, matches) = crate::cli::try_parse(["devsup".into()]).map_err(|e| e.to_string())?;
-    file.apply(&mut cli, &matches, std::path::Path::new("devsup.toml"))
+    let options = file
+        .options(std::path::Path::new("devsup.toml"))
         .map_err(|e| format!("{e:#}"))?;
-    Config::from_cli(cli).map_err(|e| format!("{e:#}"))
+    Config::from_options(options).map_err(|e| format!("{e:#}"))
 }
 
 proptest! {

@@ -7,16 +7,16 @@
 //! option given on the command line wins over the file. An unknown key is
 //! an error that names it.
 //!
-//! About 570 lines, half of them the unit tests of the file format.
+//! Longer than most modules: half of it is the unit tests of the file
+//! format.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::ArgMatches;
-use clap::parser::ValueSource;
 use serde::Deserialize;
 
-use crate::cli::{Cli, parse_duration, parse_poll, parse_ready, parse_signal, parse_signal_on};
+use super::{DEFAULT_LIVERELOAD, Options};
+use crate::{duration, signal, sockets};
 
 /// One string or a list of them.
 #[derive(Debug, Clone, Deserialize)]
@@ -136,116 +136,81 @@ fn one_line(e: &str) -> String {
 }
 
 impl FileConfig {
-    /// Fills every option of `cli` not given on the command line.
-    pub(crate) fn apply(
-        self,
-        cli: &mut Cli,
-        matches: &ArgMatches,
-        file: &Path,
-    ) -> anyhow::Result<()> {
-        let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    /// The file's layer of options, each value checked; an error names
+    /// `file` and the key.
+    pub(crate) fn options(self, file: &Path) -> anyhow::Result<Options> {
         let bad = |key: &str, e: String| anyhow::anyhow!("{}: {key}: {e}", file.display());
-        let dur = |key: &str, v: String| parse_duration(&v).map_err(|e| bad(key, e));
-        // --port and --socket together say where to listen: either on the
-        // command line replaces both of the file's.
-        let sockets_given = given("port") || given("sockets");
-        if let (false, Some(v)) = (sockets_given, self.port) {
-            cli.port = Some(v);
+        // Parses `value` of `key` with `parse`, if the file gives it.
+        fn each<T>(
+            value: Option<String>,
+            parse: impl Fn(&str) -> Result<T, String>,
+            bad: impl Fn(String) -> anyhow::Error,
+        ) -> anyhow::Result<Option<T>> {
+            value.map(|v| parse(&v).map_err(bad)).transpose()
         }
-        if let (false, Some(v)) = (sockets_given, self.socket) {
-            cli.sockets = v
-                .into_vec()
-                .iter()
-                .map(|s| s.parse().map_err(|e| bad("socket", e)))
-                .collect::<Result<_, _>>()?;
+        let dur = |key: &'static str, v| each(v, duration::parse, |e| bad(key, e));
+        let list = |v: Option<Many>| v.map(Many::into_vec);
+        if self.backlog.is_some_and(|v| v < 1) {
+            return Err(bad("backlog", "must be at least 1".into()));
         }
-        if let (false, Some(v)) = (given("backlog"), self.backlog) {
-            if v < 1 {
-                return Err(bad("backlog", "must be at least 1".into()));
-            }
-            cli.backlog = v;
-        }
-        if let (false, Some(v)) = (given("listen_pid"), self.listen_pid) {
-            cli.listen_pid = v;
-        }
-        if let (false, Some(v)) = (given("nonblocking"), self.nonblocking) {
-            cli.nonblocking = v;
-        }
-        if let (false, Some(v)) = (given("builds"), self.build) {
-            cli.builds = v.into_vec();
-        }
-        // Likewise --watch and --no-watch.
-        let watch_given = given("watch") || given("no_watch");
-        if let (false, Some(v)) = (watch_given, self.watch) {
-            cli.watch = v.into_vec().into_iter().map(PathBuf::from).collect();
-        }
-        if let (false, Some(v)) = (watch_given, self.no_watch) {
-            cli.no_watch = v;
-        }
-        if let (false, Some(v)) = (given("poll"), self.poll) {
-            cli.poll = Some(parse_poll(&v).map_err(|e| bad("poll", e))?);
-        }
-        if let (false, Some(v)) = (given("debounce"), self.debounce) {
-            cli.debounce = dur("debounce", v)?;
-        }
-        if let (false, Some(v)) = (given("ignore"), self.ignore) {
-            cli.ignore = v.into_vec();
-        }
-        if let (false, Some(v)) = (given("exts"), self.ext) {
-            cli.exts = v
-                .into_vec()
-                .iter()
-                .flat_map(|e| e.split(','))
-                .map(str::to_owned)
-                .collect();
-        }
-        if let (false, Some(v)) = (given("signal_on"), self.signal_on) {
-            cli.signal_on = v
-                .into_vec()
-                .iter()
-                .map(|s| parse_signal_on(s).map_err(|e| bad("signal-on", e)))
-                .collect::<Result<_, _>>()?;
-        }
-        if let (false, Some(v)) = (given("no_reload_on"), self.no_reload_on) {
-            cli.no_reload_on = v.into_vec();
-        }
-        if let (false, Some(v)) = (given("ready_timeout"), self.ready_timeout) {
-            cli.ready_timeout = dur("ready-timeout", v)?;
-        }
-        if let (false, Some(v)) = (given("ready_after"), self.ready_after) {
-            cli.ready_after = Some(dur("ready-after", v)?);
-        }
-        if let (false, Some(v)) = (given("ready"), self.ready) {
-            cli.ready = parse_ready(&v).map_err(|e| bad("ready", e))?;
-        }
-        if let (false, Some(v)) = (given("drain_signal"), self.drain_signal) {
-            cli.drain_signal = parse_signal(&v).map_err(|e| bad("drain-signal", e))?;
-        }
-        if let (false, Some(v)) = (given("drain_timeout"), self.drain_timeout) {
-            cli.drain_timeout = dur("drain-timeout", v)?;
-        }
-        if let (false, Some(v)) = (given("prefix"), self.prefix) {
-            cli.prefix = v;
-        }
-        if let (false, Some(v)) = (given("events"), self.events) {
-            cli.events = Some(v.parse().map_err(|e| bad("events", e))?);
-        }
-        if let (false, Some(v)) = (given("livereload"), self.livereload) {
-            cli.livereload = match v {
-                OnOrAddr::On(false) => None,
-                OnOrAddr::On(true) => Some(
-                    crate::sockets::parse_tcp(crate::livereload::DEFAULT_ADDR)
-                        .map_err(|e| bad("livereload", e))?,
-                ),
-                OnOrAddr::Addr(addr) => {
-                    Some(crate::sockets::parse_tcp(&addr).map_err(|e| bad("livereload", e))?)
-                }
-            };
-        }
-        if let (false, Some(v)) = (given("command"), self.command) {
-            cli.command = command_words(v)?.into_iter().map(Into::into).collect();
-        }
-        Ok(())
+        Ok(Options {
+            port: self.port,
+            sockets: list(self.socket)
+                .map(|v| {
+                    v.iter()
+                        .map(|s| s.parse().map_err(|e| bad("socket", e)))
+                        .collect()
+                })
+                .transpose()?,
+            backlog: self.backlog,
+            listen_pid: self.listen_pid,
+            nonblocking: self.nonblocking,
+            builds: list(self.build),
+            watch: list(self.watch).map(|v| v.into_iter().map(PathBuf::from).collect()),
+            no_watch: self.no_watch,
+            poll: each(self.poll, duration::parse_poll, |e| bad("poll", e))?,
+            debounce: dur("debounce", self.debounce)?,
+            ignore: list(self.ignore),
+            exts: list(self.ext).map(|v| {
+                v.iter()
+                    .flat_map(|e| e.split(','))
+                    .map(str::to_owned)
+                    .collect()
+            }),
+            signal_on: list(self.signal_on)
+                .map(|v| {
+                    v.iter()
+                        .map(|s| signal::parse_on(s).map_err(|e| bad("signal-on", e)))
+                        .collect()
+                })
+                .transpose()?,
+            no_reload_on: list(self.no_reload_on),
+            ready_timeout: dur("ready-timeout", self.ready_timeout)?,
+            ready_after: dur("ready-after", self.ready_after)?,
+            ready: each(self.ready, str::parse, |e| bad("ready", e))?,
+            drain_signal: each(self.drain_signal, signal::parse, |e| bad("drain-signal", e))?,
+            drain_timeout: dur("drain-timeout", self.drain_timeout)?,
+            prefix: self.prefix,
+            events: each(self.events, str::parse, |e| bad("events", e))?,
+            livereload: self
+                .livereload
+                .map(|v| livereload(v).map_err(|e| bad("livereload", e)))
+                .transpose()?,
+            command: self
+                .command
+                .map(command_words)
+                .transpose()?
+                .map(|words| words.into_iter().map(Into::into).collect()),
+        })
+    }
+}
+
+/// `livereload = true` is the default address, `false` none.
+fn livereload(v: OnOrAddr) -> Result<Option<std::net::SocketAddr>, String> {
+    match v {
+        OnOrAddr::On(false) => Ok(None),
+        OnOrAddr::On(true) => sockets::parse_tcp(DEFAULT_LIVERELOAD).map(Some),
+        OnOrAddr::Addr(addr) => sockets::parse_tcp(&addr).map(Some),
     }
 }
 
@@ -286,8 +251,9 @@ mod tests {
         let args = std::iter::once("devsup")
             .chain(args.iter().copied())
             .map(Into::into);
-        let (cli, matches) = crate::cli::try_parse(args)?;
-        Config::load(cli, &matches, dir.path())
+        let cli = crate::cli::try_parse(args)?;
+        let file = cli.config.clone();
+        Config::load(cli.options(), file.as_deref(), dir.path())
     }
 
     const FILE: &str = r#"
@@ -560,7 +526,7 @@ mod tests {
         let no_option: Vec<_> = file.difference(&cli).collect();
         assert!(
             no_key.is_empty(),
-            "options with no devsup.toml key (add one to FileConfig and FileConfig::apply, or to CLI_ONLY with a reason): {no_key:?}"
+            "options with no devsup.toml key (add one to FileConfig and FileConfig::options, or to CLI_ONLY with a reason): {no_key:?}"
         );
         assert!(
             no_option.is_empty(),

@@ -1,14 +1,16 @@
-//! The merged configuration devsup runs with: the command line first, then
-//! devsup.toml or `[package.metadata.devsup]` (see [`mod@file`]) for what it
-//! did not give, checked once into a plain [`Config`].
+//! The configuration devsup runs with, below the command line: two layers
+//! of [`Options`] (the command line's, from `cli.rs`, over the config
+//! file's, from [`mod@file`]: devsup.toml or `[package.metadata.devsup]`),
+//! merged once, given their defaults once and checked once into a plain
+//! [`Config`].
 
+use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::ArgMatches;
 use nix::sys::signal::Signal;
 
-use crate::cli::Cli;
 use crate::machine::{Policy, ReadyRule};
 use crate::process::Program;
 use crate::report::events::Target;
@@ -18,6 +20,95 @@ use crate::sources::watch::WatchConfig;
 mod file;
 #[cfg(test)]
 pub(crate) use file::FileConfig;
+
+/// `--backlog`'s default.
+const DEFAULT_BACKLOG: i32 = 1024;
+/// `--debounce`'s default.
+const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
+/// `--ready-timeout`'s default.
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// `--drain-timeout`'s default.
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--drain-signal`'s default.
+const DEFAULT_DRAIN_SIGNAL: Signal = Signal::SIGTERM;
+/// Where `--livereload` (or `livereload = true`) serves without an address.
+pub(crate) const DEFAULT_LIVERELOAD: &str = "127.0.0.1:35729";
+
+/// One layer of options, each `None` when the layer does not give it: the
+/// command line's (`Cli::options`) or the config file's
+/// (`FileConfig::options`). Each field is the option of the same name.
+#[derive(Debug, Clone, Default)]
+#[allow(missing_docs)]
+pub(crate) struct Options {
+    pub(crate) port: Option<u16>,
+    pub(crate) sockets: Option<Vec<SocketSpec>>,
+    pub(crate) backlog: Option<i32>,
+    pub(crate) listen_pid: Option<bool>,
+    pub(crate) nonblocking: Option<bool>,
+    pub(crate) builds: Option<Vec<String>>,
+    pub(crate) watch: Option<Vec<PathBuf>>,
+    pub(crate) no_watch: Option<bool>,
+    pub(crate) poll: Option<Duration>,
+    pub(crate) debounce: Option<Duration>,
+    pub(crate) ignore: Option<Vec<String>>,
+    pub(crate) exts: Option<Vec<String>>,
+    pub(crate) signal_on: Option<Vec<(String, Signal)>>,
+    pub(crate) no_reload_on: Option<Vec<String>>,
+    pub(crate) ready_timeout: Option<Duration>,
+    pub(crate) ready_after: Option<Duration>,
+    pub(crate) ready: Option<ReadyRule>,
+    pub(crate) drain_signal: Option<Signal>,
+    pub(crate) drain_timeout: Option<Duration>,
+    pub(crate) prefix: Option<bool>,
+    pub(crate) events: Option<Target>,
+    /// `Some(None)`: switched off (`livereload = false`).
+    pub(crate) livereload: Option<Option<SocketAddr>>,
+    pub(crate) command: Option<Vec<OsString>>,
+}
+
+impl Options {
+    /// This layer over `under`: each option from here if given, else from
+    /// `under`. Where to listen (`port` and `sockets`) and what to watch
+    /// (`watch` and `no_watch`) are taken whole from the upper layer if it
+    /// gives either half.
+    pub(crate) fn over(self, under: Options) -> Options {
+        let (port, sockets) = if self.port.is_some() || self.sockets.is_some() {
+            (self.port, self.sockets)
+        } else {
+            (under.port, under.sockets)
+        };
+        let (watch, no_watch) = if self.watch.is_some() || self.no_watch.is_some() {
+            (self.watch, self.no_watch)
+        } else {
+            (under.watch, under.no_watch)
+        };
+        Options {
+            port,
+            sockets,
+            watch,
+            no_watch,
+            backlog: self.backlog.or(under.backlog),
+            listen_pid: self.listen_pid.or(under.listen_pid),
+            nonblocking: self.nonblocking.or(under.nonblocking),
+            builds: self.builds.or(under.builds),
+            poll: self.poll.or(under.poll),
+            debounce: self.debounce.or(under.debounce),
+            ignore: self.ignore.or(under.ignore),
+            exts: self.exts.or(under.exts),
+            signal_on: self.signal_on.or(under.signal_on),
+            no_reload_on: self.no_reload_on.or(under.no_reload_on),
+            ready_timeout: self.ready_timeout.or(under.ready_timeout),
+            ready_after: self.ready_after.or(under.ready_after),
+            ready: self.ready.or(under.ready),
+            drain_signal: self.drain_signal.or(under.drain_signal),
+            drain_timeout: self.drain_timeout.or(under.drain_timeout),
+            prefix: self.prefix.or(under.prefix),
+            events: self.events.or(under.events),
+            livereload: self.livereload.or(under.livereload),
+            command: self.command.or(under.command),
+        }
+    }
+}
 
 /// Everything devsup runs with, checked: each field is the option of the
 /// same name (see `--help`), after the file is merged in. `--port` has
@@ -39,19 +130,19 @@ pub(crate) struct Config {
     pub(crate) watch: Option<WatchConfig>,
     pub(crate) prefix: bool,
     pub(crate) events: Option<Target>,
-    pub(crate) livereload: Option<std::net::SocketAddr>,
+    pub(crate) livereload: Option<SocketAddr>,
 }
 
 impl Config {
     /// The part of the configuration the state machine decides with.
     pub(crate) fn policy(&self) -> Policy {
-        // Bounded when parsed (`cli::parse_duration`), so that the state
+        // Bounded when parsed (`duration::parse`), so that the state
         // machine's `now + timeout` cannot overflow.
         debug_assert!(
             [self.drain_timeout, self.ready_timeout]
                 .into_iter()
                 .chain(self.ready_after)
-                .all(|d| d <= crate::cli::MAX_DURATION)
+                .all(|d| d <= crate::duration::MAX)
         );
         Policy {
             drain_signal: self.drain_signal,
@@ -62,69 +153,69 @@ impl Config {
             build_steps: self.builds.len(),
         }
     }
-}
 
-impl Config {
-    /// Reads the config file (`--config`, else `devsup.toml` or
-    /// `[package.metadata.devsup]` in `cwd`), fills in every option the
-    /// command line did not give, and checks the result. `Err` is a usage
-    /// error to print.
-    pub(crate) fn load(mut cli: Cli, matches: &ArgMatches, cwd: &Path) -> anyhow::Result<Config> {
-        if let Some((path, file)) = file::load(cwd, cli.config.as_deref())? {
-            file.apply(&mut cli, matches, &path)?;
-        }
-        Config::from_cli(cli)
+    /// Reads the config file (`file`, else `devsup.toml` or
+    /// `[package.metadata.devsup]` in `cwd`), puts the command line's
+    /// `options` over it, and checks the result. `Err` is a usage error to
+    /// print.
+    pub(crate) fn load(
+        options: Options,
+        file: Option<&Path>,
+        cwd: &Path,
+    ) -> anyhow::Result<Config> {
+        let from_file = match file::load(cwd, file)? {
+            Some((path, file)) => file.options(&path)?,
+            None => Options::default(),
+        };
+        Config::from_options(options.over(from_file))
     }
 
-    /// The config file's `events` (`--config`, else devsup.toml or
+    /// The config file's `events` (`file`, else devsup.toml or
     /// `[package.metadata.devsup]` in `cwd`), for `devsup status`.
-    pub(crate) fn file_events(cwd: &Path, config: Option<&Path>) -> anyhow::Result<Option<String>> {
-        Ok(file::load(cwd, config)?.and_then(|(_, file)| file.events))
+    pub(crate) fn file_events(cwd: &Path, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+        Ok(file::load(cwd, file)?.and_then(|(_, file)| file.events))
     }
 
-    /// Checks what clap cannot and builds the [`Config`].
-    pub(crate) fn from_cli(cli: Cli) -> anyhow::Result<Config> {
+    /// Gives every option not given its default, checks what clap and the
+    /// file format cannot, and builds the [`Config`].
+    pub(crate) fn from_options(o: Options) -> anyhow::Result<Config> {
         let mut sockets = Vec::new();
-        if let Some(port) = cli.port {
+        if let Some(port) = o.port {
             sockets.push(SocketSpec {
                 name: None,
                 addr: Addr::Tcp(sockets::parse_tcp(&port.to_string()).map_err(anyhow::Error::msg)?),
             });
         }
-        sockets.extend(cli.sockets);
+        sockets.extend(o.sockets.unwrap_or_default());
         if sockets.is_empty() && !sockets::socket_activated() {
             anyhow::bail!("nothing to listen on: pass --port 8080 or --socket tcp::8080");
         }
         sockets::names(&sockets)?;
-        let watch = (!cli.no_watch).then(|| WatchConfig {
-            roots: if cli.watch.is_empty() {
-                vec![PathBuf::from(".")]
-            } else {
-                cli.watch
-            },
-            poll: cli.poll,
-            debounce: cli.debounce,
-            ignore: cli.ignore,
-            exts: cli.exts,
-            signal_on: cli.signal_on,
-            no_reload_on: cli.no_reload_on,
+        let watch = (!o.no_watch.unwrap_or(false)).then(|| WatchConfig {
+            roots: o.watch.unwrap_or_else(|| vec![PathBuf::from(".")]),
+            poll: o.poll,
+            debounce: o.debounce.unwrap_or(DEFAULT_DEBOUNCE),
+            ignore: o.ignore.unwrap_or_default(),
+            exts: o.exts.unwrap_or_default(),
+            signal_on: o.signal_on.unwrap_or_default(),
+            no_reload_on: o.no_reload_on.unwrap_or_default(),
         });
         Ok(Config {
-            prefix: cli.prefix,
-            events: cli.events,
-            livereload: cli.livereload,
+            prefix: o.prefix.unwrap_or(false),
+            events: o.events,
+            livereload: o.livereload.flatten(),
             watch,
             sockets,
-            backlog: cli.backlog,
-            program: Program::new(cli.command)?,
-            builds: cli.builds,
-            listen_pid: cli.listen_pid,
-            nonblocking: cli.nonblocking,
-            drain_signal: cli.drain_signal,
-            drain_timeout: cli.drain_timeout,
-            ready_timeout: cli.ready_timeout,
-            ready_after: cli.ready_after,
-            ready: cli.ready,
+            backlog: o.backlog.unwrap_or(DEFAULT_BACKLOG),
+            program: Program::new(o.command.unwrap_or_default())?,
+            builds: o.builds.unwrap_or_default(),
+            listen_pid: o.listen_pid.unwrap_or(false),
+            nonblocking: o.nonblocking.unwrap_or(false),
+            drain_signal: o.drain_signal.unwrap_or(DEFAULT_DRAIN_SIGNAL),
+            drain_timeout: o.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+            ready_timeout: o.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
+            ready_after: o.ready_after,
+            ready: o.ready.unwrap_or(ReadyRule::Auto),
         })
     }
 }
@@ -136,7 +227,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> anyhow::Result<Config> {
-        Config::from_cli(Cli::try_parse_from(args)?)
+        Config::from_options(crate::cli::Cli::try_parse_from(args)?.options())
     }
 
     #[test]

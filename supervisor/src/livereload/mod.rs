@@ -49,8 +49,7 @@ use crate::step::{BuildStatus, Step};
 /// URL in (`http://127.0.0.1:35729`): the contract with the serving
 /// library's `LiveReloadLayer`.
 pub(crate) use devsup_protocol::ENV_LIVERELOAD;
-/// Where `--livereload` listens when given no address.
-pub(crate) const DEFAULT_ADDR: &str = "127.0.0.1:35729";
+
 /// The client script's path.
 pub(crate) use devsup_protocol::LIVERELOAD_SCRIPT_PATH as SCRIPT_PATH;
 /// The event stream's path.

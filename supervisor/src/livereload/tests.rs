@@ -310,13 +310,15 @@ fn the_option_takes_an_optional_address() {
     let parse = |args: &[&str]| {
         crate::cli::Cli::try_parse_from(args)
             .map_err(|e| e.to_string())
-            .and_then(|cli| crate::config::Config::from_cli(cli).map_err(|e| e.to_string()))
+            .and_then(|cli| {
+                crate::config::Config::from_options(cli.options()).map_err(|e| e.to_string())
+            })
             .map(|config| config.livereload)
     };
     assert_eq!(parse(&["devsup", "-p", "1", "--", "x"]).unwrap(), None);
     assert_eq!(
         parse(&["devsup", "-p", "1", "--livereload", "--", "x"]).unwrap(),
-        Some(DEFAULT_ADDR.parse().unwrap())
+        Some(crate::config::DEFAULT_LIVERELOAD.parse().unwrap())
     );
     assert_eq!(
         parse(&["devsup", "-p", "1", "--livereload=127.0.0.1:0", "--", "x"]).unwrap(),

@@ -120,9 +120,11 @@ pub(crate) enum ReadyRule {
     Listen,
 }
 
-impl ReadyRule {
+impl std::str::FromStr for ReadyRule {
+    type Err = String;
+
     /// Parses `auto`, `notify` or `listen`.
-    pub(crate) fn parse(s: &str) -> Result<ReadyRule, String> {
+    fn from_str(s: &str) -> Result<ReadyRule, String> {
         match s {
             "auto" => Ok(ReadyRule::Auto),
             "notify" => Ok(ReadyRule::Notify),

@@ -22,7 +22,6 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::config::Config;
 use crate::event::GenId;
 use crate::step::Step;
 
@@ -38,18 +37,13 @@ pub(crate) const SCHEMA_VERSION: u32 = 1;
 /// `--events`, the status socket and, under systemd, the notifier. Keep it
 /// alive while devsup runs: dropping it removes the socket files.
 pub(crate) fn start(
-    config: &Config,
+    events: Option<&events::Target>,
     events_stdout: Option<OwnedFd>,
     reporter: &Reporter,
 ) -> anyhow::Result<events::Events> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
     let status = status::default_socket(&cwd);
-    let outputs = events::setup(
-        config.events.as_ref(),
-        events_stdout,
-        Some(&status),
-        reporter,
-    )?;
+    let outputs = events::setup(events, events_stdout, Some(&status), reporter)?;
     systemd::notify_from_env(reporter)?;
     Ok(outputs)
 }

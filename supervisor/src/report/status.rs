@@ -294,21 +294,18 @@ pub(crate) fn query(path: &Path) -> anyhow::Result<String> {
     Ok(line)
 }
 
-/// Where `devsup status` looks: `--events` given to it, else the
-/// `events = "unix::PATH"` of the directory's config, else the status
-/// socket of a devsup running in this directory.
+/// Where `devsup status` looks: `configured`, the `--events` given to it
+/// (`explicit`) or else the `events` of the directory's config, if it is
+/// `unix::PATH`; else the status socket of a devsup running in this
+/// directory.
 pub(crate) fn socket_for(
     cwd: &Path,
-    explicit: Option<&str>,
-    config: Option<&Path>,
+    configured: Option<String>,
+    explicit: bool,
 ) -> anyhow::Result<PathBuf> {
-    let configured = match explicit {
-        Some(given) => Some(given.to_owned()),
-        None => crate::config::Config::file_events(cwd, config)?,
-    };
     match configured.as_deref().map(str::parse::<Target>) {
         Some(Ok(Target::Socket(path))) => Ok(cwd.join(path)),
-        Some(Ok(_)) if explicit.is_some() => {
+        Some(Ok(_)) if explicit => {
             bail!("devsup status needs a socket: pass --events unix::PATH")
         }
         Some(Ok(_)) | None => Ok(default_socket(cwd)),

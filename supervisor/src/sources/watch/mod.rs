@@ -209,10 +209,10 @@ impl DirId {
 }
 
 /// `now + d`, which cannot overflow for a `d` bounded when parsed
-/// (`cli::MAX_DURATION`); if it did, the burst ends at once rather than
+/// (`duration::MAX`); if it did, the burst ends at once rather than
 /// the watch thread dying.
 fn after(now: Instant, d: Duration) -> Instant {
-    debug_assert!(d <= crate::cli::MAX_DURATION);
+    debug_assert!(d <= crate::duration::MAX);
     now.checked_add(d).unwrap_or(now)
 }
 
