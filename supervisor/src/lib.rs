@@ -11,9 +11,10 @@
 //! `event_loop` feeds them to the pure decision logic in `machine` and hands
 //! its actions to the `executor`, which starts generations and build steps
 //! through `process` (sockets at fds 3…) and tells the `guard` of every
-//! process group, so that they are stopped even if devsup is killed. Each
-//! step taken (`step`) is published by the executor through `report` to
-//! `--events`, `devsup status`, systemd and `livereload` (the browser).
+//! process group, so that they are stopped even if devsup is killed. Every
+//! fact devsup tells anyone is a `step`: the executor writes its log line
+//! (`report::log`) and publishes it through `report` to `--events`,
+//! `devsup status`, systemd and `livereload` (the browser).
 //!
 //! devsup runs on Linux and macOS; what differs between them is behind one
 //! interface per concern in `platform`.

@@ -33,7 +33,7 @@
 //! `DEVSUP_SIM_SEED=S` runs one seed; `DEVSUP_SIM_RUNS=N` runs more. A
 //! failing seed is printed, and becomes a named test in `tests.rs`.
 //!
-//! One file of about 770 lines on purpose: the model of the world, the event
+//! One long file on purpose: the model of the world, the event
 //! generator and the invariant checks read as one argument, and each
 //! invariant relies on what the model keeps.
 

@@ -4,7 +4,7 @@
 //! fallback; restarts with back-off) on a simulated clock, without a
 //! process. These are the rows of the failure table in `docs/design.md`.
 //!
-//! One file of about 1,000 lines on purpose: every scenario uses the `Sim`
+//! One long file on purpose: every scenario uses the `Sim`
 //! driver at the top, and they read best as one list.
 
 use std::time::{Duration, Instant};

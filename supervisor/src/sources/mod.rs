@@ -1,7 +1,9 @@
 //! Event sources: each runs on a thread of its own and turns something
 //! outside devsup into [`Input`](crate::event::Input)s on the loop's one
 //! channel. None of them touches the state machine or another source; they
-//! import only [`crate::event`] (and their own helpers).
+//! import only [`crate::event`] and what sits below everything
+//! (`crate::duration`, the log's `crate::log`, `crate::platform`), and
+//! their own helpers.
 //!
 //! - [`signals`]: SIGHUP, SIGINT, SIGTERM and SIGCHLD.
 //! - [`terminal`]: `r` / `q` + Enter, when stdin is a terminal.

@@ -23,7 +23,7 @@
 //! `git checkout` into several batches, so several reloads; that is why
 //! this is not one of them.
 //!
-//! About 580 lines: the notify thread, the directory walk, the debounce, the
+//! Longer than most modules: the notify thread, the directory walk, the debounce, the
 //! watch-root recovery and the polling fallback share the watcher's state;
 //! which changes count (`rules`) and where they go (`routes`) are out.
 
