@@ -115,6 +115,42 @@ struct ChildPlan<'a> {
     max_fd: RawFd,
 }
 
+/// Sets every signal that is not ignored back to its default action: the
+/// child must not run devsup's handlers. Async-signal-safe (sigaction
+/// only), for [`child_after_fork`].
+fn default_signal_handlers() {
+    for sig in 1..65 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: sigaction reads and writes the zeroed structs owned
+        // here; a signal number the platform lacks fails with EINVAL.
+        unsafe {
+            let mut current: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut current) == 0
+                && current.sa_sigaction != libc::SIG_IGN
+            {
+                let mut default: libc::sigaction = std::mem::zeroed();
+                default.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &default, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+/// Undoes what devsup changed for itself, right before exec: Rust ignores
+/// SIGPIPE, and exec keeps ignored signals ignored; the signal mask is
+/// inherited too. Async-signal-safe, for [`child_after_fork`].
+fn undo_signal_changes() {
+    // SAFETY: signal and sigprocmask on a sigset_t owned here.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}
+
 /// The child between fork and exec. Never returns.
 ///
 /// # Safety
@@ -130,22 +166,9 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
             libc::write(fd, bytes.as_ptr().cast(), bytes.len());
             libc::_exit(127)
         };
-        // devsup's signal handlers must not run here: back to the default
-        // for every signal that is not ignored (the mask, blocked across
-        // the fork, is cleared right before exec).
-        for sig in 1..65 {
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-                continue;
-            }
-            let mut current: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut current) == 0
-                && current.sa_sigaction != libc::SIG_IGN
-            {
-                let mut default: libc::sigaction = std::mem::zeroed();
-                default.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(sig, &default, std::ptr::null_mut());
-            }
-        }
+        // devsup's signal handlers must not run here (the mask, blocked
+        // across the fork, is cleared right before exec).
+        default_signal_handlers();
         // Own process group: every signal devsup sends goes to the group,
         // so `sh -c` and `cargo run` pass it on to the real server.
         if libc::setpgid(0, 0) != 0 {
@@ -207,12 +230,7 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
         if let Some(slot) = plan.listen_pid_slot {
             write_pid(slot.add(LISTEN_PID_PREFIX.len()), libc::getpid());
         }
-        // Undo what devsup changed for itself: Rust ignores SIGPIPE, and
-        // exec keeps ignored signals ignored; the mask is inherited too.
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        undo_signal_changes();
         libc::execve(plan.path, plan.argv, plan.envp);
         fail(err_pipe)
     }

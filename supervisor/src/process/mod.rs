@@ -199,21 +199,15 @@ fn cstring(bytes: Vec<u8>) -> anyhow::Result<CString> {
 
 /// Forks `program` as a new generation and returns at once; the returned
 /// [`ExecStatus`] says whether its exec succeeded.
-pub(crate) fn spawn(
-    path: &Path,
-    program: &Program,
+/// A generation's environment but `LISTEN_PID`: devsup's own, without the
+/// protocol's variables it may have inherited, with `inherit`'s extra
+/// variables and the protocol's for `n` sockets and the ready channel at
+/// `ready_fd`.
+fn generation_env(
     inherit: &Inherit<'_>,
-) -> anyhow::Result<Spawned> {
-    let n = inherit.sockets.len() as RawFd;
-    let ready_fd = proto::FIRST_FD + n;
-
-    // Everything the child needs is prepared here, before fork.
-    let c_path = cstring(path.as_os_str().as_bytes().to_vec())?;
-    let c_argv: Vec<CString> = program
-        .argv
-        .iter()
-        .map(|a| cstring(a.as_bytes().to_vec()))
-        .collect::<Result<_, _>>()?;
+    n: RawFd,
+    ready_fd: RawFd,
+) -> anyhow::Result<Vec<CString>> {
     let mut c_env = env_entries(
         std::env::vars_os()
             .filter(|(k, _)| !PROTOCOL_VARS.iter().any(|v| k == OsStr::new(v)))
@@ -229,6 +223,25 @@ pub(crate) fn spawn(
     ] {
         c_env.push(cstring(format!("{k}={v}").into_bytes())?);
     }
+    Ok(c_env)
+}
+
+pub(crate) fn spawn(
+    path: &Path,
+    program: &Program,
+    inherit: &Inherit<'_>,
+) -> anyhow::Result<Spawned> {
+    let n = inherit.sockets.len() as RawFd;
+    let ready_fd = proto::FIRST_FD + n;
+
+    // Everything the child needs is prepared here, before fork.
+    let c_path = cstring(path.as_os_str().as_bytes().to_vec())?;
+    let c_argv: Vec<CString> = program
+        .argv
+        .iter()
+        .map(|a| cstring(a.as_bytes().to_vec()))
+        .collect::<Result<_, _>>()?;
+    let c_env = generation_env(inherit, n, ready_fd)?;
     // The LISTEN_PID slot: "LISTEN_PID=" then PID_DIGITS zeros and a NUL,
     // overwritten by the child with its pid and a NUL. A buffer owned here,
     // mutably: the child writes through a pointer made from `&mut`, and
