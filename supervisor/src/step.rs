@@ -181,6 +181,49 @@ pub(crate) enum Said {
     Reloading,
 }
 
+/// A change to the fd store (`FDSTORE=1`, `FDSTOREREMOVE=1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FdStore {
+    /// `count` fds kept under `name`, passed to the next generations.
+    Stored { count: usize, name: String },
+    /// `count` fds named `name` dropped from the store.
+    Removed { count: usize, name: String },
+    /// The store is full at `full` fds beside `sockets` sockets: `dropped`
+    /// fds named `name` were not kept.
+    Full {
+        full: usize,
+        sockets: usize,
+        dropped: usize,
+        name: String,
+    },
+}
+
+/// What devsup made of a generation's `MAINPID=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MainPid {
+    /// No such process (why): ignored.
+    NoSuchProcess(String),
+    /// In the generation's own process group: nothing to add.
+    OwnGroup,
+    /// Not a process of this generation: ignored.
+    NotOurs,
+    /// In this other process group, which gets the generation's signals
+    /// too.
+    Group(i32),
+}
+
+/// Something the executor could not do; devsup carries on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Trouble {
+    /// The build's output cannot be captured (why): it is shown, not
+    /// reported.
+    BuildOutputLost(String),
+    /// The build command cannot be run.
+    BuildCannotRun { command: String, error: String },
+    /// `waitpid` failed (why).
+    WaitFailed(String),
+}
+
 /// Something devsup noted and let be: shown with `-v` only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Note {
@@ -198,6 +241,12 @@ pub(crate) enum Note {
     DrainBeforePid,
     /// `/proc` cannot tell, and it does not matter (why).
     CannotProbe(String),
+    /// Fds sent again that the store holds already, kept once.
+    KeptOnce { count: usize, name: String },
+    /// A signal sent to the build's process group.
+    SignalBuild(String),
+    /// A process left behind by a server or a build was reaped.
+    ReapedOrphan { pid: i32, exit: String },
     /// Seen waiting on the socket after this long, which does not count:
     /// it was counted already, or drains (`how`: `None`), or only READY=1
     /// counts (`how`: what the kernel showed).
@@ -438,6 +487,19 @@ pub(crate) enum Step {
     /// A generation said something devsup shows.
     #[serde(skip_serializing)]
     Said { generation: GenId, what: Said },
+    /// The fd store changed.
+    #[serde(skip_serializing)]
+    FdStored { generation: GenId, change: FdStore },
+    /// A `MAINPID=` was decided.
+    #[serde(skip_serializing)]
+    MainPidDecided {
+        generation: GenId,
+        pid: i32,
+        decision: MainPid,
+    },
+    /// Something the executor could not do.
+    #[serde(skip_serializing)]
+    Trouble(Trouble),
     /// Something devsup noted and let be.
     #[serde(skip_serializing)]
     Noted {
@@ -465,7 +527,9 @@ impl Step {
             | Step::FallbackEnded { generation }
             | Step::SpeaksProtocol { generation, .. }
             | Step::NotReady { generation, .. }
-            | Step::Said { generation, .. } => Some(*generation),
+            | Step::Said { generation, .. }
+            | Step::FdStored { generation, .. }
+            | Step::MainPidDecided { generation, .. } => Some(*generation),
             Step::Listening { .. }
             | Step::BuildStarted { .. }
             | Step::BuildFinished { .. }
@@ -475,7 +539,8 @@ impl Step {
             | Step::RestartScheduled { .. }
             | Step::NotSignalled { .. }
             | Step::BuildKilled { .. }
-            | Step::ShutdownForced { .. } => None,
+            | Step::ShutdownForced { .. }
+            | Step::Trouble(_) => None,
         }
     }
 
@@ -494,6 +559,9 @@ impl Step {
                 | Step::BuildKilled { .. }
                 | Step::ShutdownForced { .. }
                 | Step::Said { .. }
+                | Step::FdStored { .. }
+                | Step::MainPidDecided { .. }
+                | Step::Trouble(_)
                 | Step::Noted { .. }
         )
     }

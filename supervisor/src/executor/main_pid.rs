@@ -14,11 +14,11 @@
 //! generation's own group is accepted.
 
 use nix::unistd::Pid;
-use tracing::{debug, info, warn};
 
 use super::{Executor, Role};
 use crate::event::GenId;
 use crate::platform::process::parent_of;
+use crate::step::{MainPid, Step};
 
 impl Executor {
     /// Generation `gen_id` sent `MAINPID=pid`: if `pid` is a process of
@@ -41,8 +41,19 @@ impl Executor {
         {
             return;
         }
-        let group = self.main_pid_group(gen_id, leader, pid);
-        let proc = self.procs.get_mut(&leader).expect("found above");
+        let decision = self.main_pid_group(leader, pid);
+        let group = match decision {
+            MainPid::Group(group) => Some(group),
+            _ => None,
+        };
+        self.report(Step::MainPidDecided {
+            generation: gen_id,
+            pid,
+            decision,
+        });
+        let Some(proc) = self.procs.get_mut(&leader) else {
+            return;
+        };
         if let Some(group) = group {
             if !proc.extra_groups.contains(&group) {
                 proc.extra_groups.push(group);
@@ -56,25 +67,15 @@ impl Executor {
         }
     }
 
-    /// The process group `MAINPID=pid` adds to generation `gen_id` (led by
-    /// `leader`), if any; logs the decision.
-    fn main_pid_group(&self, gen_id: GenId, leader: i32, pid: i32) -> Option<i32> {
+    /// What `MAINPID=pid` means for the generation led by `leader`: the
+    /// process group it adds, if any.
+    fn main_pid_group(&self, leader: i32, pid: i32) -> MainPid {
         let group = match nix::unistd::getpgid(Some(Pid::from_raw(pid))) {
             Ok(group) => group.as_raw(),
-            Err(e) => {
-                warn!(
-                    generation = gen_id,
-                    "MAINPID={pid}: no such process ({e}); ignored"
-                );
-                return None;
-            }
+            Err(e) => return MainPid::NoSuchProcess(e.to_string()),
         };
         if group == leader {
-            debug!(
-                generation = gen_id,
-                "MAINPID={pid}, in the generation's own process group"
-            );
-            return None;
+            return MainPid::OwnGroup;
         }
         // Only a process of this generation may be named: a descendant of
         // its leader, or an orphan devsup adopted (as subreaper) that is in
@@ -87,17 +88,9 @@ impl Executor {
         };
         let adopted = parent_of(pid) == Some(std::process::id() as i32) && !known(group);
         if group <= 1 || group == own_group || !(descends_from(pid, leader) || adopted) {
-            warn!(
-                generation = gen_id,
-                "MAINPID={pid} is not a process of this generation; ignored"
-            );
-            return None;
+            return MainPid::NotOurs;
         }
-        info!(
-            generation = gen_id,
-            "MAINPID={pid} is in process group {group}: signals go there too"
-        );
-        Some(group)
+        MainPid::Group(group)
     }
 }
 

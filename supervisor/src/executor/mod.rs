@@ -36,7 +36,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use crate::config::Config;
 use crate::event::{Event, Exit, GenId, Input, Store};
@@ -48,7 +48,7 @@ use crate::report::Reporter;
 use crate::sockets::Listener;
 use crate::sources::notify::{self, Heard, NotifyDir};
 use crate::sources::ready_channel;
-use crate::step::{KillReason, Step};
+use crate::step::{FdStore, KillReason, Note, Step, Trouble};
 
 mod main_pid;
 mod outbox;
@@ -245,7 +245,10 @@ impl Executor {
             }
             Action::StartBuild { step } => queue.push_back(self.start_build(step)),
             Action::SignalBuild { pid, signal } => {
-                debug!("sending {signal} to the build");
+                self.report(Step::Noted {
+                    generation: None,
+                    note: Note::SignalBuild(signal.as_str().to_owned()),
+                });
                 signal_group(pid, signal);
             }
             Action::Report(step) => self.report(step),
@@ -433,43 +436,43 @@ impl Executor {
                     None => true,
                 });
                 if fds.len() < before {
-                    debug!(
-                        generation = gen_id,
-                        "{} fd(s) named {name} already stored: kept once",
-                        before - fds.len()
-                    );
+                    self.report(Step::Noted {
+                        generation: Some(gen_id),
+                        note: Note::KeptOnce {
+                            count: before - fds.len(),
+                            name: name.clone(),
+                        },
+                    });
                 }
                 if fds.is_empty() {
                     return;
                 }
                 let room = store_room(self.listeners.len(), self.fd_store.len());
                 if fds.len() > room {
-                    let full = self.fd_store.len() + room;
-                    warn!(
-                        generation = gen_id,
-                        "the fd store is full ({full} fds beside {} socket(s)): dropped {} fd(s) named {name}",
-                        self.listeners.len(),
-                        fds.len() - room
-                    );
+                    let change = FdStore::Full {
+                        full: self.fd_store.len() + room,
+                        sockets: self.listeners.len(),
+                        dropped: fds.len() - room,
+                        name: name.clone(),
+                    };
+                    self.report_store(gen_id, change);
                 }
-                let n = fds.len().min(room);
+                let count = fds.len().min(room);
                 self.fd_store
-                    .extend(fds.into_iter().take(n).map(|fd| (name.clone(), fd)));
-                info!(
-                    generation = gen_id,
-                    "stored {n} fd(s) named {name}, passed to the next generations"
-                );
+                    .extend(fds.into_iter().take(count).map(|fd| (name.clone(), fd)));
+                self.report_store(gen_id, FdStore::Stored { count, name });
             }
             Store::Remove { name } => {
                 let before = self.fd_store.len();
                 self.fd_store.retain(|(n, _)| *n != name);
-                info!(
-                    generation = gen_id,
-                    "removed {} stored fd(s) named {name}",
-                    before - self.fd_store.len()
-                );
+                let count = before - self.fd_store.len();
+                self.report_store(gen_id, FdStore::Removed { count, name });
             }
         }
+    }
+
+    fn report_store(&mut self, generation: GenId, change: FdStore) {
+        self.report(Step::FdStored { generation, change });
     }
 
     fn start_build(&mut self, step: usize) -> Event {
@@ -490,7 +493,7 @@ impl Executor {
                 Some((out, err))
             }
             Err(e) => {
-                warn!("cannot capture the build's output ({e}); it is shown but not reported");
+                self.report(Step::Trouble(Trouble::BuildOutputLost(e.to_string())));
                 self.build_output = None;
                 None
             }
@@ -522,7 +525,10 @@ impl Executor {
                 Event::BuildStarted { pid }
             }
             Err(e) => {
-                warn!("cannot run the build command {cmd:?}: {e:#}");
+                self.report(Step::Trouble(Trouble::BuildCannotRun {
+                    command: cmd,
+                    error: format!("{e:#}"),
+                }));
                 Event::BuildExited { exit: None }
             }
         }
@@ -543,15 +549,19 @@ impl Executor {
                 Ok(_) => continue,
                 Err(Errno::EINTR) => continue,
                 Err(e) => {
-                    warn!("waitpid failed: {e}");
+                    self.report(Step::Trouble(Trouble::WaitFailed(e.to_string())));
                     break;
                 }
             };
             match self.procs.get_mut(&pid.as_raw()) {
                 Some(p) => p.leader = Some(exit),
-                None => {
-                    debug!("reaped pid={pid} (exited {exit}), left behind by a server or build")
-                }
+                None => self.report(Step::Noted {
+                    generation: None,
+                    note: Note::ReapedOrphan {
+                        pid: pid.as_raw(),
+                        exit: exit.to_string(),
+                    },
+                }),
             }
         }
         let gone: Vec<i32> = self

@@ -13,8 +13,8 @@ use std::time::Duration;
 use crate::event::GenId;
 use crate::log::{latency, ms};
 use crate::step::{
-    AfterExit, BuildStatus, Cause, DrainReason, Fallback, Into, KillReason, Note, Phase, Rule,
-    Said, SocketSeen, Step,
+    AfterExit, BuildStatus, Cause, DrainReason, Fallback, FdStore, Into, KillReason, MainPid, Note,
+    Phase, Rule, Said, SocketSeen, Step, Trouble,
 };
 
 /// How much a line matters; `DEVSUP_LOG`, `-q` and `-v` filter on it.
@@ -235,6 +235,9 @@ fn log_only(step: &Step) -> Option<(Level, String)> {
             },
         ),
         Step::Noted { note, .. } => (Level::Debug, note_text(note)),
+        Step::FdStored { change, .. } => fd_store(change),
+        Step::MainPidDecided { pid, decision, .. } => main_pid(*pid, decision),
+        Step::Trouble(trouble) => (Level::Warn, trouble_text(trouble)),
         _ => return None,
     })
 }
@@ -475,6 +478,63 @@ fn keeping_text(keeping: Option<GenId>) -> String {
         .unwrap_or_default()
 }
 
+fn fd_store(change: &FdStore) -> (Level, String) {
+    match change {
+        FdStore::Stored { count, name } => (
+            Level::Info,
+            format!("stored {count} fd(s) named {name}, passed to the next generations"),
+        ),
+        FdStore::Removed { count, name } => (
+            Level::Info,
+            format!("removed {count} stored fd(s) named {name}"),
+        ),
+        FdStore::Full {
+            full,
+            sockets,
+            dropped,
+            name,
+        } => (
+            Level::Warn,
+            format!(
+                "the fd store is full ({full} fds beside {sockets} socket(s)): dropped {dropped} fd(s) named {name}"
+            ),
+        ),
+    }
+}
+
+fn main_pid(pid: i32, decision: &MainPid) -> (Level, String) {
+    match decision {
+        MainPid::NoSuchProcess(why) => (
+            Level::Warn,
+            format!("MAINPID={pid}: no such process ({why}); ignored"),
+        ),
+        MainPid::OwnGroup => (
+            Level::Debug,
+            format!("MAINPID={pid}, in the generation's own process group"),
+        ),
+        MainPid::NotOurs => (
+            Level::Warn,
+            format!("MAINPID={pid} is not a process of this generation; ignored"),
+        ),
+        MainPid::Group(group) => (
+            Level::Info,
+            format!("MAINPID={pid} is in process group {group}: signals go there too"),
+        ),
+    }
+}
+
+fn trouble_text(trouble: &Trouble) -> String {
+    match trouble {
+        Trouble::BuildOutputLost(why) => {
+            format!("cannot capture the build's output ({why}); it is shown but not reported")
+        }
+        Trouble::BuildCannotRun { command, error } => {
+            format!("cannot run the build command {command:?}: {error}")
+        }
+        Trouble::WaitFailed(why) => format!("waitpid failed: {why}"),
+    }
+}
+
 fn note_text(note: &Note) -> String {
     match note {
         Note::ReloadDuringShutdown(trigger) => {
@@ -487,6 +547,13 @@ fn note_text(note: &Note) -> String {
         }
         Note::Unhandled(key) => format!("{key}=…: ignored"),
         Note::DrainBeforePid => "draining before its pid is known".to_owned(),
+        Note::KeptOnce { count, name } => {
+            format!("{count} fd(s) named {name} already stored: kept once")
+        }
+        Note::SignalBuild(signal) => format!("sending {signal} to the build"),
+        Note::ReapedOrphan { pid, exit } => {
+            format!("reaped pid={pid} (exited {exit}), left behind by a server or build")
+        }
         Note::CannotProbe(why) => format!("cannot probe: {why}"),
         Note::Waits { after, how: None } => format!("waits on the socket after {}", ms(*after)),
         Note::Waits {
@@ -1019,6 +1086,112 @@ mod tests {
                     },
                 },
                 "debug: gen=2 waits on the socket after 3ms (pid 9 in accept on fd 3); waiting for READY=1",
+            ),
+            (
+                Step::Noted {
+                    generation: Some(2),
+                    note: Note::KeptOnce {
+                        count: 1,
+                        name: "db".into(),
+                    },
+                },
+                "debug: gen=2 1 fd(s) named db already stored: kept once",
+            ),
+            (
+                Step::Noted {
+                    generation: None,
+                    note: Note::SignalBuild("SIGTERM".into()),
+                },
+                "debug: sending SIGTERM to the build",
+            ),
+            (
+                Step::Noted {
+                    generation: None,
+                    note: Note::ReapedOrphan {
+                        pid: 77,
+                        exit: Exit::Code(0).to_string(),
+                    },
+                },
+                "debug: reaped pid=77 (exited with status 0), left behind by a server or build",
+            ),
+            (
+                Step::FdStored {
+                    generation: 2,
+                    change: FdStore::Stored {
+                        count: 2,
+                        name: "db".into(),
+                    },
+                },
+                "gen=2 stored 2 fd(s) named db, passed to the next generations",
+            ),
+            (
+                Step::FdStored {
+                    generation: 2,
+                    change: FdStore::Removed {
+                        count: 2,
+                        name: "db".into(),
+                    },
+                },
+                "gen=2 removed 2 stored fd(s) named db",
+            ),
+            (
+                Step::FdStored {
+                    generation: 2,
+                    change: FdStore::Full {
+                        full: 32,
+                        sockets: 1,
+                        dropped: 3,
+                        name: "db".into(),
+                    },
+                },
+                "warning: gen=2 the fd store is full (32 fds beside 1 socket(s)): dropped 3 fd(s) named db",
+            ),
+            (
+                Step::MainPidDecided {
+                    generation: 1,
+                    pid: 42,
+                    decision: MainPid::Group(40),
+                },
+                "gen=1 MAINPID=42 is in process group 40: signals go there too",
+            ),
+            (
+                Step::MainPidDecided {
+                    generation: 1,
+                    pid: 42,
+                    decision: MainPid::NotOurs,
+                },
+                "warning: gen=1 MAINPID=42 is not a process of this generation; ignored",
+            ),
+            (
+                Step::MainPidDecided {
+                    generation: 1,
+                    pid: 42,
+                    decision: MainPid::OwnGroup,
+                },
+                "debug: gen=1 MAINPID=42, in the generation's own process group",
+            ),
+            (
+                Step::MainPidDecided {
+                    generation: 1,
+                    pid: 42,
+                    decision: MainPid::NoSuchProcess("ESRCH: No such process".into()),
+                },
+                "warning: gen=1 MAINPID=42: no such process (ESRCH: No such process); ignored",
+            ),
+            (
+                Step::Trouble(Trouble::BuildOutputLost("EMFILE".into())),
+                "warning: cannot capture the build's output (EMFILE); it is shown but not reported",
+            ),
+            (
+                Step::Trouble(Trouble::BuildCannotRun {
+                    command: "make".into(),
+                    error: "fork failed".into(),
+                }),
+                "warning: cannot run the build command \"make\": fork failed",
+            ),
+            (
+                Step::Trouble(Trouble::WaitFailed("EINVAL".into())),
+                "warning: waitpid failed: EINVAL",
             ),
         ];
         let mut wrong = Vec::new();
