@@ -19,8 +19,7 @@ use super::{DEFAULT_LIVERELOAD, Options};
 use crate::{duration, signal, sockets};
 
 /// One string or a list of them.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub(crate) enum Many {
     /// `build = "cargo build"`
     One(String),
@@ -39,13 +38,56 @@ impl Many {
 
 /// `livereload = true` (the default address), `false`, or
 /// `livereload = "ADDR"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub(crate) enum OnOrAddr {
     /// `livereload = true`
     On(bool),
     /// `livereload = "127.0.0.1:35729"`
     Addr(String),
+}
+
+// Written out rather than `serde(untagged)`, whose error names neither
+// the type wanted nor what was found.
+impl<'de> Deserialize<'de> for Many {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Many;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Many, E> {
+                Ok(Many::One(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Many, A::Error> {
+                let mut list = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    list.push(item);
+                }
+                Ok(Many::List(list))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for OnOrAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = OnOrAddr;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false or an address such as \"127.0.0.1:35729\"")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<OnOrAddr, E> {
+                Ok(OnOrAddr::On(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OnOrAddr, E> {
+                Ok(OnOrAddr::Addr(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The options a config file may hold; every one is optional.
@@ -104,24 +146,38 @@ pub(crate) fn load(
         .cloned();
     match section {
         None => Ok(None),
-        Some(value) => {
-            let config = FileConfig::deserialize(value).map_err(|e| {
-                anyhow::anyhow!(
-                    "{} [package.metadata.devsup]: {}",
-                    cargo.display(),
-                    one_line(&e.to_string())
-                )
-            })?;
-            Ok(Some((cargo, config)))
+        Some(toml::Value::Table(table)) => {
+            let what = format!("{} [package.metadata.devsup]", cargo.display());
+            Ok(Some((cargo, from_table(table, &what)?)))
         }
+        Some(_) => anyhow::bail!(
+            "{}: [package.metadata.devsup] must be a table of options",
+            cargo.display()
+        ),
     }
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    toml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
+    from_table(table, &path.display().to_string())
+}
+
+/// The options of `table`, from `what` (the file); an error names the key
+/// whose value is wrong, and the type it wants.
+fn from_table(table: toml::Table, what: &str) -> anyhow::Result<FileConfig> {
+    // Each key alone first: serde's error for the whole table does not say
+    // which key it is about.
+    for (key, value) in &table {
+        let one = toml::Table::from_iter([(key.clone(), value.clone())]);
+        if let Err(e) = FileConfig::deserialize(toml::Value::Table(one)) {
+            anyhow::bail!("{what}: {key}: {}", one_line(&e.to_string()));
+        }
+    }
+    FileConfig::deserialize(toml::Value::Table(table))
+        .map_err(|e| anyhow::anyhow!("{what}: {}", one_line(&e.to_string())))
 }
 
 /// toml's errors span several lines (a snippet of the file); the first
@@ -423,6 +479,47 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("unknown field `buidl`"), "{e}");
+    }
+
+    /// A value of the wrong type named neither its key nor the type
+    /// wanted ("data did not match any variant of untagged enum Many").
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key_and_the_type_wanted() {
+        for (text, key, wanted) in [
+            (
+                "port = 1\ncommand = 5\n",
+                "command",
+                "a string or a list of strings",
+            ),
+            (
+                "port = 1\nbuild = [1, 2]\ncommand = \"x\"\n",
+                "build",
+                "a string",
+            ),
+            (
+                "port = 1\nwatch = true\ncommand = \"x\"\n",
+                "watch",
+                "a string or a list of strings",
+            ),
+            ("port = \"x\"\ncommand = \"x\"\n", "port", "u16"),
+            (
+                "port = 1\nlivereload = 3\ncommand = \"x\"\n",
+                "livereload",
+                "true, false or an address",
+            ),
+        ] {
+            for (file, text) in [
+                ("devsup.toml", text.to_owned()),
+                ("Cargo.toml", format!("[package.metadata.devsup]\n{text}")),
+            ] {
+                let e = run(&[], file, &text).unwrap_err().to_string();
+                assert!(
+                    e.contains(file) && e.contains(&format!(": {key}: ")) && e.contains(wanted),
+                    "{file} {text:?}: {e}"
+                );
+                assert!(!e.contains("untagged") && !e.contains('\n'), "{e}");
+            }
+        }
     }
 
     #[test]
