@@ -191,6 +191,16 @@ impl Config {
             anyhow::bail!("nothing to listen on: pass --port 8080 or --socket tcp::8080");
         }
         sockets::names(&sockets)?;
+        no_address_twice(&sockets)?;
+        if o.exts
+            .as_ref()
+            .is_some_and(|e| e.iter().any(String::is_empty))
+        {
+            anyhow::bail!(
+                "--ext: an empty extension matches no file, so no change would reload: \
+                 give extensions like --ext rs,toml (or leave --ext out to watch every file)"
+            );
+        }
         let watch = (!o.no_watch.unwrap_or(false)).then(|| WatchConfig {
             roots: o.watch.unwrap_or_else(|| vec![PathBuf::from(".")]),
             poll: o.poll,
@@ -218,6 +228,22 @@ impl Config {
             ready: o.ready.unwrap_or(ReadyRule::Auto),
         })
     }
+}
+
+/// Fails if two specs name the same address: devsup would bind it twice,
+/// and the second bind fail as if another server held it. Port 0 is a
+/// different free port each time.
+fn no_address_twice(specs: &[SocketSpec]) -> anyhow::Result<()> {
+    for (i, spec) in specs.iter().enumerate() {
+        let fixed = !matches!(spec.addr, Addr::Tcp(a) if a.port() == 0);
+        if fixed && specs[..i].iter().any(|s| s.addr == spec.addr) {
+            anyhow::bail!(
+                "{} is given twice (--port and --socket, or two --socket): give each address once",
+                spec.addr
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -302,6 +328,50 @@ mod tests {
         assert_eq!(c.ready, ReadyRule::Listen);
         assert!(c.nonblocking);
         assert!(parse(&["devsup", "-p", "1", "--ready", "soon", "--", "x"]).is_err());
+    }
+
+    /// `--socket tcp::P --socket tcp::P` said "port is in use: stop the
+    /// other server", and `-e ''` turned every file trigger off silently
+    /// (issue 19, defect 8).
+    #[test]
+    fn the_same_address_twice_and_an_empty_extension_are_refused() {
+        let e = parse(&["devsup", "-s", "tcp::9101", "-s", "b=tcp::9101", "--", "x"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("127.0.0.1:9101") && e.contains("twice"), "{e}");
+        let e = parse(&[
+            "devsup",
+            "-p",
+            "9102",
+            "-s",
+            "b=tcp::127.0.0.1:9102",
+            "--",
+            "x",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("twice"), "{e}");
+        let e = parse(&[
+            "devsup",
+            "-s",
+            "a=unix::/tmp/s",
+            "-s",
+            "b=unix::/tmp/s",
+            "--",
+            "x",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/tmp/s") && e.contains("twice"), "{e}");
+        // Port 0 picks a free port each time: not the same address.
+        assert!(parse(&["devsup", "-s", "tcp::0", "-s", "b=tcp::0", "--", "x"]).is_ok());
+        for ext in ["", "rs,", ",rs"] {
+            let e = parse(&["devsup", "-p", "1", "-e", ext, "--", "x"])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--ext") && e.contains("empty"), "{ext:?}: {e}");
+        }
+        assert!(parse(&["devsup", "-p", "1", "-e", "rs,toml", "--", "x"]).is_ok());
     }
 
     #[test]
