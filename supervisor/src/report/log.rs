@@ -327,7 +327,7 @@ fn build_finished(step: &Step) -> Option<(Level, String)> {
 fn ready(rule: Rule, ready_us: u64, how: Option<&str>) -> String {
     let took = ms(Duration::from_micros(ready_us));
     match rule {
-        Rule::Notify => format!("ready in {took}"),
+        Rule::Notify => format!("ready in {took} (READY=1)"),
         Rule::Listening => format!("ready in {took} (listening: {})", how.unwrap_or_default()),
         Rule::Accepted => format!("ready in {took} (accepted a connection)"),
         Rule::Uptime => format!("counted ready: up for {took} without exiting"),
@@ -749,7 +749,8 @@ mod tests {
                     ready_us: 34_567,
                     how: None,
                 },
-                "gen=2 ready in 34ms",
+                // Named like the other rules (issue 19, defect 8).
+                "gen=2 ready in 34ms (READY=1)",
             ),
             (
                 Step::Ready {
