@@ -179,6 +179,7 @@ impl Config {
     /// Gives every option not given its default, checks what clap and the
     /// file format cannot, and builds the [`Config`].
     pub(crate) fn from_options(o: Options) -> anyhow::Result<Config> {
+        no_zero_timeout(&o)?;
         let mut sockets = Vec::new();
         if let Some(port) = o.port {
             sockets.push(SocketSpec {
@@ -228,6 +229,24 @@ impl Config {
             ready: o.ready.unwrap_or(ReadyRule::Auto),
         })
     }
+}
+
+/// Fails on a zero `--drain-timeout` or `--ready-timeout`: no server
+/// drains or starts in no time, and the messages that followed blamed it.
+fn no_zero_timeout(o: &Options) -> anyhow::Result<()> {
+    if o.drain_timeout == Some(Duration::ZERO) {
+        anyhow::bail!(
+            "--drain-timeout 0s leaves a generation no time to finish its requests: give it the \
+             time they need (e.g. 10s), or pass --drain-signal KILL to stop old generations at once"
+        );
+    }
+    if o.ready_timeout == Some(Duration::ZERO) {
+        anyhow::bail!(
+            "--ready-timeout 0s leaves a generation no time to start: give the longest start-up \
+             you accept (e.g. 60s)"
+        );
+    }
+    Ok(())
 }
 
 /// Fails if two specs name the same address: devsup would bind it twice,
@@ -372,6 +391,28 @@ mod tests {
             assert!(e.contains("--ext") && e.contains("empty"), "{ext:?}: {e}");
         }
         assert!(parse(&["devsup", "-p", "1", "-e", "rs,toml", "--", "x"]).is_ok());
+    }
+
+    /// `--drain-timeout 0s` blamed a server that exited 19 ms later for
+    /// ignoring the drain signal; `--ready-timeout 0s` said "never saw it
+    /// wait on the socket", then "ready in 6ms" (issue 19, defect 8).
+    #[test]
+    fn zero_timeouts_are_refused_with_what_to_give() {
+        let e = parse(&["devsup", "-p", "1", "--drain-timeout", "0s", "--", "x"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--drain-timeout 0s") && e.contains("--drain-signal KILL"),
+            "{e}"
+        );
+        let e = parse(&["devsup", "-p", "1", "--ready-timeout", "0ms", "--", "x"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--ready-timeout 0s") && e.contains("e.g."),
+            "{e}"
+        );
+        assert!(parse(&["devsup", "-p", "1", "--drain-timeout", "1ms", "--", "x"]).is_ok());
     }
 
     #[test]
