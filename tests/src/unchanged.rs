@@ -287,6 +287,10 @@ pub const READY: &str = "READY=1";
 /// The rule of a `gen=N ready in X (listening: ...)` line: devsup saw one of
 /// the generation's processes wait on a passed socket.
 pub const LISTENING: &str = "listening";
+/// The rule of a `gen=N ready in X (accepted a connection: ...)` line:
+/// devsup saw one of the generation's processes hold a connection it
+/// accepted on a passed port.
+pub const ACCEPTED: &str = "accepted";
 /// The rule of a `gen=N counted ready: up for X` line: the uptime timer.
 pub const TIMER: &str = "timer";
 
@@ -384,7 +388,9 @@ pub fn run(config: &RunConfig, bins: &Bins) -> RunResult {
                 devlog::subject(l).is_some_and(|(g, rest)| {
                     g == 1
                         && (rest.starts_with("sent READY=1")
-                            || (rest.starts_with("ready in ") && !rest.contains("(listening: ")))
+                            || (rest.starts_with("ready in ")
+                                && !rest.contains("(listening: ")
+                                && !rest.contains("(accepted a connection: ")))
                 })
             }) > 0
         });
@@ -532,6 +538,8 @@ impl LogFigures {
         if let Some(took) = after("ready in ") {
             let rule = if rest.contains("(listening: ") {
                 LISTENING
+            } else if rest.contains("(accepted a connection: ") {
+                ACCEPTED
             } else {
                 READY
             };
@@ -631,6 +639,7 @@ mod tests {
             "devsup gen=1 exited with status 0 after 5ms",
             "devsup gen=3 spawned pid=300 after SIGHUP",
             "devsup gen=3 counted ready: up for 1000ms without exiting",
+            "devsup gen=4 ready in 9ms (accepted a connection: pid=400 holds fd 7 from port 8080)",
             "devsup gen=2 draining (SIGTERM) 35us after gen=3 ready",
             "devsup warning: gen=2 draining for 200ms, but pid=200 is blocked in accept4 on fd 3 \
              (thread 201) inside an event loop: ... or run devsup with --nonblocking. Until then ...",
@@ -640,13 +649,14 @@ mod tests {
         ]
         .map(str::to_owned)
         .to_vec();
-        let figures = LogFigures::parse(&log, 3);
+        let figures = LogFigures::parse(&log, 4);
         assert_eq!(
             figures.ready,
             [
                 (1, ms(12), LISTENING),
                 (2, ms(3), READY),
-                (3, ms(1000), TIMER)
+                (3, ms(1000), TIMER),
+                (4, ms(9), ACCEPTED)
             ]
         );
         assert_eq!(figures.drains, [(1, ms(5)), (2, ms(3001))]);

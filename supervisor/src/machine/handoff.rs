@@ -93,6 +93,7 @@ impl State {
         &mut self,
         gen_id: GenId,
         how: &str,
+        accepted: bool,
         at: Instant,
         now: Instant,
         out: &mut Vec<Action>,
@@ -123,14 +124,21 @@ impl State {
             return;
         }
         g.counted = true;
+        // The kernel's two rules: waiting on the socket, or holding a
+        // connection accepted from it.
+        let (words, rule) = if accepted {
+            ("accepted a connection", "accepted")
+        } else {
+            ("listening", "listening")
+        };
         info!(
             generation = gen_id,
-            "ready in {} (listening: {how})",
+            "ready in {} ({words}: {how})",
             ms(took)
         );
         out.push(Action::Report(Step::Ready {
             generation: gen_id,
-            rule: "listening",
+            rule,
             ready_us: us(took),
         }));
         if matches!(g.phase, Phase::Starting { .. }) {

@@ -36,7 +36,7 @@ use std::time::Duration;
 use devsup_tests::harness::{self, Devsup, TIMEOUT, event, stop_cleanly, temp_dir};
 use devsup_tests::http;
 use devsup_tests::load::Mode;
-use unchanged::{Bins, LISTENING, READY, RunConfig, RunResult, Server};
+use unchanged::{ACCEPTED, Bins, LISTENING, READY, RunConfig, RunResult, Server};
 
 /// Reloads per run: enough handoffs to see a race, few enough for CI.
 const RELOADS: u32 = 4;
@@ -120,7 +120,10 @@ fn unchanged_figures(server: Server, idle_reload: bool, extra: &[&str]) -> Vec<R
             "{server} {mode}: every generation was counted ready once:\n{log}"
         );
         assert!(
-            result.ready.iter().all(|r| r.2 == LISTENING),
+            result
+                .ready
+                .iter()
+                .all(|r| r.2 == LISTENING || r.2 == ACCEPTED),
             "{server} {mode}: every generation counted ready by the kernel rule: {:?}\n{log}",
             result.ready
         );
@@ -293,5 +296,66 @@ fn axum_listenfd_dev_build_serves_with_nonblocking() {
         devsup.log_text()
     );
     assert_eq!(devsup.count_matching(event(1, "still running")), 0);
+    stop_cleanly(&devsup);
+}
+
+/// Issue 19, defect 2: a pool server whose acceptor waits for a free
+/// worker before it accepts (puma; tests/fixtures/gated_pool.py) is never
+/// seen waiting on the socket while its workers are busy and connections
+/// queue. devsup counts it ready by the connection it accepted, within a
+/// bound far below `--ready-timeout` (60 s, after which it used to be
+/// counted ready), and names the rule.
+#[test]
+fn a_pool_server_under_steady_load_is_ready_by_the_connection_it_accepted() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let dir = temp_dir();
+    let devsup = Devsup::builder(dir.path())
+        .arg("--no-watch")
+        .server("python3")
+        .server_args([harness::fixture("gated_pool.py").to_str().unwrap(), "2"])
+        .spawn();
+    let ready = devsup.wait_event(1, "ready", TIMEOUT);
+    assert!(ready.contains("(listening: "), "{ready}");
+    // Steady load: two keep-alive clients keep gen 1's two workers busy,
+    // four more wait in the accept queue with a request written.
+    let request = b"GET / HTTP/1.1\r\nHost: devsup\r\n\r\n";
+    let mut clients: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let mut c = TcpStream::connect(devsup.addr()).unwrap();
+            c.write_all(request).unwrap();
+            c
+        })
+        .collect();
+    devsup.reload();
+    let ready = devsup.wait_event(2, "ready", TIMEOUT);
+    assert!(
+        ready.contains("(accepted a connection: pid=") && ready.contains(" holds fd "),
+        "{ready}\n{}",
+        devsup.log_text()
+    );
+    let took = ready
+        .split("ready in ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(devsup_tests::devlog::parse_duration)
+        .unwrap_or_else(|| panic!("a duration in {ready}"));
+    assert!(took < Duration::from_secs(5), "{ready}");
+    // Gen 2 answers a connection it took from the queue (the ones it did
+    // not take wait, so each read waits briefly and the loop goes round).
+    for c in &clients {
+        c.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    }
+    let answered = harness::wait_until(TIMEOUT, || {
+        clients.iter_mut().any(|c| {
+            let mut buf = [0u8; 512];
+            c.read(&mut buf)
+                .is_ok_and(|n| String::from_utf8_lossy(&buf[..n]).contains("gen=2 "))
+        })
+    });
+    assert!(answered, "{}", devsup.log_text());
+    drop(clients);
+    devsup.wait_event(1, "exited", TIMEOUT);
     stop_cleanly(&devsup);
 }
