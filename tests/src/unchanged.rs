@@ -22,7 +22,15 @@ use crate::load::{self, LoadConfig, LoadReport, Mode};
 use crate::tools;
 
 /// The pinned Python servers, installed by [`tools::python_venv`].
-pub const PYTHON_PACKAGES: [&str; 2] = ["uvicorn==0.34.3", "gunicorn==23.0.0"];
+pub const PYTHON_PACKAGES: [&str; 5] = [
+    "uvicorn==0.34.3",
+    "gunicorn==23.0.0",
+    "aiohttp==3.14.5",
+    "hypercorn==0.18.0",
+    "waitress==3.0.2",
+];
+/// express, from npm, installed by [`tools::npm`].
+pub const EXPRESS: &str = "express@5.3.0";
 
 /// A server from tests/fixtures/servers (or examples/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,11 +55,45 @@ pub enum Server {
     Stdlib,
     /// `python3 examples/python/server.py`.
     StdlibExample,
+    /// Go net/http with go-systemd's `activation.Listeners()` and
+    /// `Shutdown`, with `devsup --listen-pid`.
+    GoActivation,
+    /// The same server on contrib/go/devsup.
+    GoDevsup,
+    /// Node `http.createServer().listen({fd: 3})`.
+    NodeListenFd,
+    /// The same with `server.close()` on SIGTERM.
+    NodeClose,
+    /// The same server on contrib/node/devsup.js.
+    NodeDevsup,
+    /// express, `app.listen({fd: 3})`, `server.close()` on SIGTERM.
+    Express,
+    /// The same app on contrib/node/devsup.js.
+    ExpressDevsup,
+    /// aiohttp `web.run_app(sock=...)`.
+    Aiohttp,
+    /// `hypercorn --bind fd://3 asgi_app:app`.
+    Hypercorn,
+    /// waitress `serve(sockets=[...])`.
+    Waitress,
+    /// puma 5 with `devsup --listen-pid` and `-b` the passed address.
+    Puma,
+}
+
+/// How to run one server.
+#[derive(Debug, Default)]
+struct Cmd {
+    program: PathBuf,
+    args: Vec<OsString>,
+    /// devsup options it needs.
+    devsup: Vec<&'static str>,
+    /// Environment for devsup (and so the server).
+    env: Vec<(&'static str, OsString)>,
 }
 
 impl Server {
     /// Every server, each unchanged one followed by its opted-in form.
-    pub const ALL: [Server; 9] = [
+    pub const ALL: [Server; 20] = [
         Server::AxumListenfd,
         Server::AxumListenfdGraceful,
         Server::AxumNonblockingGraceful,
@@ -61,6 +103,17 @@ impl Server {
         Server::Gunicorn,
         Server::Stdlib,
         Server::StdlibExample,
+        Server::GoActivation,
+        Server::GoDevsup,
+        Server::NodeListenFd,
+        Server::NodeClose,
+        Server::NodeDevsup,
+        Server::Express,
+        Server::ExpressDevsup,
+        Server::Aiohttp,
+        Server::Hypercorn,
+        Server::Waitress,
+        Server::Puma,
     ];
 
     /// A short name for tables and logs.
@@ -75,6 +128,17 @@ impl Server {
             Server::Gunicorn => "gunicorn -w 2 (sync)",
             Server::Stdlib => "stdlib http.server",
             Server::StdlibExample => "examples/python/server.py",
+            Server::GoActivation => "Go activation.Listeners",
+            Server::GoDevsup => "Go contrib/go/devsup",
+            Server::NodeListenFd => "Node listen({fd: 3})",
+            Server::NodeClose => "Node + server.close()",
+            Server::NodeDevsup => "Node contrib/node/devsup.js",
+            Server::Express => "express + server.close()",
+            Server::ExpressDevsup => "express devsup.js",
+            Server::Aiohttp => "aiohttp run_app(sock=)",
+            Server::Hypercorn => "hypercorn --bind fd://3",
+            Server::Waitress => "waitress serve(sockets=)",
+            Server::Puma => "puma 5 -b (--listen-pid)",
         }
     }
 
@@ -87,6 +151,9 @@ impl Server {
                 | Server::UvicornDevsup
                 | Server::Gunicorn
                 | Server::StdlibExample
+                | Server::GoDevsup
+                | Server::NodeDevsup
+                | Server::ExpressDevsup
         )
     }
 
@@ -99,12 +166,31 @@ impl Server {
     pub fn needs_venv(self) -> bool {
         matches!(
             self,
-            Server::Uvicorn | Server::UvicornDevsup | Server::Gunicorn
+            Server::Uvicorn
+                | Server::UvicornDevsup
+                | Server::Gunicorn
+                | Server::Aiohttp
+                | Server::Hypercorn
+                | Server::Waitress
         )
     }
 
-    /// The program and arguments, and devsup options it needs.
-    fn command(self, bins: &Bins) -> (PathBuf, Vec<OsString>, Vec<&'static str>) {
+    /// Whether `bins` has what it needs installed.
+    fn has_tools(self, bins: &Bins) -> bool {
+        match self {
+            Server::GoActivation | Server::GoDevsup => bins.go.is_some(),
+            Server::NodeListenFd | Server::NodeClose | Server::NodeDevsup => bins.node.is_some(),
+            Server::Express | Server::ExpressDevsup => {
+                bins.node.is_some() && bins.node_modules.is_some()
+            }
+            Server::Puma => bins.puma.is_some(),
+            _ => !self.needs_venv() || bins.venv.is_some(),
+        }
+    }
+
+    /// The program and arguments, the devsup options and the environment it
+    /// needs; `port` is the port devsup listens on.
+    fn command(self, bins: &Bins, port: u16) -> Cmd {
         let python_dir = fixtures_dir().join("python");
         let venv = |program: &str| -> PathBuf {
             bins.venv
@@ -112,42 +198,109 @@ impl Server {
                 .expect("a Python server needs the venv")
                 .join(program)
         };
+        let words = |w: &[&str]| -> Vec<OsString> { w.iter().map(OsString::from).collect() };
         let script = |name: &str| -> Vec<OsString> { vec![python_dir.join(name).into()] };
+        let cmd = |program: PathBuf, args: Vec<OsString>| Cmd {
+            program,
+            args,
+            ..Cmd::default()
+        };
         match self {
-            Server::AxumListenfd => (bins.axum.join("axum-listenfd"), vec![], vec![]),
-            Server::AxumListenfdGraceful => {
-                (bins.axum.join("axum-listenfd-graceful"), vec![], vec![])
-            }
+            Server::AxumListenfd => cmd(bins.axum.join("axum-listenfd"), vec![]),
+            Server::AxumListenfdGraceful => cmd(bins.axum.join("axum-listenfd-graceful"), vec![]),
             Server::AxumNonblockingGraceful => {
-                (bins.axum.join("axum-nonblocking-graceful"), vec![], vec![])
+                cmd(bins.axum.join("axum-nonblocking-graceful"), vec![])
             }
-            Server::AxumDevsupServe => (bins.axum.join("axum-devsup-serve"), vec![], vec![]),
-            Server::Uvicorn => (
-                venv("uvicorn"),
-                ["--fd", "3", "--log-level", "warning", "--app-dir"]
-                    .iter()
-                    .map(OsString::from)
-                    .chain([python_dir.clone().into(), "asgi_app:app".into()])
-                    .collect(),
-                vec![],
-            ),
-            Server::UvicornDevsup => (venv("python"), script("uvicorn_devsup.py"), vec![]),
-            Server::Gunicorn => (
-                venv("gunicorn"),
-                ["-w", "2", "--log-level", "warning", "--chdir"]
-                    .iter()
-                    .map(OsString::from)
-                    .chain([python_dir.clone().into(), "wsgi_app:app".into()])
-                    .collect(),
-                vec!["--listen-pid"],
-            ),
-            Server::Stdlib => ("python3".into(), script("stdlib_plain.py"), vec![]),
-            Server::StdlibExample => (
+            Server::AxumDevsupServe => cmd(bins.axum.join("axum-devsup-serve"), vec![]),
+            Server::Uvicorn => {
+                let mut args = words(&["--fd", "3", "--log-level", "warning", "--app-dir"]);
+                args.extend([python_dir.clone().into(), "asgi_app:app".into()]);
+                cmd(venv("uvicorn"), args)
+            }
+            Server::UvicornDevsup => cmd(venv("python"), script("uvicorn_devsup.py")),
+            Server::Gunicorn => {
+                let mut args = words(&["-w", "2", "--log-level", "warning", "--chdir"]);
+                args.extend([python_dir.clone().into(), "wsgi_app:app".into()]);
+                Cmd {
+                    devsup: vec!["--listen-pid"],
+                    ..cmd(venv("gunicorn"), args)
+                }
+            }
+            Server::Stdlib => cmd("python3".into(), script("stdlib_plain.py")),
+            Server::StdlibExample => cmd(
                 "python3".into(),
                 vec![workspace_root().join("examples/python/server.py").into()],
-                vec![],
             ),
+            _ => self.other_command(bins, port, &python_dir),
         }
+    }
+
+    /// [`Server::command`] for the Go, Node, Python and Ruby servers of
+    /// issue 21.
+    fn other_command(self, bins: &Bins, port: u16, python_dir: &Path) -> Cmd {
+        let node_dir = fixtures_dir().join("node");
+        let tool = |p: &Option<PathBuf>| p.clone().expect("checked by Bins::has");
+        let node = |script: &str| Cmd {
+            program: tool(&bins.node),
+            args: vec![node_dir.join(script).into()],
+            env: bins
+                .node_modules
+                .iter()
+                .map(|m| ("NODE_PATH", m.clone().into()))
+                .collect(),
+            ..Cmd::default()
+        };
+        let venv_python = |script: &str| Cmd {
+            program: tool(&bins.venv).join("python"),
+            args: vec![python_dir.join(script).into()],
+            // waitress_app.py imports wsgi_app from beside it.
+            env: vec![("PYTHONPATH", python_dir.into())],
+            ..Cmd::default()
+        };
+        match self {
+            Server::GoActivation => Cmd {
+                program: tool(&bins.go).join("activation"),
+                devsup: vec!["--listen-pid"],
+                ..Cmd::default()
+            },
+            Server::GoDevsup => Cmd {
+                program: tool(&bins.go).join("optedin"),
+                ..Cmd::default()
+            },
+            Server::NodeListenFd => node("listen_fd.js"),
+            Server::NodeClose => node("close_on_sigterm.js"),
+            Server::NodeDevsup => node("devsup_opted_in.js"),
+            Server::Express => node("express_app.js"),
+            Server::ExpressDevsup => node("express_devsup.js"),
+            Server::Aiohttp => venv_python("aiohttp_app.py"),
+            Server::Waitress => venv_python("waitress_app.py"),
+            Server::Hypercorn => Cmd {
+                program: tool(&bins.venv).join("hypercorn"),
+                args: ["--bind", "fd://3", "--log-level", "warning", "asgi_app:app"]
+                    .map(OsString::from)
+                    .to_vec(),
+                env: vec![("PYTHONPATH", python_dir.into())],
+                ..Cmd::default()
+            },
+            Server::Puma => Cmd {
+                program: tool(&bins.puma),
+                args: vec![
+                    "--quiet".into(),
+                    "-b".into(),
+                    format!("tcp://127.0.0.1:{port}").into(),
+                    fixtures_dir().join("ruby/config.ru").into(),
+                ],
+                devsup: vec!["--listen-pid"],
+                ..Cmd::default()
+            },
+            _ => unreachable!("{self} is run by Server::command"),
+        }
+    }
+
+    /// Whether devsup must listen on a port chosen before the server
+    /// command is written (puma's `-b` names the passed address).
+    fn needs_port(self) -> bool {
+        self == Server::Puma
     }
 }
 
@@ -162,30 +315,62 @@ impl fmt::Display for Server {
 pub struct Bins {
     /// The directory of the axum fixture binaries.
     pub axum: PathBuf,
-    /// The venv's `bin/` with uvicorn and gunicorn, if it could be
-    /// installed.
+    /// The venv's `bin/` with uvicorn, gunicorn, aiohttp, hypercorn and
+    /// waitress, if it could be installed.
     pub venv: Option<PathBuf>,
+    /// The directory of the Go fixtures (`activation`, `optedin`).
+    pub go: Option<PathBuf>,
+    /// `node`.
+    pub node: Option<PathBuf>,
+    /// `node_modules/` with express.
+    pub node_modules: Option<PathBuf>,
+    /// `puma`.
+    pub puma: Option<PathBuf>,
 }
 
 impl Bins {
-    /// Builds the axum fixtures (once per process) and installs the venv;
-    /// a venv that cannot be installed is `None` after one loud line (a
-    /// failure with `DEVSUP_REQUIRE_TOOLS=1`).
+    /// Builds the axum and Go fixtures (once per process) and installs the
+    /// venv, node, express and puma; each that cannot be installed is
+    /// `None` after one loud line (a failure with `DEVSUP_REQUIRE_TOOLS=1`).
     pub fn get() -> &'static Bins {
         static BINS: OnceLock<Bins> = OnceLock::new();
         BINS.get_or_init(|| Bins {
             axum: build_axum_fixtures(),
             venv: tools::require(
-                "unchanged servers: uvicorn and gunicorn",
+                "unchanged servers: uvicorn, gunicorn, aiohttp, hypercorn, waitress",
                 tools::python_venv("servers", &PYTHON_PACKAGES),
             ),
+            go: tools::require("unchanged servers: Go and go-systemd", build_go_fixtures()),
+            node: tools::require("unchanged servers: node", tools::apt("node", "nodejs")),
+            node_modules: tools::require(
+                "unchanged servers: express",
+                tools::npm(EXPRESS).map(|dir| dir.join("node_modules")),
+            ),
+            puma: tools::require("unchanged servers: puma", tools::apt("puma", "puma")),
         })
     }
 
     /// Whether `server` can run here.
     pub fn has(&self, server: Server) -> bool {
-        !server.needs_venv() || self.venv.is_some()
+        server.has_tools(self)
     }
+}
+
+/// Builds the Go fixtures (tests/fixtures/servers/go) with contrib/go/devsup
+/// as a package of their module, offline.
+fn build_go_fixtures() -> Result<PathBuf, tools::Unavailable> {
+    let go = fixtures_dir().join("go");
+    tools::go_build(
+        "servers",
+        &[
+            ("activation", &go.join("activation/main.go")),
+            ("optedin", &go.join("optedin/main.go")),
+        ],
+        &[(
+            "devsup",
+            &workspace_root().join("contrib/go/devsup/devsup.go"),
+        )],
+    )
 }
 
 /// Builds `devsup-fixture-servers` and returns the directory of its
@@ -217,6 +402,14 @@ pub fn build_axum_fixtures() -> PathBuf {
         started.elapsed()
     );
     target_dir.join("trap")
+}
+
+/// A loopback port free right now (for a server whose command names it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
 }
 
 /// tests/fixtures/servers.
@@ -252,6 +445,8 @@ pub struct RunConfig {
     pub devsup_args: Vec<String>,
     /// Echo devsup's log.
     pub verbose: bool,
+    /// More environment for devsup (e.g. `DEVSUP_LOG`).
+    pub env: Vec<(&'static str, OsString)>,
 }
 
 /// What one run of one server came to.
@@ -276,6 +471,9 @@ pub struct RunResult {
     pub trapped: Vec<(u64, String)>,
     /// Generations that failed before ready (exited while starting).
     pub failed_to_start: usize,
+    /// Per generation whose accepted-connection probe ended (logged at
+    /// debug level, see [`PROBE_LOG`]): probes, median and max cost of one.
+    pub probe_costs: Vec<(u64, Duration, Duration)>,
     /// devsup's log, for assertion messages.
     pub log: Vec<String>,
     /// The server ran with `devsup --nonblocking`.
@@ -287,6 +485,11 @@ pub const READY: &str = "READY=1";
 /// The rule of a `gen=N ready in X (listening: ...)` line: devsup saw one of
 /// the generation's processes wait on a passed socket.
 pub const LISTENING: &str = "listening";
+/// `DEVSUP_LOG` that adds devsup's debug line with what each generation's
+/// accepted-connection probes cost (`... accepted-connection probe done: 12
+/// probes, 85us median, 240us max`).
+pub const PROBE_LOG: &str = "info,devsup::executor::probe::accept_probe=debug";
+
 /// The rule of a `gen=N ready in X (accepted a connection: ...)` line:
 /// devsup saw one of the generation's processes hold a connection it
 /// accepted on a passed port.
@@ -347,16 +550,25 @@ pub fn is_ready_line(line: &str, generation: u64) -> bool {
 /// figures from devsup's log. devsup is terminated before returning.
 pub fn run(config: &RunConfig, bins: &Bins) -> RunResult {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let (program, args, needs) = config.server.command(bins);
+    let port = if config.server.needs_port() {
+        free_port()
+    } else {
+        0
+    };
+    let cmd = config.server.command(bins, port);
     let nonblocking = config.devsup_args.iter().any(|a| a == "--nonblocking");
-    let devsup = Devsup::builder(dir.path())
+    let mut builder = Devsup::builder(dir.path())
+        .port(Some(&port.to_string()))
         .arg("--no-watch")
-        .args(needs)
+        .args(cmd.devsup)
         .args(&config.devsup_args)
-        .server(program)
-        .server_args(args)
-        .echo(config.verbose)
-        .spawn();
+        .server(cmd.program)
+        .server_args(cmd.args)
+        .echo(config.verbose);
+    for (key, value) in cmd.env.iter().chain(&config.env) {
+        builder = builder.env(key, value);
+    }
+    let devsup = builder.spawn();
     let addr = devsup.addr();
     // Generation 1 counted ready (by whichever rule) and answering before
     // the load starts, as a server a user starts and then uses. (Under
@@ -487,6 +699,7 @@ fn figures(
         killed,
         trapped,
         failed_to_start,
+        probe_costs,
     } = LogFigures::parse(&log, last);
     RunResult {
         server,
@@ -497,6 +710,7 @@ fn figures(
         killed,
         trapped,
         failed_to_start,
+        probe_costs,
         log,
         nonblocking: false,
     }
@@ -510,6 +724,7 @@ struct LogFigures {
     killed: Vec<u64>,
     trapped: Vec<(u64, String)>,
     failed_to_start: usize,
+    probe_costs: Vec<(u64, Duration, Duration)>,
 }
 
 impl LogFigures {
@@ -546,6 +761,20 @@ impl LogFigures {
             self.ready.push((generation, took, rule));
         } else if let Some(took) = after("counted ready: up for ") {
             self.ready.push((generation, took, TIMER));
+        }
+        // `accepted-connection probe done: 12 probes, 85us median, 240us max`
+        if let Some(costs) = rest.split("accepted-connection probe ").nth(1) {
+            let numbers: Vec<u64> = costs
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            if let [probes, median, max] = numbers[..] {
+                self.probe_costs.push((
+                    probes,
+                    Duration::from_micros(median),
+                    Duration::from_micros(max),
+                ));
+            }
         }
         if rest.starts_with("failed before ready") {
             self.failed_to_start += 1;
@@ -589,6 +818,32 @@ pub fn row(result: &RunResult) -> String {
         result.killed.len(),
         result.report.failure_summary(),
     )
+}
+
+/// What the accepted-connection probes of one run cost: generations
+/// probed, probes, the median of the generations' median cost per probe,
+/// and the largest cost of one probe.
+pub fn probe_cost_row(result: &RunResult) -> String {
+    let mut medians: Vec<Duration> = result.probe_costs.iter().map(|c| c.1).collect();
+    medians.sort_unstable();
+    let probes: u64 = result.probe_costs.iter().map(|c| c.0).sum();
+    let max = result.probe_costs.iter().map(|c| c.2).max();
+    match (medians.get(medians.len() / 2), max) {
+        (Some(median), Some(max)) => format!(
+            "{:<40} {:<10} {:>4} gens {:>6} probes  median {:>8}  max {:>8}",
+            result.label(),
+            result.report.mode.to_string(),
+            result.probe_costs.len(),
+            probes,
+            fmt(*median),
+            fmt(max)
+        ),
+        _ => format!(
+            "{:<40} {:<10} (no accepted-connection probe logged)",
+            result.label(),
+            result.report.mode.to_string()
+        ),
+    }
 }
 
 /// The header of [`row`].
@@ -646,6 +901,7 @@ mod tests {
             "devsup warning: gen=2 still running 3000ms after the drain signal: sending SIGKILL to its group",
             "devsup gen=2 exited by SIGKILL after 3001ms",
             "axum-listenfd gen=3 pid=300: ready in 1ms (listening: a server's own line)",
+            "devsup debug: gen=4 accepted-connection probe done: 12 probes, 85us median, 240us max",
         ]
         .map(str::to_owned)
         .to_vec();
@@ -665,5 +921,9 @@ mod tests {
         assert_eq!(figures.trapped[0].0, 2);
         assert!(figures.trapped[0].1.contains("--nonblocking"));
         assert_eq!(figures.failed_to_start, 0);
+        assert_eq!(
+            figures.probe_costs,
+            [(12, Duration::from_micros(85), Duration::from_micros(240))]
+        );
     }
 }

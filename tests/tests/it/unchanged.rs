@@ -40,6 +40,10 @@ use unchanged::{ACCEPTED, Bins, LISTENING, READY, RunConfig, RunResult, Server};
 
 /// Reloads per run: enough handoffs to see a race, few enough for CI.
 const RELOADS: u32 = 4;
+/// Spawn to counted ready, at most, for a server that never says READY=1
+/// (a Python or Node server starting on a loaded 2-core machine takes a
+/// second or two; the ready timeout it must stay far below is 60 s).
+const READY_BOUND: Duration = Duration::from_secs(15);
 /// Short, so that the trap costs seconds, not the default 10 s per reload.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -64,6 +68,7 @@ fn run(server: Server, mode: Mode, idle_reload: bool, extra: &[&str]) -> Option<
             idle_reload,
             devsup_args,
             verbose: true,
+            env: vec![],
         },
         bins,
     );
@@ -130,6 +135,11 @@ fn unchanged_figures(server: Server, idle_reload: bool, extra: &[&str]) -> Vec<R
         assert!(
             !log.contains("does not report readiness"),
             "{server} {mode}: devsup fell back to a timer:\n{log}"
+        );
+        assert!(
+            result.ready.iter().all(|r| r.1 < READY_BOUND),
+            "{server} {mode}: every generation counted ready within {READY_BOUND:?}: {:?}",
+            result.ready
         );
         results.push(result);
     }
@@ -358,4 +368,67 @@ fn a_pool_server_under_steady_load_is_ready_by_the_connection_it_accepted() {
     drop(clients);
     devsup.wait_event(1, "exited", TIMEOUT);
     stop_cleanly(&devsup);
+}
+
+// Issue 21: Go, Node, Ruby and Python servers as their docs show them,
+// unchanged, and the opted-in forms (contrib/go/devsup, contrib/node/devsup.js).
+
+#[test]
+fn go_activation_listeners_is_counted_ready_by_the_kernel() {
+    unchanged_figures(Server::GoActivation, false, &[]);
+}
+
+#[test]
+fn go_contrib_devsup_loses_nothing() {
+    opted_in_loses_nothing(Server::GoDevsup);
+}
+
+#[test]
+fn node_listen_fd_is_counted_ready_by_the_kernel() {
+    unchanged_figures(Server::NodeListenFd, false, &[]);
+}
+
+#[test]
+fn node_server_close_is_counted_ready_by_the_kernel_and_drains_by_itself() {
+    for result in unchanged_figures(Server::NodeClose, false, &[]) {
+        drains_by_itself(&result);
+    }
+}
+
+#[test]
+fn node_contrib_devsup_js_loses_nothing() {
+    opted_in_loses_nothing(Server::NodeDevsup);
+}
+
+#[test]
+fn express_is_counted_ready_by_the_kernel() {
+    unchanged_figures(Server::Express, false, &[]);
+}
+
+#[test]
+fn express_on_contrib_devsup_js_loses_nothing() {
+    opted_in_loses_nothing(Server::ExpressDevsup);
+}
+
+#[test]
+fn aiohttp_is_counted_ready_by_the_kernel() {
+    unchanged_figures(Server::Aiohttp, false, &[]);
+}
+
+#[test]
+fn hypercorn_is_counted_ready_by_the_kernel() {
+    unchanged_figures(Server::Hypercorn, false, &[]);
+}
+
+#[test]
+fn waitress_is_counted_ready_by_the_kernel() {
+    unchanged_figures(Server::Waitress, false, &[]);
+}
+
+/// puma's acceptor waits for a free thread before it accepts: under load
+/// it is counted ready by the connection it accepted (issue 19) or by its
+/// wait on the socket, never by the ready timeout.
+#[test]
+fn puma_is_counted_ready_by_the_kernel() {
+    unchanged_figures(Server::Puma, false, &[]);
 }
