@@ -29,6 +29,10 @@ pub const PYTHON_PACKAGES: [&str; 5] = [
     "hypercorn==0.18.0",
     "waitress==3.0.2",
 ];
+/// A file of Debian's ruby-sd-notify, the gem puma's systemd integration
+/// needs.
+const SD_NOTIFY_GEM: &str =
+    "/usr/share/rubygems-integration/all/gems/sd_notify-0.1.1/lib/sd_notify.rb";
 /// express, from npm, installed by [`tools::npm`].
 pub const EXPRESS: &str = "express@5.3.0";
 
@@ -72,12 +76,19 @@ pub enum Server {
     ExpressDevsup,
     /// aiohttp `web.run_app(sock=...)`.
     Aiohttp,
+    /// aiohttp_devsup.py: an AppRunner that says READY=1 and drains.
+    AiohttpDevsup,
     /// `hypercorn --bind fd://3 asgi_app:app`.
     Hypercorn,
     /// waitress `serve(sockets=[...])`.
     Waitress,
-    /// puma 5 with `devsup --listen-pid` and `-b` the passed address.
+    /// puma 5 with `devsup --listen-pid` and `-b` the passed address,
+    /// without its systemd integration (as where the sd_notify gem is not
+    /// installed: NOTIFY_SOCKET unset for it).
     Puma,
+    /// The same with the sd_notify gem (Debian's ruby-sd-notify): puma says
+    /// READY=1 itself.
+    PumaNotify,
 }
 
 /// How to run one server.
@@ -93,7 +104,7 @@ struct Cmd {
 
 impl Server {
     /// Every server, each unchanged one followed by its opted-in form.
-    pub const ALL: [Server; 20] = [
+    pub const ALL: [Server; 22] = [
         Server::AxumListenfd,
         Server::AxumListenfdGraceful,
         Server::AxumNonblockingGraceful,
@@ -111,9 +122,11 @@ impl Server {
         Server::Express,
         Server::ExpressDevsup,
         Server::Aiohttp,
+        Server::AiohttpDevsup,
         Server::Hypercorn,
         Server::Waitress,
         Server::Puma,
+        Server::PumaNotify,
     ];
 
     /// A short name for tables and logs.
@@ -136,9 +149,11 @@ impl Server {
             Server::Express => "express + server.close()",
             Server::ExpressDevsup => "express devsup.js",
             Server::Aiohttp => "aiohttp run_app(sock=)",
+            Server::AiohttpDevsup => "aiohttp_devsup.py",
             Server::Hypercorn => "hypercorn --bind fd://3",
             Server::Waitress => "waitress serve(sockets=)",
             Server::Puma => "puma 5 -b (--listen-pid)",
+            Server::PumaNotify => "puma 5 + sd_notify gem",
         }
     }
 
@@ -154,6 +169,8 @@ impl Server {
                 | Server::GoDevsup
                 | Server::NodeDevsup
                 | Server::ExpressDevsup
+                | Server::AiohttpDevsup
+                | Server::PumaNotify
         )
     }
 
@@ -170,6 +187,7 @@ impl Server {
                 | Server::UvicornDevsup
                 | Server::Gunicorn
                 | Server::Aiohttp
+                | Server::AiohttpDevsup
                 | Server::Hypercorn
                 | Server::Waitress
         )
@@ -183,7 +201,7 @@ impl Server {
             Server::Express | Server::ExpressDevsup => {
                 bins.node.is_some() && bins.node_modules.is_some()
             }
-            Server::Puma => bins.puma.is_some(),
+            Server::Puma | Server::PumaNotify => bins.puma.is_some(),
             _ => !self.needs_venv() || bins.venv.is_some(),
         }
     }
@@ -273,6 +291,7 @@ impl Server {
             Server::Express => node("express_app.js"),
             Server::ExpressDevsup => node("express_devsup.js"),
             Server::Aiohttp => venv_python("aiohttp_app.py"),
+            Server::AiohttpDevsup => venv_python("aiohttp_devsup.py"),
             Server::Waitress => venv_python("waitress_app.py"),
             Server::Hypercorn => Cmd {
                 program: tool(&bins.venv).join("hypercorn"),
@@ -282,17 +301,36 @@ impl Server {
                 env: vec![("PYTHONPATH", python_dir.into())],
                 ..Cmd::default()
             },
-            Server::Puma => Cmd {
-                program: tool(&bins.puma),
-                args: vec![
+            Server::Puma | Server::PumaNotify => {
+                let mut args: Vec<OsString> = vec![
+                    tool(&bins.puma).into(),
                     "--quiet".into(),
                     "-b".into(),
                     format!("tcp://127.0.0.1:{port}").into(),
                     fixtures_dir().join("ruby/config.ru").into(),
-                ],
-                devsup: vec!["--listen-pid"],
-                ..Cmd::default()
-            },
+                ];
+                if self == Server::PumaNotify {
+                    return Cmd {
+                        program: args.remove(0).into(),
+                        args,
+                        devsup: vec!["--listen-pid"],
+                        ..Cmd::default()
+                    };
+                }
+                // Without the gem's integration: NOTIFY_SOCKET unset for
+                // puma (exec keeps the pid --listen-pid names).
+                let mut sh = vec![
+                    OsString::from("-c"),
+                    "unset NOTIFY_SOCKET; exec \"$0\" \"$@\"".into(),
+                ];
+                sh.append(&mut args);
+                Cmd {
+                    program: "sh".into(),
+                    args: sh,
+                    devsup: vec!["--listen-pid"],
+                    ..Cmd::default()
+                }
+            }
             _ => unreachable!("{self} is run by Server::command"),
         }
     }
@@ -300,7 +338,7 @@ impl Server {
     /// Whether devsup must listen on a port chosen before the server
     /// command is written (puma's `-b` names the passed address).
     fn needs_port(self) -> bool {
-        self == Server::Puma
+        matches!(self, Server::Puma | Server::PumaNotify)
     }
 }
 
@@ -346,7 +384,13 @@ impl Bins {
                 "unchanged servers: express",
                 tools::npm(EXPRESS).map(|dir| dir.join("node_modules")),
             ),
-            puma: tools::require("unchanged servers: puma", tools::apt("puma", "puma")),
+            puma: tools::require(
+                "unchanged servers: puma and the sd_notify gem",
+                tools::apt("puma", "puma").and_then(|puma| {
+                    tools::apt_files(SD_NOTIFY_GEM, "ruby-sd-notify")?;
+                    Ok(puma)
+                }),
+            ),
         })
     }
 
@@ -357,8 +401,9 @@ impl Bins {
 }
 
 /// Builds the Go fixtures (tests/fixtures/servers/go) with contrib/go/devsup
-/// as a package of their module, offline.
-fn build_go_fixtures() -> Result<PathBuf, tools::Unavailable> {
+/// (and its tests) as a package of their module, offline; returns the
+/// directory of the binaries, in the module's directory.
+pub fn build_go_fixtures() -> Result<PathBuf, tools::Unavailable> {
     let go = fixtures_dir().join("go");
     tools::go_build(
         "servers",
@@ -366,10 +411,16 @@ fn build_go_fixtures() -> Result<PathBuf, tools::Unavailable> {
             ("activation", &go.join("activation/main.go")),
             ("optedin", &go.join("optedin/main.go")),
         ],
-        &[(
-            "devsup",
-            &workspace_root().join("contrib/go/devsup/devsup.go"),
-        )],
+        &[
+            (
+                "devsup",
+                &workspace_root().join("contrib/go/devsup/devsup.go"),
+            ),
+            (
+                "devsup",
+                &workspace_root().join("contrib/go/devsup/devsup_test.go"),
+            ),
+        ],
     )
 }
 
@@ -417,7 +468,8 @@ pub fn fixtures_dir() -> PathBuf {
     workspace_root().join("tests/fixtures/servers")
 }
 
-fn workspace_root() -> &'static Path {
+/// The workspace's root directory.
+pub fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ is inside the workspace")
@@ -474,6 +526,9 @@ pub struct RunResult {
     /// Per generation whose accepted-connection probe ended (logged at
     /// debug level, see [`PROBE_LOG`]): probes, median and max cost of one.
     pub probe_costs: Vec<(u64, Duration, Duration)>,
+    /// Process groups of generations still alive once devsup has exited
+    /// (each generation is the group of the pid it was spawned as).
+    pub left_behind: Vec<i32>,
     /// devsup's log, for assertion messages.
     pub log: Vec<String>,
     /// The server ran with `devsup --nonblocking`.
@@ -667,11 +722,49 @@ pub fn run(config: &RunConfig, bins: &Bins) -> RunResult {
             config.server
         );
     }
-    let log = devsup.lines();
     devsup.terminate(TIMEOUT);
+    let log = devsup.lines();
     let mut result = figures(config.server, reloads, last, log, report);
     result.nonblocking = nonblocking;
+    result.left_behind = groups_alive(&result.log);
     result
+}
+
+/// The process groups of the generations spawned in `log` that still have
+/// a process (zombies aside).
+fn groups_alive(log: &[String]) -> Vec<i32> {
+    log.iter()
+        .filter_map(|line| devlog::parse_spawned(line))
+        .map(|(_, pgid)| pgid)
+        .filter(|&pgid| {
+            // kill(-pgid, 0) succeeds while the group has a process, a
+            // zombie included: then look for a live member in /proc.
+            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_ok()
+                && has_live_member(pgid)
+        })
+        .collect()
+}
+
+/// Whether a process of group `pgid` is alive (not a zombie), from
+/// `/proc/*/stat`.
+fn has_live_member(pgid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // pid (comm) state ppid pgrp ...: comm may hold spaces.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            return false;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        fields
+            .first()
+            .is_some_and(|state| *state != "Z" && *state != "X")
+            && fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
+    })
 }
 
 /// SIGHUP, then wait until `generation` is counted ready or failed (or
@@ -713,6 +806,7 @@ fn figures(
         probe_costs,
         log,
         nonblocking: false,
+        left_behind: Vec::new(),
     }
 }
 
