@@ -159,6 +159,9 @@ pub(crate) enum Event {
         gen_id: GenId,
         how: String,
         at: Instant,
+        /// Seen holding a connection it accepted on a passed port (rule
+        /// `accepted`), not waiting on the socket (rule `listening`).
+        accepted: bool,
     },
     /// `/proc` cannot tell whether generation `gen_id` waits on a socket;
     /// `why` is one line for the log.

@@ -103,7 +103,6 @@ pub(crate) enum Rule {
     /// It stayed up `--ready-after` (or the fallback timer).
     Uptime,
     /// It held a connection it accepted on a passed socket.
-    #[allow(dead_code)] // The readiness rule that reports it is on its way.
     Accepted,
 }
 words!(Rule { Notify => "notify", Listening => "listening", Uptime => "uptime", Accepted => "accepted" });

@@ -5,8 +5,11 @@
 //!   installed with `apt-get` when its program is missing.
 //! - [`python_venv`]: a virtual environment under `target/test-tools/` with
 //!   pinned PyPI packages (uvicorn, gunicorn).
-//! - [`npm`]: a package from the npm registry (playwright-core) under
-//!   `target/test-tools/node/`.
+//! - [`npm`]: a package from the npm registry (playwright-core, express)
+//!   under `target/test-tools/node/`.
+//! - [`go_build`]: Go programs built offline against Debian's go-systemd
+//!   (`golang-go`, `golang-github-coreos-go-systemd-dev`, by [`apt`] and
+//!   [`apt_files`]).
 //!
 //! Each install runs once per machine (or per target directory) under a
 //! file lock, so test threads and test processes that need the same tool
@@ -150,6 +153,105 @@ pub fn apt(program: &str, package: &str) -> Result<PathBuf, Unavailable> {
         })
     })
 }
+
+/// The Debian package `package`, installed with `apt-get` if `path` (one
+/// of its files) is missing: for packages that install no program, such
+/// as Go sources under /usr/share/gocode.
+pub fn apt_files(path: &str, package: &str) -> Result<PathBuf, Unavailable> {
+    let path = PathBuf::from(path);
+    if path.exists() {
+        return Ok(path);
+    }
+    locked("apt", || {
+        if path.exists() {
+            return Ok(path.clone());
+        }
+        if !nix::unistd::geteuid().is_root() {
+            return Err(Unavailable(format!(
+                "{} is missing and installing {package} needs root: run `apt-get install {package}`",
+                path.display()
+            )));
+        }
+        let install = || {
+            run(Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends", package])
+                .env("DEBIAN_FRONTEND", "noninteractive"))
+        };
+        if install().is_err() {
+            run(Command::new("apt-get").args(["update", "-q"]))?;
+            install()?;
+        }
+        if path.exists() {
+            Ok(path.clone())
+        } else {
+            Err(Unavailable(format!(
+                "{package} installed, but {} is missing",
+                path.display()
+            )))
+        }
+    })
+}
+
+/// Builds the Go programs `mains` (name, `main.go` source) and the local
+/// packages `packages` (import path under `example.com/server/`, source
+/// file) as one module under `target/test-tools/go-NAME`, offline: the
+/// module requires go-systemd from Debian's `/usr/share/gocode` (a
+/// `replace` to that directory, `GOPROXY=off`). Returns the directory of
+/// the binaries.
+pub fn go_build(
+    name: &str,
+    mains: &[(&str, &Path)],
+    packages: &[(&str, &Path)],
+) -> Result<PathBuf, Unavailable> {
+    let go = apt("go", "golang-go")?;
+    apt_files(
+        "/usr/share/gocode/src/github.com/coreos/go-systemd/activation",
+        "golang-github-coreos-go-systemd-dev",
+    )?;
+    let dir = tools_dir().join(format!("go-{name}"));
+    locked(&format!("go-{name}"), || {
+        let io = |e: std::io::Error| Unavailable(format!("preparing {}: {e}", dir.display()));
+        fs::create_dir_all(dir.join("bin")).map_err(io)?;
+        fs::write(dir.join("go.mod"), GO_MOD).map_err(io)?;
+        for (sub, source) in mains.iter().chain(packages) {
+            fs::create_dir_all(dir.join(sub)).map_err(io)?;
+            fs::copy(
+                source,
+                dir.join(sub).join(source.file_name().unwrap_or_default()),
+            )
+            .map_err(io)?;
+        }
+        let started = Instant::now();
+        let mut command = Command::new(go);
+        command
+            .current_dir(&dir)
+            .args(["build", "-o", "bin/"])
+            .args(mains.iter().map(|(sub, _)| format!("./{sub}")))
+            .env("GOPROXY", "off")
+            .env("GOFLAGS", "-mod=mod")
+            .env("GO111MODULE", "on")
+            .env("GOCACHE", dir.join("cache"))
+            .env("GOPATH", dir.join("gopath"));
+        run(&mut command)?;
+        eprintln!("[tools] built Go {name} in {:.1?}", started.elapsed());
+        Ok(dir.join("bin"))
+    })
+}
+
+/// The module the Go fixtures build in: go-systemd (and the dbus module
+/// its go.mod requires) from Debian's sources, no registry.
+const GO_MOD: &str = "module example.com/server
+
+go 1.19
+
+require github.com/coreos/go-systemd/v22 v22.3.2
+
+require github.com/godbus/dbus/v5 v5.0.4 // indirect
+
+replace github.com/coreos/go-systemd/v22 => /usr/share/gocode/src/github.com/coreos/go-systemd
+
+replace github.com/godbus/dbus/v5 => /usr/share/gocode/src/github.com/godbus/dbus
+";
 
 /// A Python virtual environment at `target/test-tools/venv-NAME` with
 /// `packages` (pip requirement specifiers, pinned) installed; returns its

@@ -22,7 +22,19 @@ use crate::load::{self, LoadConfig, LoadReport, Mode};
 use crate::tools;
 
 /// The pinned Python servers, installed by [`tools::python_venv`].
-pub const PYTHON_PACKAGES: [&str; 2] = ["uvicorn==0.34.3", "gunicorn==23.0.0"];
+pub const PYTHON_PACKAGES: [&str; 5] = [
+    "uvicorn==0.34.3",
+    "gunicorn==23.0.0",
+    "aiohttp==3.14.5",
+    "hypercorn==0.18.0",
+    "waitress==3.0.2",
+];
+/// A file of Debian's ruby-sd-notify, the gem puma's systemd integration
+/// needs.
+const SD_NOTIFY_GEM: &str =
+    "/usr/share/rubygems-integration/all/gems/sd_notify-0.1.1/lib/sd_notify.rb";
+/// express, from npm, installed by [`tools::npm`].
+pub const EXPRESS: &str = "express@5.3.0";
 
 /// A server from tests/fixtures/servers (or examples/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,11 +59,52 @@ pub enum Server {
     Stdlib,
     /// `python3 examples/python/server.py`.
     StdlibExample,
+    /// Go net/http with go-systemd's `activation.Listeners()` and
+    /// `Shutdown`, with `devsup --listen-pid`.
+    GoActivation,
+    /// The same server on contrib/go/devsup.
+    GoDevsup,
+    /// Node `http.createServer().listen({fd: 3})`.
+    NodeListenFd,
+    /// The same with `server.close()` on SIGTERM.
+    NodeClose,
+    /// The same server on contrib/node/devsup.js.
+    NodeDevsup,
+    /// express, `app.listen({fd: 3})`, `server.close()` on SIGTERM.
+    Express,
+    /// The same app on contrib/node/devsup.js.
+    ExpressDevsup,
+    /// aiohttp `web.run_app(sock=...)`.
+    Aiohttp,
+    /// aiohttp_devsup.py: an AppRunner that says READY=1 and drains.
+    AiohttpDevsup,
+    /// `hypercorn --bind fd://3 asgi_app:app`.
+    Hypercorn,
+    /// waitress `serve(sockets=[...])`.
+    Waitress,
+    /// puma 5 with `devsup --listen-pid` and `-b` the passed address,
+    /// without its systemd integration (as where the sd_notify gem is not
+    /// installed: NOTIFY_SOCKET unset for it).
+    Puma,
+    /// The same with the sd_notify gem (Debian's ruby-sd-notify): puma says
+    /// READY=1 itself.
+    PumaNotify,
+}
+
+/// How to run one server.
+#[derive(Debug, Default)]
+struct Cmd {
+    program: PathBuf,
+    args: Vec<OsString>,
+    /// devsup options it needs.
+    devsup: Vec<&'static str>,
+    /// Environment for devsup (and so the server).
+    env: Vec<(&'static str, OsString)>,
 }
 
 impl Server {
     /// Every server, each unchanged one followed by its opted-in form.
-    pub const ALL: [Server; 9] = [
+    pub const ALL: [Server; 22] = [
         Server::AxumListenfd,
         Server::AxumListenfdGraceful,
         Server::AxumNonblockingGraceful,
@@ -61,6 +114,19 @@ impl Server {
         Server::Gunicorn,
         Server::Stdlib,
         Server::StdlibExample,
+        Server::GoActivation,
+        Server::GoDevsup,
+        Server::NodeListenFd,
+        Server::NodeClose,
+        Server::NodeDevsup,
+        Server::Express,
+        Server::ExpressDevsup,
+        Server::Aiohttp,
+        Server::AiohttpDevsup,
+        Server::Hypercorn,
+        Server::Waitress,
+        Server::Puma,
+        Server::PumaNotify,
     ];
 
     /// A short name for tables and logs.
@@ -75,6 +141,19 @@ impl Server {
             Server::Gunicorn => "gunicorn -w 2 (sync)",
             Server::Stdlib => "stdlib http.server",
             Server::StdlibExample => "examples/python/server.py",
+            Server::GoActivation => "Go activation.Listeners",
+            Server::GoDevsup => "Go contrib/go/devsup",
+            Server::NodeListenFd => "Node listen({fd: 3})",
+            Server::NodeClose => "Node + server.close()",
+            Server::NodeDevsup => "Node contrib/node/devsup.js",
+            Server::Express => "express + server.close()",
+            Server::ExpressDevsup => "express devsup.js",
+            Server::Aiohttp => "aiohttp run_app(sock=)",
+            Server::AiohttpDevsup => "aiohttp_devsup.py",
+            Server::Hypercorn => "hypercorn --bind fd://3",
+            Server::Waitress => "waitress serve(sockets=)",
+            Server::Puma => "puma 5 -b (--listen-pid)",
+            Server::PumaNotify => "puma 5 + sd_notify gem",
         }
     }
 
@@ -87,6 +166,11 @@ impl Server {
                 | Server::UvicornDevsup
                 | Server::Gunicorn
                 | Server::StdlibExample
+                | Server::GoDevsup
+                | Server::NodeDevsup
+                | Server::ExpressDevsup
+                | Server::AiohttpDevsup
+                | Server::PumaNotify
         )
     }
 
@@ -99,12 +183,32 @@ impl Server {
     pub fn needs_venv(self) -> bool {
         matches!(
             self,
-            Server::Uvicorn | Server::UvicornDevsup | Server::Gunicorn
+            Server::Uvicorn
+                | Server::UvicornDevsup
+                | Server::Gunicorn
+                | Server::Aiohttp
+                | Server::AiohttpDevsup
+                | Server::Hypercorn
+                | Server::Waitress
         )
     }
 
-    /// The program and arguments, and devsup options it needs.
-    fn command(self, bins: &Bins) -> (PathBuf, Vec<OsString>, Vec<&'static str>) {
+    /// Whether `bins` has what it needs installed.
+    fn has_tools(self, bins: &Bins) -> bool {
+        match self {
+            Server::GoActivation | Server::GoDevsup => bins.go.is_some(),
+            Server::NodeListenFd | Server::NodeClose | Server::NodeDevsup => bins.node.is_some(),
+            Server::Express | Server::ExpressDevsup => {
+                bins.node.is_some() && bins.node_modules.is_some()
+            }
+            Server::Puma | Server::PumaNotify => bins.puma.is_some(),
+            _ => !self.needs_venv() || bins.venv.is_some(),
+        }
+    }
+
+    /// The program and arguments, the devsup options and the environment it
+    /// needs; `port` is the port devsup listens on.
+    fn command(self, bins: &Bins, port: u16) -> Cmd {
         let python_dir = fixtures_dir().join("python");
         let venv = |program: &str| -> PathBuf {
             bins.venv
@@ -112,42 +216,129 @@ impl Server {
                 .expect("a Python server needs the venv")
                 .join(program)
         };
+        let words = |w: &[&str]| -> Vec<OsString> { w.iter().map(OsString::from).collect() };
         let script = |name: &str| -> Vec<OsString> { vec![python_dir.join(name).into()] };
+        let cmd = |program: PathBuf, args: Vec<OsString>| Cmd {
+            program,
+            args,
+            ..Cmd::default()
+        };
         match self {
-            Server::AxumListenfd => (bins.axum.join("axum-listenfd"), vec![], vec![]),
-            Server::AxumListenfdGraceful => {
-                (bins.axum.join("axum-listenfd-graceful"), vec![], vec![])
-            }
+            Server::AxumListenfd => cmd(bins.axum.join("axum-listenfd"), vec![]),
+            Server::AxumListenfdGraceful => cmd(bins.axum.join("axum-listenfd-graceful"), vec![]),
             Server::AxumNonblockingGraceful => {
-                (bins.axum.join("axum-nonblocking-graceful"), vec![], vec![])
+                cmd(bins.axum.join("axum-nonblocking-graceful"), vec![])
             }
-            Server::AxumDevsupServe => (bins.axum.join("axum-devsup-serve"), vec![], vec![]),
-            Server::Uvicorn => (
-                venv("uvicorn"),
-                ["--fd", "3", "--log-level", "warning", "--app-dir"]
-                    .iter()
-                    .map(OsString::from)
-                    .chain([python_dir.clone().into(), "asgi_app:app".into()])
-                    .collect(),
-                vec![],
-            ),
-            Server::UvicornDevsup => (venv("python"), script("uvicorn_devsup.py"), vec![]),
-            Server::Gunicorn => (
-                venv("gunicorn"),
-                ["-w", "2", "--log-level", "warning", "--chdir"]
-                    .iter()
-                    .map(OsString::from)
-                    .chain([python_dir.clone().into(), "wsgi_app:app".into()])
-                    .collect(),
-                vec!["--listen-pid"],
-            ),
-            Server::Stdlib => ("python3".into(), script("stdlib_plain.py"), vec![]),
-            Server::StdlibExample => (
+            Server::AxumDevsupServe => cmd(bins.axum.join("axum-devsup-serve"), vec![]),
+            Server::Uvicorn => {
+                let mut args = words(&["--fd", "3", "--log-level", "warning", "--app-dir"]);
+                args.extend([python_dir.clone().into(), "asgi_app:app".into()]);
+                cmd(venv("uvicorn"), args)
+            }
+            Server::UvicornDevsup => cmd(venv("python"), script("uvicorn_devsup.py")),
+            Server::Gunicorn => {
+                let mut args = words(&["-w", "2", "--log-level", "warning", "--chdir"]);
+                args.extend([python_dir.clone().into(), "wsgi_app:app".into()]);
+                Cmd {
+                    devsup: vec!["--listen-pid"],
+                    ..cmd(venv("gunicorn"), args)
+                }
+            }
+            Server::Stdlib => cmd("python3".into(), script("stdlib_plain.py")),
+            Server::StdlibExample => cmd(
                 "python3".into(),
                 vec![workspace_root().join("examples/python/server.py").into()],
-                vec![],
             ),
+            _ => self.other_command(bins, port, &python_dir),
         }
+    }
+
+    /// [`Server::command`] for the Go, Node, Python and Ruby servers of
+    /// issue 21.
+    fn other_command(self, bins: &Bins, port: u16, python_dir: &Path) -> Cmd {
+        let node_dir = fixtures_dir().join("node");
+        let tool = |p: &Option<PathBuf>| p.clone().expect("checked by Bins::has");
+        let node = |script: &str| Cmd {
+            program: tool(&bins.node),
+            args: vec![node_dir.join(script).into()],
+            env: bins
+                .node_modules
+                .iter()
+                .map(|m| ("NODE_PATH", m.clone().into()))
+                .collect(),
+            ..Cmd::default()
+        };
+        let venv_python = |script: &str| Cmd {
+            program: tool(&bins.venv).join("python"),
+            args: vec![python_dir.join(script).into()],
+            // waitress_app.py imports wsgi_app from beside it.
+            env: vec![("PYTHONPATH", python_dir.into())],
+            ..Cmd::default()
+        };
+        match self {
+            Server::GoActivation => Cmd {
+                program: tool(&bins.go).join("activation"),
+                devsup: vec!["--listen-pid"],
+                ..Cmd::default()
+            },
+            Server::GoDevsup => Cmd {
+                program: tool(&bins.go).join("optedin"),
+                ..Cmd::default()
+            },
+            Server::NodeListenFd => node("listen_fd.js"),
+            Server::NodeClose => node("close_on_sigterm.js"),
+            Server::NodeDevsup => node("devsup_opted_in.js"),
+            Server::Express => node("express_app.js"),
+            Server::ExpressDevsup => node("express_devsup.js"),
+            Server::Aiohttp => venv_python("aiohttp_app.py"),
+            Server::AiohttpDevsup => venv_python("aiohttp_devsup.py"),
+            Server::Waitress => venv_python("waitress_app.py"),
+            Server::Hypercorn => Cmd {
+                program: tool(&bins.venv).join("hypercorn"),
+                args: ["--bind", "fd://3", "--log-level", "warning", "asgi_app:app"]
+                    .map(OsString::from)
+                    .to_vec(),
+                env: vec![("PYTHONPATH", python_dir.into())],
+                ..Cmd::default()
+            },
+            Server::Puma | Server::PumaNotify => {
+                let mut args: Vec<OsString> = vec![
+                    tool(&bins.puma).into(),
+                    "--quiet".into(),
+                    "-b".into(),
+                    format!("tcp://127.0.0.1:{port}").into(),
+                    fixtures_dir().join("ruby/config.ru").into(),
+                ];
+                if self == Server::PumaNotify {
+                    return Cmd {
+                        program: args.remove(0).into(),
+                        args,
+                        devsup: vec!["--listen-pid"],
+                        ..Cmd::default()
+                    };
+                }
+                // Without the gem's integration: NOTIFY_SOCKET unset for
+                // puma (exec keeps the pid --listen-pid names).
+                let mut sh = vec![
+                    OsString::from("-c"),
+                    "unset NOTIFY_SOCKET; exec \"$0\" \"$@\"".into(),
+                ];
+                sh.append(&mut args);
+                Cmd {
+                    program: "sh".into(),
+                    args: sh,
+                    devsup: vec!["--listen-pid"],
+                    ..Cmd::default()
+                }
+            }
+            _ => unreachable!("{self} is run by Server::command"),
+        }
+    }
+
+    /// Whether devsup must listen on a port chosen before the server
+    /// command is written (puma's `-b` names the passed address).
+    fn needs_port(self) -> bool {
+        matches!(self, Server::Puma | Server::PumaNotify)
     }
 }
 
@@ -162,30 +353,75 @@ impl fmt::Display for Server {
 pub struct Bins {
     /// The directory of the axum fixture binaries.
     pub axum: PathBuf,
-    /// The venv's `bin/` with uvicorn and gunicorn, if it could be
-    /// installed.
+    /// The venv's `bin/` with uvicorn, gunicorn, aiohttp, hypercorn and
+    /// waitress, if it could be installed.
     pub venv: Option<PathBuf>,
+    /// The directory of the Go fixtures (`activation`, `optedin`).
+    pub go: Option<PathBuf>,
+    /// `node`.
+    pub node: Option<PathBuf>,
+    /// `node_modules/` with express.
+    pub node_modules: Option<PathBuf>,
+    /// `puma`.
+    pub puma: Option<PathBuf>,
 }
 
 impl Bins {
-    /// Builds the axum fixtures (once per process) and installs the venv;
-    /// a venv that cannot be installed is `None` after one loud line (a
-    /// failure with `DEVSUP_REQUIRE_TOOLS=1`).
+    /// Builds the axum and Go fixtures (once per process) and installs the
+    /// venv, node, express and puma; each that cannot be installed is
+    /// `None` after one loud line (a failure with `DEVSUP_REQUIRE_TOOLS=1`).
     pub fn get() -> &'static Bins {
         static BINS: OnceLock<Bins> = OnceLock::new();
         BINS.get_or_init(|| Bins {
             axum: build_axum_fixtures(),
             venv: tools::require(
-                "unchanged servers: uvicorn and gunicorn",
+                "unchanged servers: uvicorn, gunicorn, aiohttp, hypercorn, waitress",
                 tools::python_venv("servers", &PYTHON_PACKAGES),
+            ),
+            go: tools::require("unchanged servers: Go and go-systemd", build_go_fixtures()),
+            node: tools::require("unchanged servers: node", tools::apt("node", "nodejs")),
+            node_modules: tools::require(
+                "unchanged servers: express",
+                tools::npm(EXPRESS).map(|dir| dir.join("node_modules")),
+            ),
+            puma: tools::require(
+                "unchanged servers: puma and the sd_notify gem",
+                tools::apt("puma", "puma").and_then(|puma| {
+                    tools::apt_files(SD_NOTIFY_GEM, "ruby-sd-notify")?;
+                    Ok(puma)
+                }),
             ),
         })
     }
 
     /// Whether `server` can run here.
     pub fn has(&self, server: Server) -> bool {
-        !server.needs_venv() || self.venv.is_some()
+        server.has_tools(self)
     }
+}
+
+/// Builds the Go fixtures (tests/fixtures/servers/go) with contrib/go/devsup
+/// (and its tests) as a package of their module, offline; returns the
+/// directory of the binaries, in the module's directory.
+pub fn build_go_fixtures() -> Result<PathBuf, tools::Unavailable> {
+    let go = fixtures_dir().join("go");
+    tools::go_build(
+        "servers",
+        &[
+            ("activation", &go.join("activation/main.go")),
+            ("optedin", &go.join("optedin/main.go")),
+        ],
+        &[
+            (
+                "devsup",
+                &workspace_root().join("contrib/go/devsup/devsup.go"),
+            ),
+            (
+                "devsup",
+                &workspace_root().join("contrib/go/devsup/devsup_test.go"),
+            ),
+        ],
+    )
 }
 
 /// Builds `devsup-fixture-servers` and returns the directory of its
@@ -219,12 +455,21 @@ pub fn build_axum_fixtures() -> PathBuf {
     target_dir.join("trap")
 }
 
+/// A loopback port free right now (for a server whose command names it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}
+
 /// tests/fixtures/servers.
 pub fn fixtures_dir() -> PathBuf {
     workspace_root().join("tests/fixtures/servers")
 }
 
-fn workspace_root() -> &'static Path {
+/// The workspace's root directory.
+pub fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ is inside the workspace")
@@ -252,6 +497,8 @@ pub struct RunConfig {
     pub devsup_args: Vec<String>,
     /// Echo devsup's log.
     pub verbose: bool,
+    /// More environment for devsup (e.g. `DEVSUP_LOG`).
+    pub env: Vec<(&'static str, OsString)>,
 }
 
 /// What one run of one server came to.
@@ -276,6 +523,12 @@ pub struct RunResult {
     pub trapped: Vec<(u64, String)>,
     /// Generations that failed before ready (exited while starting).
     pub failed_to_start: usize,
+    /// Per generation whose accepted-connection probe ended (logged at
+    /// debug level, see [`PROBE_LOG`]): probes, median and max cost of one.
+    pub probe_costs: Vec<(u64, Duration, Duration)>,
+    /// Process groups of generations still alive once devsup has exited
+    /// (each generation is the group of the pid it was spawned as).
+    pub left_behind: Vec<i32>,
     /// devsup's log, for assertion messages.
     pub log: Vec<String>,
     /// The server ran with `devsup --nonblocking`.
@@ -287,6 +540,15 @@ pub const READY: &str = "READY=1";
 /// The rule of a `gen=N ready in X (listening: ...)` line: devsup saw one of
 /// the generation's processes wait on a passed socket.
 pub const LISTENING: &str = "listening";
+/// `DEVSUP_LOG` that adds devsup's debug line with what each generation's
+/// accepted-connection probes cost (`... accepted-connection probe done: 12
+/// probes, 85us median, 240us max`).
+pub const PROBE_LOG: &str = "info,devsup::executor::probe::accept_probe=debug";
+
+/// The rule of a `gen=N ready in X (accepted a connection: ...)` line:
+/// devsup saw one of the generation's processes hold a connection it
+/// accepted on a passed port.
+pub const ACCEPTED: &str = "accepted";
 /// The rule of a `gen=N counted ready: up for X` line: the uptime timer.
 pub const TIMER: &str = "timer";
 
@@ -343,16 +605,25 @@ pub fn is_ready_line(line: &str, generation: u64) -> bool {
 /// figures from devsup's log. devsup is terminated before returning.
 pub fn run(config: &RunConfig, bins: &Bins) -> RunResult {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let (program, args, needs) = config.server.command(bins);
+    let port = if config.server.needs_port() {
+        free_port()
+    } else {
+        0
+    };
+    let cmd = config.server.command(bins, port);
     let nonblocking = config.devsup_args.iter().any(|a| a == "--nonblocking");
-    let devsup = Devsup::builder(dir.path())
+    let mut builder = Devsup::builder(dir.path())
+        .port(Some(&port.to_string()))
         .arg("--no-watch")
-        .args(needs)
+        .args(cmd.devsup)
         .args(&config.devsup_args)
-        .server(program)
-        .server_args(args)
-        .echo(config.verbose)
-        .spawn();
+        .server(cmd.program)
+        .server_args(cmd.args)
+        .echo(config.verbose);
+    for (key, value) in cmd.env.iter().chain(&config.env) {
+        builder = builder.env(key, value);
+    }
+    let devsup = builder.spawn();
     let addr = devsup.addr();
     // Generation 1 counted ready (by whichever rule) and answering before
     // the load starts, as a server a user starts and then uses. (Under
@@ -384,7 +655,9 @@ pub fn run(config: &RunConfig, bins: &Bins) -> RunResult {
                 devlog::subject(l).is_some_and(|(g, rest)| {
                     g == 1
                         && (rest.starts_with("sent READY=1")
-                            || (rest.starts_with("ready in ") && !rest.contains("(listening: ")))
+                            || (rest.starts_with("ready in ")
+                                && !rest.contains("(listening: ")
+                                && !rest.contains("(accepted a connection: ")))
                 })
             }) > 0
         });
@@ -449,11 +722,49 @@ pub fn run(config: &RunConfig, bins: &Bins) -> RunResult {
             config.server
         );
     }
-    let log = devsup.lines();
     devsup.terminate(TIMEOUT);
+    let log = devsup.lines();
     let mut result = figures(config.server, reloads, last, log, report);
     result.nonblocking = nonblocking;
+    result.left_behind = groups_alive(&result.log);
     result
+}
+
+/// The process groups of the generations spawned in `log` that still have
+/// a process (zombies aside).
+fn groups_alive(log: &[String]) -> Vec<i32> {
+    log.iter()
+        .filter_map(|line| devlog::parse_spawned(line))
+        .map(|(_, pgid)| pgid)
+        .filter(|&pgid| {
+            // kill(-pgid, 0) succeeds while the group has a process, a
+            // zombie included: then look for a live member in /proc.
+            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_ok()
+                && has_live_member(pgid)
+        })
+        .collect()
+}
+
+/// Whether a process of group `pgid` is alive (not a zombie), from
+/// `/proc/*/stat`.
+fn has_live_member(pgid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // pid (comm) state ppid pgrp ...: comm may hold spaces.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            return false;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        fields
+            .first()
+            .is_some_and(|state| *state != "Z" && *state != "X")
+            && fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
+    })
 }
 
 /// SIGHUP, then wait until `generation` is counted ready or failed (or
@@ -481,6 +792,7 @@ fn figures(
         killed,
         trapped,
         failed_to_start,
+        probe_costs,
     } = LogFigures::parse(&log, last);
     RunResult {
         server,
@@ -491,8 +803,10 @@ fn figures(
         killed,
         trapped,
         failed_to_start,
+        probe_costs,
         log,
         nonblocking: false,
+        left_behind: Vec::new(),
     }
 }
 
@@ -504,6 +818,7 @@ struct LogFigures {
     killed: Vec<u64>,
     trapped: Vec<(u64, String)>,
     failed_to_start: usize,
+    probe_costs: Vec<(u64, Duration, Duration)>,
 }
 
 impl LogFigures {
@@ -532,12 +847,28 @@ impl LogFigures {
         if let Some(took) = after("ready in ") {
             let rule = if rest.contains("(listening: ") {
                 LISTENING
+            } else if rest.contains("(accepted a connection: ") {
+                ACCEPTED
             } else {
                 READY
             };
             self.ready.push((generation, took, rule));
         } else if let Some(took) = after("counted ready: up for ") {
             self.ready.push((generation, took, TIMER));
+        }
+        // `accepted-connection probe done: 12 probes, 85us median, 240us max`
+        if let Some(costs) = rest.split("accepted-connection probe ").nth(1) {
+            let numbers: Vec<u64> = costs
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            if let [probes, median, max] = numbers[..] {
+                self.probe_costs.push((
+                    probes,
+                    Duration::from_micros(median),
+                    Duration::from_micros(max),
+                ));
+            }
         }
         if rest.starts_with("failed before ready") {
             self.failed_to_start += 1;
@@ -581,6 +912,32 @@ pub fn row(result: &RunResult) -> String {
         result.killed.len(),
         result.report.failure_summary(),
     )
+}
+
+/// What the accepted-connection probes of one run cost: generations
+/// probed, probes, the median of the generations' median cost per probe,
+/// and the largest cost of one probe.
+pub fn probe_cost_row(result: &RunResult) -> String {
+    let mut medians: Vec<Duration> = result.probe_costs.iter().map(|c| c.1).collect();
+    medians.sort_unstable();
+    let probes: u64 = result.probe_costs.iter().map(|c| c.0).sum();
+    let max = result.probe_costs.iter().map(|c| c.2).max();
+    match (medians.get(medians.len() / 2), max) {
+        (Some(median), Some(max)) => format!(
+            "{:<40} {:<10} {:>4} gens {:>6} probes  median {:>8}  max {:>8}",
+            result.label(),
+            result.report.mode.to_string(),
+            result.probe_costs.len(),
+            probes,
+            fmt(*median),
+            fmt(max)
+        ),
+        _ => format!(
+            "{:<40} {:<10} (no accepted-connection probe logged)",
+            result.label(),
+            result.report.mode.to_string()
+        ),
+    }
 }
 
 /// The header of [`row`].
@@ -631,22 +988,25 @@ mod tests {
             "devsup gen=1 exited with status 0 after 5ms",
             "devsup gen=3 spawned pid=300 after SIGHUP",
             "devsup gen=3 counted ready: up for 1000ms without exiting",
+            "devsup gen=4 ready in 9ms (accepted a connection: pid=400 holds fd 7 from port 8080)",
             "devsup gen=2 draining (SIGTERM) 35us after gen=3 ready",
             "devsup warning: gen=2 draining for 200ms, but pid=200 is blocked in accept4 on fd 3 \
              (thread 201) inside an event loop: ... or run devsup with --nonblocking. Until then ...",
             "devsup warning: gen=2 still running 3000ms after the drain signal: sending SIGKILL to its group",
             "devsup gen=2 exited by SIGKILL after 3001ms",
             "axum-listenfd gen=3 pid=300: ready in 1ms (listening: a server's own line)",
+            "devsup debug: gen=4 accepted-connection probe done: 12 probes, 85us median, 240us max",
         ]
         .map(str::to_owned)
         .to_vec();
-        let figures = LogFigures::parse(&log, 3);
+        let figures = LogFigures::parse(&log, 4);
         assert_eq!(
             figures.ready,
             [
                 (1, ms(12), LISTENING),
                 (2, ms(3), READY),
-                (3, ms(1000), TIMER)
+                (3, ms(1000), TIMER),
+                (4, ms(9), ACCEPTED)
             ]
         );
         assert_eq!(figures.drains, [(1, ms(5)), (2, ms(3001))]);
@@ -655,5 +1015,9 @@ mod tests {
         assert_eq!(figures.trapped[0].0, 2);
         assert!(figures.trapped[0].1.contains("--nonblocking"));
         assert_eq!(figures.failed_to_start, 0);
+        assert_eq!(
+            figures.probe_costs,
+            [(12, Duration::from_micros(85), Duration::from_micros(240))]
+        );
     }
 }

@@ -169,7 +169,7 @@ impl Executor {
                 anyhow::anyhow!("cannot set O_NONBLOCK on the socket {}: {e}", l.addr)
             })?;
         }
-        let probes = probe::Probes::new(&listeners, config.ready != ReadyRule::Notify);
+        let probes = probe::Probes::new(&listeners, config.ready != ReadyRule::Notify, tx.clone());
         Ok(Executor {
             probes,
             config,

@@ -24,15 +24,20 @@
 //! passes, [`Probes::diagnose_drain_timeout`] says what kept it alive.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use crate::event::{Event, GenId};
+use crate::event::{Event, GenId, Input};
 use crate::log::ms;
 use crate::readiness::{self, PassedSocket, Probe, Wait};
 use crate::sockets::{Addr, Listener};
 use crate::step::Step;
+
+#[path = "accept_probe.rs"]
+mod accept_probe;
+use accept_probe::AcceptProbe;
 
 /// Probes of a draining generation, after its drain signal.
 const DRAIN_PROBES: [Duration; 4] = [
@@ -85,31 +90,48 @@ pub(super) struct Probes {
     watches: HashMap<GenId, Watch>,
     /// When each draining generation got its drain signal.
     drain_started: HashMap<GenId, Instant>,
+    /// The accepted-connection probe's thread, while readiness is probed
+    /// and the sockets could be identified.
+    accept_probe: Option<AcceptProbe>,
 }
 
 impl Probes {
-    pub(super) fn new(listeners: &[Listener], readiness: bool) -> Probes {
+    pub(super) fn new(listeners: &[Listener], readiness: bool, events: Sender<Input>) -> Probes {
         use std::os::fd::AsRawFd;
-        let sockets = listeners
+        let sockets: Result<Vec<PassedSocket>, String> = listeners
             .iter()
             .map(|l| {
                 PassedSocket::of_fd(l.fd().as_raw_fd())
                     .map_err(|e| format!("cannot identify the socket devsup passes: {e}"))
             })
             .collect();
-        let ports = listeners
+        let ports: Vec<u16> = listeners
             .iter()
             .filter_map(|l| match l.addr {
                 Addr::Tcp(addr) => Some(addr.port()),
                 _ => None,
             })
             .collect();
+        let accept_probe = match &sockets {
+            Ok(passed) if readiness && !ports.is_empty() => {
+                AcceptProbe::start(passed.clone(), ports.clone(), events)
+            }
+            _ => None,
+        };
         Probes {
             sockets,
             ports,
             readiness,
             watches: HashMap::new(),
             drain_started: HashMap::new(),
+            accept_probe,
+        }
+    }
+
+    /// Tells the accepted-connection probe to stop probing `gen_id`.
+    fn stop_accept_probe(&self, gen_id: GenId) {
+        if let Some(probe) = &self.accept_probe {
+            probe.stop(gen_id);
         }
     }
 
@@ -127,10 +149,14 @@ impl Probes {
                 mode: Mode::Readiness,
             },
         );
+        if let Some(probe) = &self.accept_probe {
+            probe.watch(gen_id, pgid, now);
+        }
     }
 
     /// It said READY=1: no need to look any more.
     pub(super) fn said_ready(&mut self, gen_id: GenId) {
+        self.stop_accept_probe(gen_id);
         if self
             .watches
             .get(&gen_id)
@@ -151,6 +177,7 @@ impl Probes {
 
     /// It was told to drain: look for the blocking-socket trap.
     pub(super) fn draining(&mut self, gen_id: GenId, pgid: i32, now: Instant) {
+        self.stop_accept_probe(gen_id);
         if self.drain_started.contains_key(&gen_id) {
             return;
         }
@@ -168,6 +195,7 @@ impl Probes {
 
     /// Its process group is gone.
     pub(super) fn gone(&mut self, gen_id: GenId) {
+        self.stop_accept_probe(gen_id);
         self.watches.remove(&gen_id);
         self.drain_started.remove(&gen_id);
     }
@@ -225,6 +253,7 @@ impl Probes {
                         gen_id,
                         how,
                         at: now,
+                        accepted: false,
                     });
                 } else if let Some((pid, kind)) = probe.unreadable.first() {
                     self.watches.remove(&gen_id);
@@ -352,7 +381,8 @@ mod tests {
 
     #[test]
     fn a_generation_counted_ready_by_the_timer_is_probed_no_more() {
-        let mut probes = Probes::new(&[], true);
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let mut probes = Probes::new(&[], true, tx);
         let now = Instant::now();
         probes.spawned(1, 100, now);
         probes.spawned(2, 200, now);

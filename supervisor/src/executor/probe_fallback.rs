@@ -22,7 +22,11 @@ pub(super) struct Probes {
 }
 
 impl Probes {
-    pub(super) fn new(_listeners: &[Listener], readiness: bool) -> Probes {
+    pub(super) fn new(
+        _listeners: &[Listener],
+        readiness: bool,
+        _events: std::sync::mpsc::Sender<crate::event::Input>,
+    ) -> Probes {
         Probes {
             readiness,
             unreported: Vec::new(),
@@ -74,7 +78,7 @@ mod tests {
 
     #[test]
     fn each_spawned_generation_is_reported_once_as_unprobeable() {
-        let mut probes = Probes::new(&[], true);
+        let mut probes = Probes::new(&[], true, std::sync::mpsc::channel().0);
         assert_eq!(probes.next_due(), None);
         probes.spawned(1, 100, Instant::now());
         probes.spawned(2, 200, Instant::now());
@@ -91,7 +95,7 @@ mod tests {
 
     #[test]
     fn ready_notify_never_probes() {
-        let mut probes = Probes::new(&[], false);
+        let mut probes = Probes::new(&[], false, std::sync::mpsc::channel().0);
         probes.spawned(1, 100, Instant::now());
         assert_eq!(probes.next_due(), None);
     }

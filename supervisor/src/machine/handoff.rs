@@ -89,6 +89,7 @@ impl State {
         &mut self,
         gen_id: GenId,
         how: &str,
+        accepted: bool,
         at: Instant,
         now: Instant,
         out: &mut Vec<Action>,
@@ -109,11 +110,18 @@ impl State {
             return;
         }
         g.counted = true;
+        // The kernel's two rules: waiting on the socket, or holding a
+        // connection accepted from it.
+        let rule = if accepted {
+            Rule::Accepted
+        } else {
+            Rule::Listening
+        };
         report(
             out,
             Step::Ready {
                 generation: gen_id,
-                rule: Rule::Listening,
+                rule,
                 ready_us: us(took),
                 how: Some(how.to_owned()),
             },

@@ -327,9 +327,12 @@ impl State {
         match event {
             Event::Reload { trigger, at } => self.on_reload(trigger, at, now, &mut out),
             Event::Message { gen_id, msg, at } => self.on_message(gen_id, msg, at, now, &mut out),
-            Event::Listening { gen_id, how, at } => {
-                self.on_listening(gen_id, &how, at, now, &mut out)
-            }
+            Event::Listening {
+                gen_id,
+                how,
+                at,
+                accepted,
+            } => self.on_listening(gen_id, &how, accepted, at, now, &mut out),
             Event::ProbeFailed { gen_id, why } => self.on_probe_failed(gen_id, why, &mut out),
             Event::Spawned { gen_id, pid } => self.on_spawned(gen_id, pid, now, &mut out),
             Event::SpawnFailed { gen_id, error } => {

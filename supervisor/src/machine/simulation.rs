@@ -508,6 +508,7 @@ impl World {
                         gen_id,
                         how: "pid=1 polls fd 3 with epoll".into(),
                         at,
+                        accepted: false,
                     });
                 }
             }

@@ -125,6 +125,7 @@ impl Sim {
             gen_id,
             how: "pid=1 polls fd 3 with epoll".into(),
             at,
+            accepted: false,
         })
     }
 
@@ -779,6 +780,39 @@ fn the_kernel_counts_a_server_that_does_not_say_ready() {
     assert_eq!(sim.state.active(), Some(2));
     // A second sign changes nothing.
     assert!(sim.listening(2).is_empty());
+}
+
+/// A generation seen holding a connection it accepted (issue 19: a pool
+/// server under load is never seen waiting) is counted ready by the rule
+/// `accepted`, and the handoff goes on as for `listening`.
+#[test]
+fn a_generation_holding_an_accepted_connection_is_ready_by_the_accepted_rule() {
+    let mut sim = Sim::started(policy());
+    sim.listening(1);
+    sim.reload();
+    sim.advance(4 * T);
+    sim.reported.clear();
+    let at = sim.now;
+    let a = sim.feed(Event::Listening {
+        gen_id: 2,
+        how: "pid=7 holds fd 9 from port 8080".into(),
+        at,
+        accepted: true,
+    });
+    assert_eq!(signals(&a), [(1, Signal::SIGTERM)]);
+    assert_eq!(sim.state.active(), Some(2));
+    assert!(
+        sim.reported.iter().any(|s| matches!(
+            s,
+            Step::Ready {
+                generation: 2,
+                rule: "accepted",
+                ..
+            }
+        )),
+        "{:?}",
+        sim.reported
+    );
 }
 
 #[test]

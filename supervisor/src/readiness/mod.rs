@@ -335,31 +335,55 @@ pub fn open_connections(pids: &[i32], ports: &[u16]) -> Option<usize> {
 }
 
 fn probe_pid(pid: i32, sockets: &[PassedSocket], waits: &mut Vec<Wait>) -> io::Result<()> {
-    // fd -> what it is, for the fds that matter.
-    let mut passed = Vec::new(); // (fd, inode)
-    let mut epolls = Vec::new();
-    let mut links = Vec::new(); // (fd, socket inode) for tfd mapping
-    for entry in fs::read_dir(format!("/proc/{pid}/fd"))? {
-        let entry = entry?;
-        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        // The fd may close between listing and reading.
-        let Ok(target) = fs::read_link(entry.path()) else {
-            continue;
-        };
-        let target = target.to_string_lossy();
-        if let Some(inode) = parse_socket_link(&target) {
-            links.push((fd, inode));
-            if sockets.iter().any(|s| s.inode == inode) {
-                passed.push((fd, inode));
-            }
-        } else if target == "anon_inode:[eventpoll]" {
-            epolls.push(fd);
-        }
+    let fds = ProcessFds::read(pid, sockets)?;
+    epoll_waits(pid, &fds, sockets, waits);
+    if fds.passed.is_empty() {
+        // Blocked syscalls name fds of this process: none is a passed socket.
+        return Ok(());
     }
+    blocked_waits(pid, &fds.passed, waits)
+}
 
-    for epfd in epolls {
+/// The fds of one process that a probe looks at.
+#[derive(Debug, Default)]
+struct ProcessFds {
+    /// `(fd, inode)` of the passed sockets it holds.
+    passed: Vec<(RawFd, u64)>,
+    /// Its epoll instances.
+    epolls: Vec<RawFd>,
+    /// `(fd, inode)` of every socket, for mapping an epoll `tfd`.
+    links: Vec<(RawFd, u64)>,
+}
+
+impl ProcessFds {
+    fn read(pid: i32, sockets: &[PassedSocket]) -> io::Result<ProcessFds> {
+        let mut fds = ProcessFds::default();
+        for entry in fs::read_dir(format!("/proc/{pid}/fd"))? {
+            let entry = entry?;
+            let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            // The fd may close between listing and reading.
+            let Ok(target) = fs::read_link(entry.path()) else {
+                continue;
+            };
+            let target = target.to_string_lossy();
+            if let Some(inode) = parse_socket_link(&target) {
+                fds.links.push((fd, inode));
+                if sockets.iter().any(|s| s.inode == inode) {
+                    fds.passed.push((fd, inode));
+                }
+            } else if target == "anon_inode:[eventpoll]" {
+                fds.epolls.push(fd);
+            }
+        }
+        Ok(fds)
+    }
+}
+
+/// The passed sockets in the interest lists of `pid`'s epoll instances.
+fn epoll_waits(pid: i32, fds: &ProcessFds, sockets: &[PassedSocket], waits: &mut Vec<Wait>) {
+    for &epfd in &fds.epolls {
         let Ok(info) = fs::read_to_string(format!("/proc/{pid}/fdinfo/{epfd}")) else {
             continue;
         };
@@ -369,7 +393,8 @@ fn probe_pid(pid: i32, sockets: &[PassedSocket], waits: &mut Vec<Wait>) -> io::R
                     .iter()
                     .find(|s| s.inode == ino && s.dev == sdev)
                     .map(|s| s.inode),
-                None => links
+                None => fds
+                    .links
                     .iter()
                     .find(|(fd, _)| *fd == target.tfd)
                     .map(|(_, inode)| *inode)
@@ -380,11 +405,11 @@ fn probe_pid(pid: i32, sockets: &[PassedSocket], waits: &mut Vec<Wait>) -> io::R
             }
         }
     }
+}
 
-    if passed.is_empty() {
-        // Blocked syscalls name fds of this process: none is a passed socket.
-        return Ok(());
-    }
+/// `pid`'s threads blocked in `accept`, `poll` or `select` on one of the
+/// `passed` sockets it holds.
+fn blocked_waits(pid: i32, passed: &[(RawFd, u64)], waits: &mut Vec<Wait>) -> io::Result<()> {
     let mut mem = None;
     for entry in fs::read_dir(format!("/proc/{pid}/task"))? {
         let entry = entry?;
@@ -411,7 +436,7 @@ fn probe_pid(pid: i32, sockets: &[PassedSocket], waits: &mut Vec<Wait>) -> io::R
             }
             SyscallKind::Select(_) => {
                 let mem = open_mem(pid, &mut mem)?;
-                select_read_fds(mem, call.args[0], call.args[1], &passed).unwrap_or_default()
+                select_read_fds(mem, call.args[0], call.args[1], passed).unwrap_or_default()
             }
         };
         for fd in fds {
@@ -479,6 +504,8 @@ fn select_read_fds(
         .collect())
 }
 
+mod accepted;
+pub use accepted::{SockDiag, accepted_connection};
 mod parse;
 use parse::SyscallKind;
 pub use parse::*;

@@ -326,11 +326,15 @@ fn build_finished(step: &Step) -> Option<(Level, String)> {
 
 fn ready(rule: Rule, ready_us: u64, how: Option<&str>) -> String {
     let took = ms(Duration::from_micros(ready_us));
-    match rule {
-        Rule::Notify => format!("ready in {took} (READY=1)"),
-        Rule::Listening => format!("ready in {took} (listening: {})", how.unwrap_or_default()),
-        Rule::Accepted => format!("ready in {took} (accepted a connection)"),
-        Rule::Uptime => format!("counted ready: up for {took} without exiting"),
+    let words = match rule {
+        Rule::Notify => "READY=1",
+        Rule::Listening => "listening",
+        Rule::Accepted => "accepted a connection",
+        Rule::Uptime => return format!("counted ready: up for {took} without exiting"),
+    };
+    match how {
+        Some(how) => format!("ready in {took} ({words}: {how})"),
+        None => format!("ready in {took} ({words})"),
     }
 }
 
@@ -766,9 +770,9 @@ mod tests {
                     generation: 2,
                     rule: Rule::Accepted,
                     ready_us: 34_567,
-                    how: None,
+                    how: Some("pid=7 holds fd 9 from port 8080".into()),
                 },
-                "gen=2 ready in 34ms (accepted a connection)",
+                "gen=2 ready in 34ms (accepted a connection: pid=7 holds fd 9 from port 8080)",
             ),
             (
                 Step::Ready {

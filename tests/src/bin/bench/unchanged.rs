@@ -31,6 +31,7 @@ pub fn run(conns: usize, reloads: u32, interval: Duration, modes: &[Mode], verbo
         bins.axum.display()
     );
     let mut rows = Vec::new();
+    let mut costs = Vec::new();
     for server in Server::ALL {
         if !bins.has(server) {
             eprintln!("devsup-bench: unchanged: !!! {server} skipped: no Python venv");
@@ -53,12 +54,15 @@ pub fn run(conns: usize, reloads: u32, interval: Duration, modes: &[Mode], verbo
                         idle_reload: true,
                         devsup_args: devsup_args.clone(),
                         verbose,
+                        // The debug line with each generation's probe cost.
+                        env: vec![("DEVSUP_LOG", runner::PROBE_LOG.into())],
                     },
                     bins,
                 );
                 let row = runner::row(&result);
                 eprintln!("{row}");
                 rows.push(row);
+                costs.push(runner::probe_cost_row(&result));
             }
         }
     }
@@ -73,4 +77,11 @@ pub fn run(conns: usize, reloads: u32, interval: Duration, modes: &[Mode], verbo
          of uptime; drain: drain signal to exit; killed: drains ended by SIGKILL at the 10 s drain \
          timeout; gunicorn needs no change and runs with --listen-pid)"
     );
+    println!();
+    println!(
+        "The accepted-connection probe (sock_diag + /proc/PID/fd, on its own thread), per probe, under this load:"
+    );
+    for row in &costs {
+        println!("{row}");
+    }
 }
