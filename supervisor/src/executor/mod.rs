@@ -510,7 +510,7 @@ impl Executor {
         // the output when the step's last process closes them.
         drop(output);
         match spawned {
-            Ok(pid) => {
+            Ok((pid, exec_status)) => {
                 self.guard.watch(pid);
                 self.procs.insert(
                     pid,
@@ -518,7 +518,7 @@ impl Executor {
                         role: Role::Build,
                         leader: None,
                         extra_groups: Vec::new(),
-                        exec: None,
+                        exec: Some((exec_status, cmd)),
                         heard: None,
                     },
                 );
@@ -599,7 +599,18 @@ impl Executor {
                         _ => Event::GenExited { gen_id, exit },
                     }
                 }
-                Role::Build => Event::BuildExited { exit: Some(exit) },
+                Role::Build => {
+                    // As for a generation: the child has exited, so this
+                    // read does not block.
+                    if let Some((Err(e), cmd)) = p.exec.map(|(status, cmd)| (status.wait(), cmd)) {
+                        let error = process::build_exec_error(&cmd, &e);
+                        self.report(Step::Trouble(Trouble::BuildCannotRun {
+                            command: cmd,
+                            error,
+                        }));
+                    }
+                    Event::BuildExited { exit: Some(exit) }
+                }
             });
         }
     }

@@ -320,7 +320,7 @@ pub(crate) fn spawn_build(
     cmd: &str,
     output: Option<(RawFd, RawFd)>,
     extra_env: &[(OsString, OsString)],
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<(i32, ExecStatus)> {
     let c_path = cstring(b"/bin/sh".to_vec())?;
     let c_argv = [
         cstring(b"sh".to_vec())?,
@@ -335,7 +335,7 @@ pub(crate) fn spawn_build(
     let argv_ptrs = null_terminated(&c_argv);
     let env_ptrs = null_terminated(&c_env);
     let dev_null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
-    let (pid, _exec_status) = fork_exec(&ExecPlan {
+    let (pid, exec_status) = fork_exec(&ExecPlan {
         path: &c_path,
         argv: &argv_ptrs,
         envp: &env_ptrs,
@@ -345,7 +345,20 @@ pub(crate) fn spawn_build(
         listen_pid_slot: None,
         pdeathsig: Signal::SIGTERM,
     })?;
-    Ok(pid)
+    Ok((pid, exec_status))
+}
+
+/// Why build command `cmd` could not be run (`sh -c CMD` failed to exec
+/// with `e`), in one line that says what to do.
+pub(crate) fn build_exec_error(cmd: &str, e: &io::Error) -> String {
+    if e.raw_os_error() == Some(libc::E2BIG) {
+        return format!(
+            "the command is {} bytes, more than the system passes in one argument ({e}): \
+             put it in a script and give --build 'sh script.sh'",
+            cmd.len()
+        );
+    }
+    format!("cannot run /bin/sh: {e}")
 }
 
 /// Whether a spawned child managed to exec. Reading it blocks until the
@@ -397,6 +410,30 @@ mod tests {
         let e = resolve_executable(file.as_os_str()).unwrap_err();
         std::fs::remove_file(&file).unwrap();
         assert!(format!("{e:#}").contains("not executable"), "{e:#}");
+    }
+
+    /// A 200 KB build command said "exited with status 127" and no
+    /// reason (issue 19, defect 8): the exec status says why, and the
+    /// reason names the size and the fix.
+    #[test]
+    fn a_build_command_too_long_to_run_says_why() {
+        let cmd = format!("echo {}", "x".repeat(200 * 1024));
+        let (pid, status) = spawn_build(&cmd, None, &[]).unwrap();
+        let waited = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        assert_eq!(
+            waited,
+            nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 127)
+        );
+        let e = status.wait().unwrap_err();
+        let why = build_exec_error(&cmd, &e);
+        assert!(
+            why.contains("204805 bytes") && why.contains("script"),
+            "{why}"
+        );
+        // A command that runs has no such reason.
+        let (pid, status) = spawn_build("true", None, &[]).unwrap();
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        assert!(status.wait().is_ok());
     }
 
     #[test]

@@ -84,7 +84,10 @@ pub(crate) fn line(step: &Step) -> Option<Line> {
             step,
             steps,
             command,
-        } => (Level::Info, format!("build step {step}/{steps}: {command}")),
+        } => (
+            Level::Info,
+            format!("build step {step}/{steps}: {}", clipped(command)),
+        ),
         Step::BuildFinished { .. } => build_finished(step)?,
         Step::Spawned {
             pid,
@@ -533,10 +536,44 @@ fn trouble_text(trouble: &Trouble) -> String {
             format!("cannot capture the build's output ({why}); it is shown but not reported")
         }
         Trouble::BuildCannotRun { command, error } => {
-            format!("cannot run the build command {command:?}: {error}")
+            format!(
+                "cannot run the build command {}: {error}",
+                shortened(command)
+            )
         }
         Trouble::WaitFailed(why) => format!("waitpid failed: {why}"),
     }
+}
+
+/// A command as the log quotes it: whole, or its start and its size when
+/// it is long.
+fn shortened(command: &str) -> String {
+    match clip(command) {
+        Some((start, len)) => format!("{start:?}… ({len} bytes)"),
+        None => format!("{command:?}"),
+    }
+}
+
+/// A command as the log shows it: whole, or its start and its size when
+/// it is long.
+fn clipped(command: &str) -> String {
+    match clip(command) {
+        Some((start, len)) => format!("{start}… ({len} bytes)"),
+        None => command.to_owned(),
+    }
+}
+
+/// The start of a command too long for a log line, and its length.
+fn clip(command: &str) -> Option<(&str, usize)> {
+    const MOST: usize = 80;
+    if command.len() <= MOST {
+        return None;
+    }
+    let cut = (0..=60)
+        .rev()
+        .find(|&i| command.is_char_boundary(i))
+        .unwrap_or(0);
+    Some((&command[..cut], command.len()))
 }
 
 fn note_text(note: &Note) -> String {
@@ -684,6 +721,14 @@ mod tests {
                     command: "cargo build".into(),
                 },
                 "build step 1/2: cargo build",
+            ),
+            (
+                Step::BuildStarted {
+                    step: 1,
+                    steps: 1,
+                    command: format!("echo {}", "y".repeat(200 * 1024)),
+                },
+                "build step 1/1: echo yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy… (204805 bytes)",
             ),
             (
                 Step::build_finished(BuildStatus::Ok, 1, 2, Some(Exit::Code(0)), 1100 * MS),
@@ -1193,6 +1238,13 @@ mod tests {
                     error: "fork failed".into(),
                 }),
                 "warning: cannot run the build command \"make\": fork failed",
+            ),
+            (
+                Step::Trouble(Trouble::BuildCannotRun {
+                    command: format!("echo {}", "x".repeat(100)),
+                    error: "too long".into(),
+                }),
+                "warning: cannot run the build command \"echo xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"… (105 bytes): too long",
             ),
             (
                 Step::Trouble(Trouble::WaitFailed("EINVAL".into())),
