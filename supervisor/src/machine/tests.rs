@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use super::*;
 use crate::event::{Exit, StopCause};
 use crate::machine::SignalReason;
-use crate::step::Step;
+use crate::step::{Rule, Step};
 
 const T: Duration = Duration::from_millis(1);
 
@@ -806,7 +806,7 @@ fn a_generation_holding_an_accepted_connection_is_ready_by_the_accepted_rule() {
             s,
             Step::Ready {
                 generation: 2,
-                rule: "accepted",
+                rule: Rule::Accepted,
                 ..
             }
         )),
