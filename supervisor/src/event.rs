@@ -163,6 +163,17 @@ pub(crate) enum Event {
         /// `accepted`), not waiting on the socket (rule `listening`).
         accepted: bool,
     },
+    /// Generation `gen_id` ignores the sockets devsup passed it: it closed
+    /// every one of them (`closed`), or it listens on TCP addresses of its
+    /// own (`own`) and has not been seen waiting on a passed one.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    IgnoresSocket {
+        gen_id: GenId,
+        closed: bool,
+        own: Vec<std::net::SocketAddr>,
+        /// The passed TCP sockets' addresses, for the log.
+        passed: Vec<String>,
+    },
     /// `/proc` cannot tell whether generation `gen_id` waits on a socket;
     /// `why` is one line for the log.
     ProbeFailed { gen_id: GenId, why: String },

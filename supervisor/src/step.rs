@@ -496,6 +496,23 @@ pub(crate) enum Step {
         pid: i32,
         decision: MainPid,
     },
+    /// A generation ignores the sockets devsup passed: it closed them
+    /// (`closed`), or listens on addresses of its own (`own`) and was not
+    /// seen waiting on a passed one.
+    #[serde(skip_serializing)]
+    IgnoresSocket {
+        generation: GenId,
+        closed: bool,
+        own: Vec<std::net::SocketAddr>,
+        /// The passed TCP sockets' addresses.
+        passed: Vec<String>,
+        /// `--listen-pid` is on.
+        listen_pid: bool,
+    },
+    /// A generation failed before it was ever seen waiting on a passed
+    /// socket (said once per run).
+    #[serde(skip_serializing)]
+    NeverWaited { generation: GenId, listen_pid: bool },
     /// Something the executor could not do.
     #[serde(skip_serializing)]
     Trouble(Trouble),
@@ -528,7 +545,9 @@ impl Step {
             | Step::NotReady { generation, .. }
             | Step::Said { generation, .. }
             | Step::FdStored { generation, .. }
-            | Step::MainPidDecided { generation, .. } => Some(*generation),
+            | Step::MainPidDecided { generation, .. }
+            | Step::IgnoresSocket { generation, .. }
+            | Step::NeverWaited { generation, .. } => Some(*generation),
             Step::Listening { .. }
             | Step::BuildStarted { .. }
             | Step::BuildFinished { .. }
@@ -560,6 +579,8 @@ impl Step {
                 | Step::Said { .. }
                 | Step::FdStored { .. }
                 | Step::MainPidDecided { .. }
+                | Step::IgnoresSocket { .. }
+                | Step::NeverWaited { .. }
                 | Step::Trouble(_)
                 | Step::Noted { .. }
         )

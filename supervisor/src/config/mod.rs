@@ -151,6 +151,7 @@ impl Config {
             ready_after: self.ready_after,
             ready: self.ready,
             build_steps: self.builds.len(),
+            listen_pid: self.listen_pid,
         }
     }
 

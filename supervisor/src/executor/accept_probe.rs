@@ -1,6 +1,6 @@
 //! The accepted-connection probe: a thread of its own that looks, for each
 //! starting generation, for a connection one of its processes accepted on
-//! a passed port (see [`crate::readiness::accepted_connection`]), and sends
+//! a passed port (see [`crate::readiness::holdings`]), and sends
 //! the loop [`Event::Listening`] with `accepted: true` when it finds one.
 //!
 //! It complements the sampling `/proc` probe on the loop's thread (see
@@ -14,11 +14,20 @@
 //! by any rule, told to drain, or is gone), on the same schedule as the
 //! `/proc` probe but at most every [`MIN_INTERVAL`].
 //!
+//! The same look at a generation's sockets tells **a server that ignores
+//! the passed socket** ([`Event::IgnoresSocket`], once per generation): it
+//! holds none of the passed sockets any more (it closed them: puma without
+//! `-b` "closes unused activated sockets"), or for [`OWN_GRACE`] it has
+//! listened on a TCP address of its own (`sock_diag`'s listening sockets,
+//! matched by inode) while the `/proc` probe sees it wait on no passed
+//! socket. A closed socket is said once the server listens elsewhere too,
+//! or after [`OWN_GRACE`], so that the line names where it went.
+//!
 //! Each generation's probe cost (median and max per probe) is logged at
 //! debug level when its probing ends (`DEVSUP_LOG=devsup::executor=debug`);
 //! devsup-bench reads it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -31,6 +40,12 @@ use crate::readiness::{self, PassedSocket, SockDiag};
 const MIN_INTERVAL: Duration = Duration::from_millis(5);
 /// Probe costs kept per generation, for the debug line.
 const MAX_SAMPLES: usize = 10_000;
+/// How long a generation may hold a listener of its own, not waiting on a
+/// passed socket, before devsup says it ignores the socket: a server may
+/// open another port (metrics, admin) just before it serves the passed one.
+const OWN_GRACE: Duration = Duration::from_secs(1);
+/// How often a generation's own listeners are looked up.
+const OWN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What the loop tells the thread.
 #[derive(Debug)]
@@ -57,12 +72,18 @@ impl AcceptProbe {
     pub(super) fn start(
         sockets: Vec<PassedSocket>,
         ports: Vec<u16>,
+        names: Vec<String>,
         events: Sender<Input>,
     ) -> Option<AcceptProbe> {
         let (commands, rx) = mpsc::channel();
+        let passed = Passed {
+            sockets,
+            ports,
+            names,
+        };
         let spawned = std::thread::Builder::new()
             .name("accept-probe".into())
-            .spawn(move || run(&rx, &events, &sockets, &ports));
+            .spawn(move || run(&rx, &events, &passed));
         match spawned {
             Ok(_) => Some(AcceptProbe { commands }),
             Err(e) => {
@@ -88,6 +109,16 @@ impl AcceptProbe {
     }
 }
 
+/// The sockets devsup passes.
+#[derive(Debug)]
+struct Passed {
+    sockets: Vec<PassedSocket>,
+    /// Their TCP ports.
+    ports: Vec<u16>,
+    /// Their addresses, for the log.
+    names: Vec<String>,
+}
+
 #[derive(Debug)]
 struct Watch {
     pgid: i32,
@@ -95,14 +126,31 @@ struct Watch {
     next: Instant,
     /// What each probe cost.
     costs: Vec<Duration>,
+    /// Whether it ignores the passed sockets, until said.
+    ignoring: Ignoring,
+    /// Sockets it holds that are known not to be accepted connections.
+    known: HashSet<u64>,
+    /// Told to stop: only whether it ignores the sockets is still looked
+    /// at, until then (a server may say READY=1 while it serves a port of
+    /// its own).
+    stopped: Option<Instant>,
 }
 
-fn run(
-    commands: &Receiver<Command>,
-    events: &Sender<Input>,
-    sockets: &[PassedSocket],
-    ports: &[u16],
-) {
+/// What a generation was seen doing with the passed sockets, for
+/// [`Event::IgnoresSocket`].
+#[derive(Debug, Clone, Copy)]
+enum Ignoring {
+    /// Nothing to say so far; its own listeners are looked up next then.
+    No { look_at: Instant },
+    /// Seen holding none of the passed sockets since then.
+    Closed { since: Instant },
+    /// Seen listening on its own since then, holding a passed socket.
+    Own { since: Instant },
+    /// Said (or no longer worth saying).
+    Done,
+}
+
+fn run(commands: &Receiver<Command>, events: &Sender<Input>, passed: &Passed) {
     let mut diag = match SockDiag::open() {
         Ok(diag) => diag,
         Err(e) => {
@@ -122,17 +170,34 @@ fn run(
                 pgid,
                 since,
             }) => {
+                let now = Instant::now();
                 let watch = Watch {
                     pgid,
                     since,
-                    next: Instant::now(),
+                    next: now,
                     costs: Vec::new(),
+                    ignoring: Ignoring::No { look_at: now },
+                    stopped: None,
+                    known: HashSet::new(),
                 };
                 watches.insert(gen_id, watch);
             }
             Ok(Command::Stop(gen_id)) => {
-                if let Some(w) = watches.remove(&gen_id) {
-                    log_costs(gen_id, &w, "stopped");
+                let stopped = Instant::now();
+                if let Some(w) = watches.get_mut(&gen_id) {
+                    if matches!(w.ignoring, Ignoring::Done) || w.stopped.is_some() {
+                        if let Some(w) = watches.remove(&gen_id) {
+                            log_costs(gen_id, &w, "stopped");
+                        }
+                    } else {
+                        // One more look at once; more only if it was
+                        // seen ignoring the sockets.
+                        w.stopped = Some(stopped + 2 * OWN_GRACE);
+                        w.next = stopped;
+                        if let Ignoring::No { look_at } = &mut w.ignoring {
+                            *look_at = stopped;
+                        }
+                    }
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -148,7 +213,7 @@ fn run(
             let Some(w) = watches.get_mut(&gen_id) else {
                 continue;
             };
-            if probe_one(gen_id, w, &mut diag, sockets, ports, events) {
+            if probe_one(gen_id, w, &mut diag, passed, events) {
                 if let Some(w) = watches.remove(&gen_id) {
                     log_costs(gen_id, &w, "done");
                 }
@@ -163,19 +228,37 @@ fn probe_one(
     gen_id: GenId,
     w: &mut Watch,
     diag: &mut SockDiag,
-    sockets: &[PassedSocket],
-    ports: &[u16],
+    passed: &Passed,
     events: &Sender<Input>,
 ) -> bool {
     let started = Instant::now();
     let pids = readiness::generation_pids(w.pgid);
-    let found = readiness::accepted_connection(diag, &pids, sockets, ports);
+    let listeners = matches!(w.ignoring, Ignoring::No { look_at } | Ignoring::Own { since: look_at } if started >= look_at)
+        || matches!(w.ignoring, Ignoring::Closed { .. });
+    let found = readiness::holdings(
+        diag,
+        &pids,
+        &passed.sockets,
+        &passed.ports,
+        &mut w.known,
+        listeners,
+    );
     let at = Instant::now();
     if w.costs.len() < MAX_SAMPLES {
         w.costs.push(at - started);
     }
-    match found {
-        Ok(Some(accepted)) => {
+    let holdings = match found {
+        Ok(holdings) => holdings,
+        Err(e) => {
+            debug!(
+                generation = gen_id,
+                "cannot look for accepted connections: {e}"
+            );
+            return true;
+        }
+    };
+    if w.stopped.is_none() {
+        if let Some(accepted) = holdings.accepted {
             let event = Event::Listening {
                 gen_id,
                 how: accepted.describe(),
@@ -184,18 +267,75 @@ fn probe_one(
             };
             // The loop is gone: devsup is exiting.
             let _ = events.send(Input::Event(event));
-            true
+            return true;
         }
-        Ok(None) => {
-            w.next = at + super::interval(at.saturating_duration_since(w.since)).max(MIN_INTERVAL);
-            false
+    }
+    if holdings.seen && listeners {
+        if let Some(closed) = ignores(w, &holdings, &pids, &passed.sockets, at) {
+            let event = Event::IgnoresSocket {
+                gen_id,
+                closed,
+                own: holdings.own_listeners,
+                passed: passed.names.clone(),
+            };
+            let _ = events.send(Input::Event(event));
         }
-        Err(e) => {
-            debug!(
-                generation = gen_id,
-                "cannot look for accepted connections: {e}"
-            );
+    }
+    if let Some(until) = w.stopped {
+        // Stopped: looked at only while it may turn out to ignore them.
+        if at >= until || matches!(w.ignoring, Ignoring::No { .. } | Ignoring::Done) {
+            return true;
+        }
+    }
+    w.next = at + super::interval(at.saturating_duration_since(w.since)).max(MIN_INTERVAL);
+    false
+}
+
+/// Moves `w.ignoring` on with what one look found; `Some(closed)` when it
+/// is time to say that the generation ignores the passed sockets.
+fn ignores(
+    w: &mut Watch,
+    found: &readiness::Holdings,
+    pids: &[i32],
+    sockets: &[PassedSocket],
+    now: Instant,
+) -> Option<bool> {
+    let own = !found.own_listeners.is_empty();
+    match (w.ignoring, found.holds_passed) {
+        (Ignoring::Done, _) => None,
+        (Ignoring::Closed { since }, false) => (own || now >= since + OWN_GRACE).then(|| {
+            w.ignoring = Ignoring::Done;
             true
+        }),
+        (_, false) => {
+            w.ignoring = Ignoring::Closed { since: now };
+            own.then(|| {
+                w.ignoring = Ignoring::Done;
+                true
+            })
+        }
+        (Ignoring::Own { since }, true) if own && now >= since + OWN_GRACE => {
+            // Waiting on a passed socket as well: it serves it (the /proc
+            // probe counts it ready); a listener of its own is its business.
+            w.ignoring = Ignoring::Done;
+            readiness::probe(pids, sockets)
+                .waits
+                .is_empty()
+                .then_some(false)
+        }
+        (Ignoring::Own { since }, true) if own => {
+            w.ignoring = Ignoring::Own { since };
+            None
+        }
+        (Ignoring::No { .. }, true) if own => {
+            w.ignoring = Ignoring::Own { since: now };
+            None
+        }
+        (_, true) => {
+            w.ignoring = Ignoring::No {
+                look_at: now + OWN_INTERVAL,
+            };
+            None
         }
     }
 }

@@ -114,7 +114,8 @@ impl Probes {
             .collect();
         let accept_probe = match &sockets {
             Ok(passed) if readiness && !ports.is_empty() => {
-                AcceptProbe::start(passed.clone(), ports.clone(), events)
+                let names = listeners.iter().map(|l| l.addr.to_string()).collect();
+                AcceptProbe::start(passed.clone(), ports.clone(), names, events)
             }
             _ => None,
         };

@@ -31,6 +31,7 @@ impl Sim {
                 ready_after: None,
                 build_steps,
                 ready: crate::machine::ReadyRule::Auto,
+                listen_pid: false,
             }),
             steps: build_steps,
             observer: Observer::default(),

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Action, BACKOFF_MAX, BACKOFF_MIN, BACKOFF_RESET, Phase, State, report};
+use super::{
+    Action, BACKOFF_MAX, BACKOFF_MIN, BACKOFF_RESET, Generation, Phase, ReadyRule, State, report,
+};
 use crate::event::{Exit, GenId};
 use crate::step::{self, AfterExit, Step};
 
@@ -63,9 +65,32 @@ impl State {
             *n = next;
         }
         report(out, exited);
+        if !self.said_never_waited && self.never_waited(&g, exit) {
+            self.said_never_waited = true;
+            report(
+                out,
+                Step::NeverWaited {
+                    generation: gen_id,
+                    listen_pid: self.policy.listen_pid,
+                },
+            );
+        }
         if matches!(g.phase, Phase::Starting { .. }) {
             self.keep_serving(now, out);
         }
+    }
+
+    /// `g` failed (`exit`) on its own before it was ever seen waiting on a
+    /// passed socket, where the probe would have seen it: it may never
+    /// have taken its sockets.
+    fn never_waited(&self, g: &Generation, exit: Exit) -> bool {
+        !exit.success()
+            && !matches!(g.phase, Phase::Draining { .. })
+            && self.shutdown.is_none()
+            && self.policy.ready != ReadyRule::Notify
+            && !g.unprobed
+            && !g.said_ready
+            && g.listening.is_none()
     }
 
     /// What follows the exit of the generation that was active for

@@ -133,6 +133,9 @@ impl State {
 
     /// `/proc` cannot tell for `gen_id`: a timer is all that is left.
     pub(super) fn on_probe_failed(&mut self, gen_id: GenId, why: String, out: &mut Vec<Action>) {
+        if let Some(g) = self.gens.get_mut(&gen_id) {
+            g.unprobed = true;
+        }
         if self.policy.ready == ReadyRule::Notify || self.speaks_protocol {
             note(out, Some(gen_id), Note::CannotProbe(why));
             return;
@@ -141,6 +144,36 @@ impl State {
             return;
         }
         self.fall_back_to_timer(gen_id, Fallback::CannotProbe(why), out);
+    }
+
+    /// `gen_id` ignores the passed sockets: said once (also of one counted
+    /// ready by its READY=1: puma says it serving a port of its own), and no
+    /// timer counts it ready from now on (it cannot serve them).
+    pub(super) fn on_ignores_socket(
+        &mut self,
+        gen_id: GenId,
+        closed: bool,
+        own: Vec<std::net::SocketAddr>,
+        passed: Vec<String>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(g) = self.gens.get_mut(&gen_id) else {
+            return;
+        };
+        if g.ignores_socket || matches!(g.phase, Phase::Draining { .. }) {
+            return;
+        }
+        g.ignores_socket = true;
+        report(
+            out,
+            Step::IgnoresSocket {
+                generation: gen_id,
+                closed,
+                own,
+                passed,
+                listen_pid: self.policy.listen_pid,
+            },
+        );
     }
 
     pub(super) fn spawn(
@@ -169,6 +202,8 @@ impl State {
                 sent: Vec::new(),
                 listening: None,
                 counted: false,
+                unprobed: false,
+                ignores_socket: false,
                 phase,
             },
         );

@@ -107,6 +107,9 @@ pub(crate) struct Policy {
     pub(crate) ready: ReadyRule,
     /// Number of build steps run before each generation.
     pub(crate) build_steps: usize,
+    /// Generations get `LISTEN_PID` (`--listen-pid`), which a server that
+    /// checks it needs to take the sockets at all.
+    pub(crate) listen_pid: bool,
 }
 
 /// Which signs of readiness count (`--ready`); see "Readiness" above.
@@ -171,6 +174,12 @@ struct Generation {
     listening: Option<Instant>,
     /// It has been counted ready (by any rule) and said so in the log.
     counted: bool,
+    /// `/proc` could not tell whether it waits on a socket: `listening`
+    /// being `None` says nothing.
+    unprobed: bool,
+    /// It ignores the passed sockets ([`Event::IgnoresSocket`], said
+    /// once): it serves something else, so no timer counts it ready.
+    ignores_socket: bool,
     phase: Phase,
 }
 
@@ -258,6 +267,8 @@ pub(crate) struct State {
     shutdown: Option<Shutdown>,
     /// The most generations alive at once so far, for the log.
     peak: usize,
+    /// [`Step::NeverWaited`] has been said: once per run is enough.
+    said_never_waited: bool,
 }
 
 impl State {
@@ -276,6 +287,7 @@ impl State {
             backoff: BACKOFF_MIN,
             shutdown: None,
             peak: 0,
+            said_never_waited: false,
         }
     }
 
@@ -334,6 +346,12 @@ impl State {
                 accepted,
             } => self.on_listening(gen_id, &how, accepted, at, now, &mut out),
             Event::ProbeFailed { gen_id, why } => self.on_probe_failed(gen_id, why, &mut out),
+            Event::IgnoresSocket {
+                gen_id,
+                closed,
+                own,
+                passed,
+            } => self.on_ignores_socket(gen_id, closed, own, passed, &mut out),
             Event::Spawned { gen_id, pid } => self.on_spawned(gen_id, pid, now, &mut out),
             Event::SpawnFailed { gen_id, error } => {
                 self.on_spawn_failed(gen_id, &error, now, &mut out)

@@ -133,6 +133,7 @@ impl World {
                 ReadyRule::Listen,
             ]),
             build_steps: rng.pick(&[0, 0, 1, 2]),
+            listen_pid: rng.pick(&[false, true]),
         };
         World {
             rng,
@@ -514,10 +515,20 @@ impl World {
             }
             42..=44 => {
                 if let Some(gen_id) = self.some_live() {
-                    self.feed(Event::ProbeFailed {
-                        gen_id,
-                        why: "/proc/1: permission denied".into(),
-                    });
+                    if self.rng.chance(50) {
+                        let closed = self.rng.chance(50);
+                        self.feed(Event::IgnoresSocket {
+                            gen_id,
+                            closed,
+                            own: vec![([127, 0, 0, 1], 9292).into()],
+                            passed: vec!["127.0.0.1:8080".into()],
+                        });
+                    } else {
+                        self.feed(Event::ProbeFailed {
+                            gen_id,
+                            why: "/proc/1: permission denied".into(),
+                        });
+                    }
                 }
             }
             45..=54 => {
@@ -750,6 +761,7 @@ fn simulation_keeps_every_invariant() {
         "Message",
         "Listening",
         "ProbeFailed",
+        "IgnoresSocket",
         "Spawned",
         "SpawnFailed",
         "GenExited",

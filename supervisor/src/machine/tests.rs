@@ -27,6 +27,7 @@ fn policy() -> Policy {
         ready_after: None,
         ready: ReadyRule::Auto,
         build_steps: 0,
+        listen_pid: false,
     }
 }
 
@@ -1062,4 +1063,84 @@ fn a_generation_spawned_after_a_second_stop_request_is_killed() {
         t0,
     );
     assert_eq!(a.last(), Some(&Action::Exit(1)), "{a:?}");
+}
+
+/// The steps of one kind reported since the start, by generation.
+fn reported_kind(sim: &Sim, kind: fn(&Step) -> bool) -> Vec<Option<GenId>> {
+    sim.reported
+        .iter()
+        .filter(|s| kind(s))
+        .map(Step::generation)
+        .collect()
+}
+
+#[test]
+fn a_server_that_fails_before_it_waited_on_its_socket_is_told_about_listen_pid_once() {
+    let never = |s: &Step| matches!(s, Step::NeverWaited { .. });
+    let mut sim = Sim::started(policy());
+    sim.exited(1, Exit::Code(1));
+    assert_eq!(reported_kind(&sim, never), [Some(1)]);
+    assert!(matches!(
+        sim.reported.last(),
+        Some(Step::NeverWaited {
+            generation: 1,
+            listen_pid: false
+        })
+    ));
+    // The restart fails the same way: said once per run.
+    sim.tick();
+    sim.exited(2, Exit::Code(1));
+    assert_eq!(reported_kind(&sim, never), [Some(1)]);
+}
+
+#[test]
+fn a_server_seen_waiting_or_exiting_cleanly_or_unprobed_is_not_told_it_never_waited() {
+    let never = |s: &Step| matches!(s, Step::NeverWaited { .. });
+    // Seen waiting, then crashed.
+    let mut sim = Sim::started(policy());
+    sim.listening(1);
+    sim.exited(1, Exit::Code(1));
+    // Exited 0 (a daemon's parent, a script that ended).
+    let mut clean = Sim::started(policy());
+    clean.exited(1, Exit::Code(0));
+    // `/proc` could not tell.
+    let mut unprobed = Sim::started(policy());
+    unprobed.feed(Event::ProbeFailed {
+        gen_id: 1,
+        why: "EACCES".into(),
+    });
+    unprobed.exited(1, Exit::Code(1));
+    // `--ready notify` does not probe.
+    let mut notify = Sim::started(Policy {
+        ready: ReadyRule::Notify,
+        ..policy()
+    });
+    notify.exited(1, Exit::Signal(11));
+    for sim in [sim, clean, unprobed, notify] {
+        assert!(reported_kind(&sim, never).is_empty(), "{:?}", sim.reported);
+    }
+}
+
+#[test]
+fn a_server_that_ignores_its_socket_is_said_once_and_never_counted_by_a_timer() {
+    let ignores = |s: &Step| matches!(s, Step::IgnoresSocket { .. });
+    let fell_back = |s: &Step| matches!(s, Step::FellBack { .. });
+    let mut sim = Sim::started(policy());
+    for _ in 0..2 {
+        sim.feed(Event::IgnoresSocket {
+            gen_id: 1,
+            closed: true,
+            own: vec![([0, 0, 0, 0], 9292).into()],
+            passed: vec!["127.0.0.1:8080".into()],
+        });
+    }
+    assert_eq!(reported_kind(&sim, ignores), [Some(1)]);
+    // Without it, gen 1 would fall back to a timer at --ready-timeout (the
+    // test below checks that this is so).
+    assert_eq!(sim.state.next_deadline(), None);
+    assert!(reported_kind(&sim, fell_back).is_empty());
+
+    let mut unseen = Sim::started(policy());
+    unseen.tick();
+    assert_eq!(reported_kind(&unseen, fell_back), [Some(1)]);
 }

@@ -30,7 +30,9 @@ impl State {
         }
         let gen_id = self.active()?;
         let g = self.gens.get(&gen_id)?;
-        if g.said_ready || g.listening.is_some() {
+        // One that ignores the socket is not invisible: it serves
+        // something else, and was told so.
+        if g.said_ready || g.listening.is_some() || g.ignores_socket {
             return None;
         }
         Some((gen_id, g.spawned_at + self.policy.ready_timeout))

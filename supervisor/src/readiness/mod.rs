@@ -505,7 +505,7 @@ fn select_read_fds(
 }
 
 mod accepted;
-pub use accepted::{SockDiag, accepted_connection};
+pub use accepted::{Holdings, SockDiag, holdings};
 mod parse;
 use parse::SyscallKind;
 pub use parse::*;

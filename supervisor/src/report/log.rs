@@ -241,8 +241,60 @@ fn log_only(step: &Step) -> Option<(Level, String)> {
         Step::FdStored { change, .. } => fd_store(change),
         Step::MainPidDecided { pid, decision, .. } => main_pid(*pid, decision),
         Step::Trouble(trouble) => (Level::Warn, trouble_text(trouble)),
+        Step::IgnoresSocket {
+            closed,
+            own,
+            passed,
+            listen_pid,
+            ..
+        } => (
+            Level::Warn,
+            ignores_socket(*closed, own, passed, *listen_pid),
+        ),
+        Step::NeverWaited { listen_pid, .. } => (Level::Warn, never_waited(*listen_pid)),
         _ => return None,
     })
+}
+
+/// The passed sockets a server that ignores them leaves waiting, and the
+/// fix.
+fn ignores_socket(
+    closed: bool,
+    own: &[std::net::SocketAddr],
+    passed: &[String],
+    listen_pid: bool,
+) -> String {
+    let passed = passed.join(", ");
+    let own = own
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let what = match (closed, own.is_empty()) {
+        (true, false) => {
+            format!("closed the socket devsup passed it ({passed}) and listens on {own} of its own")
+        }
+        (true, true) => format!("closed the socket devsup passed it ({passed}) without serving it"),
+        (false, _) => {
+            format!("listens on {own} of its own, not on the socket devsup passed it ({passed})")
+        }
+    };
+    let fix = if listen_pid {
+        "make it take its listener from fd 3 (LISTEN_FDS; puma: -b with that address, uvicorn: --fd 3, gunicorn: --bind fd://3)"
+    } else {
+        "make it take its listener from fd 3 (LISTEN_FDS); a server that checks LISTEN_PID (puma, go-systemd, sd_listen_fds) ignores it without --listen-pid, and puma needs -b with that address too"
+    };
+    format!("{what}: clients of {passed} wait; {fix}")
+}
+
+/// A server that failed before it waited on its socket, and what to try.
+fn never_waited(listen_pid: bool) -> String {
+    let why = if listen_pid {
+        "see its output above for why, and check that it takes its listener from fd 3 (LISTEN_FDS)"
+    } else {
+        "a server that checks LISTEN_PID (go-systemd's activation.Listeners, puma, sd_listen_fds) ignores the socket without it: try --listen-pid"
+    };
+    format!("failed before it ever waited on the socket devsup passed it; {why}")
 }
 
 /// "SIGHUP", "change to src/main.rs (+2 more)": what asked for a reload.
@@ -1249,6 +1301,50 @@ mod tests {
             (
                 Step::Trouble(Trouble::WaitFailed("EINVAL".into())),
                 "warning: waitpid failed: EINVAL",
+            ),
+            (
+                Step::IgnoresSocket {
+                    generation: 1,
+                    closed: true,
+                    own: vec![([0, 0, 0, 0], 9292).into()],
+                    passed: vec!["127.0.0.1:8080".into()],
+                    listen_pid: false,
+                },
+                "warning: gen=1 closed the socket devsup passed it (127.0.0.1:8080) and listens on 0.0.0.0:9292 of its own: clients of 127.0.0.1:8080 wait; make it take its listener from fd 3 (LISTEN_FDS); a server that checks LISTEN_PID (puma, go-systemd, sd_listen_fds) ignores it without --listen-pid, and puma needs -b with that address too",
+            ),
+            (
+                Step::IgnoresSocket {
+                    generation: 2,
+                    closed: true,
+                    own: vec![],
+                    passed: vec!["127.0.0.1:8080".into()],
+                    listen_pid: true,
+                },
+                "warning: gen=2 closed the socket devsup passed it (127.0.0.1:8080) without serving it: clients of 127.0.0.1:8080 wait; make it take its listener from fd 3 (LISTEN_FDS; puma: -b with that address, uvicorn: --fd 3, gunicorn: --bind fd://3)",
+            ),
+            (
+                Step::IgnoresSocket {
+                    generation: 2,
+                    closed: false,
+                    own: vec![([127, 0, 0, 1], 3000).into()],
+                    passed: vec!["127.0.0.1:8080".into()],
+                    listen_pid: true,
+                },
+                "warning: gen=2 listens on 127.0.0.1:3000 of its own, not on the socket devsup passed it (127.0.0.1:8080): clients of 127.0.0.1:8080 wait; make it take its listener from fd 3 (LISTEN_FDS; puma: -b with that address, uvicorn: --fd 3, gunicorn: --bind fd://3)",
+            ),
+            (
+                Step::NeverWaited {
+                    generation: 3,
+                    listen_pid: false,
+                },
+                "warning: gen=3 failed before it ever waited on the socket devsup passed it; a server that checks LISTEN_PID (go-systemd's activation.Listeners, puma, sd_listen_fds) ignores the socket without it: try --listen-pid",
+            ),
+            (
+                Step::NeverWaited {
+                    generation: 3,
+                    listen_pid: true,
+                },
+                "warning: gen=3 failed before it ever waited on the socket devsup passed it; see its output above for why, and check that it takes its listener from fd 3 (LISTEN_FDS)",
             ),
         ];
         let mut wrong = Vec::new();

@@ -33,6 +33,8 @@ mod faults_user;
 mod h2load;
 /// The core handoff: a reload changes the generation and loses nothing.
 mod handoff;
+/// A server that does not take the passed socket is named at the time.
+mod ignored_socket;
 /// Keys in a terminal.
 mod keys;
 /// Reload storms under load lose no request.
