@@ -221,6 +221,8 @@ pub(crate) enum Trouble {
     BuildCannotRun { command: String, error: String },
     /// `waitpid` failed (why).
     WaitFailed(String),
+    /// The status socket `devsup status` looks for cannot be made (why).
+    NoStatusSocket(String),
 }
 
 /// Something devsup noted and let be: shown with `-v` only.

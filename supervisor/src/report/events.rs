@@ -31,8 +31,7 @@ use tracing::{debug, warn};
 
 use super::status::Status;
 use super::{Record, Reporter};
-#[cfg(test)]
-use crate::step::Step;
+use crate::step::{Step, Trouble};
 
 /// Lines a reader may be behind before it is disconnected.
 pub(crate) const CLIENT_BACKLOG: usize = 4096;
@@ -233,7 +232,7 @@ pub(crate) fn setup(
                 events.sockets.push(path.to_owned());
                 events.dirs.extend(path.parent().map(Path::to_owned));
             }
-            Err(e) => debug!("no status socket: {e:#}"),
+            Err(e) => reporter.report(Step::Trouble(Trouble::NoStatusSocket(format!("{e:#}")))),
         }
     }
     let subscriber = hub.clone();

@@ -594,6 +594,9 @@ fn trouble_text(trouble: &Trouble) -> String {
             )
         }
         Trouble::WaitFailed(why) => format!("waitpid failed: {why}"),
+        Trouble::NoStatusSocket(why) => {
+            format!("`devsup status` cannot reach this devsup: {why}")
+        }
     }
 }
 
@@ -1301,6 +1304,12 @@ mod tests {
             (
                 Step::Trouble(Trouble::WaitFailed("EINVAL".into())),
                 "warning: waitpid failed: EINVAL",
+            ),
+            (
+                Step::Trouble(Trouble::NoStatusSocket(
+                    "/run/user/1000/devsup-status is not a private directory of this user (mode 755); remove it".into(),
+                )),
+                "warning: `devsup status` cannot reach this devsup: /run/user/1000/devsup-status is not a private directory of this user (mode 755); remove it",
             ),
             (
                 Step::IgnoresSocket {

@@ -257,14 +257,33 @@ pub(crate) fn prepare_dir(socket: &Path) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
     }
-    let meta = std::fs::symlink_metadata(dir)?;
-    if !meta.is_dir() || meta.uid() != nix::unistd::getuid().as_raw() || meta.mode() & 0o077 != 0 {
-        bail!(
-            "{} is not a private directory of this user; remove it",
-            dir.display()
-        );
+    if let Some(why) = not_private(dir) {
+        bail!("{why}");
     }
     Ok(())
+}
+
+/// Why `dir` is not a directory that only this user can use, if it is not
+/// (for the status socket, which devsup makes only in such a directory).
+fn not_private(dir: &Path) -> Option<String> {
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) => return Some(format!("cannot read {}: {e}", dir.display())),
+    };
+    let me = nix::unistd::getuid().as_raw();
+    let why = if !meta.is_dir() {
+        "is not a directory".to_owned()
+    } else if meta.uid() != me {
+        format!("belongs to uid {}, not to this user ({me})", meta.uid())
+    } else if meta.mode() & 0o077 != 0 {
+        format!(
+            "is open to other users (mode {:o}), so devsup does not listen there",
+            meta.mode() & 0o777
+        )
+    } else {
+        return None;
+    };
+    Some(format!("{} {why}; remove it", dir.display()))
 }
 
 /// FNV-1a, 64 bits: a stable name for a directory.
@@ -277,10 +296,19 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// Reads the status line from the event socket at `path`.
 pub(crate) fn query(path: &Path) -> anyhow::Result<String> {
     let stream = UnixStream::connect(path).with_context(|| {
-        format!(
-            "no devsup answers at {}: start devsup in this directory, or pass the socket of its --events unix::PATH",
-            path.display()
-        )
+        // A devsup does not listen in a directory others could use: say
+        // so, rather than that none runs.
+        let dir = path.parent().filter(|d| d.exists());
+        match dir.and_then(not_private) {
+            Some(why) => format!(
+                "no devsup answers at {}: {why}, then restart devsup",
+                path.display()
+            ),
+            None => format!(
+                "no devsup answers at {}: start devsup in this directory, or pass the socket of its --events unix::PATH",
+                path.display()
+            ),
+        }
     })?;
     stream.set_read_timeout(Some(QUERY_TIMEOUT))?;
     let mut line = String::new();

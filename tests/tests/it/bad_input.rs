@@ -213,3 +213,44 @@ fn out_of_range_durations_are_refused_with_the_limit() {
     let error = refused(dir.path(), &["-p", "0", "--poll=0", "--", server]);
     assert_says(&error, &["--poll", "too short", "10ms"]);
 }
+
+/// A status directory other users can use (issue 19, defect 8): devsup
+/// makes no socket there, and says so at start, instead of only at debug
+/// level; `devsup status` says why it finds none, instead of "start devsup
+/// in this directory" while one runs.
+#[test]
+fn a_status_directory_open_to_others_is_named_at_start_and_by_status() {
+    let dir = temp_dir();
+    let runtime = temp_dir();
+    let status_dir = runtime.path().join("devsup-status");
+    std::fs::create_dir(&status_dir).unwrap();
+    std::fs::set_permissions(&status_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let devsup = Devsup::builder(dir.path())
+        .args(["--no-watch"])
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .spawn();
+    let warning = devsup.wait_for_line(
+        |l: &str| l.contains("`devsup status` cannot reach this devsup"),
+        TIMEOUT,
+    );
+    assert!(
+        warning.contains("is open to other users (mode 755)") && warning.contains("remove it"),
+        "{warning}"
+    );
+    devsup.wait_event(1, "ready", TIMEOUT);
+    let out = std::process::Command::new(&binaries().devsup)
+        .arg("status")
+        .current_dir(dir.path())
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is open to other users (mode 755)")
+            && stderr.contains("then restart devsup")
+            && !stderr.contains("start devsup in this directory"),
+        "{stderr}"
+    );
+    devsup_tests::harness::stop_cleanly(&devsup);
+}
