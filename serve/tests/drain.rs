@@ -6,8 +6,7 @@
 //! test it completed, and `serve` drops its listener and flags the drain
 //! before it next yields, so both have happened by the time the test runs.
 //!
-//! About 520 lines: one client-side scenario per rule of the drain, each a
-//! few dozen lines.
+//! One client-side scenario per rule of the drain, each a few dozen lines.
 
 use std::io;
 use std::net::SocketAddr;

@@ -54,7 +54,7 @@
 //! phases side by side (`handoff-keep-alive.svg`, `handoff-close.svg`,
 //! `compare.svg`).
 //!
-//! About 580 lines: the command line and the handoff part; every other part
+//! This file holds the command line and the handoff part; every other part
 //! is in `bench/`.
 
 mod bench;
