@@ -417,11 +417,11 @@ fn receive(
     if let Ok(cmsgs) = msg.cmsgs() {
         for c in cmsgs {
             match c {
-                // SAFETY: the kernel just installed these fds in this
-                // process (close-on-exec on Linux); nothing else owns
-                // them.
                 ControlMessageOwned::ScmRights(raw) => {
                     for fd in raw {
+                        // SAFETY: the kernel just installed these fds in
+                        // this process (close-on-exec on Linux); nothing
+                        // else owns them.
                         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
                         platform::fds::received(&fd);
                         fds.push(fd);
