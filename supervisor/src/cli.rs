@@ -39,6 +39,7 @@ use crate::sockets::SocketSpec;
     args_conflicts_with_subcommands = true,
     after_help = "\
 Examples:
+  devsup --port 8080                    (in a Cargo package: builds and runs what `cargo run` would)
   devsup --port 8080 -- ./target/debug/server
   devsup --port 8080 --build 'cargo build' -- ./target/debug/server
   devsup -s http=tcp::[::1]:8080 -s admin=unix::/tmp/admin.sock --ready-after 1s -- cargo run
@@ -80,6 +81,16 @@ pub(crate) struct Cli {
     /// A failing step keeps the running generation.
     #[arg(short, long = "build", value_name = "CMD", help_heading = "Build")]
     pub(crate) builds: Vec<String>,
+
+    /// With no command, in a Cargo package: run this binary of the package (default: the one
+    /// `cargo run` runs, its `default-run` or its only binary).
+    #[arg(long, value_name = "NAME", help_heading = "Build")]
+    pub(crate) bin: Option<String>,
+
+    /// With no command, in a Cargo workspace: build and run this member (cargo's `-p`; devsup's
+    /// `-p` is `--port`).
+    #[arg(long, value_name = "NAME", help_heading = "Build")]
+    pub(crate) package: Option<String>,
 
     /// Watch this directory (and the tree below it) or this one file for changes; repeat for several
     /// (default: the current directory).
@@ -242,6 +253,8 @@ impl Cli {
             listen_pid: flag(self.listen_pid),
             nonblocking: flag(self.nonblocking),
             builds: list(self.builds),
+            bin: self.bin,
+            package: self.package,
             watch: (!self.watch.is_empty()).then_some(self.watch),
             no_watch: flag(self.no_watch),
             poll: self.poll,

@@ -505,6 +505,18 @@ pub(crate) enum Step {
         generation: Option<GenId>,
         note: Note,
     },
+    /// No command was given: the Cargo binary devsup builds and runs, as
+    /// `cargo run` would. The log's first line.
+    #[serde(skip_serializing)]
+    Inferred {
+        package: String,
+        bin: String,
+        /// Why this binary: `--bin`, `default-run` or `the only binary`.
+        because: &'static str,
+        /// The build step.
+        build: String,
+        target_dir: String,
+    },
 }
 
 impl Step {
@@ -539,6 +551,7 @@ impl Step {
             | Step::NotSignalled { .. }
             | Step::BuildKilled { .. }
             | Step::ShutdownForced { .. }
+            | Step::Inferred { .. }
             | Step::Trouble(_) => None,
         }
     }
@@ -562,6 +575,7 @@ impl Step {
                 | Step::MainPidDecided { .. }
                 | Step::Trouble(_)
                 | Step::Noted { .. }
+                | Step::Inferred { .. }
         )
     }
 

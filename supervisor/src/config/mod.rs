@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::cargo::{self, Inferred};
 use crate::machine::{Policy, ReadyRule};
 use crate::process::Program;
 use crate::report::events::Target;
@@ -46,6 +47,8 @@ pub(crate) struct Options {
     pub(crate) listen_pid: Option<bool>,
     pub(crate) nonblocking: Option<bool>,
     pub(crate) builds: Option<Vec<String>>,
+    pub(crate) bin: Option<String>,
+    pub(crate) package: Option<String>,
     pub(crate) watch: Option<Vec<PathBuf>>,
     pub(crate) no_watch: Option<bool>,
     pub(crate) poll: Option<Duration>,
@@ -91,6 +94,8 @@ impl Options {
             listen_pid: self.listen_pid.or(under.listen_pid),
             nonblocking: self.nonblocking.or(under.nonblocking),
             builds: self.builds.or(under.builds),
+            bin: self.bin.or(under.bin),
+            package: self.package.or(under.package),
             poll: self.poll.or(under.poll),
             debounce: self.debounce.or(under.debounce),
             ignore: self.ignore.or(under.ignore),
@@ -131,6 +136,9 @@ pub(crate) struct Config {
     pub(crate) prefix: bool,
     pub(crate) events: Option<Target>,
     pub(crate) livereload: Option<SocketAddr>,
+    /// No command was given: what devsup inferred from the Cargo package
+    /// (its build step is the last of `builds`).
+    pub(crate) cargo: Option<Inferred>,
 }
 
 impl Config {
@@ -167,7 +175,25 @@ impl Config {
             Some((path, file)) => file.options(&path)?,
             None => Options::default(),
         };
-        Config::from_options(options.over(from_file))
+        Config::from_options_in(options.over(from_file), cwd)
+    }
+
+    /// [`Config::from_options`], but with no command, the binary `cargo
+    /// run` would run in `cwd` (see [`crate::cargo`]).
+    pub(crate) fn from_options_in(mut o: Options, cwd: &Path) -> anyhow::Result<Config> {
+        if o.command.is_some() {
+            return Config::from_options(o);
+        }
+        let inferred = cargo::infer(cwd, o.bin.as_deref(), o.package.as_deref())?;
+        o.command = Some(vec![inferred.bin.clone().into()]);
+        o.builds
+            .get_or_insert_with(Vec::new)
+            .push(inferred.build.clone());
+        // Used up: `from_options` refuses them next to a command.
+        (o.bin, o.package) = (None, None);
+        let mut config = Config::from_options(o)?;
+        config.cargo = Some(inferred);
+        Ok(config)
     }
 
     /// The config file's `events` (`file`, else devsup.toml or
@@ -180,6 +206,19 @@ impl Config {
     /// file format cannot, and builds the [`Config`].
     pub(crate) fn from_options(o: Options) -> anyhow::Result<Config> {
         no_zero_timeout(&o)?;
+        if o.command.is_some() {
+            for (given, option) in [
+                (o.bin.is_some(), "--bin"),
+                (o.package.is_some(), "--package"),
+            ] {
+                if given {
+                    anyhow::bail!(
+                        "{option} chooses what to build and run when no command is given: \
+                         drop it, or drop the command after `--`"
+                    );
+                }
+            }
+        }
         let mut sockets = Vec::new();
         if let Some(port) = o.port {
             sockets.push(SocketSpec {
@@ -227,6 +266,7 @@ impl Config {
             ready_timeout: o.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
             ready_after: o.ready_after,
             ready: o.ready.unwrap_or(ReadyRule::Auto),
+            cargo: None,
         })
     }
 }

@@ -297,7 +297,10 @@ impl Executor {
     }
 
     fn spawn(&mut self, gen_id: GenId, trigger_at: Option<Instant>) -> Event {
-        let path = match self.config.program.resolve() {
+        // With no command, the executable cargo's last build named.
+        let path = match (self.config.cargo.as_ref())
+            .map_or_else(|| self.config.program.resolve(), |c| c.built.path())
+        {
             Ok(path) => path,
             Err(e) => {
                 return Event::SpawnFailed {
@@ -487,7 +490,12 @@ impl Executor {
         });
         // The step's stdout and stderr go through the tee, which shows them
         // and keeps their end for a failure's report.
-        let output = match tee::start("build") {
+        // The inferred cargo step (the last): its stdout is cargo's JSON
+        // messages, read for the binary's path rather than shown.
+        let messages = (self.config.cargo.as_ref())
+            .filter(|_| step + 1 == total)
+            .map(|c| c.built.clone());
+        let output = match tee::start("build", messages) {
             Ok((tail, out, err)) => {
                 self.build_output = Some(tail);
                 Some((out, err))

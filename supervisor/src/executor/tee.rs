@@ -21,10 +21,12 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::cargo::Built;
 
 /// Lines in a failed build's `output_tail`.
 pub(crate) const MAX_LINES: usize = 20;
@@ -219,9 +221,15 @@ impl Tail {
 /// Two pipes, for a child's stdout and stderr, whose bytes go through to
 /// devsup's stdout and stderr and into one [`Tail`]. Returns the tail and
 /// the child's ends (stdout, stderr).
-pub(crate) fn start(name: &str) -> std::io::Result<(Tail, OwnedFd, OwnedFd)> {
+pub(crate) fn start(
+    name: &str,
+    messages: Option<Built>,
+) -> std::io::Result<(Tail, OwnedFd, OwnedFd)> {
     let tail = Tail::with_streams(2);
-    let out = pipe(name, std::io::stdout(), tail.clone(), 0)?;
+    let out = match messages {
+        Some(built) => cargo_messages(name, built, tail.clone())?,
+        None => pipe(name, std::io::stdout(), tail.clone(), 0)?,
+    };
     let err = match pipe(name, std::io::stderr(), tail.clone(), 1) {
         Ok(err) => err,
         Err(e) => {
@@ -286,6 +294,39 @@ fn pipe(
                 ours.feed(stream, &buf[..n]);
             }
             ours.end(stream);
+        })?;
+    Ok(write)
+}
+
+/// The stdout of the inferred `cargo build` (see [`crate::cargo`]): each
+/// line one of cargo's JSON messages, read by `built` and neither shown
+/// nor kept; any other line is shown and kept like the other streams'.
+fn cargo_messages(name: &str, built: Built, ours: Tail) -> std::io::Result<OwnedFd> {
+    let (read, write) = crate::platform::fds::pipe()?;
+    std::thread::Builder::new()
+        .name(format!("{name}-messages"))
+        .spawn(move || {
+            let mut lines = std::io::BufReader::new(std::fs::File::from(read));
+            let mut line = Vec::new();
+            let mut echo = true;
+            loop {
+                line.clear();
+                match lines.read_until(b'\n', &mut line) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+                if built.take_line(&line) {
+                    continue;
+                }
+                if echo {
+                    let mut out = std::io::stdout();
+                    echo = out.write_all(&line).and_then(|()| out.flush()).is_ok();
+                }
+                ours.feed(0, &line);
+            }
+            ours.end(0);
         })?;
     Ok(write)
 }

@@ -229,6 +229,20 @@ fn log_only(step: &Step) -> Option<(Level, String)> {
             Level::Warn,
             format!("{cause} again: killing every generation now"),
         ),
+        Step::Inferred {
+            package,
+            bin,
+            because,
+            build,
+            target_dir,
+        } => (
+            Level::Info,
+            format!(
+                "no command given: running {bin} ({because} of package {package}), as `cargo run` \
+                 would, built by `{build}` into {target_dir}; choose with --bin/--package, or give \
+                 a command after `--`"
+            ),
+        ),
         Step::Said { what, .. } => (
             Level::Info,
             match what {
@@ -1183,6 +1197,16 @@ mod tests {
                     },
                 },
                 "gen=2 removed 2 stored fd(s) named db",
+            ),
+            (
+                Step::Inferred {
+                    package: "app".into(),
+                    bin: "server".into(),
+                    because: "default-run",
+                    build: "cargo build --message-format=json-render-diagnostics --package app --bin server".into(),
+                    target_dir: "/tmp/t".into(),
+                },
+                "no command given: running server (default-run of package app), as `cargo run` would, built by `cargo build --message-format=json-render-diagnostics --package app --bin server` into /tmp/t; choose with --bin/--package, or give a command after `--`",
             ),
             (
                 Step::FdStored {
