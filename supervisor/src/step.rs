@@ -255,6 +255,15 @@ pub(crate) enum Note {
     },
 }
 
+/// Why connections wait unanswered ([`Step::Unserved`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unserved {
+    /// The first build runs.
+    Building,
+    /// The first build failed: nothing will serve until one succeeds.
+    BuildFailed,
+}
+
 /// One step. Serialized with its kind in `event`, in snake case.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -517,6 +526,11 @@ pub(crate) enum Step {
         build: String,
         target_dir: String,
     },
+    /// No generation was ever spawned, and connections to `addrs` wait in
+    /// the accept queue unanswered (said once each, without
+    /// `--livereload`).
+    #[serde(skip_serializing)]
+    Unserved { addrs: Vec<String>, why: Unserved },
 }
 
 impl Step {
@@ -552,6 +566,7 @@ impl Step {
             | Step::BuildKilled { .. }
             | Step::ShutdownForced { .. }
             | Step::Inferred { .. }
+            | Step::Unserved { .. }
             | Step::Trouble(_) => None,
         }
     }
@@ -576,6 +591,7 @@ impl Step {
                 | Step::Trouble(_)
                 | Step::Noted { .. }
                 | Step::Inferred { .. }
+                | Step::Unserved { .. }
         )
     }
 

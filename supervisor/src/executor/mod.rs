@@ -54,6 +54,7 @@ mod main_pid;
 mod outbox;
 mod output;
 mod tee;
+mod unserved;
 // Readiness seen from the kernel reads /proc: Linux only; elsewhere every
 // generation falls back to READY=1 or the --ready-after timer.
 #[cfg(target_os = "linux")]
@@ -91,6 +92,8 @@ struct Proc {
 
 /// Carries out actions: the only code that touches processes.
 pub(crate) struct Executor {
+    /// Says once that connections wait while none was ever spawned.
+    unserved: unserved::Unserved,
     config: Config,
     listeners: Vec<Listener>,
     tx: Sender<Input>,
@@ -170,7 +173,12 @@ impl Executor {
             })?;
         }
         let probes = probe::Probes::new(&listeners, config.ready != ReadyRule::Notify, tx.clone());
+        let unserved = unserved::Unserved::new(
+            listeners.iter().map(|l| l.addr.to_string()).collect(),
+            config.livereload.is_none(),
+        );
         Ok(Executor {
+            unserved,
             probes,
             config,
             listeners,
@@ -267,6 +275,9 @@ impl Executor {
     /// output to end ([`outbox`]).
     fn report(&mut self, step: Step) {
         crate::report::log::write(&step);
+        if let Some(unserved) = self.unserved.after(&step) {
+            crate::report::log::write(&unserved);
+        }
         // Counted ready by any rule: readiness is probed no more.
         self.probes.reported(&step);
         let was_held = self.outbox.next_wake().is_some();

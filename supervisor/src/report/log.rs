@@ -14,7 +14,7 @@ use crate::event::GenId;
 use crate::log::{latency, ms};
 use crate::step::{
     AfterExit, BuildStatus, Cause, DrainReason, Fallback, FdStore, Into, KillReason, MainPid, Note,
-    Phase, Rule, Said, SocketSeen, Step, Trouble,
+    Phase, Rule, Said, SocketSeen, Step, Trouble, Unserved,
 };
 
 /// How much a line matters; `DEVSUP_LOG`, `-q` and `-v` filter on it.
@@ -176,6 +176,27 @@ fn stopping(step: &Step) -> Option<(Level, String)> {
 }
 
 /// The lines of the steps only the log shows.
+/// [`Step::Unserved`]'s line.
+fn unserved(addrs: &[String], why: Unserved) -> (Level, String) {
+    let addrs = addrs.join(", ");
+    match why {
+        Unserved::Building => (
+            Level::Info,
+            format!(
+                "connections to {addrs} wait unanswered until gen=1 is ready, after the first build \
+                 (they are queued, not refused); --livereload shows browsers a page meanwhile"
+            ),
+        ),
+        Unserved::BuildFailed => (
+            Level::Warn,
+            format!(
+                "the first build failed, so connections to {addrs} wait unanswered (curl and browsers \
+                 hang): fix the error and save to build again, or press r + Enter"
+            ),
+        ),
+    }
+}
+
 fn log_only(step: &Step) -> Option<(Level, String)> {
     Some(match step {
         Step::FellBack { why, after, .. } => (Level::Warn, fell_back(why, *after)),
@@ -229,6 +250,7 @@ fn log_only(step: &Step) -> Option<(Level, String)> {
             Level::Warn,
             format!("{cause} again: killing every generation now"),
         ),
+        Step::Unserved { addrs, why } => unserved(addrs, *why),
         Step::Inferred {
             package,
             bin,
@@ -1197,6 +1219,20 @@ mod tests {
                     },
                 },
                 "gen=2 removed 2 stored fd(s) named db",
+            ),
+            (
+                Step::Unserved {
+                    addrs: vec!["127.0.0.1:8080".into(), "/tmp/a.sock".into()],
+                    why: Unserved::Building,
+                },
+                "connections to 127.0.0.1:8080, /tmp/a.sock wait unanswered until gen=1 is ready, after the first build (they are queued, not refused); --livereload shows browsers a page meanwhile",
+            ),
+            (
+                Step::Unserved {
+                    addrs: vec!["127.0.0.1:8080".into()],
+                    why: Unserved::BuildFailed,
+                },
+                "warning: the first build failed, so connections to 127.0.0.1:8080 wait unanswered (curl and browsers hang): fix the error and save to build again, or press r + Enter",
             ),
             (
                 Step::Inferred {

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use devsup_tests::harness::{Devsup, TIMEOUT, binaries, stop_cleanly};
+use devsup_tests::harness::{Devsup, TIMEOUT, binaries, stop_cleanly, temp_dir, wait_until};
 use devsup_tests::http;
 
 /// A std-only server that takes the listener devsup passes at fd 3 and
@@ -194,4 +194,41 @@ fn cargo_devsup_chooses_with_package_and_bin_in_a_workspace() {
     assert_eq!(body(&devsup), "hello two\n");
     assert!(target.path().join("debug/two").exists());
     stop_cleanly(&devsup);
+}
+
+/// Without `--livereload`, while no generation was ever spawned, the log
+/// says once that connections wait and why, and once after a failed
+/// first build what to do; a second failure says nothing more, and the
+/// fixed build serves.
+#[test]
+fn without_livereload_the_log_says_once_that_connections_wait_and_what_to_do() {
+    let dir = temp_dir();
+    let devsup = Devsup::builder(dir.path())
+        .args(["--build", "test -f ok"])
+        .spawn();
+    let waiting = devsup.wait_for_line("wait unanswered until gen=1 is ready", TIMEOUT);
+    let addr = devsup.addr().to_string();
+    assert!(
+        waiting.contains(&format!("connections to {addr} ")),
+        "{waiting}"
+    );
+    devsup.wait_for_line("build step 1 failed", TIMEOUT);
+    let failed = devsup.wait_for_line("the first build failed, so connections to", TIMEOUT);
+    assert!(
+        failed.contains(&addr) && failed.contains("fix the error and save"),
+        "{failed}"
+    );
+    std::fs::write(dir.path().join("again.txt"), "1").unwrap();
+    assert!(
+        wait_until(TIMEOUT, || devsup.count_lines("build step 1 failed") == 2),
+        "{}",
+        devsup.log_text()
+    );
+    std::fs::write(dir.path().join("ok"), "").unwrap();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    assert!(http::get(devsup.addr(), "/").unwrap().status == 200);
+    stop_cleanly(&devsup);
+    for said in ["wait unanswered until gen=1", "the first build failed, so"] {
+        assert_eq!(devsup.count_lines(said), 1, "{said}: {}", devsup.log_text());
+    }
 }
