@@ -262,6 +262,8 @@ pub(crate) enum Unserved {
     Building,
     /// The first build failed: nothing will serve until one succeeds.
     BuildFailed,
+    /// `--livereload`: devsup answers them with its page meanwhile.
+    Page,
 }
 
 /// One step. Serialized with its kind in `event`, in snake case.
@@ -526,9 +528,9 @@ pub(crate) enum Step {
         build: String,
         target_dir: String,
     },
-    /// No generation was ever spawned, and connections to `addrs` wait in
-    /// the accept queue unanswered (said once each, without
-    /// `--livereload`).
+    /// No generation was ever spawned: connections to `addrs` wait in the
+    /// accept queue unanswered, or get `--livereload`'s page (said once
+    /// each).
     #[serde(skip_serializing)]
     Unserved { addrs: Vec<String>, why: Unserved },
 }

@@ -41,6 +41,7 @@ use tracing::warn;
 use crate::config::Config;
 use crate::event::{Event, Exit, GenId, Input, Store};
 use crate::guard::Guard;
+use crate::livereload::down::{self, DownPage};
 use crate::machine::{Action, ReadyRule};
 use crate::platform;
 use crate::process::{self, ExecStatus, Inherit};
@@ -54,6 +55,7 @@ mod main_pid;
 mod outbox;
 mod output;
 mod tee;
+pub(crate) use tee::Tail;
 mod unserved;
 // Readiness seen from the kernel reads /proc: Linux only; elsewhere every
 // generation falls back to READY=1 or the --ready-after timer.
@@ -94,6 +96,9 @@ struct Proc {
 pub(crate) struct Executor {
     /// Says once that connections wait while none was ever spawned.
     unserved: unserved::Unserved,
+    /// `--livereload`'s page on the served sockets until the first
+    /// generation is spawned (then `None`).
+    down: Option<DownPage>,
     config: Config,
     listeners: Vec<Listener>,
     tx: Sender<Input>,
@@ -175,10 +180,19 @@ impl Executor {
         let probes = probe::Probes::new(&listeners, config.ready != ReadyRule::Notify, tx.clone());
         let unserved = unserved::Unserved::new(
             listeners.iter().map(|l| l.addr.to_string()).collect(),
-            config.livereload.is_none(),
+            config.livereload.is_some(),
         );
+        // The building page, with the script of the live-reload server.
+        let livereload_url = (extra_env.iter())
+            .find(|(k, _)| k == crate::livereload::ENV_LIVERELOAD)
+            .map(|(_, url)| url.to_string_lossy().into_owned());
+        let down = match livereload_url {
+            Some(url) if !listeners.is_empty() => Some(down::start(&listeners, &url, &reporter)?),
+            _ => None,
+        };
         Ok(Executor {
             unserved,
+            down,
             probes,
             config,
             listeners,
@@ -339,6 +353,11 @@ impl Executor {
                 .collect(),
             capture_output: self.config.prefix,
         };
+        // devsup accepts no connection from here on: each is the
+        // generation's (the page's thread has stopped when this returns).
+        if let Some(down) = self.down.take() {
+            down.stop();
+        }
         match process::spawn(&path, &self.config.program, &inherit) {
             Ok(spawned) => {
                 self.report(Step::Spawned {
@@ -508,6 +527,9 @@ impl Executor {
             .map(|c| c.built.clone());
         let output = match tee::start("build", messages) {
             Ok((tail, out, err)) => {
+                if let Some(down) = &self.down {
+                    down.progress(tail.clone());
+                }
                 self.build_output = Some(tail);
                 Some((out, err))
             }

@@ -166,6 +166,17 @@ impl Tail {
         Printed { lines, text }
     }
 
+    /// The last non-blank line printed so far, unfinished ones included,
+    /// as a terminal would show it last (a progress line as last drawn),
+    /// without ANSI escapes: for the `--livereload` building page.
+    pub(crate) fn latest(&self) -> Option<String> {
+        let text = self.lock().text();
+        text.lines()
+            .rev()
+            .map(clean)
+            .find(|line| !line.trim().is_empty())
+    }
+
     /// Whether every stream has ended.
     pub(crate) fn ended(&self) -> bool {
         self.lock().open == 0

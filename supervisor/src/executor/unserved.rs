@@ -5,7 +5,9 @@
 //! with no word why. Without `--livereload` (which answers them with a
 //! page instead, see `livereload/down.rs`), the log says so once when the
 //! first build starts, and once after a first build failed, with what to
-//! do. Once a generation was spawned, the steps of later builds say it all.
+//! do. With `--livereload`, it says once that devsup answers them with
+//! its page. Once a generation was spawned, the steps of later builds say
+//! it all.
 
 use crate::step::{BuildStatus, Step, Unserved as Why};
 
@@ -13,18 +15,21 @@ use crate::step::{BuildStatus, Step, Unserved as Why};
 #[derive(Debug)]
 pub(crate) struct Unserved {
     addrs: Vec<String>,
-    /// Off with `--livereload`, or when there is nothing to say it of.
+    /// Off when there is nothing to say it of.
     on: bool,
+    /// `--livereload`: devsup answers them with its page.
+    page: bool,
     spawned: bool,
     said_building: bool,
     said_failed: bool,
 }
 
 impl Unserved {
-    /// For the served addresses `addrs`; `on` without `--livereload`.
-    pub(crate) fn new(addrs: Vec<String>, on: bool) -> Unserved {
+    /// For the served addresses `addrs`; `page` with `--livereload`.
+    pub(crate) fn new(addrs: Vec<String>, page: bool) -> Unserved {
         Unserved {
-            on: on && !addrs.is_empty(),
+            on: !addrs.is_empty(),
+            page,
             addrs,
             spawned: false,
             said_building: false,
@@ -44,12 +49,12 @@ impl Unserved {
             }
             Step::BuildStarted { step: 1, .. } if !self.said_building => {
                 self.said_building = true;
-                Why::Building
+                if self.page { Why::Page } else { Why::Building }
             }
             Step::BuildFinished {
                 status: BuildStatus::Failed,
                 ..
-            } if !self.said_failed => {
+            } if !self.said_failed && !self.page => {
                 self.said_failed = true;
                 Why::BuildFailed
             }
@@ -101,7 +106,7 @@ mod tests {
 
     #[test]
     fn said_once_while_building_and_once_after_a_failure_until_a_spawn() {
-        let mut u = Unserved::new(vec!["127.0.0.1:8080".into()], true);
+        let mut u = Unserved::new(vec!["127.0.0.1:8080".into()], false);
         assert_eq!(why(u.after(&started(1))), Some(Why::Building));
         assert_eq!(why(u.after(&started(2))), None, "one build, one line");
         assert_eq!(why(u.after(&failed())), Some(Why::BuildFailed));
@@ -112,7 +117,7 @@ mod tests {
             pid: 9,
             after_trigger_us: None,
         };
-        let mut u = Unserved::new(vec!["127.0.0.1:8080".into()], true);
+        let mut u = Unserved::new(vec!["127.0.0.1:8080".into()], false);
         assert_eq!(why(u.after(&spawned)), None);
         assert_eq!(why(u.after(&started(1))), None, "a generation was spawned");
         assert_eq!(
@@ -123,9 +128,10 @@ mod tests {
     }
 
     #[test]
-    fn silent_with_livereload() {
-        let mut u = Unserved::new(vec!["127.0.0.1:8080".into()], false);
+    fn with_livereload_the_page_is_said_once() {
+        let mut u = Unserved::new(vec!["127.0.0.1:8080".into()], true);
+        assert_eq!(why(u.after(&started(1))), Some(Why::Page));
+        assert_eq!(why(u.after(&failed())), None, "the page shows it");
         assert_eq!(why(u.after(&started(1))), None);
-        assert_eq!(why(u.after(&failed())), None);
     }
 }

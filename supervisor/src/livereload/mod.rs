@@ -30,6 +30,7 @@
 //! so a server (or the tower layer of devsup-serve) can add the script tag
 //! to its pages.
 
+pub(crate) mod down;
 mod server;
 
 use std::ffi::OsString;

@@ -194,6 +194,13 @@ fn unserved(addrs: &[String], why: Unserved) -> (Level, String) {
                  hang): fix the error and save to build again, or press r + Enter"
             ),
         ),
+        Unserved::Page => (
+            Level::Info,
+            format!(
+                "live reload: answering connections to {addrs} with a 503 building page until \
+                 gen=1 is spawned (then they wait for it)"
+            ),
+        ),
     }
 }
 
@@ -1226,6 +1233,13 @@ mod tests {
                     why: Unserved::Building,
                 },
                 "connections to 127.0.0.1:8080, /tmp/a.sock wait unanswered until gen=1 is ready, after the first build (they are queued, not refused); --livereload shows browsers a page meanwhile",
+            ),
+            (
+                Step::Unserved {
+                    addrs: vec!["127.0.0.1:8080".into()],
+                    why: Unserved::Page,
+                },
+                "live reload: answering connections to 127.0.0.1:8080 with a 503 building page until gen=1 is spawned (then they wait for it)",
             ),
             (
                 Step::Unserved {

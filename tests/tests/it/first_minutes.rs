@@ -3,6 +3,7 @@
 //! binary `cargo run` would, from wherever cargo says it put it; `cargo
 //! devsup` does the same.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use devsup_tests::harness::{Devsup, TIMEOUT, binaries, stop_cleanly, temp_dir, wait_until};
@@ -231,4 +232,166 @@ fn without_livereload_the_log_says_once_that_connections_wait_and_what_to_do() {
     for said in ["wait unanswered until gen=1", "the first build failed, so"] {
         assert_eq!(devsup.count_lines(said), 1, "{said}: {}", devsup.log_text());
     }
+}
+
+/// The build step of the `--livereload` page tests: says a progress line,
+/// waits (the first time) until the test writes to the fifo `gate`, and
+/// fails like a compiler when `src/page.txt` says `BROKEN`.
+pub(crate) const GATED_BUILD: &str = r#"#!/bin/sh
+echo '   Compiling page v0.1.0 (gated)' >&2
+if [ -p gate ]; then cat gate >/dev/null; rm -f gate; fi
+if grep -q BROKEN src/page.txt; then
+  printf '\033[1m\033[91merror[E0308]\033[0m: mismatched types: expected `Vec<T>`, found `&str`\n' >&2
+  printf '  --> src/page.txt:1:1\n' >&2
+  exit 101
+fi
+mkdir -p out
+cp src/page.txt out/page.txt
+"#;
+
+/// A page site for the `--livereload` page: `src/page.txt` holds
+/// `content`, the build is [`GATED_BUILD`], gated if `gated`. Returns
+/// devsup (watching `src/`) and the live-reload URL.
+pub(crate) fn gated_site(dir: &Path, content: &str, gated: bool) -> (Devsup, String) {
+    write(&dir.join("src/page.txt"), content);
+    write(&dir.join("build.sh"), GATED_BUILD);
+    if gated {
+        nix::unistd::mkfifo(&dir.join("gate"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    }
+    let devsup = Devsup::builder(dir)
+        .args([
+            "--livereload=127.0.0.1:0",
+            "--build",
+            "sh build.sh",
+            "--watch",
+        ])
+        .arg(dir.join("src"))
+        .server(devsup_tests::browser::page_server())
+        .server_args(["out/page.txt"])
+        .spawn();
+    let line = devsup.wait_for_line("live reload at http://", TIMEOUT);
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    (devsup, url)
+}
+
+/// Lets the gated first build go on.
+pub(crate) fn open_gate(dir: &Path) {
+    // Blocks until the build reads the fifo, which it does right after
+    // its progress line.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("gate"))
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+}
+
+/// With `--livereload`, during the first build devsup answers on the
+/// served port itself: 503, Retry-After, "building…" with the build's
+/// latest line and the live-reload script. It stops before gen 1 is
+/// spawned: every connection made after the `spawned` line is gen 1's,
+/// and none fails across the switch.
+#[test]
+fn with_livereload_the_first_build_gets_a_503_building_page_until_gen_1_is_spawned() {
+    let dir = temp_dir();
+    let (devsup, livereload) = gated_site(dir.path(), "version 1", true);
+    devsup.wait_for_line("Compiling page v0.1.0 (gated)", TIMEOUT);
+    devsup.wait_for_line("with a 503 building page until gen=1 is spawned", TIMEOUT);
+    let addr = devsup.addr();
+    let page = http::get(addr, "/").unwrap();
+    assert_eq!(page.status, 503, "{page:?}");
+    assert_eq!(page.header("retry-after"), Some("1"));
+    assert!(
+        page.body.contains("<h1 id=\"content\">building…</h1>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("   Compiling page v0.1.0 (gated)"),
+        "{}",
+        page.body
+    );
+    let script =
+        format!("<script src=\"{livereload}/devsup-livereload.js\" data-generation=\"0\">");
+    assert!(page.body.contains(&script), "{}", page.body);
+
+    // Requests one after another across the switch, each on a new
+    // connection, with the instant each connect began.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && seen.len() < 5000 {
+                let began = std::time::Instant::now();
+                let status = http::get(addr, "/")
+                    .map(|r| r.status)
+                    .map_err(|e| e.to_string());
+                seen.push((began, status));
+            }
+            seen
+        })
+    };
+    open_gate(dir.path());
+    devsup.wait_event(1, "ready", TIMEOUT);
+    // Once gen 1 answers, stop the client.
+    assert!(wait_until(TIMEOUT, || http::get(addr, "/")
+        .is_ok_and(|r| r.status == 200)));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = client.join().unwrap();
+    let spawned_at = (devsup.timed_lines().into_iter())
+        .find(|(_, l)| l.contains("gen=1 spawned"))
+        .map(|(at, _)| at)
+        .unwrap();
+    let failed: Vec<_> = seen.iter().filter(|(_, s)| s.is_err()).collect();
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    let late_503: Vec<_> = (seen.iter())
+        .filter(|(began, s)| *began > spawned_at && *s == Ok(503))
+        .collect();
+    assert!(
+        late_503.is_empty(),
+        "devsup answered connections made after gen=1 was spawned: {late_503:?}"
+    );
+    assert!(
+        seen.iter().any(|(_, s)| *s == Ok(503)) && seen.iter().any(|(_, s)| *s == Ok(200)),
+        "the client saw both sides of the switch: {} requests",
+        seen.len()
+    );
+    stop_cleanly(&devsup);
+}
+
+/// With `--livereload`, a failed first build's page shows its output;
+/// the fix is served by gen 1.
+#[test]
+fn with_livereload_a_failed_first_build_page_shows_its_error_and_the_fix_serves() {
+    let dir = temp_dir();
+    let (devsup, _) = gated_site(dir.path(), "BROKEN", false);
+    devsup.wait_for_line("build step 1 failed (exited with status 101)", TIMEOUT);
+    let page = http::get(devsup.addr(), "/").unwrap();
+    assert_eq!(page.status, 503, "{page:?}");
+    assert!(
+        page.body.contains("<h1 id=\"content\">build failed</h1>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("build failed (exited with status 101): sh build.sh")
+            && page
+                .body
+                .contains("mismatched types: expected `Vec&lt;T&gt;`, found `&amp;str`")
+            && !page.body.contains('\u{1b}'),
+        "{}",
+        page.body
+    );
+    write(&dir.path().join("src/page.txt"), "version 2");
+    devsup.wait_event(1, "ready", TIMEOUT);
+    let page = http::get(devsup.addr(), "/").unwrap();
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body.contains("version 2"), "{}", page.body);
+    stop_cleanly(&devsup);
 }
