@@ -54,6 +54,7 @@ use crate::step::{FdStore, KillReason, Note, Step, Trouble};
 mod main_pid;
 mod outbox;
 mod output;
+mod pty;
 mod tee;
 pub(crate) use tee::Tail;
 mod unserved;
@@ -525,7 +526,13 @@ impl Executor {
         let messages = (self.config.cargo.as_ref())
             .filter(|_| step + 1 == total)
             .map(|c| c.built.clone());
-        let output = match tee::start("build", messages) {
+        // A terminal for the step when devsup has one (its progress bar).
+        let started = if pty::wanted() {
+            pty::start("build", messages)
+        } else {
+            tee::start("build", messages).map_err(Into::into)
+        };
+        let output = match started {
             Ok((tail, out, err)) => {
                 if let Some(down) = &self.down {
                     down.progress(tail.clone());

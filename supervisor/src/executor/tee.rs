@@ -16,8 +16,9 @@
 //! the threads see end-of-file when the child's last process closes them.
 //!
 //! Through a pipe a compiler no longer sees a terminal: [`colour_env`] asks
-//! cargo for colours when devsup's own stderr is a terminal. cargo draws its
-//! progress bar only on a terminal, so that bar is not shown through devsup.
+//! cargo for colours when devsup's own stderr is a terminal. When it is,
+//! `pty.rs` gives the step a pseudo-terminal instead, so that cargo draws
+//! its progress bar too; its master is copied and kept here the same way.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -123,7 +124,7 @@ pub(crate) struct Printed {
 }
 
 impl Tail {
-    fn with_streams(n: usize) -> Tail {
+    pub(super) fn with_streams(n: usize) -> Tail {
         let tail = Tail::default();
         tail.lock().open = n;
         tail
@@ -212,7 +213,9 @@ impl Tail {
         self.lock().feed(stream, bytes);
     }
 
-    fn end(&self, stream: usize) {
+    /// Ends `stream`: its end of file (or, for a pty carrying both
+    /// streams as one, at once).
+    pub(super) fn end(&self, stream: usize) {
         let mut state = self.lock();
         if !state.partial[stream].is_empty() {
             state.end_line(stream);
@@ -275,11 +278,25 @@ fn colour_for(
 
 fn pipe(
     name: &str,
-    mut sink: impl Write + Send + 'static,
+    sink: impl Write + Send + 'static,
     ours: Tail,
     stream: usize,
 ) -> std::io::Result<OwnedFd> {
     let (read, write) = crate::platform::fds::pipe()?;
+    copy(name, read, sink, ours, stream)?;
+    Ok(write)
+}
+
+/// Copies what `read` gives (a pipe, or a pty's master, whose EIO once
+/// every slave is closed ends it as end of file does) to `sink`, and
+/// keeps it as `stream` of `ours`, on a thread of its own.
+pub(super) fn copy(
+    name: &str,
+    read: OwnedFd,
+    mut sink: impl Write + Send + 'static,
+    ours: Tail,
+    stream: usize,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name(format!("{name}-output"))
         .spawn(move || {
@@ -306,13 +323,13 @@ fn pipe(
             }
             ours.end(stream);
         })?;
-    Ok(write)
+    Ok(())
 }
 
 /// The stdout of the inferred `cargo build` (see [`crate::cargo`]): each
 /// line one of cargo's JSON messages, read by `built` and neither shown
 /// nor kept; any other line is shown and kept like the other streams'.
-fn cargo_messages(name: &str, built: Built, ours: Tail) -> std::io::Result<OwnedFd> {
+pub(super) fn cargo_messages(name: &str, built: Built, ours: Tail) -> std::io::Result<OwnedFd> {
     let (read, write) = crate::platform::fds::pipe()?;
     std::thread::Builder::new()
         .name(format!("{name}-messages"))

@@ -395,3 +395,116 @@ fn with_livereload_a_failed_first_build_page_shows_its_error_and_the_fix_serves(
     assert!(page.body.contains("version 2"), "{}", page.body);
     stop_cleanly(&devsup);
 }
+
+/// A package whose build script takes a while (so that cargo draws its
+/// progress bar) and whose code does not compile.
+fn slow_broken_package(dir: &Path) {
+    write(
+        &dir.join("Cargo.toml"),
+        "[package]\nname = \"slowbroken\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    );
+    // The pause is the fixture's, for cargo to draw its bar; the test
+    // waits for events, not for it.
+    write(
+        &dir.join("build.rs"),
+        "fn main() { std::thread::sleep(std::time::Duration::from_millis(1500)); }\n",
+    );
+    write(
+        &dir.join("src/main.rs"),
+        "fn main() { let v: Vec<u8> = \"not a vec\"; drop(v); }\n",
+    );
+}
+
+/// Under a terminal, build steps get one: cargo draws its progress bar and
+/// colours to devsup's terminal, while the `build_finished` event's tail
+/// reads as plain text.
+#[test]
+fn under_a_terminal_builds_get_a_terminal_and_the_tail_reads_plain() {
+    use nix::pty::{Winsize, openpty};
+    use std::io::Read as _;
+    let package = tempfile::tempdir().unwrap();
+    let target = tempfile::tempdir().unwrap();
+    slow_broken_package(package.path());
+    let events = package.path().join("events.jsonl");
+    let size = Winsize {
+        ws_row: 24,
+        ws_col: 100,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = openpty(&size, None).unwrap();
+    let mut child = std::process::Command::new(&binaries().devsup)
+        .args(["--port", "0", "--no-watch", "--events"])
+        .arg(&events)
+        // The log shows the command as given; only its output says `tty`.
+        .args([
+            "--build",
+            "test -t 2 && echo \"stderr-is-a-$(echo tty)\" >&2",
+        ])
+        .current_dir(package.path())
+        .env("CARGO_TARGET_DIR", target.path())
+        .env_remove("NO_COLOR")
+        .env_remove("CARGO_TERM_COLOR")
+        .env_remove("CARGO_TERM_PROGRESS_WHEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    drop(pty.slave);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let master = pty.master;
+    let reader = std::thread::spawn(move || {
+        let mut file = std::fs::File::from(master);
+        let mut all = Vec::new();
+        let mut buf = [0u8; 8192];
+        // EIO once devsup and its children have closed the slave.
+        while let Ok(n) = file.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        all
+    });
+    let finished = || {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["event"] == "build_finished")
+    };
+    let done = wait_until(TIMEOUT * 4, || finished().is_some());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    let terminal = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(
+        done,
+        "no build_finished event; the terminal showed:\n{terminal}"
+    );
+    assert!(status.code().is_some(), "devsup exited: {status:?}");
+    let event = finished().unwrap();
+    assert_eq!(event["status"], "failed", "{event}");
+    assert!(terminal.contains("stderr-is-a-tty"), "{terminal:?}");
+    // cargo's progress bar (`Building [=>  ] 1/3: slowbroken(build)`,
+    // redrawn after `\r`, erased with `ESC [K`) and its colours.
+    assert!(
+        terminal.contains("Building")
+            && terminal.contains("/3: slowbroken(")
+            && terminal.contains("\u{1b}[K")
+            && terminal.contains("\u{1b}[1m\u{1b}[92m   Compiling"),
+        "{terminal:?}"
+    );
+    let tail: Vec<&str> = (event["output_tail"].as_array().unwrap().iter())
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        tail.iter().any(|l| l.contains("mismatched types")),
+        "{tail:?}"
+    );
+    assert!(
+        tail.iter()
+            .all(|l| !l.contains('\u{1b}') && !l.contains('\r')),
+        "{tail:?}"
+    );
+}
