@@ -33,6 +33,8 @@ pub(crate) struct Inferred {
     pub(crate) build: String,
     /// The target directory cargo reports (for the log line only).
     pub(crate) target_dir: PathBuf,
+    /// The workspace's root: rustc's paths are relative to it.
+    pub(crate) workspace_root: PathBuf,
     /// The executable of the last build, from cargo's messages.
     pub(crate) built: Built,
 }
@@ -112,6 +114,7 @@ pub(crate) fn infer(
         because,
         build,
         target_dir: metadata.target_directory.clone().into(),
+        workspace_root: metadata.workspace_root.clone().into(),
         built: Built {
             package: pkg.id.clone(),
             bin: name,

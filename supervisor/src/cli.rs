@@ -186,6 +186,13 @@ pub(crate) struct Cli {
           value_parser = crate::sockets::parse_tcp, help_heading = "Browser")]
     pub(crate) livereload: Option<std::net::SocketAddr>,
 
+    /// With --livereload, make each `--> FILE:LINE:COL` of a failed build's output in the browser's
+    /// overlay a link that opens your editor: a URL template with {file} (absolute), {line} and
+    /// {column}, e.g. `vscode://file/{file}:{line}:{column}` (VS Code),
+    /// `idea://open?file={file}&line={line}` (JetBrains), `subl://open?url=file://{file}&line={line}`.
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Browser")]
+    pub(crate) editor_url: Option<String>,
+
     /// Read options from this file instead of ./devsup.toml or ./Cargo.toml's
     /// [package.metadata.devsup].
     #[arg(long, value_name = "PATH")]
@@ -271,6 +278,7 @@ impl Cli {
             prefix: flag(self.prefix),
             events: self.events,
             livereload: self.livereload.map(Some),
+            editor_url: self.editor_url,
             command: (!self.command.is_empty()).then_some(self.command),
         }
     }

@@ -128,7 +128,7 @@ fn start(
             inherited: l.is_inherited(),
         });
     }
-    let livereload_env = livereload::start(config.livereload, &reporter)?;
+    let livereload_env = livereload::start(config.livereload, config.editor.as_ref(), &reporter)?;
     let (tx, rx) = mpsc::channel();
     signals::spawn(tx.clone())?;
     if let Some(watch) = config.watch.clone() {

@@ -119,6 +119,7 @@ pub(crate) struct FileConfig {
     pub(crate) prefix: Option<bool>,
     pub(crate) events: Option<String>,
     pub(crate) livereload: Option<OnOrAddr>,
+    pub(crate) editor_url: Option<String>,
     pub(crate) command: Option<Many>,
 }
 
@@ -256,6 +257,7 @@ impl FileConfig {
                 .livereload
                 .map(|v| livereload(v).map_err(|e| bad("livereload", e)))
                 .transpose()?,
+            editor_url: self.editor_url,
             command: self
                 .command
                 .map(command_words)

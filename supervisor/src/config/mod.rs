@@ -66,6 +66,7 @@ pub(crate) struct Options {
     pub(crate) events: Option<Target>,
     /// `Some(None)`: switched off (`livereload = false`).
     pub(crate) livereload: Option<Option<SocketAddr>>,
+    pub(crate) editor_url: Option<String>,
     pub(crate) command: Option<Vec<OsString>>,
 }
 
@@ -110,6 +111,7 @@ impl Options {
             prefix: self.prefix.or(under.prefix),
             events: self.events.or(under.events),
             livereload: self.livereload.or(under.livereload),
+            editor_url: self.editor_url.or(under.editor_url),
             command: self.command.or(under.command),
         }
     }
@@ -139,6 +141,17 @@ pub(crate) struct Config {
     /// No command was given: what devsup inferred from the Cargo package
     /// (its build step is the last of `builds`).
     pub(crate) cargo: Option<Inferred>,
+    /// `--editor-url`, and the directory relative paths in build output
+    /// are under (the Cargo workspace's root, else devsup's directory).
+    pub(crate) editor: Option<Editor>,
+}
+
+/// Where the overlay's file links point: `--editor-url`'s template, and
+/// the directory relative paths are under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Editor {
+    pub(crate) template: String,
+    pub(crate) base: PathBuf,
 }
 
 impl Config {
@@ -181,10 +194,15 @@ impl Config {
     /// [`Config::from_options`], but with no command, the binary `cargo
     /// run` would run in `cwd` (see [`crate::cargo`]).
     pub(crate) fn from_options_in(mut o: Options, cwd: &Path) -> anyhow::Result<Config> {
+        let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_owned());
         if o.command.is_some() {
-            return Config::from_options(o);
+            let mut config = Config::from_options(o)?;
+            if let Some(editor) = &mut config.editor {
+                editor.base.clone_from(&cwd);
+            }
+            return Ok(config);
         }
-        let inferred = cargo::infer(cwd, o.bin.as_deref(), o.package.as_deref())?;
+        let inferred = cargo::infer(&cwd, o.bin.as_deref(), o.package.as_deref())?;
         o.command = Some(vec![inferred.bin.clone().into()]);
         o.builds
             .get_or_insert_with(Vec::new)
@@ -192,6 +210,9 @@ impl Config {
         // Used up: `from_options` refuses them next to a command.
         (o.bin, o.package) = (None, None);
         let mut config = Config::from_options(o)?;
+        if let Some(editor) = &mut config.editor {
+            editor.base.clone_from(&inferred.workspace_root);
+        }
         config.cargo = Some(inferred);
         Ok(config)
     }
@@ -206,6 +227,14 @@ impl Config {
     /// file format cannot, and builds the [`Config`].
     pub(crate) fn from_options(o: Options) -> anyhow::Result<Config> {
         no_zero_timeout(&o)?;
+        if let Some(t) = &o.editor_url
+            && !t.contains("{file}")
+        {
+            anyhow::bail!(
+                "--editor-url {t:?} has no {{file}}: give a URL template with {{file}}, {{line}} and \
+                 {{column}}, e.g. 'vscode://file/{{file}}:{{line}}:{{column}}'"
+            );
+        }
         if o.command.is_some() {
             for (given, option) in [
                 (o.bin.is_some(), "--bin"),
@@ -267,6 +296,10 @@ impl Config {
             ready_after: o.ready_after,
             ready: o.ready.unwrap_or(ReadyRule::Auto),
             cargo: None,
+            editor: o.editor_url.map(|template| Editor {
+                template,
+                base: PathBuf::from("."),
+            }),
         })
     }
 }
@@ -453,6 +486,31 @@ mod tests {
             "{e}"
         );
         assert!(parse(&["devsup", "-p", "1", "--drain-timeout", "1ms", "--", "x"]).is_ok());
+    }
+
+    /// `--editor-url` needs `{file}`; relative paths are under devsup's
+    /// directory (or the Cargo workspace's root, with no command).
+    #[test]
+    fn editor_url_needs_file_and_gets_a_base() {
+        let e = parse(&["devsup", "-p", "1", "--editor-url", "vscode://x", "--", "x"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--editor-url") && e.contains("{file}"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let cli = crate::cli::Cli::try_parse_from([
+            "devsup",
+            "-p",
+            "1",
+            "--editor-url",
+            "vscode://file/{file}:{line}",
+            "--",
+            "x",
+        ])
+        .unwrap();
+        let c = Config::from_options_in(cli.options(), dir.path()).unwrap();
+        let editor = c.editor.unwrap();
+        assert_eq!(editor.template, "vscode://file/{file}:{line}");
+        assert_eq!(editor.base, dir.path().canonicalize().unwrap());
     }
 
     #[test]

@@ -243,7 +243,7 @@ fn a_page_open_across_a_devsup_restart_reloads_once_the_new_one_is_ready() {
 #[test]
 fn a_page_opened_during_the_first_build_says_building_then_becomes_the_app() {
     let dir = tempfile::tempdir().unwrap();
-    let (devsup, _) = crate::first_minutes::gated_site(dir.path(), "version 1", true);
+    let (devsup, _) = crate::first_minutes::gated_site(dir.path(), "version 1", true, &[]);
     let Some(mut browser) = Browser::launch("the building page in Chromium") else {
         return;
     };
@@ -265,11 +265,18 @@ fn a_page_opened_during_the_first_build_says_building_then_becomes_the_app() {
 }
 
 /// Issue 22: a failed first build shows its error in the browser (the
-/// page and the overlay over it); the fix shows the app.
+/// page and the overlay over it, its `--> FILE:LINE:COL` a link made from
+/// `--editor-url`); the fix shows the app.
 #[test]
 fn a_failed_first_build_shows_its_error_and_the_fix_shows_the_app() {
     let dir = tempfile::tempdir().unwrap();
-    let (devsup, _) = crate::first_minutes::gated_site(dir.path(), "BROKEN", false);
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let (devsup, _) = crate::first_minutes::gated_site(
+        &root,
+        "BROKEN",
+        false,
+        &["--editor-url", "vscode://file/{file}:{line}:{column}"],
+    );
     let Some(mut browser) = Browser::launch("a failed first build in Chromium") else {
         return;
     };
@@ -283,7 +290,13 @@ fn a_failed_first_build_shows_its_error_and_the_fix_shows_the_app() {
         text.contains("mismatched types: expected `Vec<T>`, found `&str`"),
         "{overlay}"
     );
-    std::fs::write(dir.path().join("src/page.txt"), "version 2").unwrap();
+    let html = overlay["html"].as_str().unwrap_or_default();
+    let link = format!(
+        "<a class=\"location\" href=\"vscode://file/{}/src/page.txt:1:1\">src/page.txt:1:1</a>",
+        root.display()
+    );
+    assert!(html.contains(&link), "{link} in {html}");
+    std::fs::write(root.join("src/page.txt"), "version 2").unwrap();
     let app = browser.wait_load("version 2", TIMEOUT);
     assert_eq!(app["gen"], "1", "{app}");
     let overlay = browser.call(json!({"cmd": "overlay", "present": false}));

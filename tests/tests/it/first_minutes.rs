@@ -250,9 +250,15 @@ cp src/page.txt out/page.txt
 "#;
 
 /// A page site for the `--livereload` page: `src/page.txt` holds
-/// `content`, the build is [`GATED_BUILD`], gated if `gated`. Returns
-/// devsup (watching `src/`) and the live-reload URL.
-pub(crate) fn gated_site(dir: &Path, content: &str, gated: bool) -> (Devsup, String) {
+/// `content`, the build is [`GATED_BUILD`], gated if `gated`; `extra`
+/// devsup options. Returns devsup (watching `src/`) and the live-reload
+/// URL.
+pub(crate) fn gated_site(
+    dir: &Path,
+    content: &str,
+    gated: bool,
+    extra: &[&str],
+) -> (Devsup, String) {
     write(&dir.join("src/page.txt"), content);
     write(&dir.join("build.sh"), GATED_BUILD);
     if gated {
@@ -266,6 +272,7 @@ pub(crate) fn gated_site(dir: &Path, content: &str, gated: bool) -> (Devsup, Str
             "--watch",
         ])
         .arg(dir.join("src"))
+        .args(extra)
         .server(devsup_tests::browser::page_server())
         .server_args(["out/page.txt"])
         .spawn();
@@ -298,7 +305,7 @@ pub(crate) fn open_gate(dir: &Path) {
 #[test]
 fn with_livereload_the_first_build_gets_a_503_building_page_until_gen_1_is_spawned() {
     let dir = temp_dir();
-    let (devsup, livereload) = gated_site(dir.path(), "version 1", true);
+    let (devsup, livereload) = gated_site(dir.path(), "version 1", true, &[]);
     devsup.wait_for_line("Compiling page v0.1.0 (gated)", TIMEOUT);
     devsup.wait_for_line("with a 503 building page until gen=1 is spawned", TIMEOUT);
     let addr = devsup.addr();
@@ -369,7 +376,7 @@ fn with_livereload_the_first_build_gets_a_503_building_page_until_gen_1_is_spawn
 #[test]
 fn with_livereload_a_failed_first_build_page_shows_its_error_and_the_fix_serves() {
     let dir = temp_dir();
-    let (devsup, _) = gated_site(dir.path(), "BROKEN", false);
+    let (devsup, _) = gated_site(dir.path(), "BROKEN", false, &[]);
     devsup.wait_for_line("build step 1 failed (exited with status 101)", TIMEOUT);
     let page = http::get(devsup.addr(), "/").unwrap();
     assert_eq!(page.status, 503, "{page:?}");
