@@ -209,6 +209,18 @@ impl Config {
             .push(inferred.build.clone());
         // Used up: `from_options` refuses them next to a command.
         (o.bin, o.package) = (None, None);
+        // What cargo builds from: the whole workspace (a member's path
+        // dependencies), less a target directory inside it under another
+        // name than the ignored `target/`.
+        if o.watch.is_none() && o.no_watch.is_none() {
+            o.watch = Some(vec![inferred.workspace_root.clone()]);
+            if let Ok(inside) = inferred.target_dir.strip_prefix(&inferred.workspace_root)
+                && !inside.as_os_str().is_empty()
+                && inside != Path::new("target")
+            {
+                (o.ignore.get_or_insert_with(Vec::new)).push(format!("/{}/", inside.display()));
+            }
+        }
         let mut config = Config::from_options(o)?;
         if let Some(editor) = &mut config.editor {
             editor.base.clone_from(&inferred.workspace_root);
@@ -511,6 +523,36 @@ mod tests {
         let editor = c.editor.unwrap();
         assert_eq!(editor.template, "vscode://file/{file}:{line}");
         assert_eq!(editor.base, dir.path().canonicalize().unwrap());
+    }
+
+    /// With no command, devsup watches the Cargo workspace, less a target
+    /// directory inside it (here `[build] target-dir = "out"`), whose
+    /// writes would otherwise reload after every build.
+    #[test]
+    fn no_command_watches_the_workspace_but_not_its_target_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let write = |path: &str, text: &str| {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write(
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"app\"]\nresolver = \"2\"\n",
+        );
+        write(".cargo/config.toml", "[build]\ntarget-dir = \"out\"\n");
+        write(
+            "app/Cargo.toml",
+            "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+        );
+        write("app/src/main.rs", "fn main() {}\n");
+        let cli = crate::cli::Cli::try_parse_from(["devsup", "-p", "1"]).unwrap();
+        let c = Config::from_options_in(cli.options(), &root.join("app")).unwrap();
+        let watch = c.watch.unwrap();
+        assert_eq!(watch.roots, [root]);
+        assert_eq!(watch.ignore, ["/out/"]);
+        assert_eq!(c.cargo.unwrap().bin, "app");
     }
 
     #[test]
