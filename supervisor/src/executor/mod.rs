@@ -133,6 +133,9 @@ pub(crate) struct Executor {
 
 /// Most fds devsup keeps for `FDSTORE=1`.
 const MAX_STORED_FDS: usize = 32;
+/// How long a spawn waits for the inferred cargo build's messages to end
+/// after its process group is gone (normally: at once).
+const CARGO_MESSAGES_WAIT: Duration = Duration::from_secs(2);
 
 /// Fails, naming the limit, if `listeners` sockets leave no room in a
 /// generation's fds for the ready channel.
@@ -323,7 +326,13 @@ impl Executor {
     }
 
     fn spawn(&mut self, gen_id: GenId, trigger_at: Option<Instant>) -> Event {
-        // With no command, the executable cargo's last build named.
+        // With no command, the executable cargo's last build named: its
+        // messages are read to their end first (the build's process group
+        // is gone, but its stdout may still be in the pipe).
+        // If they have not ended by then, the spawn fails saying so.
+        if let (Some(_), Some(tail)) = (&self.config.cargo, &self.build_output) {
+            tail.wait_ended(CARGO_MESSAGES_WAIT);
+        }
         let path = match (self.config.cargo.as_ref())
             .map_or_else(|| self.config.program.resolve(), |c| c.built.path())
         {

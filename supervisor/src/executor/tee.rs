@@ -139,18 +139,7 @@ impl Tail {
     /// output may still be on its way through the pipes (or held open by
     /// a process that left the group, such as a compiler cache server).
     pub(crate) fn printed(&self, wait: Duration) -> Printed {
-        let deadline = Instant::now() + wait;
-        let mut state = self.lock();
-        while state.open > 0 {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            state = match self.0.1.wait_timeout(state, deadline - now) {
-                Ok((state, _)) => state,
-                Err(e) => e.into_inner().0,
-            };
-        }
+        let state = self.ended_within(wait);
         let text = state.text();
         let cut = state.cut;
         drop(state);
@@ -176,6 +165,28 @@ impl Tail {
             .rev()
             .map(clean)
             .find(|line| !line.trim().is_empty())
+    }
+
+    /// Waits until every stream has ended, or `wait` has passed; whether
+    /// they have.
+    pub(crate) fn wait_ended(&self, wait: Duration) -> bool {
+        self.ended_within(wait).open == 0
+    }
+
+    fn ended_within(&self, wait: Duration) -> std::sync::MutexGuard<'_, State> {
+        let deadline = Instant::now() + wait;
+        let mut state = self.lock();
+        while state.open > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = match self.0.1.wait_timeout(state, deadline - now) {
+                Ok((state, _)) => state,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        state
     }
 
     /// Whether every stream has ended.
@@ -313,13 +324,15 @@ pub(super) fn copy(
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(_) => break,
                 };
+                // Kept first: whoever sees the line printed finds it kept
+                // (the --livereload page's latest line).
+                ours.feed(stream, &buf[..n]);
                 if echo {
                     echo = sink
                         .write_all(&buf[..n])
                         .and_then(|()| sink.flush())
                         .is_ok();
                 }
-                ours.feed(stream, &buf[..n]);
             }
             ours.end(stream);
         })?;
@@ -348,11 +361,11 @@ pub(super) fn cargo_messages(name: &str, built: Built, ours: Tail) -> std::io::R
                 if built.take_line(&line) {
                     continue;
                 }
+                ours.feed(0, &line);
                 if echo {
                     let mut out = std::io::stdout();
                     echo = out.write_all(&line).and_then(|()| out.flush()).is_ok();
                 }
-                ours.feed(0, &line);
             }
             ours.end(0);
         })?;

@@ -281,6 +281,7 @@ fn a_failed_first_build_shows_its_error_and_the_fix_shows_the_app() {
         return;
     };
     devsup.wait_for_line("build step 1 failed (exited with status 101)", TIMEOUT);
+    crate::first_minutes::failed_page(&devsup);
     browser.call(json!({"cmd": "open", "url": format!("http://{}/", devsup.addr())}));
     browser.wait_load("build failed", TIMEOUT);
     browser.call(json!({"cmd": "connected"}));

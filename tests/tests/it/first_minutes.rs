@@ -87,6 +87,8 @@ fn no_command_in_a_cargo_package_runs_what_cargo_run_would_and_reloads_on_an_edi
     );
     write(&package.path().join("src/bin/web.rs"), &server_source("v2"));
     devsup.wait_event(2, "ready", TIMEOUT);
+    // This server does not drain: gen 1 may still accept until it exits.
+    devsup.wait_event(1, "exited", TIMEOUT);
     assert_eq!(body(&devsup), "hello v2\n");
     stop_cleanly(&devsup);
     let json: Vec<String> = (devsup.stdout_lines().into_iter())
@@ -285,6 +287,19 @@ pub(crate) fn gated_site(
     (devsup, url)
 }
 
+/// The page once it says the build failed (it does once the failed
+/// step's output has ended, just after the log line).
+pub(crate) fn failed_page(devsup: &Devsup) -> http::Response {
+    let mut page = None;
+    let said = wait_until(TIMEOUT, || {
+        page = http::get(devsup.addr(), "/").ok();
+        page.as_ref()
+            .is_some_and(|p| p.body.contains("<h1 id=\"content\">build failed</h1>"))
+    });
+    assert!(said, "the page never said the build failed: {page:?}");
+    page.unwrap()
+}
+
 /// Lets the gated first build go on.
 pub(crate) fn open_gate(dir: &Path) {
     // Blocks until the build reads the fifo, which it does right after
@@ -378,7 +393,9 @@ fn with_livereload_a_failed_first_build_page_shows_its_error_and_the_fix_serves(
     let dir = temp_dir();
     let (devsup, _) = gated_site(dir.path(), "BROKEN", false, &[]);
     devsup.wait_for_line("build step 1 failed (exited with status 101)", TIMEOUT);
-    let page = http::get(devsup.addr(), "/").unwrap();
+    // The page learns of the failure once the step's output has ended,
+    // a moment after the log line.
+    let page = failed_page(&devsup);
     assert_eq!(page.status, 503, "{page:?}");
     assert!(
         page.body.contains("<h1 id=\"content\">build failed</h1>"),
@@ -514,4 +531,55 @@ fn under_a_terminal_builds_get_a_terminal_and_the_tail_reads_plain() {
             .all(|l| !l.contains('\u{1b}') && !l.contains('\r')),
         "{tail:?}"
     );
+}
+
+/// Regression: devsup spawned as soon as the inferred build's process
+/// group was gone, and read the binary's path before cargo's last
+/// messages had left the pipe: under load, "gen=1 cannot start: cargo's
+/// build messages named no executable". Here a `cargo` wrapper makes that
+/// certain: the messages come from a process that left the build's group
+/// (as a compiler cache's server may), after the group is gone.
+#[test]
+fn the_binary_path_is_taken_after_cargos_last_message() {
+    let package = tempfile::tempdir().unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    fresh_package(package.path());
+    let wrapper = bin.path().join("cargo");
+    write(
+        &wrapper,
+        &format!(
+            "#!/bin/sh\n\
+             [ \"$1\" = build ] || exec '{real}' \"$@\"\n\
+             '{real}' \"$@\" > messages.json || exit $?\n\
+             # The messages, later, from outside the build's process group.\n\
+             setsid sh -c 'sleep 0.5; cat messages.json' &\n",
+            real = cargo().display()
+        ),
+    );
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = std::env::join_paths(std::iter::once(bin.path().to_owned()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let devsup = Devsup::builder(package.path())
+        .no_command()
+        .arg("--no-watch")
+        .env("CARGO_TARGET_DIR", target.path())
+        .env("PATH", path)
+        .env_remove("CARGO")
+        .spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    assert_eq!(body(&devsup), "hello v1\n");
+    assert_eq!(
+        devsup.count_lines("cannot start"),
+        0,
+        "{}",
+        devsup.log_text()
+    );
+    stop_cleanly(&devsup);
 }
