@@ -221,6 +221,8 @@ pub(crate) enum Trouble {
     BuildCannotRun { command: String, error: String },
     /// `waitpid` failed (why).
     WaitFailed(String),
+    /// `--livereload`'s page cannot answer on the served sockets (why).
+    DownPageLost(String),
 }
 
 /// Something devsup noted and let be: shown with `-v` only.

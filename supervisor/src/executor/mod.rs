@@ -97,9 +97,12 @@ struct Proc {
 pub(crate) struct Executor {
     /// Says once that connections wait while none was ever spawned.
     unserved: unserved::Unserved,
-    /// `--livereload`'s page on the served sockets until the first
-    /// generation is spawned (then `None`).
+    /// `--livereload`'s page on the served sockets while no generation
+    /// runs (`None` while one does), and the live-reload URL it needs.
     down: Option<DownPage>,
+    down_url: Option<String>,
+    /// The shutdown has begun: no page any more.
+    shutting_down: bool,
     config: Config,
     listeners: Vec<Listener>,
     tx: Sender<Input>,
@@ -190,13 +193,16 @@ impl Executor {
         let livereload_url = (extra_env.iter())
             .find(|(k, _)| k == crate::livereload::ENV_LIVERELOAD)
             .map(|(_, url)| url.to_string_lossy().into_owned());
-        let down = match livereload_url {
-            Some(url) if !listeners.is_empty() => Some(down::start(&listeners, &url, &reporter)?),
-            _ => None,
+        let down_url = livereload_url.filter(|_| !listeners.is_empty());
+        let down = match &down_url {
+            Some(url) => Some(down::start(&listeners, url, &reporter)?),
+            None => None,
         };
         Ok(Executor {
             unserved,
             down,
+            down_url,
+            shutting_down: false,
             probes,
             config,
             listeners,
@@ -296,6 +302,7 @@ impl Executor {
         if let Some(unserved) = self.unserved.after(&step) {
             crate::report::log::write(&unserved);
         }
+        self.down_page_after(&step);
         // Counted ready by any rule: readiness is probed no more.
         self.probes.reported(&step);
         let was_held = self.outbox.next_wake().is_some();
@@ -314,6 +321,37 @@ impl Executor {
         }
         for step in steps {
             self.reporter.step(step);
+        }
+    }
+
+    /// `--livereload`'s page answers again once every generation has
+    /// exited (until the next is spawned), but not in the shutdown.
+    fn down_page_after(&mut self, step: &Step) {
+        match step {
+            Step::Shutdown { .. } => {
+                self.shutting_down = true;
+                if let Some(down) = self.down.take() {
+                    down.stop();
+                }
+            }
+            Step::Exited { .. } if self.down.is_none() && !self.shutting_down => {
+                let alive = (self.procs.values()).any(|p| matches!(p.role, Role::Generation(_)));
+                let Some(url) = self.down_url.clone().filter(|_| !alive) else {
+                    return;
+                };
+                match down::start(&self.listeners, &url, &self.reporter) {
+                    Ok(down) => {
+                        self.down = Some(down);
+                        let addrs = self.listeners.iter().map(|l| l.addr.to_string()).collect();
+                        crate::report::log::write(&Step::Unserved {
+                            addrs,
+                            why: crate::step::Unserved::Page,
+                        });
+                    }
+                    Err(e) => self.report(Step::Trouble(Trouble::DownPageLost(format!("{e:#}")))),
+                }
+            }
+            _ => {}
         }
     }
 

@@ -1,6 +1,7 @@
 //! The page while no generation serves (`--livereload`): before the
-//! first generation is spawned, devsup answers on the served sockets
-//! itself, `503` with `Retry-After`, a page that says "building…" with the
+//! first generation is spawned, and again once every generation has
+//! exited (until the next is spawned; not in the shutdown), devsup answers
+//! on the served sockets itself, `503` with `Retry-After`, a page that says "building…" with the
 //! build's latest output line, or the failed build's output, and the
 //! live-reload script, so that the page turns into the app the moment
 //! gen 1 is ready (the script reloads on `ready`, or on a hello naming a
@@ -11,7 +12,7 @@
 //! sockets: a connection it does not accept stays in the backlog for the
 //! generation) and a wake pipe. It accepts only while holding the state's
 //! lock, after checking that it has not been stopped; [`DownPage::stop`],
-//! which the executor calls before it forks the first generation, takes
+//! which the executor calls before it forks a generation, takes
 //! that lock to set `stopped`. So once `stop` has returned, no connection
 //! is accepted by devsup: every later one is the generation's. The
 //! connections accepted before are answered on threads of their own

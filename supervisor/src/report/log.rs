@@ -197,8 +197,8 @@ fn unserved(addrs: &[String], why: Unserved) -> (Level, String) {
         Unserved::Page => (
             Level::Info,
             format!(
-                "live reload: answering connections to {addrs} with a 503 building page until \
-                 gen=1 is spawned (then they wait for it)"
+                "live reload: answering connections to {addrs} with a 503 page while no \
+                 generation runs (until the next is spawned; then they wait for it)"
             ),
         ),
     }
@@ -585,6 +585,10 @@ fn trouble_text(trouble: &Trouble) -> String {
             )
         }
         Trouble::WaitFailed(why) => format!("waitpid failed: {why}"),
+        Trouble::DownPageLost(why) => format!(
+            "live reload: cannot answer on the served ports while no generation runs ({why}); \
+             connections wait for the next generation instead"
+        ),
     }
 }
 
@@ -1239,7 +1243,7 @@ mod tests {
                     addrs: vec!["127.0.0.1:8080".into()],
                     why: Unserved::Page,
                 },
-                "live reload: answering connections to 127.0.0.1:8080 with a 503 building page until gen=1 is spawned (then they wait for it)",
+                "live reload: answering connections to 127.0.0.1:8080 with a 503 page while no generation runs (until the next is spawned; then they wait for it)",
             ),
             (
                 Step::Unserved {
@@ -1319,6 +1323,10 @@ mod tests {
                     error: "too long".into(),
                 }),
                 "warning: cannot run the build command \"echo xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"… (105 bytes): too long",
+            ),
+            (
+                Step::Trouble(Trouble::DownPageLost("EMFILE".into())),
+                "warning: live reload: cannot answer on the served ports while no generation runs (EMFILE); connections wait for the next generation instead",
             ),
             (
                 Step::Trouble(Trouble::WaitFailed("EINVAL".into())),

@@ -322,7 +322,7 @@ fn with_livereload_the_first_build_gets_a_503_building_page_until_gen_1_is_spawn
     let dir = temp_dir();
     let (devsup, livereload) = gated_site(dir.path(), "version 1", true, &[]);
     devsup.wait_for_line("Compiling page v0.1.0 (gated)", TIMEOUT);
-    devsup.wait_for_line("with a 503 building page until gen=1 is spawned", TIMEOUT);
+    devsup.wait_for_line("with a 503 page while no generation runs", TIMEOUT);
     let addr = devsup.addr();
     let page = http::get(addr, "/").unwrap();
     assert_eq!(page.status, 503, "{page:?}");
@@ -581,5 +581,39 @@ fn the_binary_path_is_taken_after_cargos_last_message() {
         "{}",
         devsup.log_text()
     );
+    stop_cleanly(&devsup);
+}
+
+/// With `--livereload`, once every generation has exited, devsup answers
+/// again (here while the restart's build waits on the gate), and stops
+/// when the next generation is spawned.
+#[test]
+fn with_livereload_the_page_answers_again_once_every_generation_has_exited() {
+    let dir = temp_dir();
+    let (devsup, _) = gated_site(dir.path(), "version 1", false, &[]);
+    devsup.wait_event(1, "ready", TIMEOUT);
+    let addr = devsup.addr();
+    assert_eq!(http::get(addr, "/").unwrap().status, 200);
+    nix::unistd::mkfifo(&dir.path().join("gate"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    devsup.mark();
+    let pid = devsup.generation_pid(1, TIMEOUT);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    devsup.wait_for_new("with a 503 page while no generation runs", TIMEOUT);
+    devsup.wait_for_new("Compiling page v0.1.0 (gated)", TIMEOUT);
+    let mut page = None;
+    let building = wait_until(TIMEOUT, || {
+        page = http::get(addr, "/").ok();
+        page.as_ref().is_some_and(|p| {
+            p.status == 503 && p.body.contains("<h1 id=\"content\">building…</h1>")
+        })
+    });
+    assert!(building, "{page:?}");
+    open_gate(dir.path());
+    devsup.wait_event(2, "ready", TIMEOUT);
+    assert_eq!(http::get(addr, "/").unwrap().status, 200);
     stop_cleanly(&devsup);
 }
