@@ -363,17 +363,22 @@ impl Executor {
         }
     }
 
-    fn spawn(&mut self, gen_id: GenId, trigger_at: Option<Instant>) -> Event {
-        // With no command, the executable cargo's last build named: its
-        // messages are read to their end first (the build's process group
-        // is gone, but its stdout may still be in the pipe).
-        // If they have not ended by then, the spawn fails saying so.
-        if let (Some(_), Some(tail)) = (&self.config.cargo, &self.build_output) {
+    /// The executable to run: the command's, or with no command the one
+    /// cargo's last build named. Its messages are read to their end first
+    /// (the build's process group is gone, but its stdout may still be in
+    /// the pipe); if they have not ended by then, this fails saying so.
+    fn program_path(&self) -> anyhow::Result<std::path::PathBuf> {
+        let Some(cargo) = &self.config.cargo else {
+            return self.config.program.resolve();
+        };
+        if let Some(tail) = &self.build_output {
             tail.wait_ended(CARGO_MESSAGES_WAIT);
         }
-        let path = match (self.config.cargo.as_ref())
-            .map_or_else(|| self.config.program.resolve(), |c| c.built.path())
-        {
+        cargo.built.path()
+    }
+
+    fn spawn(&mut self, gen_id: GenId, trigger_at: Option<Instant>) -> Event {
+        let path = match self.program_path() {
             Ok(path) => path,
             Err(e) => {
                 return Event::SpawnFailed {
