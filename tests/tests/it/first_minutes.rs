@@ -342,28 +342,28 @@ fn with_livereload_the_first_build_gets_a_503_building_page_until_gen_1_is_spawn
     assert!(page.body.contains(&script), "{}", page.body);
 
     // Requests one after another across the switch, each on a new
-    // connection, with the instant each connect began.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let client = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) && seen.len() < 5000 {
-                let began = std::time::Instant::now();
-                let status = http::get(addr, "/")
-                    .map(|r| r.status)
-                    .map_err(|e| e.to_string());
-                seen.push((began, status));
+    // connection, with the instant each connect began, until gen 1
+    // answers; the gate opens once the client has had its first answer.
+    let (first, answered) = std::sync::mpsc::channel();
+    let client = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while seen.len() < 5000 {
+            let began = std::time::Instant::now();
+            let status = http::get(addr, "/")
+                .map(|r| r.status)
+                .map_err(|e| e.to_string());
+            let done = status == Ok(200);
+            seen.push((began, status));
+            let _ = first.send(());
+            if done {
+                break;
             }
-            seen
-        })
-    };
+        }
+        seen
+    });
+    answered.recv_timeout(TIMEOUT).unwrap();
     open_gate(dir.path());
     devsup.wait_event(1, "ready", TIMEOUT);
-    // Once gen 1 answers, stop the client.
-    assert!(wait_until(TIMEOUT, || http::get(addr, "/")
-        .is_ok_and(|r| r.status == 200)));
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let seen = client.join().unwrap();
     let spawned_at = (devsup.timed_lines().into_iter())
         .find(|(_, l)| l.contains("gen=1 spawned"))
