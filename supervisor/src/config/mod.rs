@@ -239,6 +239,12 @@ impl Config {
     /// file format cannot, and builds the [`Config`].
     pub(crate) fn from_options(o: Options) -> anyhow::Result<Config> {
         no_zero_timeout(&o)?;
+        if o.editor_url.is_some() && o.livereload.flatten().is_none() {
+            anyhow::bail!(
+                "--editor-url makes links in --livereload's overlay: add --livereload, or drop \
+                 --editor-url"
+            );
+        }
         if let Some(t) = &o.editor_url
             && !t.contains("{file}")
         {
@@ -504,15 +510,37 @@ mod tests {
     /// directory (or the Cargo workspace's root, with no command).
     #[test]
     fn editor_url_needs_file_and_gets_a_base() {
-        let e = parse(&["devsup", "-p", "1", "--editor-url", "vscode://x", "--", "x"])
-            .unwrap_err()
-            .to_string();
+        let e = parse(&[
+            "devsup",
+            "-p",
+            "1",
+            "--editor-url",
+            "vscode://{file}",
+            "--",
+            "x",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("add --livereload"), "{e}");
+        let e = parse(&[
+            "devsup",
+            "-p",
+            "1",
+            "--livereload",
+            "--editor-url",
+            "vscode://x",
+            "--",
+            "x",
+        ])
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("--editor-url") && e.contains("{file}"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let cli = crate::cli::Cli::try_parse_from([
             "devsup",
             "-p",
             "1",
+            "--livereload",
             "--editor-url",
             "vscode://file/{file}:{line}",
             "--",
