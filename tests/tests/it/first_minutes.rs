@@ -617,3 +617,61 @@ fn with_livereload_the_page_answers_again_once_every_generation_has_exited() {
     assert_eq!(http::get(addr, "/").unwrap().status, 200);
     stop_cleanly(&devsup);
 }
+
+/// Under a terminal, Ctrl-C (SIGINT) during a build still stops the
+/// build's process group, which runs on devsup's pseudo-terminal, and
+/// devsup exits 0.
+#[test]
+fn under_a_terminal_ctrl_c_during_a_build_stops_it() {
+    use std::io::Read as _;
+    let dir = temp_dir();
+    let build = "echo $$ > pgid.tmp && mv pgid.tmp pgid; test -t 2 && echo \"tty-$(echo ok)\" >&2; sleep 30";
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut child = std::process::Command::new(&binaries().devsup)
+        .args(["--port", "0", "--no-watch", "--build", build, "--"])
+        .arg(&binaries().server)
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    drop(pty.slave);
+    let master = pty.master;
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = std::fs::File::from(master).read_to_end(&mut all);
+        all
+    });
+    let pgid_file = dir.path().join("pgid");
+    let started = wait_until(TIMEOUT, || {
+        std::fs::read_to_string(&pgid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .is_some_and(|pgid| devsup_tests::procfs::group_members(pgid).len() == 2)
+    });
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let mut status = None;
+    let exited = wait_until(TIMEOUT, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let terminal = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(started && exited, "{terminal}");
+    assert_eq!(status.unwrap().code(), Some(0), "{terminal}");
+    let pgid: i32 = std::fs::read_to_string(&pgid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(devsup_tests::procfs::group_members(pgid), [] as [i32; 0]);
+    assert!(
+        terminal.contains("tty-ok") && terminal.contains("build stopped"),
+        "{terminal}"
+    );
+}
