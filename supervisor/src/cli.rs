@@ -39,6 +39,7 @@ use crate::sockets::SocketSpec;
     args_conflicts_with_subcommands = true,
     after_help = "\
 Examples:
+  devsup --port 8080                    (in a Cargo package: builds and runs what `cargo run` would)
   devsup --port 8080 -- ./target/debug/server
   devsup --port 8080 --build 'cargo build' -- ./target/debug/server
   devsup -s http=tcp::[::1]:8080 -s admin=unix::/tmp/admin.sock --ready-after 1s -- cargo run
@@ -80,6 +81,16 @@ pub(crate) struct Cli {
     /// A failing step keeps the running generation.
     #[arg(short, long = "build", value_name = "CMD", help_heading = "Build")]
     pub(crate) builds: Vec<String>,
+
+    /// With no command, in a Cargo package: run this binary of the package (default: the one
+    /// `cargo run` runs, its `default-run` or its only binary).
+    #[arg(long, value_name = "NAME", help_heading = "Build")]
+    pub(crate) bin: Option<String>,
+
+    /// With no command, in a Cargo workspace: build and run this member (cargo's `-p`; devsup's
+    /// `-p` is `--port`).
+    #[arg(long, value_name = "NAME", help_heading = "Build")]
+    pub(crate) package: Option<String>,
 
     /// Watch this directory (and the tree below it) or this one file for changes; repeat for several
     /// (default: the current directory).
@@ -175,6 +186,13 @@ pub(crate) struct Cli {
           value_parser = crate::sockets::parse_tcp, help_heading = "Browser")]
     pub(crate) livereload: Option<std::net::SocketAddr>,
 
+    /// With --livereload, make each `--> FILE:LINE:COL` of a failed build's output in the browser's
+    /// overlay a link that opens your editor: a URL template with {file} (absolute), {line} and
+    /// {column}, e.g. `vscode://file/{file}:{line}:{column}` (VS Code),
+    /// `idea://open?file={file}&line={line}` (JetBrains), `subl://open?url=file://{file}&line={line}`.
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Browser")]
+    pub(crate) editor_url: Option<String>,
+
     /// Read options from this file instead of ./devsup.toml or ./Cargo.toml's
     /// [package.metadata.devsup].
     #[arg(long, value_name = "PATH")]
@@ -242,6 +260,8 @@ impl Cli {
             listen_pid: flag(self.listen_pid),
             nonblocking: flag(self.nonblocking),
             builds: list(self.builds),
+            bin: self.bin,
+            package: self.package,
             watch: (!self.watch.is_empty()).then_some(self.watch),
             no_watch: flag(self.no_watch),
             poll: self.poll,
@@ -258,6 +278,7 @@ impl Cli {
             prefix: flag(self.prefix),
             events: self.events,
             livereload: self.livereload.map(Some),
+            editor_url: self.editor_url,
             command: (!self.command.is_empty()).then_some(self.command),
         }
     }

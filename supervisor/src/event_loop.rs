@@ -79,6 +79,16 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
 fn start(
     config: Config,
 ) -> anyhow::Result<(report::events::Events, Receiver<Input>, State, Executor)> {
+    // The first line: what devsup inferred, when no command was given.
+    if let Some(c) = &config.cargo {
+        report::log::write(&Step::Inferred {
+            package: c.package.clone(),
+            bin: c.bin.clone(),
+            because: c.because,
+            build: c.build.clone(),
+            target_dir: c.target_dir.display().to_string(),
+        });
+    }
     // Say a missing command before binding anything. With a build step,
     // the build may be what creates it.
     if config.builds.is_empty() {
@@ -118,7 +128,7 @@ fn start(
             inherited: l.is_inherited(),
         });
     }
-    let livereload_env = livereload::start(config.livereload, &reporter)?;
+    let livereload_env = livereload::start(config.livereload, config.editor.as_ref(), &reporter)?;
     let (tx, rx) = mpsc::channel();
     signals::spawn(tx.clone())?;
     if let Some(watch) = config.watch.clone() {

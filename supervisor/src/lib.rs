@@ -23,6 +23,7 @@ compile_error!(
     "devsup runs on Unix only (Linux and macOS): it passes sockets by fd inheritance across fork and exec"
 );
 
+mod cargo;
 mod cli;
 mod config;
 mod duration;
@@ -48,9 +49,26 @@ mod step;
 /// The `devsup` binary: parse, set up logging, run; the only place that
 /// prints an error.
 pub fn main() -> std::process::ExitCode {
+    run(std::env::args_os().collect())
+}
+
+/// The `cargo-devsup` binary, which cargo runs for `cargo devsup ARGS` as
+/// `cargo-devsup devsup ARGS`: devsup with ARGS.
+pub fn cargo_main() -> std::process::ExitCode {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "devsup") {
+        args.remove(1);
+    }
+    if let Some(first) = args.first_mut() {
+        *first = "cargo devsup".into();
+    }
+    run(args)
+}
+
+fn run(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
     use std::process::ExitCode;
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
-    let cli = cli::parse(std::env::args_os());
+    let cli = cli::parse(args);
     match &cli.sub {
         Some(cli::Sub::Completions { shell }) => {
             // Generated into memory and written once, checked: a closed

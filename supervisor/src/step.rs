@@ -223,6 +223,8 @@ pub(crate) enum Trouble {
     WaitFailed(String),
     /// The status socket `devsup status` looks for cannot be made (why).
     NoStatusSocket(String),
+    /// `--livereload`'s page cannot answer on the served sockets (why).
+    DownPageLost(String),
 }
 
 /// Something devsup noted and let be: shown with `-v` only.
@@ -255,6 +257,17 @@ pub(crate) enum Note {
         after: Duration,
         how: Option<String>,
     },
+}
+
+/// Why connections wait unanswered ([`Step::Unserved`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unserved {
+    /// The first build runs.
+    Building,
+    /// The first build failed: nothing will serve until one succeeds.
+    BuildFailed,
+    /// `--livereload`: devsup answers them with its page meanwhile.
+    Page,
 }
 
 /// One step. Serialized with its kind in `event`, in snake case.
@@ -524,6 +537,23 @@ pub(crate) enum Step {
         generation: Option<GenId>,
         note: Note,
     },
+    /// No command was given: the Cargo binary devsup builds and runs, as
+    /// `cargo run` would. The log's first line.
+    #[serde(skip_serializing)]
+    Inferred {
+        package: String,
+        bin: String,
+        /// Why this binary: `--bin`, `default-run` or `the only binary`.
+        because: &'static str,
+        /// The build step.
+        build: String,
+        target_dir: String,
+    },
+    /// No generation was ever spawned: connections to `addrs` wait in the
+    /// accept queue unanswered, or get `--livereload`'s page (said once
+    /// each).
+    #[serde(skip_serializing)]
+    Unserved { addrs: Vec<String>, why: Unserved },
 }
 
 impl Step {
@@ -560,6 +590,8 @@ impl Step {
             | Step::NotSignalled { .. }
             | Step::BuildKilled { .. }
             | Step::ShutdownForced { .. }
+            | Step::Inferred { .. }
+            | Step::Unserved { .. }
             | Step::Trouble(_) => None,
         }
     }
@@ -585,6 +617,8 @@ impl Step {
                 | Step::NeverWaited { .. }
                 | Step::Trouble(_)
                 | Step::Noted { .. }
+                | Step::Inferred { .. }
+                | Step::Unserved { .. }
         )
     }
 

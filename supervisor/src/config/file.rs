@@ -101,6 +101,8 @@ pub(crate) struct FileConfig {
     pub(crate) listen_pid: Option<bool>,
     pub(crate) nonblocking: Option<bool>,
     pub(crate) build: Option<Many>,
+    pub(crate) bin: Option<String>,
+    pub(crate) package: Option<String>,
     pub(crate) watch: Option<Many>,
     pub(crate) no_watch: Option<bool>,
     pub(crate) poll: Option<String>,
@@ -117,6 +119,7 @@ pub(crate) struct FileConfig {
     pub(crate) prefix: Option<bool>,
     pub(crate) events: Option<String>,
     pub(crate) livereload: Option<OnOrAddr>,
+    pub(crate) editor_url: Option<String>,
     pub(crate) command: Option<Many>,
 }
 
@@ -222,6 +225,8 @@ impl FileConfig {
             listen_pid: self.listen_pid,
             nonblocking: self.nonblocking,
             builds: list(self.build),
+            bin: self.bin,
+            package: self.package,
             watch: list(self.watch).map(|v| v.into_iter().map(PathBuf::from).collect()),
             no_watch: self.no_watch,
             poll: each(self.poll, duration::parse_poll, |e| bad("poll", e))?,
@@ -252,6 +257,7 @@ impl FileConfig {
                 .livereload
                 .map(|v| livereload(v).map_err(|e| bad("livereload", e)))
                 .transpose()?,
+            editor_url: self.editor_url,
             command: self
                 .command
                 .map(command_words)

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::cargo::{self, Inferred};
 use crate::machine::{Policy, ReadyRule};
 use crate::process::Program;
 use crate::report::events::Target;
@@ -46,6 +47,8 @@ pub(crate) struct Options {
     pub(crate) listen_pid: Option<bool>,
     pub(crate) nonblocking: Option<bool>,
     pub(crate) builds: Option<Vec<String>>,
+    pub(crate) bin: Option<String>,
+    pub(crate) package: Option<String>,
     pub(crate) watch: Option<Vec<PathBuf>>,
     pub(crate) no_watch: Option<bool>,
     pub(crate) poll: Option<Duration>,
@@ -63,6 +66,7 @@ pub(crate) struct Options {
     pub(crate) events: Option<Target>,
     /// `Some(None)`: switched off (`livereload = false`).
     pub(crate) livereload: Option<Option<SocketAddr>>,
+    pub(crate) editor_url: Option<String>,
     pub(crate) command: Option<Vec<OsString>>,
 }
 
@@ -91,6 +95,8 @@ impl Options {
             listen_pid: self.listen_pid.or(under.listen_pid),
             nonblocking: self.nonblocking.or(under.nonblocking),
             builds: self.builds.or(under.builds),
+            bin: self.bin.or(under.bin),
+            package: self.package.or(under.package),
             poll: self.poll.or(under.poll),
             debounce: self.debounce.or(under.debounce),
             ignore: self.ignore.or(under.ignore),
@@ -105,6 +111,7 @@ impl Options {
             prefix: self.prefix.or(under.prefix),
             events: self.events.or(under.events),
             livereload: self.livereload.or(under.livereload),
+            editor_url: self.editor_url.or(under.editor_url),
             command: self.command.or(under.command),
         }
     }
@@ -131,6 +138,20 @@ pub(crate) struct Config {
     pub(crate) prefix: bool,
     pub(crate) events: Option<Target>,
     pub(crate) livereload: Option<SocketAddr>,
+    /// No command was given: what devsup inferred from the Cargo package
+    /// (its build step is the last of `builds`).
+    pub(crate) cargo: Option<Inferred>,
+    /// `--editor-url`, and the directory relative paths in build output
+    /// are under (the Cargo workspace's root, else devsup's directory).
+    pub(crate) editor: Option<Editor>,
+}
+
+/// Where the overlay's file links point: `--editor-url`'s template, and
+/// the directory relative paths are under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Editor {
+    pub(crate) template: String,
+    pub(crate) base: PathBuf,
 }
 
 impl Config {
@@ -168,7 +189,45 @@ impl Config {
             Some((path, file)) => file.options(&path)?,
             None => Options::default(),
         };
-        Config::from_options(options.over(from_file))
+        Config::from_options_in(options.over(from_file), cwd)
+    }
+
+    /// [`Config::from_options`], but with no command, the binary `cargo
+    /// run` would run in `cwd` (see [`crate::cargo`]).
+    pub(crate) fn from_options_in(mut o: Options, cwd: &Path) -> anyhow::Result<Config> {
+        let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_owned());
+        if o.command.is_some() {
+            let mut config = Config::from_options(o)?;
+            if let Some(editor) = &mut config.editor {
+                editor.base.clone_from(&cwd);
+            }
+            return Ok(config);
+        }
+        let inferred = cargo::infer(&cwd, o.bin.as_deref(), o.package.as_deref())?;
+        o.command = Some(vec![inferred.bin.clone().into()]);
+        o.builds
+            .get_or_insert_with(Vec::new)
+            .push(inferred.build.clone());
+        // Used up: `from_options` refuses them next to a command.
+        (o.bin, o.package) = (None, None);
+        // What cargo builds from: the whole workspace (a member's path
+        // dependencies), less a target directory inside it under another
+        // name than the ignored `target/`.
+        if o.watch.is_none() && o.no_watch.is_none() {
+            o.watch = Some(vec![inferred.workspace_root.clone()]);
+            if let Ok(inside) = inferred.target_dir.strip_prefix(&inferred.workspace_root)
+                && !inside.as_os_str().is_empty()
+                && inside != Path::new("target")
+            {
+                (o.ignore.get_or_insert_with(Vec::new)).push(format!("/{}/", inside.display()));
+            }
+        }
+        let mut config = Config::from_options(o)?;
+        if let Some(editor) = &mut config.editor {
+            editor.base.clone_from(&inferred.workspace_root);
+        }
+        config.cargo = Some(inferred);
+        Ok(config)
     }
 
     /// The config file's `events` (`file`, else devsup.toml or
@@ -181,6 +240,33 @@ impl Config {
     /// file format cannot, and builds the [`Config`].
     pub(crate) fn from_options(o: Options) -> anyhow::Result<Config> {
         no_zero_timeout(&o)?;
+        if o.editor_url.is_some() && o.livereload.flatten().is_none() {
+            anyhow::bail!(
+                "--editor-url makes links in --livereload's overlay: add --livereload, or drop \
+                 --editor-url"
+            );
+        }
+        if let Some(t) = &o.editor_url
+            && !t.contains("{file}")
+        {
+            anyhow::bail!(
+                "--editor-url {t:?} has no {{file}}: give a URL template with {{file}}, {{line}} and \
+                 {{column}}, e.g. 'vscode://file/{{file}}:{{line}}:{{column}}'"
+            );
+        }
+        if o.command.is_some() {
+            for (given, option) in [
+                (o.bin.is_some(), "--bin"),
+                (o.package.is_some(), "--package"),
+            ] {
+                if given {
+                    anyhow::bail!(
+                        "{option} chooses what to build and run when no command is given: \
+                         drop it, or drop the command after `--`"
+                    );
+                }
+            }
+        }
         let mut sockets = Vec::new();
         if let Some(port) = o.port {
             sockets.push(SocketSpec {
@@ -228,6 +314,11 @@ impl Config {
             ready_timeout: o.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
             ready_after: o.ready_after,
             ready: o.ready.unwrap_or(ReadyRule::Auto),
+            cargo: None,
+            editor: o.editor_url.map(|template| Editor {
+                template,
+                base: PathBuf::from("."),
+            }),
         })
     }
 }
@@ -414,6 +505,83 @@ mod tests {
             "{e}"
         );
         assert!(parse(&["devsup", "-p", "1", "--drain-timeout", "1ms", "--", "x"]).is_ok());
+    }
+
+    /// `--editor-url` needs `{file}`; relative paths are under devsup's
+    /// directory (or the Cargo workspace's root, with no command).
+    #[test]
+    fn editor_url_needs_file_and_gets_a_base() {
+        let e = parse(&[
+            "devsup",
+            "-p",
+            "1",
+            "--editor-url",
+            "vscode://{file}",
+            "--",
+            "x",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("add --livereload"), "{e}");
+        let e = parse(&[
+            "devsup",
+            "-p",
+            "1",
+            "--livereload",
+            "--editor-url",
+            "vscode://x",
+            "--",
+            "x",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--editor-url") && e.contains("{file}"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let cli = crate::cli::Cli::try_parse_from([
+            "devsup",
+            "-p",
+            "1",
+            "--livereload",
+            "--editor-url",
+            "vscode://file/{file}:{line}",
+            "--",
+            "x",
+        ])
+        .unwrap();
+        let c = Config::from_options_in(cli.options(), dir.path()).unwrap();
+        let editor = c.editor.unwrap();
+        assert_eq!(editor.template, "vscode://file/{file}:{line}");
+        assert_eq!(editor.base, dir.path().canonicalize().unwrap());
+    }
+
+    /// With no command, devsup watches the Cargo workspace, less a target
+    /// directory inside it (here `[build] target-dir = "out"`), whose
+    /// writes would otherwise reload after every build.
+    #[test]
+    fn no_command_watches_the_workspace_but_not_its_target_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let write = |path: &str, text: &str| {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write(
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"app\"]\nresolver = \"2\"\n",
+        );
+        write(".cargo/config.toml", "[build]\ntarget-dir = \"out\"\n");
+        write(
+            "app/Cargo.toml",
+            "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+        );
+        write("app/src/main.rs", "fn main() {}\n");
+        let cli = crate::cli::Cli::try_parse_from(["devsup", "-p", "1"]).unwrap();
+        let c = Config::from_options_in(cli.options(), &root.join("app")).unwrap();
+        let watch = c.watch.unwrap();
+        assert_eq!(watch.roots, [root]);
+        assert_eq!(watch.ignore, ["/out/"]);
+        assert_eq!(c.cargo.unwrap().bin, "app");
     }
 
     #[test]

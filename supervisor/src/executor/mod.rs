@@ -41,6 +41,7 @@ use tracing::warn;
 use crate::config::Config;
 use crate::event::{Event, Exit, GenId, Input, Store};
 use crate::guard::Guard;
+use crate::livereload::down::{self, DownPage};
 use crate::machine::{Action, ReadyRule};
 use crate::platform;
 use crate::process::{self, ExecStatus, Inherit};
@@ -53,7 +54,10 @@ use crate::step::{FdStore, KillReason, Note, Step, Trouble};
 mod main_pid;
 mod outbox;
 mod output;
+mod pty;
 mod tee;
+pub(crate) use tee::Tail;
+mod unserved;
 // Readiness seen from the kernel reads /proc: Linux only; elsewhere every
 // generation falls back to READY=1 or the --ready-after timer.
 #[cfg(target_os = "linux")]
@@ -91,6 +95,14 @@ struct Proc {
 
 /// Carries out actions: the only code that touches processes.
 pub(crate) struct Executor {
+    /// Says once that connections wait while none was ever spawned.
+    unserved: unserved::Unserved,
+    /// `--livereload`'s page on the served sockets while no generation
+    /// runs (`None` while one does), and the live-reload URL it needs.
+    down: Option<DownPage>,
+    down_url: Option<String>,
+    /// The shutdown has begun: no page any more.
+    shutting_down: bool,
     config: Config,
     listeners: Vec<Listener>,
     tx: Sender<Input>,
@@ -124,6 +136,9 @@ pub(crate) struct Executor {
 
 /// Most fds devsup keeps for `FDSTORE=1`.
 const MAX_STORED_FDS: usize = 32;
+/// How long a spawn waits for the inferred cargo build's messages to end
+/// after its process group is gone (normally: at once).
+const CARGO_MESSAGES_WAIT: Duration = Duration::from_secs(2);
 
 /// Fails, naming the limit, if `listeners` sockets leave no room in a
 /// generation's fds for the ready channel.
@@ -170,7 +185,24 @@ impl Executor {
             })?;
         }
         let probes = probe::Probes::new(&listeners, config.ready != ReadyRule::Notify, tx.clone());
+        let unserved = unserved::Unserved::new(
+            listeners.iter().map(|l| l.addr.to_string()).collect(),
+            config.livereload.is_some(),
+        );
+        // The building page, with the script of the live-reload server.
+        let livereload_url = (extra_env.iter())
+            .find(|(k, _)| k == crate::livereload::ENV_LIVERELOAD)
+            .map(|(_, url)| url.to_string_lossy().into_owned());
+        let down_url = livereload_url.filter(|_| !listeners.is_empty());
+        let down = match &down_url {
+            Some(url) => Some(down::start(&listeners, url, &reporter)?),
+            None => None,
+        };
         Ok(Executor {
+            unserved,
+            down,
+            down_url,
+            shutting_down: false,
             probes,
             config,
             listeners,
@@ -267,6 +299,10 @@ impl Executor {
     /// output to end ([`outbox`]).
     fn report(&mut self, step: Step) {
         crate::report::log::write(&step);
+        if let Some(unserved) = self.unserved.after(&step) {
+            crate::report::log::write(&unserved);
+        }
+        self.down_page_after(&step);
         // Counted ready by any rule: readiness is probed no more.
         self.probes.reported(&step);
         let was_held = self.outbox.next_wake().is_some();
@@ -288,6 +324,37 @@ impl Executor {
         }
     }
 
+    /// `--livereload`'s page answers again once every generation has
+    /// exited (until the next is spawned), but not in the shutdown.
+    fn down_page_after(&mut self, step: &Step) {
+        match step {
+            Step::Shutdown { .. } => {
+                self.shutting_down = true;
+                if let Some(down) = self.down.take() {
+                    down.stop();
+                }
+            }
+            Step::Exited { .. } if self.down.is_none() && !self.shutting_down => {
+                let alive = (self.procs.values()).any(|p| matches!(p.role, Role::Generation(_)));
+                let Some(url) = self.down_url.clone().filter(|_| !alive) else {
+                    return;
+                };
+                match down::start(&self.listeners, &url, &self.reporter) {
+                    Ok(down) => {
+                        self.down = Some(down);
+                        let addrs = self.listeners.iter().map(|l| l.addr.to_string()).collect();
+                        crate::report::log::write(&Step::Unserved {
+                            addrs,
+                            why: crate::step::Unserved::Page,
+                        });
+                    }
+                    Err(e) => self.report(Step::Trouble(Trouble::DownPageLost(format!("{e:#}")))),
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Publishes the steps held behind a failed build once its output has
     /// ended or its wait has run out (or at once if `force`).
     fn flush_held(&mut self, force: bool) {
@@ -296,8 +363,22 @@ impl Executor {
         }
     }
 
+    /// The executable to run: the command's, or with no command the one
+    /// cargo's last build named. Its messages are read to their end first
+    /// (the build's process group is gone, but its stdout may still be in
+    /// the pipe); if they have not ended by then, this fails saying so.
+    fn program_path(&self) -> anyhow::Result<std::path::PathBuf> {
+        let Some(cargo) = &self.config.cargo else {
+            return self.config.program.resolve();
+        };
+        if let Some(tail) = &self.build_output {
+            tail.wait_ended(CARGO_MESSAGES_WAIT);
+        }
+        cargo.built.path()
+    }
+
     fn spawn(&mut self, gen_id: GenId, trigger_at: Option<Instant>) -> Event {
-        let path = match self.config.program.resolve() {
+        let path = match self.program_path() {
             Ok(path) => path,
             Err(e) => {
                 return Event::SpawnFailed {
@@ -325,6 +406,11 @@ impl Executor {
                 .collect(),
             capture_output: self.config.prefix,
         };
+        // devsup accepts no connection from here on: each is the
+        // generation's (the page's thread has stopped when this returns).
+        if let Some(down) = self.down.take() {
+            down.stop();
+        }
         match process::spawn(&path, &self.config.program, &inherit) {
             Ok(spawned) => {
                 self.report(Step::Spawned {
@@ -487,8 +573,22 @@ impl Executor {
         });
         // The step's stdout and stderr go through the tee, which shows them
         // and keeps their end for a failure's report.
-        let output = match tee::start("build") {
+        // The inferred cargo step (the last): its stdout is cargo's JSON
+        // messages, read for the binary's path rather than shown.
+        let messages = (self.config.cargo.as_ref())
+            .filter(|_| step + 1 == total)
+            .map(|c| c.built.clone());
+        // A terminal for the step when devsup has one (its progress bar).
+        let started = if pty::wanted() {
+            pty::start("build", messages)
+        } else {
+            tee::start("build", messages).map_err(Into::into)
+        };
+        let output = match started {
             Ok((tail, out, err)) => {
+                if let Some(down) = &self.down {
+                    down.progress(tail.clone());
+                }
                 self.build_output = Some(tail);
                 Some((out, err))
             }

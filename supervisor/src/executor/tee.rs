@@ -16,15 +16,18 @@
 //! the threads see end-of-file when the child's last process closes them.
 //!
 //! Through a pipe a compiler no longer sees a terminal: [`colour_env`] asks
-//! cargo for colours when devsup's own stderr is a terminal. cargo draws its
-//! progress bar only on a terminal, so that bar is not shown through devsup.
+//! cargo for colours when devsup's own stderr is a terminal. When it is,
+//! `pty.rs` gives the step a pseudo-terminal instead, so that cargo draws
+//! its progress bar too; its master is copied and kept here the same way.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::cargo::Built;
 
 /// Lines in a failed build's `output_tail`.
 pub(crate) const MAX_LINES: usize = 20;
@@ -121,7 +124,7 @@ pub(crate) struct Printed {
 }
 
 impl Tail {
-    fn with_streams(n: usize) -> Tail {
+    pub(super) fn with_streams(n: usize) -> Tail {
         let tail = Tail::default();
         tail.lock().open = n;
         tail
@@ -136,18 +139,7 @@ impl Tail {
     /// output may still be on its way through the pipes (or held open by
     /// a process that left the group, such as a compiler cache server).
     pub(crate) fn printed(&self, wait: Duration) -> Printed {
-        let deadline = Instant::now() + wait;
-        let mut state = self.lock();
-        while state.open > 0 {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            state = match self.0.1.wait_timeout(state, deadline - now) {
-                Ok((state, _)) => state,
-                Err(e) => e.into_inner().0,
-            };
-        }
+        let state = self.ended_within(wait);
         let text = state.text();
         let cut = state.cut;
         drop(state);
@@ -162,6 +154,39 @@ impl Tail {
             text
         };
         Printed { lines, text }
+    }
+
+    /// The last non-blank line printed so far, unfinished ones included,
+    /// as a terminal would show it last (a progress line as last drawn),
+    /// without ANSI escapes: for the `--livereload` building page.
+    pub(crate) fn latest(&self) -> Option<String> {
+        let text = self.lock().text();
+        text.lines()
+            .rev()
+            .map(clean)
+            .find(|line| !line.trim().is_empty())
+    }
+
+    /// Waits until every stream has ended, or `wait` has passed; whether
+    /// they have.
+    pub(crate) fn wait_ended(&self, wait: Duration) -> bool {
+        self.ended_within(wait).open == 0
+    }
+
+    fn ended_within(&self, wait: Duration) -> std::sync::MutexGuard<'_, State> {
+        let deadline = Instant::now() + wait;
+        let mut state = self.lock();
+        while state.open > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = match self.0.1.wait_timeout(state, deadline - now) {
+                Ok((state, _)) => state,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        state
     }
 
     /// Whether every stream has ended.
@@ -199,7 +224,9 @@ impl Tail {
         self.lock().feed(stream, bytes);
     }
 
-    fn end(&self, stream: usize) {
+    /// Ends `stream`: its end of file (or, for a pty carrying both
+    /// streams as one, at once).
+    pub(super) fn end(&self, stream: usize) {
         let mut state = self.lock();
         if !state.partial[stream].is_empty() {
             state.end_line(stream);
@@ -219,9 +246,15 @@ impl Tail {
 /// Two pipes, for a child's stdout and stderr, whose bytes go through to
 /// devsup's stdout and stderr and into one [`Tail`]. Returns the tail and
 /// the child's ends (stdout, stderr).
-pub(crate) fn start(name: &str) -> std::io::Result<(Tail, OwnedFd, OwnedFd)> {
+pub(crate) fn start(
+    name: &str,
+    messages: Option<Built>,
+) -> std::io::Result<(Tail, OwnedFd, OwnedFd)> {
     let tail = Tail::with_streams(2);
-    let out = pipe(name, std::io::stdout(), tail.clone(), 0)?;
+    let out = match messages {
+        Some(built) => cargo_messages(name, built, tail.clone())?,
+        None => pipe(name, std::io::stdout(), tail.clone(), 0)?,
+    };
     let err = match pipe(name, std::io::stderr(), tail.clone(), 1) {
         Ok(err) => err,
         Err(e) => {
@@ -256,11 +289,25 @@ fn colour_for(
 
 fn pipe(
     name: &str,
-    mut sink: impl Write + Send + 'static,
+    sink: impl Write + Send + 'static,
     ours: Tail,
     stream: usize,
 ) -> std::io::Result<OwnedFd> {
     let (read, write) = crate::platform::fds::pipe()?;
+    copy(name, read, sink, ours, stream)?;
+    Ok(write)
+}
+
+/// Copies what `read` gives (a pipe, or a pty's master, whose EIO once
+/// every slave is closed ends it as end of file does) to `sink`, and
+/// keeps it as `stream` of `ours`, on a thread of its own.
+pub(super) fn copy(
+    name: &str,
+    read: OwnedFd,
+    mut sink: impl Write + Send + 'static,
+    ours: Tail,
+    stream: usize,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name(format!("{name}-output"))
         .spawn(move || {
@@ -277,15 +324,50 @@ fn pipe(
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(_) => break,
                 };
+                // Kept first: whoever sees the line printed finds it kept
+                // (the --livereload page's latest line).
+                ours.feed(stream, &buf[..n]);
                 if echo {
                     echo = sink
                         .write_all(&buf[..n])
                         .and_then(|()| sink.flush())
                         .is_ok();
                 }
-                ours.feed(stream, &buf[..n]);
             }
             ours.end(stream);
+        })?;
+    Ok(())
+}
+
+/// The stdout of the inferred `cargo build` (see [`crate::cargo`]): each
+/// line one of cargo's JSON messages, read by `built` and neither shown
+/// nor kept; any other line is shown and kept like the other streams'.
+pub(super) fn cargo_messages(name: &str, built: Built, ours: Tail) -> std::io::Result<OwnedFd> {
+    let (read, write) = crate::platform::fds::pipe()?;
+    std::thread::Builder::new()
+        .name(format!("{name}-messages"))
+        .spawn(move || {
+            let mut lines = std::io::BufReader::new(std::fs::File::from(read));
+            let mut line = Vec::new();
+            let mut echo = true;
+            loop {
+                line.clear();
+                match lines.read_until(b'\n', &mut line) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+                if built.take_line(&line) {
+                    continue;
+                }
+                ours.feed(0, &line);
+                if echo {
+                    let mut out = std::io::stdout();
+                    echo = out.write_all(&line).and_then(|()| out.flush()).is_ok();
+                }
+            }
+            ours.end(0);
         })?;
     Ok(write)
 }

@@ -76,6 +76,10 @@
       }
       if (generation > 0) hideOverlay();
     });
+    source.addEventListener("editor", function (e) {
+      var newline = e.data.indexOf("\n");
+      state.editor = { template: e.data.slice(0, newline), base: e.data.slice(newline + 1) };
+    });
     source.addEventListener("building", function () {
       setBuilding(true);
     });
@@ -188,6 +192,27 @@
   }
   state.ansiToHtml = ansiToHtml;
 
+  // `--> FILE:LINE:COL` (rustc's, and many tools') as a link that opens the
+  // editor, with devsup's --editor-url template; relative paths are under
+  // the base devsup gives (the Cargo workspace's root).
+  function linkLocations(html) {
+    var editor = state.editor;
+    if (!editor) return html;
+    return html.replace(
+      /(--&gt; (?:<\/span>)?)([^\s<>:]+):(\d+):(\d+)/g,
+      function (all, arrow, file, line, column) {
+        var path = file.replace(/&amp;/g, "&");
+        if (path.charAt(0) !== "/") path = editor.base.replace(/\/$/, "") + "/" + path;
+        var href = editor.template
+          .replace("{file}", encodeURI(path))
+          .replace("{line}", line)
+          .replace("{column}", column);
+        return arrow + '<a class="location" href="' + escapeHtml(href) + '">' + file + ":" + line + ":" + column + "</a>";
+      }
+    );
+  }
+  state.linkLocations = linkLocations;
+
   var host = null;
   function showOverlay(data) {
     var newline = data.indexOf("\n");
@@ -211,13 +236,14 @@
       "button{all:unset;cursor:pointer;color:#909dab;font-size:20px;line-height:1;padding:2px 8px;border-radius:4px}" +
       "button:hover{background:#373e47;color:#f0f3f6}" +
       "pre{margin:0;padding:14px 16px;overflow:auto;white-space:pre;tab-size:4;font:inherit}" +
+      "a.location{color:inherit;text-decoration:underline dotted}" +
       "</style>" +
       '<div class="backdrop" part="backdrop"><div class="panel" role="alertdialog" aria-label="Build failed">' +
       '<div class="head"><div class="title"></div><button type="button" title="Dismiss (Esc)" aria-label="Dismiss">\u00d7</button></div>' +
       '<pre class="output"></pre></div></div>';
     root.querySelector(".title").innerHTML =
       escapeHtml(summary) + '<br><span class="note">The page is served by the last good generation; save a fix to rebuild.</span>';
-    root.querySelector(".output").innerHTML = ansiToHtml(output);
+    root.querySelector(".output").innerHTML = linkLocations(ansiToHtml(output));
     root.querySelector("button").addEventListener("click", hideOverlay);
     (document.body || document.documentElement).appendChild(host);
   }

@@ -10,6 +10,9 @@
 //! - `hello` (data: the generation last announced ready, `0` if none, and
 //!   an id of this devsup run), on every connection, followed by the
 //!   current `building` or `failed` state;
+//! - `editor` (data: `--editor-url`'s template, a newline, the directory
+//!   relative paths are under), on every connection, when given: the
+//!   overlay makes each `--> FILE:LINE:COL` a link to the editor;
 //! - `building`, when a build starts;
 //! - `failed` (data: a one-line summary, then the build's output, last
 //!   64 KiB), when a build fails and the running
@@ -30,6 +33,7 @@
 //! so a server (or the tower layer of devsup-serve) can add the script tag
 //! to its pages.
 
+pub(crate) mod down;
 mod server;
 
 use std::ffi::OsString;
@@ -81,6 +85,9 @@ struct Shared {
     /// A build under way or failed since the last ready generation, told to
     /// browsers that connect now.
     pending: Option<Bytes>,
+    /// `editor` event's data (`--editor-url`'s template, a newline, the
+    /// base directory), told on every connection.
+    editor: Option<String>,
     /// One sender per connected browser.
     clients: Vec<UnboundedSender<Bytes>>,
     observer: Observer,
@@ -91,6 +98,7 @@ struct Shared {
 /// environment of every generation and build step.
 pub(crate) fn start(
     addr: Option<SocketAddr>,
+    editor: Option<&crate::config::Editor>,
     reporter: &Reporter,
 ) -> anyhow::Result<Option<(OsString, OsString)>> {
     let Some(addr) = addr else {
@@ -101,6 +109,7 @@ pub(crate) fn start(
         .unwrap_or_default();
     let shared = Arc::new(Mutex::new(Shared {
         instance: format!("{}-{}", std::process::id(), started.as_micros()),
+        editor: editor.map(|e| format!("{}\n{}", e.template, e.base.display())),
         ..Shared::default()
     }));
     let (bound, runtime) = server::start(addr, shared.clone())?;
@@ -212,6 +221,9 @@ fn subscribe(shared: &Mutex<Shared>) -> tokio::sync::mpsc::UnboundedReceiver<Byt
         "hello",
         &format!("{} {}", shared.ready, shared.instance),
     ));
+    if let Some(editor) = &shared.editor {
+        let _ = tx.send(sse("editor", editor));
+    }
     if let Some(pending) = &shared.pending {
         let _ = tx.send(pending.clone());
     }

@@ -14,7 +14,7 @@ use crate::event::GenId;
 use crate::log::{latency, ms};
 use crate::step::{
     AfterExit, BuildStatus, Cause, DrainReason, Fallback, FdStore, Into, KillReason, MainPid, Note,
-    Phase, Rule, Said, SocketSeen, Step, Trouble,
+    Phase, Rule, Said, SocketSeen, Step, Trouble, Unserved,
 };
 
 /// How much a line matters; `DEVSUP_LOG`, `-q` and `-v` filter on it.
@@ -176,6 +176,34 @@ fn stopping(step: &Step) -> Option<(Level, String)> {
 }
 
 /// The lines of the steps only the log shows.
+/// [`Step::Unserved`]'s line.
+fn unserved(addrs: &[String], why: Unserved) -> (Level, String) {
+    let addrs = addrs.join(", ");
+    match why {
+        Unserved::Building => (
+            Level::Info,
+            format!(
+                "connections to {addrs} wait unanswered until gen=1 is ready, after the first build \
+                 (they are queued, not refused); --livereload shows browsers a page meanwhile"
+            ),
+        ),
+        Unserved::BuildFailed => (
+            Level::Warn,
+            format!(
+                "the first build failed, so connections to {addrs} wait unanswered (curl and browsers \
+                 hang): fix the error and save to build again, or press r + Enter"
+            ),
+        ),
+        Unserved::Page => (
+            Level::Info,
+            format!(
+                "live reload: answering connections to {addrs} with a 503 page while no \
+                 generation runs (until the next is spawned; then they wait for it)"
+            ),
+        ),
+    }
+}
+
 fn log_only(step: &Step) -> Option<(Level, String)> {
     Some(match step {
         Step::FellBack { why, after, .. } => (Level::Warn, fell_back(why, *after)),
@@ -228,6 +256,21 @@ fn log_only(step: &Step) -> Option<(Level, String)> {
         Step::ShutdownForced { cause } => (
             Level::Warn,
             format!("{cause} again: killing every generation now"),
+        ),
+        Step::Unserved { addrs, why } => unserved(addrs, *why),
+        Step::Inferred {
+            package,
+            bin,
+            because,
+            build,
+            target_dir,
+        } => (
+            Level::Info,
+            format!(
+                "no command given: running {bin} ({because} of package {package}), as `cargo run` \
+                 would, built by `{build}` into {target_dir}; choose with --bin/--package, or give \
+                 a command after `--`"
+            ),
         ),
         Step::Said { what, .. } => (
             Level::Info,
@@ -597,6 +640,10 @@ fn trouble_text(trouble: &Trouble) -> String {
         Trouble::NoStatusSocket(why) => {
             format!("`devsup status` cannot reach this devsup: {why}")
         }
+        Trouble::DownPageLost(why) => format!(
+            "live reload: cannot answer on the served ports while no generation runs ({why}); \
+             connections wait for the next generation instead"
+        ),
     }
 }
 
@@ -1240,6 +1287,37 @@ mod tests {
                 "gen=2 removed 2 stored fd(s) named db",
             ),
             (
+                Step::Unserved {
+                    addrs: vec!["127.0.0.1:8080".into(), "/tmp/a.sock".into()],
+                    why: Unserved::Building,
+                },
+                "connections to 127.0.0.1:8080, /tmp/a.sock wait unanswered until gen=1 is ready, after the first build (they are queued, not refused); --livereload shows browsers a page meanwhile",
+            ),
+            (
+                Step::Unserved {
+                    addrs: vec!["127.0.0.1:8080".into()],
+                    why: Unserved::Page,
+                },
+                "live reload: answering connections to 127.0.0.1:8080 with a 503 page while no generation runs (until the next is spawned; then they wait for it)",
+            ),
+            (
+                Step::Unserved {
+                    addrs: vec!["127.0.0.1:8080".into()],
+                    why: Unserved::BuildFailed,
+                },
+                "warning: the first build failed, so connections to 127.0.0.1:8080 wait unanswered (curl and browsers hang): fix the error and save to build again, or press r + Enter",
+            ),
+            (
+                Step::Inferred {
+                    package: "app".into(),
+                    bin: "server".into(),
+                    because: "default-run",
+                    build: "cargo build --message-format=json-render-diagnostics --package app --bin server".into(),
+                    target_dir: "/tmp/t".into(),
+                },
+                "no command given: running server (default-run of package app), as `cargo run` would, built by `cargo build --message-format=json-render-diagnostics --package app --bin server` into /tmp/t; choose with --bin/--package, or give a command after `--`",
+            ),
+            (
                 Step::FdStored {
                     generation: 2,
                     change: FdStore::Full {
@@ -1300,6 +1378,10 @@ mod tests {
                     error: "too long".into(),
                 }),
                 "warning: cannot run the build command \"echo xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"… (105 bytes): too long",
+            ),
+            (
+                Step::Trouble(Trouble::DownPageLost("EMFILE".into())),
+                "warning: live reload: cannot answer on the served ports while no generation runs (EMFILE); connections wait for the next generation instead",
             ),
             (
                 Step::Trouble(Trouble::WaitFailed("EINVAL".into())),

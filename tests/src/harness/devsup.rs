@@ -27,6 +27,8 @@ pub struct DevsupBuilder {
     echo: bool,
     stdin: Option<std::os::fd::OwnedFd>,
     launcher: Vec<OsString>,
+    command: bool,
+    env_remove: Vec<OsString>,
 }
 
 impl DevsupBuilder {
@@ -35,6 +37,19 @@ impl DevsupBuilder {
     /// keys tests). The launcher must end devsup when it is killed.
     pub fn launcher<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, launcher: I) -> Self {
         self.launcher = launcher.into_iter().map(|a| a.as_ref().into()).collect();
+        self
+    }
+
+    /// Passes no `-- SERVER` at all: devsup infers the command (in a Cargo
+    /// package).
+    pub fn no_command(mut self) -> Self {
+        self.command = false;
+        self
+    }
+
+    /// Removes an environment variable for devsup (and its children).
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
+        self.env_remove.push(key.as_ref().into());
         self
     }
 
@@ -99,6 +114,9 @@ impl DevsupBuilder {
             all.push(port.into());
         }
         all.extend(self.args.iter().cloned());
+        if !self.command {
+            return all;
+        }
         all.push("--".into());
         let server = self
             .server
@@ -118,9 +136,16 @@ impl DevsupBuilder {
             .map(|(k, v)| (k.as_os_str(), v.as_os_str()))
             .collect();
         let stdin = self.stdin.map_or_else(Stdio::null, Stdio::from);
+        let removed: Vec<(&OsStr, &OsStr)> = (self.env_remove.iter())
+            .map(|k| (k.as_os_str(), OsStr::new(REMOVE)))
+            .collect();
+        let env = [env, removed].concat();
         Devsup::start(&self.cwd, &self.launcher, &args, &env, self.echo, stdin)
     }
 }
+
+/// The value [`DevsupBuilder::env_remove`] passes for a variable to remove.
+const REMOVE: &str = "\0remove";
 
 /// A running devsup whose stderr is collected line by line.
 ///
@@ -151,6 +176,8 @@ impl Devsup {
             echo: true,
             stdin: None,
             launcher: Vec::new(),
+            command: true,
+            env_remove: Vec::new(),
         }
     }
 
@@ -186,7 +213,11 @@ impl Devsup {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (key, value) in env {
-            command.env(key, value);
+            if *value == OsStr::new(REMOVE) {
+                command.env_remove(key);
+            } else {
+                command.env(key, value);
+            }
         }
         let mut child = command
             .spawn()

@@ -235,3 +235,72 @@ fn a_page_open_across_a_devsup_restart_reloads_once_the_new_one_is_ready() {
         ]
     );
 }
+
+/// Issue 22: a browser opened during the first build sees devsup's
+/// "building…" page, which turns into the app when gen 1 is ready,
+/// without touching the page. The build waits on a fifo the test opens
+/// once the page's script has its event stream.
+#[test]
+fn a_page_opened_during_the_first_build_says_building_then_becomes_the_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let (devsup, _) = crate::first_minutes::gated_site(dir.path(), "version 1", true, &[]);
+    let Some(mut browser) = Browser::launch("the building page in Chromium") else {
+        return;
+    };
+    devsup.wait_for_line("Compiling page v0.1.0 (gated)", TIMEOUT);
+    browser.call(json!({"cmd": "open", "url": format!("http://{}/", devsup.addr())}));
+    browser.wait_load("building…", TIMEOUT);
+    browser.call(json!({"cmd": "connected"}));
+    crate::first_minutes::open_gate(dir.path());
+    let app = browser.wait_load("version 1", TIMEOUT);
+    assert_eq!(app["gen"], "1", "{app}");
+    assert_eq!(
+        loads(&browser),
+        [
+            ("?".to_owned(), "building…".to_owned()),
+            ("1".to_owned(), "version 1".to_owned())
+        ]
+    );
+    devsup_tests::harness::stop_cleanly(&devsup);
+}
+
+/// Issue 22: a failed first build shows its error in the browser (the
+/// page and the overlay over it, its `--> FILE:LINE:COL` a link made from
+/// `--editor-url`); the fix shows the app.
+#[test]
+fn a_failed_first_build_shows_its_error_and_the_fix_shows_the_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let (devsup, _) = crate::first_minutes::gated_site(
+        &root,
+        "BROKEN",
+        false,
+        &["--editor-url", "vscode://file/{file}:{line}:{column}"],
+    );
+    let Some(mut browser) = Browser::launch("a failed first build in Chromium") else {
+        return;
+    };
+    devsup.wait_for_line("build step 1 failed (exited with status 101)", TIMEOUT);
+    crate::first_minutes::failed_page(&devsup);
+    browser.call(json!({"cmd": "open", "url": format!("http://{}/", devsup.addr())}));
+    browser.wait_load("build failed", TIMEOUT);
+    browser.call(json!({"cmd": "connected"}));
+    let overlay = browser.call(json!({"cmd": "overlay", "present": true}));
+    let text = overlay["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("mismatched types: expected `Vec<T>`, found `&str`"),
+        "{overlay}"
+    );
+    let html = overlay["html"].as_str().unwrap_or_default();
+    let link = format!(
+        "<a class=\"location\" href=\"vscode://file/{}/src/page.txt:1:1\">src/page.txt:1:1</a>",
+        root.display()
+    );
+    assert!(html.contains(&link), "{link} in {html}");
+    std::fs::write(root.join("src/page.txt"), "version 2").unwrap();
+    let app = browser.wait_load("version 2", TIMEOUT);
+    assert_eq!(app["gen"], "1", "{app}");
+    let overlay = browser.call(json!({"cmd": "overlay", "present": false}));
+    assert_eq!(overlay["present"], false, "{overlay}");
+    devsup_tests::harness::stop_cleanly(&devsup);
+}
