@@ -105,7 +105,7 @@ where
                 // An error means the server is gone, which also means drain.
                 _ = draining.wait_for(|&d| d), if !in_drain => {
                     in_drain = true;
-                    if activity.http2.load(Ordering::Relaxed) {
+                    if activity.is_http2() {
                         // HTTP/2 drains the HTTP/2 way: GOAWAY (hyper sends
                         // one that admits every stream, then after a ping
                         // the last stream id), the streams in flight
@@ -148,6 +148,14 @@ where
                         // Busy: the end of the request re-arms the check.
                         None => {}
                     }
+                }
+                // The preface arrived after the drain began: the connection
+                // is HTTP/2 after all, and gets its GOAWAY now, not after an
+                // idle grace its streams may never leave it (hyper 1.12
+                // sends it once its handshake is done, if it is not yet).
+                () = activity.became_http2.notified(), if in_drain && !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
                 }
                 () = activity.became_idle.notified(), if in_drain && !closing => {
                     if let Some(at) = activity.idle_until(idle_grace) {
@@ -239,14 +247,20 @@ pub(crate) struct Activity {
     became_idle: Notify,
     /// Event streams in flight on this connection.
     long_lived: AtomicUsize,
-    /// The connection speaks HTTP/2 (seen on its first request). Not from
-    /// the preface: hyper closes an HTTP/2 connection still in its
-    /// handshake without a GOAWAY, so a connection that has made no
-    /// request yet drains like an HTTP/1.1 one (after the idle grace).
+    /// The connection speaks HTTP/2: seen on a request's version (see
+    /// [`Activity::is_http2`] for the preface).
     http2: AtomicBool,
-    /// The client opened with the HTTP/2 preface: the socket gets a
-    /// lingering close ([`linger`]).
+    /// The client opened with the HTTP/2 preface: the connection drains by
+    /// GOAWAY, and its socket gets a lingering close ([`linger`]). Set
+    /// while hyper's connection is polled, in the same poll in which
+    /// hyper-util's `auto` picks HTTP/2 for it (it decides on the same 24
+    /// bytes), so a graceful shutdown after it reaches hyper's HTTP/2
+    /// connection, never `auto`'s version sniffing (which would close the
+    /// socket with no GOAWAY).
     h2_preface: AtomicBool,
+    /// Signalled (with a stored permit) when the connection is found to be
+    /// HTTP/2, so a drain that began before can send its GOAWAY.
+    became_http2: Notify,
     /// The socket, handed back by hyper for the lingering close.
     leftover: Mutex<Option<TcpStream>>,
     upgrade: Upgrade,
@@ -269,6 +283,7 @@ impl Activity {
             long_lived: AtomicUsize::new(0),
             http2: AtomicBool::new(false),
             h2_preface: AtomicBool::new(false),
+            became_http2: Notify::new(),
             leftover: Mutex::new(None),
             upgrade: Upgrade::new(fd),
         }
@@ -286,6 +301,22 @@ impl Activity {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
+    }
+
+    /// Whether the connection speaks HTTP/2: its client sent the preface,
+    /// or a request came in as HTTP/2.
+    fn is_http2(&self) -> bool {
+        self.h2_preface.load(Ordering::Relaxed) || self.http2.load(Ordering::Relaxed)
+    }
+
+    /// Notes what [`Activity::is_http2`] reads, and wakes a drain that began
+    /// before it was known.
+    fn found_http2(&self, flag: &AtomicBool) {
+        let known = self.is_http2();
+        flag.store(true, Ordering::Relaxed);
+        if !known {
+            self.became_http2.notify_one();
+        }
     }
 
     pub(crate) fn touch(&self) {
@@ -380,7 +411,7 @@ where
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
         let http1 = req.version() < Version::HTTP_2;
         if !http1 {
-            self.activity.http2.store(true, Ordering::Relaxed);
+            self.activity.found_http2(&self.activity.http2);
         }
         req.extensions_mut()
             .insert(DrainToken(self.draining.clone()));
@@ -549,7 +580,7 @@ impl AsyncRead for ActiveIo {
                 let n = got.len().min(H2_PREFACE.len() - matched);
                 this.preface = match got[..n] == H2_PREFACE[matched..matched + n] {
                     true if matched + n == H2_PREFACE.len() => {
-                        this.activity.h2_preface.store(true, Ordering::Relaxed);
+                        this.activity.found_http2(&this.activity.h2_preface);
                         None
                     }
                     true => Some(matched + n),

@@ -397,3 +397,57 @@ async fn h2_streams_racing_the_drain_are_answered_or_refused() {
     assert!(failed.is_empty(), "{} failed: {failed:#?}", failed.len());
     assert!(answered >= ROUNDS * SENDERS, "{answered} answered");
 }
+
+/// A connection whose client sent the HTTP/2 preface but no request yet
+/// when the drain began still drains the HTTP/2 way, at once: GOAWAY
+/// admitting every stream, a PING, then the final GOAWAY, then FIN. Before
+/// this was fixed, `serve` told HTTP/2 by a connection's first request, so
+/// such a connection drained like an idle HTTP/1.1 one: no GOAWAY until it
+/// had been idle for the idle grace, which a client that starts streaming
+/// now never gives it; it stayed open, streams in flight, until the drain
+/// timeout killed them. The idle grace here is far longer than the test.
+#[tokio::test]
+async fn h2_connection_without_a_request_gets_the_two_step_goaway() {
+    let running = start(Drain {
+        idle_grace: Duration::from_secs(30),
+        ..Drain::default()
+    })
+    .await;
+    let mut tcp = within(TcpStream::connect(running.addr)).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[]));
+    tcp.write_all(&hello).await.unwrap();
+    // The server's SETTINGS: hyper serves the connection as HTTP/2.
+    loop {
+        let f = next_frame(&mut tcp).await.expect("the server's SETTINGS");
+        if f.kind == SETTINGS && f.flags & ACK == 0 {
+            break;
+        }
+    }
+
+    running.stop.send(()).unwrap();
+    let mut first_goaway = None;
+    let ping = loop {
+        let f = next_frame(&mut tcp)
+            .await
+            .expect("GOAWAY and PING, not the end of the connection");
+        match f.kind {
+            GOAWAY => first_goaway = Some(goaway(&f)),
+            PING if f.flags & ACK == 0 => break f.payload,
+            _ => {}
+        }
+    };
+    assert_eq!(first_goaway, Some((0x7fff_ffff, 0)));
+    tcp.write_all(&frame(PING, ACK, 0, &ping)).await.unwrap();
+    let mut last_goaway = None;
+    while let Some(f) = next_frame(&mut tcp).await {
+        if f.kind == GOAWAY {
+            last_goaway = Some(goaway(&f));
+        }
+    }
+    // No stream was opened: last stream 0, NO_ERROR.
+    assert_eq!(last_goaway, Some((0, 0)));
+    tcp.shutdown().await.unwrap();
+    let report = within(running.served).await.unwrap().unwrap();
+    assert_eq!((report.open_at_start, report.dropped), (1, 0));
+}
