@@ -29,6 +29,8 @@ mod faults_devsup;
 mod faults_server;
 /// Faults the user makes: 200 SIGHUPs at once; 300 reloads in a row.
 mod faults_user;
+/// gRPC (the tonic example) at 16 channels x 10 calls across 20 reloads.
+mod grpc;
 /// An independent HTTP/2 load generator (h2load) across reloads.
 mod h2load;
 /// The core handoff: a reload changes the generation and loses nothing.
