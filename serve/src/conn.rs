@@ -64,14 +64,18 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    pub(crate) async fn run(self, http: auto::Builder<TokioExecutor>) {
-        let Connection {
-            stream,
-            app,
-            mut draining,
-            drain,
-            _open,
-        } = self;
+    /// The socket and the application, wrapped to follow the connection's
+    /// activity.
+    fn wrap(
+        stream: TcpStream,
+        app: S,
+        draining: &watch::Receiver<bool>,
+        drain: &Drain,
+    ) -> (
+        Arc<Activity>,
+        TokioIo<ActiveIo>,
+        Tracked<TowerToHyperService<S>>,
+    ) {
         // Small responses should not wait for Nagle.
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new(stream.as_raw_fd()));
@@ -86,6 +90,18 @@ where
             draining: draining.clone(),
             long_lived_grace: drain.long_lived_grace,
         };
+        (activity, io, service)
+    }
+
+    pub(crate) async fn run(self, http: auto::Builder<TokioExecutor>) {
+        let Connection {
+            stream,
+            app,
+            mut draining,
+            drain,
+            _open,
+        } = self;
+        let (activity, io, service) = Self::wrap(stream, app, &draining, &drain);
         // With upgrades, so a WebSocket (or any `Upgrade:`) route works:
         // hyper hands the socket to the app once the 101 response is written.
         // Boxed to be dropped once it is done: that hands the socket back.
@@ -94,8 +110,7 @@ where
         let idle_grace = drain.idle_grace;
         let mut in_drain = false;
         let mut closing = false;
-        let check = tokio::time::sleep(Duration::ZERO);
-        let mut check = pin!(check);
+        let mut check = pin!(tokio::time::sleep(Duration::ZERO));
         let mut check_armed = false;
         loop {
             tokio::select! {
@@ -105,33 +120,16 @@ where
                 // An error means the server is gone, which also means drain.
                 _ = draining.wait_for(|&d| d), if !in_drain => {
                     in_drain = true;
-                    if activity.is_http2() {
-                        // HTTP/2 drains the HTTP/2 way: GOAWAY (hyper sends
-                        // one that admits every stream, then after a ping
-                        // the last stream id), the streams in flight
-                        // finish, then the connection closes. The client
-                        // learns from GOAWAY itself that it must open its
-                        // next stream elsewhere: no idle grace needed.
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                        continue;
-                    }
-                    if activity.long_lived.load(Ordering::Relaxed) > 0 {
-                        // An event stream is in flight: it will be ended at
-                        // the long-lived grace, and the connection must
-                        // close right after it (hyper closes after the
-                        // response in flight), not serve a reconnect.
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                        continue;
-                    }
-                    // The grace counts from the start of the drain at the
-                    // earliest: a connection quiet for a minute before it may
-                    // be about to be reused right now.
-                    activity.touch();
-                    if let Some(at) = activity.idle_until(idle_grace) {
-                        check.as_mut().reset(at);
-                        check_armed = true;
+                    match activity.at_drain(idle_grace) {
+                        AtDrain::Shutdown => {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        AtDrain::Idle(Some(at)) => {
+                            check.as_mut().reset(at);
+                            check_armed = true;
+                        }
+                        AtDrain::Idle(None) => {}
                     }
                 }
                 () = &mut check, if in_drain && !closing && check_armed => {
@@ -174,6 +172,41 @@ where
         if activity.upgrade.is_flagged() {
             upgraded(&activity.upgrade, draining, drain.long_lived_grace).await;
         }
+    }
+}
+
+/// What a connection does as the drain begins.
+enum AtDrain {
+    /// Shut down gracefully now: GOAWAY for HTTP/2, a close after the
+    /// response in flight for HTTP/1.1.
+    Shutdown,
+    /// Close once idle for the idle grace: the first check is due then
+    /// (`None`: busy; the end of its request arms the check).
+    Idle(Option<Instant>),
+}
+
+impl Activity {
+    fn at_drain(&self, idle_grace: Duration) -> AtDrain {
+        if self.is_http2() {
+            // HTTP/2 drains the HTTP/2 way: GOAWAY (hyper sends one that
+            // admits every stream, then after a ping the last stream id),
+            // the streams in flight finish, then the connection closes. The
+            // client learns from GOAWAY itself that it must open its next
+            // stream elsewhere: no idle grace needed.
+            return AtDrain::Shutdown;
+        }
+        if self.long_lived.load(Ordering::Relaxed) > 0 {
+            // An event stream is in flight: it will be ended at the
+            // long-lived grace, and the connection must close right after
+            // it (hyper closes after the response in flight), not serve a
+            // reconnect.
+            return AtDrain::Shutdown;
+        }
+        // The grace counts from the start of the drain at the earliest: a
+        // connection quiet for a minute before it may be about to be reused
+        // right now.
+        self.touch();
+        AtDrain::Idle(self.idle_until(idle_grace))
     }
 }
 
