@@ -64,14 +64,18 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    pub(crate) async fn run(self, http: auto::Builder<TokioExecutor>) {
-        let Connection {
-            stream,
-            app,
-            mut draining,
-            drain,
-            _open,
-        } = self;
+    /// The socket and the application, wrapped to follow the connection's
+    /// activity.
+    fn wrap(
+        stream: TcpStream,
+        app: S,
+        draining: &watch::Receiver<bool>,
+        drain: &Drain,
+    ) -> (
+        Arc<Activity>,
+        TokioIo<ActiveIo>,
+        Tracked<TowerToHyperService<S>>,
+    ) {
         // Small responses should not wait for Nagle.
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new(stream.as_raw_fd()));
@@ -86,6 +90,18 @@ where
             draining: draining.clone(),
             long_lived_grace: drain.long_lived_grace,
         };
+        (activity, io, service)
+    }
+
+    pub(crate) async fn run(self, http: auto::Builder<TokioExecutor>) {
+        let Connection {
+            stream,
+            app,
+            mut draining,
+            drain,
+            _open,
+        } = self;
+        let (activity, io, service) = Self::wrap(stream, app, &draining, &drain);
         // With upgrades, so a WebSocket (or any `Upgrade:`) route works:
         // hyper hands the socket to the app once the 101 response is written.
         // Boxed to be dropped once it is done: that hands the socket back.
@@ -94,8 +110,7 @@ where
         let idle_grace = drain.idle_grace;
         let mut in_drain = false;
         let mut closing = false;
-        let check = tokio::time::sleep(Duration::ZERO);
-        let mut check = pin!(check);
+        let mut check = pin!(tokio::time::sleep(Duration::ZERO));
         let mut check_armed = false;
         loop {
             tokio::select! {
@@ -105,33 +120,16 @@ where
                 // An error means the server is gone, which also means drain.
                 _ = draining.wait_for(|&d| d), if !in_drain => {
                     in_drain = true;
-                    if activity.http2.load(Ordering::Relaxed) {
-                        // HTTP/2 drains the HTTP/2 way: GOAWAY (hyper sends
-                        // one that admits every stream, then after a ping
-                        // the last stream id), the streams in flight
-                        // finish, then the connection closes. The client
-                        // learns from GOAWAY itself that it must open its
-                        // next stream elsewhere: no idle grace needed.
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                        continue;
-                    }
-                    if activity.long_lived.load(Ordering::Relaxed) > 0 {
-                        // An event stream is in flight: it will be ended at
-                        // the long-lived grace, and the connection must
-                        // close right after it (hyper closes after the
-                        // response in flight), not serve a reconnect.
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                        continue;
-                    }
-                    // The grace counts from the start of the drain at the
-                    // earliest: a connection quiet for a minute before it may
-                    // be about to be reused right now.
-                    activity.touch();
-                    if let Some(at) = activity.idle_until(idle_grace) {
-                        check.as_mut().reset(at);
-                        check_armed = true;
+                    match activity.at_drain(idle_grace) {
+                        AtDrain::Shutdown => {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        AtDrain::Idle(Some(at)) => {
+                            check.as_mut().reset(at);
+                            check_armed = true;
+                        }
+                        AtDrain::Idle(None) => {}
                     }
                 }
                 () = &mut check, if in_drain && !closing && check_armed => {
@@ -148,6 +146,14 @@ where
                         // Busy: the end of the request re-arms the check.
                         None => {}
                     }
+                }
+                // The preface arrived after the drain began: the connection
+                // is HTTP/2 after all, and gets its GOAWAY now, not after an
+                // idle grace its streams may never leave it (hyper 1.12
+                // sends it once its handshake is done, if it is not yet).
+                () = activity.became_http2.notified(), if in_drain && !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
                 }
                 () = activity.became_idle.notified(), if in_drain && !closing => {
                     if let Some(at) = activity.idle_until(idle_grace) {
@@ -166,6 +172,41 @@ where
         if activity.upgrade.is_flagged() {
             upgraded(&activity.upgrade, draining, drain.long_lived_grace).await;
         }
+    }
+}
+
+/// What a connection does as the drain begins.
+enum AtDrain {
+    /// Shut down gracefully now: GOAWAY for HTTP/2, a close after the
+    /// response in flight for HTTP/1.1.
+    Shutdown,
+    /// Close once idle for the idle grace: the first check is due then
+    /// (`None`: busy; the end of its request arms the check).
+    Idle(Option<Instant>),
+}
+
+impl Activity {
+    fn at_drain(&self, idle_grace: Duration) -> AtDrain {
+        if self.is_http2() {
+            // HTTP/2 drains the HTTP/2 way: GOAWAY (hyper sends one that
+            // admits every stream, then after a ping the last stream id),
+            // the streams in flight finish, then the connection closes. The
+            // client learns from GOAWAY itself that it must open its next
+            // stream elsewhere: no idle grace needed.
+            return AtDrain::Shutdown;
+        }
+        if self.long_lived.load(Ordering::Relaxed) > 0 {
+            // An event stream is in flight: it will be ended at the
+            // long-lived grace, and the connection must close right after
+            // it (hyper closes after the response in flight), not serve a
+            // reconnect.
+            return AtDrain::Shutdown;
+        }
+        // The grace counts from the start of the drain at the earliest: a
+        // connection quiet for a minute before it may be about to be reused
+        // right now.
+        self.touch();
+        AtDrain::Idle(self.idle_until(idle_grace))
     }
 }
 
@@ -239,14 +280,20 @@ pub(crate) struct Activity {
     became_idle: Notify,
     /// Event streams in flight on this connection.
     long_lived: AtomicUsize,
-    /// The connection speaks HTTP/2 (seen on its first request). Not from
-    /// the preface: hyper closes an HTTP/2 connection still in its
-    /// handshake without a GOAWAY, so a connection that has made no
-    /// request yet drains like an HTTP/1.1 one (after the idle grace).
+    /// The connection speaks HTTP/2: seen on a request's version (see
+    /// [`Activity::is_http2`] for the preface).
     http2: AtomicBool,
-    /// The client opened with the HTTP/2 preface: the socket gets a
-    /// lingering close ([`linger`]).
+    /// The client opened with the HTTP/2 preface: the connection drains by
+    /// GOAWAY, and its socket gets a lingering close ([`linger`]). Set
+    /// while hyper's connection is polled, in the same poll in which
+    /// hyper-util's `auto` picks HTTP/2 for it (it decides on the same 24
+    /// bytes), so a graceful shutdown after it reaches hyper's HTTP/2
+    /// connection, never `auto`'s version sniffing (which would close the
+    /// socket with no GOAWAY).
     h2_preface: AtomicBool,
+    /// Signalled (with a stored permit) when the connection is found to be
+    /// HTTP/2, so a drain that began before can send its GOAWAY.
+    became_http2: Notify,
     /// The socket, handed back by hyper for the lingering close.
     leftover: Mutex<Option<TcpStream>>,
     upgrade: Upgrade,
@@ -269,6 +316,7 @@ impl Activity {
             long_lived: AtomicUsize::new(0),
             http2: AtomicBool::new(false),
             h2_preface: AtomicBool::new(false),
+            became_http2: Notify::new(),
             leftover: Mutex::new(None),
             upgrade: Upgrade::new(fd),
         }
@@ -286,6 +334,22 @@ impl Activity {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
+    }
+
+    /// Whether the connection speaks HTTP/2: its client sent the preface,
+    /// or a request came in as HTTP/2.
+    fn is_http2(&self) -> bool {
+        self.h2_preface.load(Ordering::Relaxed) || self.http2.load(Ordering::Relaxed)
+    }
+
+    /// Notes what [`Activity::is_http2`] reads, and wakes a drain that began
+    /// before it was known.
+    fn found_http2(&self, flag: &AtomicBool) {
+        let known = self.is_http2();
+        flag.store(true, Ordering::Relaxed);
+        if !known {
+            self.became_http2.notify_one();
+        }
     }
 
     pub(crate) fn touch(&self) {
@@ -380,7 +444,7 @@ where
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
         let http1 = req.version() < Version::HTTP_2;
         if !http1 {
-            self.activity.http2.store(true, Ordering::Relaxed);
+            self.activity.found_http2(&self.activity.http2);
         }
         req.extensions_mut()
             .insert(DrainToken(self.draining.clone()));
@@ -549,7 +613,7 @@ impl AsyncRead for ActiveIo {
                 let n = got.len().min(H2_PREFACE.len() - matched);
                 this.preface = match got[..n] == H2_PREFACE[matched..matched + n] {
                     true if matched + n == H2_PREFACE.len() => {
-                        this.activity.h2_preface.store(true, Ordering::Relaxed);
+                        this.activity.found_http2(&this.activity.h2_preface);
                         None
                     }
                     true => Some(matched + n),

@@ -83,6 +83,10 @@
 //! server took, the streams in flight finish, and the connection closes. A
 //! stream the client opened meanwhile is left out by that GOAWAY, which
 //! tells the client it was never processed (RFC 9113 §6.8: safe to retry).
+//! A connection is HTTP/2 from its client's preface on: one that has made
+//! no request yet when the drain begins (or whose preface arrives after)
+//! gets the same GOAWAY at once, not the idle grace of HTTP/1.1, which a
+//! client streaming on it would never leave it.
 //! For the client to read that GOAWAY, the socket must not be reset under
 //! it, which the kernel does if the client's late frames reach a closed
 //! socket; so `serve` closes an HTTP/2 socket the lingering way: its FIN

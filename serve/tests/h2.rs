@@ -277,123 +277,222 @@ async fn h2_late_frames_after_goaway_get_no_reset() {
     assert_eq!((report.open_at_start, report.dropped), (1, 0));
 }
 
-/// A request body that is not ready at once, as a gRPC client's encoded
-/// message: hyper writes the HEADERS, and the DATA in a later write.
-struct Later(Option<Bytes>, bool);
+/// What became of one stream a client tried to open while the server
+/// drained, as the h2 crate's client (not hyper's) reports it.
+#[derive(Debug)]
+enum Outcome {
+    /// 200 with the body echoed.
+    Answered,
+    /// Never sent: the client's h2 refused to open it, because a GOAWAY had
+    /// arrived (RFC 9113 §6.8: no new stream after a GOAWAY). Not a
+    /// failure; the client may retry it elsewhere.
+    NotSent,
+    /// Sent, then refused by the server unprocessed: above the final
+    /// GOAWAY's last stream id, or reset with REFUSED_STREAM. Safe to
+    /// retry (RFC 9113 §8.7).
+    Refused,
+    /// Anything else: a failure, with the stream id and why.
+    Failed(String),
+}
 
-impl hyper::body::Body for Later {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
+/// Whether h2 says the stream was refused unprocessed: the server's GOAWAY
+/// (NO_ERROR) left it out, or the server reset it with REFUSED_STREAM.
+fn refused(err: &h2::Error) -> bool {
+    let go_away = err.is_go_away() && err.is_remote() && err.reason() == Some(h2::Reason::NO_ERROR);
+    go_away || err.reason() == Some(h2::Reason::REFUSED_STREAM)
+}
 
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        if !self.1 {
-            self.1 = true;
-            cx.waker().wake_by_ref();
-            return std::task::Poll::Pending;
+/// One POST /echo whose body goes out after its HEADERS, as a gRPC
+/// message does; `None` when the connection takes no new stream.
+async fn echo_later(sender: h2::client::SendRequest<Bytes>) -> Option<Outcome> {
+    let mut sender = sender.ready().await.ok()?;
+    let request = Request::post("http://test/echo").body(()).unwrap();
+    let Ok((response, mut body)) = sender.send_request(request, false) else {
+        return Some(Outcome::NotSent);
+    };
+    let id = response.stream_id();
+    // The body in a later write, so a stream that crossed the GOAWAY still
+    // has a frame to send.
+    tokio::task::yield_now().await;
+    // A failure here shows again on the response, which says why.
+    let _ = body.send_data(Bytes::from_static(b"hello"), true);
+    let answer = async {
+        let response = response.await?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        let mut got = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            got.extend_from_slice(&chunk);
         }
-        std::task::Poll::Ready(self.0.take().map(|data| Ok(hyper::body::Frame::data(data))))
+        Ok::<_, h2::Error>((status, got))
+    };
+    // Each stream's own bound: one that hangs is reported with its id.
+    Some(match timeout(PATIENCE, answer).await {
+        Ok(Ok((200, body))) if body == b"hello" => Outcome::Answered,
+        Ok(Ok(other)) => Outcome::Failed(format!("{id:?}: {other:?}")),
+        Ok(Err(err)) if refused(&err) => Outcome::Refused,
+        Ok(Err(err)) => Outcome::Failed(format!("{id:?}: {err}")),
+        Err(_) => Outcome::Failed(format!("{id:?}: no answer, no refusal in {PATIENCE:?}")),
+    })
+}
+
+/// One drain with streams racing it: `SENDERS` tasks keep opening streams
+/// on one connection until it takes no more; the server drains once each
+/// has had a stream answered. Returns every stream's outcome.
+async fn race_one_drain() -> Vec<Outcome> {
+    const SENDERS: usize = 16;
+    let running = start(Drain::default()).await;
+    let tcp = within(TcpStream::connect(running.addr)).await.unwrap();
+    let (sender, conn) = within(h2::client::handshake(tcp)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let (flowing_tx, mut flowing) = tokio::sync::mpsc::channel::<()>(SENDERS);
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|_| {
+            let (sender, flowing) = (sender.clone(), flowing_tx.clone());
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                while let Some(outcome) = echo_later(sender.clone()).await {
+                    let last = matches!(outcome, Outcome::NotSent);
+                    if outcomes.is_empty() {
+                        let _ = flowing.send(()).await;
+                    }
+                    outcomes.push(outcome);
+                    if last {
+                        break;
+                    }
+                }
+                outcomes
+            })
+        })
+        .collect();
+    drop((sender, flowing_tx));
+    for _ in 0..SENDERS {
+        within(flowing.recv()).await;
     }
-}
-
-type LaterSender = http2::SendRequest<Later>;
-
-async fn h2_with(addr: SocketAddr) -> (LaterSender, JoinHandle<hyper::Result<()>>) {
-    let stream = within(TcpStream::connect(addr)).await.unwrap();
-    let (sender, conn) = within(http2::handshake(TokioExecutor::new(), TokioIo::new(stream)))
-        .await
-        .unwrap();
-    (sender, tokio::spawn(conn))
-}
-
-/// POST /echo with a body sent after the HEADERS.
-async fn post_later(sender: &mut LaterSender) -> hyper::Result<(u16, String)> {
-    let req = Request::post("http://test/echo")
-        .body(Later(Some(Bytes::from_static(b"hello")), false))
-        .unwrap();
-    let response = sender.send_request(req).await?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8(body.to_vec()).unwrap()))
-}
-
-/// Whether a request failed without having been processed, so that a
-/// client may send it again: hyper cancelled it before writing it, or h2
-/// refused it after the server's GOAWAY (NO_ERROR, RFC 9113 §6.8), or the
-/// server refused the stream (REFUSED_STREAM).
-fn refused_unsent(err: &hyper::Error) -> bool {
-    if err.is_canceled() {
-        return true;
+    running.stop.send(()).unwrap();
+    let mut outcomes = Vec::new();
+    for sender in senders {
+        // Each stream is bounded in echo_later: the bound here is a
+        // safety net, a sender can only pass it by a defect in this test.
+        outcomes.extend(
+            timeout(PATIENCE * 4, sender)
+                .await
+                .expect("a sender hung")
+                .unwrap(),
+        );
     }
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            let go_away =
-                h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
-            return go_away || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
-        }
-        source = e.source();
-    }
-    false
+    // The connection ends: the server closed it after its last stream.
+    let _ = within(conn).await.unwrap();
+    within(running.served).await.unwrap().unwrap();
+    outcomes
 }
 
-/// Clients keep sending streams on one connection while the server
-/// drains: every stream is answered or refused unsent (retryable), none
-/// fails otherwise. The shape of the reload that lost tonic calls: each
-/// request's body goes out after its HEADERS, as a gRPC message does, so a
-/// stream that crossed the GOAWAY still has a write to make (see
-/// h2_late_frames_after_goaway_get_no_reset for the exact sequence). A
-/// race, hence many rounds: without the lingering close, 7 runs in 10
-/// failed with "stream closed because of a broken pipe".
+/// Clients keep opening streams on one connection while the server
+/// drains: every stream is answered, or refused unprocessed (safe to
+/// retry), none fails, is reset after it began or is left hanging, and the
+/// connection closes. Each request's body goes out after its HEADERS, as a
+/// gRPC message does, the shape of the reload that lost tonic calls (see
+/// h2_late_frames_after_goaway_get_no_reset).
+///
+/// The client is the h2 crate's, which reports each stream's fate on its
+/// own (answered, refused by GOAWAY or REFUSED_STREAM, an error, or no
+/// answer within a bound, with its stream id). With hyper's client (its
+/// `SendRequest` over h2) this test timed out about one run in ten (1 of
+/// 10 runs here before the change), a request neither answered nor failed
+/// within 5 s. With h2's client, in the 100 runs (10,000 drains) below, no
+/// stream the client sent was left without an answer or a refusal: the
+/// server answered, and the hang was in what hyper's client made of it,
+/// which is what reqwest#1323 and hyper#2500 report too (an inference
+/// from those runs, not traced inside hyper).
+///
+/// Why streams are refused at all, despite the two-step GOAWAY: h2's
+/// client writes its PING acknowledgement before the HEADERS of streams
+/// the application had opened but h2 had not written yet, so they reach
+/// the server after the acknowledgement, and the final GOAWAY leaves them
+/// out (seen with `h2=debug` tracing: `received GoAway(2147483647)`,
+/// `received Ping`, `send Ping { ack: true }`, then `send Headers` of
+/// streams 33 to 61, then `received GoAway(31)`). They were never
+/// processed, and h2 fails them as refused by the GOAWAY, which a client
+/// may retry.
+///
+/// Checked: 50 runs in a row, on a quiet 2-core machine and again with
+/// both cores kept busy by two `while :; do :; done` loops, of
+/// `for i in $(seq 50); do target/debug/deps/h2-HASH racing || break; done`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_streams_racing_the_drain_are_answered_or_refused() {
     const ROUNDS: usize = 100;
-    const SENDERS: usize = 16;
-    let (mut answered, mut refused) = (0, 0);
+    let (mut answered, mut not_sent, mut refused) = (0, 0, 0);
     let mut failed = Vec::new();
     for _ in 0..ROUNDS {
-        let running = start(Drain::default()).await;
-        let (sender, conn) = h2_with(running.addr).await;
-        let (flowing_tx, mut flowing) = tokio::sync::mpsc::channel::<()>(SENDERS);
-        let senders: Vec<_> = (0..SENDERS)
-            .map(|_| {
-                let mut sender = sender.clone();
-                let flowing = flowing_tx.clone();
-                tokio::spawn(async move {
-                    let mut results = Vec::new();
-                    // Until the connection takes no more streams.
-                    while sender.ready().await.is_ok() {
-                        let result = post_later(&mut sender).await;
-                        if results.is_empty() {
-                            let _ = flowing.send(()).await;
-                        }
-                        results.push(result);
-                    }
-                    results
-                })
-            })
-            .collect();
-        drop((sender, flowing_tx));
-        // Every sender has had a stream answered (or failed): drain.
-        for _ in 0..SENDERS {
-            within(flowing.recv()).await;
-        }
-        running.stop.send(()).unwrap();
-        for sender in senders {
-            for result in within(sender).await.unwrap() {
-                match result {
-                    Ok((200, body)) if body == "hello" => answered += 1,
-                    Err(err) if refused_unsent(&err) => refused += 1,
-                    other => failed.push(format!("{other:?}")),
-                }
+        for outcome in race_one_drain().await {
+            match outcome {
+                Outcome::Answered => answered += 1,
+                Outcome::NotSent => not_sent += 1,
+                Outcome::Refused => refused += 1,
+                Outcome::Failed(why) => failed.push(why),
             }
         }
-        let _ = within(conn).await.unwrap();
-        within(running.served).await.unwrap().unwrap();
     }
-    eprintln!("{ROUNDS} drains: {answered} streams answered, {refused} refused unsent");
+    eprintln!(
+        "{ROUNDS} drains: {answered} streams answered, {refused} refused unprocessed, \
+         {not_sent} not opened after GOAWAY"
+    );
     assert!(failed.is_empty(), "{} failed: {failed:#?}", failed.len());
-    assert!(answered >= ROUNDS * SENDERS, "{answered} answered");
+    assert!(answered >= ROUNDS * 16, "{answered} answered");
+}
+
+/// A connection whose client sent the HTTP/2 preface but no request yet
+/// when the drain began still drains the HTTP/2 way, at once: GOAWAY
+/// admitting every stream, a PING, then the final GOAWAY, then FIN. Before
+/// this was fixed, `serve` told HTTP/2 by a connection's first request, so
+/// such a connection drained like an idle HTTP/1.1 one: no GOAWAY until it
+/// had been idle for the idle grace, which a client that starts streaming
+/// now never gives it; it stayed open, streams in flight, until the drain
+/// timeout killed them. The idle grace here is far longer than the test.
+#[tokio::test]
+async fn h2_connection_without_a_request_gets_the_two_step_goaway() {
+    let running = start(Drain {
+        idle_grace: Duration::from_secs(30),
+        ..Drain::default()
+    })
+    .await;
+    let mut tcp = within(TcpStream::connect(running.addr)).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[]));
+    tcp.write_all(&hello).await.unwrap();
+    // The server's SETTINGS: hyper serves the connection as HTTP/2.
+    loop {
+        let f = next_frame(&mut tcp).await.expect("the server's SETTINGS");
+        if f.kind == SETTINGS && f.flags & ACK == 0 {
+            break;
+        }
+    }
+
+    running.stop.send(()).unwrap();
+    let mut first_goaway = None;
+    let ping = loop {
+        let f = next_frame(&mut tcp)
+            .await
+            .expect("GOAWAY and PING, not the end of the connection");
+        match f.kind {
+            GOAWAY => first_goaway = Some(goaway(&f)),
+            PING if f.flags & ACK == 0 => break f.payload,
+            _ => {}
+        }
+    };
+    assert_eq!(first_goaway, Some((0x7fff_ffff, 0)));
+    tcp.write_all(&frame(PING, ACK, 0, &ping)).await.unwrap();
+    let mut last_goaway = None;
+    while let Some(f) = next_frame(&mut tcp).await {
+        if f.kind == GOAWAY {
+            last_goaway = Some(goaway(&f));
+        }
+    }
+    // No stream was opened: last stream 0, NO_ERROR.
+    assert_eq!(last_goaway, Some((0, 0)));
+    tcp.shutdown().await.unwrap();
+    let report = within(running.served).await.unwrap().unwrap();
+    assert_eq!((report.open_at_start, report.dropped), (1, 0));
 }

@@ -24,20 +24,37 @@
 //! for HTTP/1.1's `Connection: close`): a client whose connection was
 //! drained stops for the rest of the run.
 //!
-//! h2load also counts as failed a request it submitted to its HTTP/2
-//! library (nghttp2) just before the GOAWAY was read (a response and the
-//! GOAWAY in one read), which nghttp2 then refuses to send, since GOAWAY
-//! forbids new streams. Such a stream never left the client, so it is safe
-//! to retry (RFC 9113 §8.7), and clients that retry (browsers, hyper's
-//! pooled client, tonic) never see it; no server can prevent it. h2load's
-//! per-stream log (`--log-file`) tells these apart: start time 0, status
-//! -1 ([`StreamLog::never_sent`]).
+//! h2load also counts as failed, and as "errored", a request it submitted
+//! to its HTTP/2 library (nghttp2) after a GOAWAY arrived: nghttp2 then
+//! refuses to send it (`session_predicate_request_headers_send`: once a
+//! GOAWAY is received, any GOAWAY, the first of the two-step shutdown
+//! included, no new request HEADERS; `NGHTTP2_ERR_START_STREAM_NOT_ALLOWED`),
+//! as RFC 9113 §6.8 requires of a client. Such a stream never left the
+//! client, so it is safe to retry (§8.7), and clients that retry
+//! (browsers, hyper's pooled client, tonic) never see it; no server can
+//! prevent it, since h2load does not ask nghttp2 whether a request is
+//! still allowed before submitting it. h2load's per-stream log
+//! (`--log-file`) tells these apart: a stream's start time is taken just
+//! before its HEADERS go out, so one never sent has start time 0 and
+//! status -1 ([`StreamLog::never_sent`]).
+//!
+//! The proof, from a frame log (issue 18): `h2load -D 8 -c 16 -m 10`
+//! against the reference server under devsup, SIGHUP every 0.5 s, with the
+//! server's h2 frames traced (`h2=debug`); h2load reported `3633
+//! succeeded, 3 failed, 3 errored`, and its log 3 streams with start 0 and
+//! status -1. The server received 3633 request HEADERS and sent 3633
+//! responses, no RST_STREAM; each of the 16 connections got GOAWAY
+//! (2^31-1) and a PING, then the final GOAWAY or the client's own close.
+//! Every stream that reached the server was answered: the 3 errored ones
+//! were never sent. [`storm`] runs that shape and counts them apart.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::harness::{Devsup, TIMEOUT};
 
 /// h2load's `requests:` line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -274,6 +291,163 @@ impl Drop for Run {
             let _ = child.wait();
         }
     }
+}
+
+/// A storm of reloads under h2load: the shape of issue 18.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Storm {
+    /// SIGHUPs to send.
+    pub reloads: u32,
+    /// At least this long from one SIGHUP to the next (pacing).
+    pub every: Duration,
+    /// Each h2load run's shape; its duration must outlast a reload.
+    pub options: Options,
+}
+
+impl Default for Storm {
+    /// 16 connections × 10 streams, a reload every 0.5 s, 6 reloads; each
+    /// h2load run lasts 2 s, so a reload late on a loaded machine still
+    /// finds its connections open.
+    fn default() -> Storm {
+        Storm {
+            reloads: 6,
+            every: Duration::from_millis(500),
+            options: Options {
+                duration: Duration::from_secs(2),
+                conns: 16,
+                streams: 10,
+                threads: 1,
+            },
+        }
+    }
+}
+
+/// What a [`storm`] saw: one h2load run per reload.
+#[derive(Debug, Clone, Default)]
+pub struct StormOutcome {
+    /// SIGHUPs sent.
+    pub reloads: u32,
+    /// Each h2load run's outcome.
+    pub runs: Vec<Outcome>,
+    /// Runs that could not be started or read, and runs whose streams never
+    /// flowed, with why.
+    pub errors: Vec<String>,
+    /// The generation serving at the end.
+    pub generation: u64,
+}
+
+impl StormOutcome {
+    fn sum(&self, f: impl Fn(&Outcome) -> u64) -> u64 {
+        self.runs.iter().map(f).sum()
+    }
+
+    /// Streams sent to the server.
+    pub fn sent(&self) -> u64 {
+        self.sum(|o| o.log.total_sent())
+    }
+
+    /// Streams sent and answered 200.
+    pub fn ok(&self) -> u64 {
+        self.sum(|o| o.log.ok())
+    }
+
+    /// Streams sent that did not get a 200.
+    pub fn failed_sent(&self) -> u64 {
+        self.sum(|o| o.log.failed_sent())
+    }
+
+    /// Streams h2load's library never sent (after a GOAWAY).
+    pub fn never_sent(&self) -> u64 {
+        self.sum(|o| o.log.never_sent)
+    }
+
+    /// h2load's own failed count.
+    pub fn h2load_failed(&self) -> u64 {
+        self.sum(|o| o.requests.failed)
+    }
+
+    /// h2load's own errored count.
+    pub fn h2load_errored(&self) -> u64 {
+        self.sum(|o| o.requests.errored)
+    }
+
+    /// h2load's timeouts.
+    pub fn timeouts(&self) -> u64 {
+        self.sum(|o| o.requests.timeout)
+    }
+
+    /// Streams h2load started and did not finish.
+    pub fn unfinished(&self) -> u64 {
+        self.sum(|o| o.requests.started - o.requests.done)
+    }
+
+    /// h2load connections that ended before their run did: drained.
+    pub fn closed(&self) -> usize {
+        self.runs.iter().map(|o| o.closed).sum()
+    }
+
+    /// h2load connections opened.
+    pub fn conns(&self, options: &Options) -> usize {
+        self.runs.len() * options.conns as usize
+    }
+}
+
+/// Reloads `devsup` (serving `generation`) `storm.reloads` times, at most
+/// one every `storm.every`, each while a fresh h2load run loads it: start
+/// h2load, wait until each of its streams slots has had a stream logged,
+/// SIGHUP, wait for the new generation's `ready`. h2load does not
+/// reconnect after a GOAWAY, so each run's connections end at the drain
+/// that follows its SIGHUP (or, caught at once by the new generation's
+/// predecessor, at the one before); the runs overlap while they sit out
+/// their duration. Stream logs go to `dir`.
+pub fn storm(
+    devsup: &Devsup,
+    h2load: &Path,
+    dir: &Path,
+    generation: u64,
+    storm: Storm,
+) -> StormOutcome {
+    let mut outcome = StormOutcome {
+        generation,
+        ..StormOutcome::default()
+    };
+    let slots = (storm.options.conns * storm.options.streams) as usize;
+    let mut runs = Vec::new();
+    let mut last = None::<Instant>;
+    for k in 1..=storm.reloads {
+        let log = dir.join(format!("h2load-storm-{}.log", outcome.generation));
+        let run = match Run::start(h2load, devsup.addr(), storm.options, &log) {
+            Ok(run) => run,
+            Err(e) => {
+                outcome
+                    .errors
+                    .push(format!("reload {k}: spawning h2load: {e}"));
+                continue;
+            }
+        };
+        if !run.wait_flowing(slots, TIMEOUT) {
+            outcome
+                .errors
+                .push(format!("reload {k}: h2load's streams never flowed"));
+        }
+        // Pacing, not synchronisation: the reload waits for its events.
+        if let Some(last) = last {
+            std::thread::sleep((last + storm.every).saturating_duration_since(Instant::now()));
+        }
+        last = Some(Instant::now());
+        devsup.reload();
+        outcome.reloads += 1;
+        outcome.generation += 1;
+        devsup.wait_event(outcome.generation, "ready", TIMEOUT);
+        runs.push(run);
+    }
+    for (k, run) in runs.into_iter().enumerate() {
+        match run.finish() {
+            Ok(run) => outcome.runs.push(run),
+            Err(why) => outcome.errors.push(format!("run {}: {why}", k + 1)),
+        }
+    }
+    outcome
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ mod faults_server;
 mod faults_user;
 /// A newcomer's first minutes: no command in a Cargo package, `cargo devsup`.
 mod first_minutes;
+/// gRPC (the tonic example) at 16 channels x 10 calls across 20 reloads.
+mod grpc;
 /// An independent HTTP/2 load generator (h2load) across reloads.
 mod h2load;
 /// The core handoff: a reload changes the generation and loses nothing.

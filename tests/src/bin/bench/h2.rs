@@ -12,6 +12,12 @@
 //! h2load's own HTTP/2 library never sent because a GOAWAY had arrived (see
 //! `devsup_tests::h2load`; safe to retry, no server can prevent them).
 //!
+//! A third phase, the storm (issue 18's shape): 16 connections × 10
+//! streams, a reload every 0.5 s, each reload under a fresh h2load run
+//! (`devsup_tests::h2load::storm`), twice as many reloads as rounds. It
+//! prints streams sent and answered, failed, h2load's errored count, and
+//! how many of those were never sent, counted apart.
+//!
 //! Two rates: h2load's own (requests over the round's whole duration, so
 //! the reload phase's is lower simply because h2load does not reconnect),
 //! and 200s per second while streams flowed (from h2load's stream log: the
@@ -21,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use devsup_tests::devlog::HandoffTimings;
-use devsup_tests::h2load::{self, Options};
+use devsup_tests::h2load::{self, Options, Storm, StormOutcome};
 use devsup_tests::harness::{Devsup, TIMEOUT};
 use devsup_tests::tools;
 
@@ -80,6 +86,8 @@ pub struct H2Report {
     pub steady: PhaseResult,
     /// The phase with a reload per round.
     pub reload: PhaseResult,
+    /// The storm phase: its shape and what h2load saw.
+    pub storm: (Storm, StormOutcome),
     /// Load average before the part.
     pub load_before: String,
 }
@@ -94,10 +102,20 @@ pub fn run(rounds: u32, round: Duration, verbose: bool) -> Option<H2Report> {
     let steady = phase(&program, dir.path(), rounds, round, false, verbose);
     eprintln!("devsup-bench: h2: reload phase, {rounds} rounds of {round:?}");
     let reload = phase(&program, dir.path(), rounds, round, true, verbose);
+    let shape = Storm {
+        reloads: rounds * 2,
+        ..Storm::default()
+    };
+    eprintln!(
+        "devsup-bench: h2: storm phase, {} reloads every {:?}",
+        shape.reloads, shape.every
+    );
+    let storm = storm(&program, dir.path(), shape, verbose);
     Some(H2Report {
         round,
         steady,
         reload,
+        storm: (shape, storm),
         load_before,
     })
 }
@@ -180,6 +198,50 @@ fn phase(
     result
 }
 
+/// The storm phase on a devsup of its own.
+fn storm(program: &Path, dir: &Path, shape: Storm, verbose: bool) -> StormOutcome {
+    let cwd = tempfile::tempdir_in(dir).expect("temporary directory");
+    let devsup = Devsup::builder(cwd.path())
+        .arg("--no-watch")
+        .echo(verbose)
+        .spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    let outcome = h2load::storm(&devsup, program, cwd.path(), 1, shape);
+    if !super::settle(&devsup) {
+        eprintln!("devsup-bench: h2: storm handoffs had not settled after {TIMEOUT:?}");
+    }
+    devsup.terminate(TIMEOUT);
+    outcome
+}
+
+/// Prints the storm phase's lines.
+fn print_storm(shape: &Storm, s: &StormOutcome) {
+    println!(
+        "storm: h2load -c {} -m {}, a reload every {} ({} reloads, a fresh h2load run each): \
+         {} streams sent, {} answered 200, {} failed (sent); h2load: {} failed, {} errored, \
+         {} timeout, {} unfinished; never sent (GOAWAY): {}; errored and not never-sent: {}; \
+         {} of {} connections drained",
+        shape.options.conns,
+        shape.options.streams,
+        fmt(shape.every),
+        s.reloads,
+        s.sent(),
+        s.ok(),
+        s.failed_sent(),
+        s.h2load_failed(),
+        s.h2load_errored(),
+        s.timeouts(),
+        s.unfinished(),
+        s.never_sent(),
+        s.h2load_errored().saturating_sub(s.never_sent()),
+        s.closed(),
+        s.conns(&shape.options),
+    );
+    for error in &s.errors {
+        println!("  storm: {error}");
+    }
+}
+
 /// Prints the section.
 pub fn print(r: &H2Report) {
     println!();
@@ -239,6 +301,7 @@ pub fn print(r: &H2Report) {
          HTTP/2 library after a GOAWAY arrived, safe to retry; req/s: h2load's own, over each whole round, \
          h2load does not reconnect after a GOAWAY; 200/s: while streams flowed)"
     );
+    print_storm(&r.storm.0, &r.storm.1);
     let t = &r.reload.timings;
     println!(
         "reload phase, devsup log (median / max): spawn->READY {}, READY->drain {}, drain->exit {}",
