@@ -31,6 +31,8 @@
 //! - [`load`]: the tokio load generator that classifies every request.
 //! - [`procfs`]: what the tests read in `/proc` (process groups, zombies,
 //!   threads, fds, memory).
+//! - [`soak`]: the mixed soak: random reloads, edits, failing builds and
+//!   kills under every kind of client.
 //! - [`stats`]: median / max and quantiles.
 //! - [`unchanged`]: third-party servers as people write them, run under
 //!   devsup with reloads under load.
@@ -47,6 +49,7 @@ pub mod harness;
 pub mod http;
 pub mod load;
 pub mod procfs;
+pub mod soak;
 pub mod stats;
 pub mod tools;
 pub mod unchanged;
