@@ -1,7 +1,7 @@
 //! The mixed soak (issue 18 §3), shared by `devsup-bench --only mixed` and
 //! the integration test `soak::`: devsup runs the reference server with a
 //! build step and a watched directory while HTTP/1.1 keep-alive and close
-//! clients, WebSocket and event-stream clients load it, and a seeded random
+//! clients, HTTP/2 clients, WebSocket and event-stream clients load it, and a seeded random
 //! sequence of actions hits it: SIGHUPs, edits, failing builds, and SIGKILLs
 //! of the starting, the active and a draining generation.
 //!
@@ -11,9 +11,8 @@
 //! sent is counted as on a killed generation (expected: the soak killed the
 //! process holding the connection); every other failure is a defect. The
 //! attribution is by time because a failed request has no answer to name
-//! its generation. A load run keeps the time of its first
-//! [`load::MAX_SAMPLES`] failures only; failures past those count as not
-//! on a killed generation.
+//! its generation (HTTP failures by the 20 ms window their request started
+//! in).
 //!
 //! The same seed gives the same sequence of actions (the timing of the
 //! processes differs from run to run).
@@ -26,6 +25,7 @@ use nix::unistd::Pid;
 
 use crate::clients::Clients;
 use crate::devlog;
+use crate::h2client::H2Clients;
 use crate::harness::{Devsup, TIMEOUT, wait_until};
 use crate::load::{self, LoadConfig, LoadReport, Mode};
 use crate::procfs;
@@ -33,6 +33,9 @@ use crate::procfs;
 /// A failure this close to a SIGKILL the soak sent is on a killed
 /// generation.
 pub const KILL_WINDOW: Duration = Duration::from_secs(1);
+
+/// The width of the windows the HTTP loads count their failures in.
+const WINDOW: Duration = Duration::from_millis(20);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -47,6 +50,8 @@ pub struct SoakConfig {
     pub ws: usize,
     /// Event-stream clients.
     pub sse: usize,
+    /// HTTP/2 clients.
+    pub h2: usize,
     /// Echo devsup's log.
     pub verbose: bool,
 }
@@ -95,7 +100,8 @@ impl Action {
 /// One kind of client's figures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KindReport {
-    /// `http/1.1 keep-alive`, `http/1.1 close`, `websocket`, `sse`.
+    /// `http/1.1 keep-alive`, `http/1.1 close`, `websocket`, `sse`,
+    /// `http/2`.
     pub kind: &'static str,
     /// Requests (HTTP) or connections (WebSocket, SSE).
     pub requests: u64,
@@ -182,16 +188,22 @@ pub fn run(config: &SoakConfig) -> SoakReport {
             conns: config.http_conns,
             mode,
             duration: Duration::from_secs(24 * 3600),
+            window: Some(WINDOW),
             ..LoadConfig::new(addr)
         })
     };
     let (keep_alive, close) = (http(Mode::KeepAlive), http(Mode::Close));
     let clients = Clients::start(addr, config.ws, config.sse);
+    let h2 = H2Clients::start(addr, config.h2);
     assert!(
         keep_alive.wait_ok(10, TIMEOUT) && close.wait_ok(10, TIMEOUT),
         "the load does not flow"
     );
     assert!(clients.wait_all_on(1, TIMEOUT), "{:?}", clients.seen());
+    assert!(
+        wait_until(TIMEOUT, || h2.ok() > 0 || config.h2 == 0),
+        "no HTTP/2 answer"
+    );
     let first = Sample::take(devsup.pid());
 
     let mut soak = Soak::new(&devsup, dir.path(), config.seed);
@@ -205,6 +217,7 @@ pub fn run(config: &SoakConfig) -> SoakReport {
     let keep_alive = keep_alive.finish();
     let close = close.finish();
     let seen = clients.finish();
+    let h2 = h2.finish();
     let failed_at = seen_failures(&seen.failed_at);
     let last = settle(&devsup, first);
     let spawned = spawned_pids(&devsup.lines());
@@ -212,11 +225,18 @@ pub fn run(config: &SoakConfig) -> SoakReport {
     let left_behind = left_behind(&spawned);
 
     let on_killed = |at: &Instant| kills.iter().any(|k| near(*at, *k));
+    let h2_failed_at: Vec<Instant> = h2.failed.iter().map(|f| f.0).collect();
     let kinds = vec![
         http_kind("http/1.1 keep-alive", &keep_alive, &on_killed),
         http_kind("http/1.1 close", &close, &on_killed),
         client_kind("websocket", seen.ws_connects, &failed_at.0, &on_killed),
         client_kind("sse", seen.sse_connects, &failed_at.1, &on_killed),
+        client_kind(
+            "http/2",
+            h2.ok + h2.failed.len() as u64,
+            &h2_failed_at,
+            &on_killed,
+        ),
     ];
     let mut details: Vec<String> = keep_alive
         .samples
@@ -230,6 +250,7 @@ pub fn run(config: &SoakConfig) -> SoakReport {
         })
         .collect();
     details.extend(seen.details.iter().cloned());
+    details.extend(h2.failed.iter().take(20).map(|f| f.1.clone()));
     SoakReport {
         seed: config.seed,
         elapsed,
@@ -254,16 +275,24 @@ fn seen_failures(all: &[(Instant, &'static str)]) -> (Vec<Instant>, Vec<Instant>
     (of("ws"), of("sse"))
 }
 
+/// An HTTP load's figures: its failures are counted window by window
+/// ([`WINDOW`]), by when their request started; a window near a kill
+/// counts whole.
 fn http_kind(
     kind: &'static str,
     report: &LoadReport,
     on_killed: &dyn Fn(&Instant) -> bool,
 ) -> KindReport {
-    let on_killed = report
-        .samples
-        .iter()
-        .filter(|f| on_killed(&(report.started + f.at)))
-        .count() as u64;
+    let on_killed = report.timeline.as_ref().map_or(0, |timeline| {
+        (timeline.windows.iter())
+            .filter(|w| w.failed > 0)
+            .filter(|w| {
+                let start = report.started + w.start;
+                on_killed(&start) || on_killed(&(start + timeline.width(w)))
+            })
+            .map(|w| w.failed)
+            .sum()
+    });
     KindReport {
         kind,
         requests: report.total(),

@@ -2,7 +2,8 @@
 //! `devsup-bench --only mixed` for the long one): for 12 s, a seeded random
 //! sequence of SIGHUPs, edits, failing builds and SIGKILLs of the starting,
 //! the active and a draining generation, while HTTP/1.1 keep-alive and
-//! close, WebSocket and event-stream clients load the reference server.
+//! close, HTTP/2, WebSocket and event-stream clients load the reference
+//! server.
 //!
 //! Asserted: no failure of any kind of client except near a SIGKILL the
 //! soak sent; devsup's fds and threads back to where they were once only
@@ -26,6 +27,7 @@ fn a_mixed_soak_fails_only_on_killed_generations_and_leaks_nothing() {
         http_conns: 2,
         ws: 10,
         sse: 5,
+        h2: 2,
         verbose: false,
     });
     let table = soak::table(&report);
