@@ -223,6 +223,7 @@ pub fn print(r: &SoakReport) {
 /// one when `None`; printed first, so that a failing run can be replayed
 /// with `--seed`).
 pub fn mixed(secs: u64, seed: Option<u64>, verbose: bool) {
+    let load_before = loadavg();
     let seed = seed.unwrap_or_else(|| fastrand::u64(..));
     eprintln!(
         "devsup-bench: mixed: {secs} s of random actions, seed {seed} (--seed {seed} replays it)"
@@ -238,5 +239,5 @@ pub fn mixed(secs: u64, seed: Option<u64>, verbose: bool) {
     });
     println!();
     println!("{}", devsup_tests::soak::table(&report));
-    print_load(&loadavg());
+    print_load(&load_before);
 }
