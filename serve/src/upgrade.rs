@@ -14,8 +14,9 @@
 //!
 //! The injection happens inside the application's own reads and writes
 //! (where there is a task context to wait on the socket); the drain wakes
-//! the task that last used the socket so that an application parked in a
-//! read gets there. An application that polls the socket no more (stuck
+//! every task that used the socket (an application may read in one task
+//! and write in another; the one that used it last may never touch it
+//! again) so that an application parked in a read gets there. An application that polls the socket no more (stuck
 //! elsewhere) gets its socket shut down a grace later instead.
 
 use std::io;
@@ -31,6 +32,11 @@ use tokio::sync::Notify;
 pub(crate) const CLOSE_FRAME: [u8; 11] = [
     0x88, 9, 0x03, 0xF4, b'r', b'e', b's', b't', b'a', b'r', b't',
 ];
+
+/// The most tasks remembered as using one socket (a reader and a writer,
+/// and a few wakers of the same tasks seen through a library's proxies);
+/// beyond it the oldest is forgotten.
+const MAX_WAKERS: usize = 8;
 
 /// The most bytes of a 101 response head looked through for its end.
 const MAX_HEAD: usize = 16 * 1024;
@@ -58,8 +64,8 @@ pub(crate) struct UpgradeState {
     close_requested: bool,
     /// How much of [`CLOSE_FRAME`] has been written.
     close_written: usize,
-    /// The task that last read or wrote the socket.
-    waker: Option<Waker>,
+    /// The tasks that read or wrote the socket, the latest last.
+    wakers: Vec<Waker>,
     io_dropped: bool,
     /// `serve` shut the socket down: the application's writes fail from
     /// now on (it may be one that only writes and would never notice).
@@ -90,7 +96,7 @@ impl Upgrade {
                 app_sent_close: false,
                 close_requested: false,
                 close_written: 0,
-                waker: None,
+                wakers: Vec::new(),
                 io_dropped: false,
                 shut: false,
                 fd,
@@ -118,17 +124,15 @@ impl Upgrade {
         self.flagged.load(Ordering::Acquire)
     }
 
-    /// Asks for the close frame, and wakes the application's task so that
-    /// its next read or write writes it.
+    /// Asks for the close frame, and wakes every task of the application
+    /// that used the socket, so that the next read or write writes it.
     pub(crate) fn request_close(&self) {
-        let waker = {
+        let wakers = {
             let mut state = self.lock();
             state.close_requested = true;
-            state.waker.take()
+            std::mem::take(&mut state.wakers)
         };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// Whether a close frame went out (ours or the application's).
@@ -140,7 +144,7 @@ impl Upgrade {
     /// Shuts the socket down both ways: the application's next read sees
     /// the end and its next write fails, so it lets go of the socket.
     pub(crate) fn shutdown(&self) {
-        let waker = {
+        let wakers = {
             let mut state = self.lock();
             state.shut = true;
             // The fd stays open while the state says the socket is not
@@ -150,11 +154,9 @@ impl Upgrade {
                 // peer is gone already) change nothing.
                 unsafe { libc::shutdown(state.fd, libc::SHUT_RDWR) };
             }
-            state.waker.take()
+            std::mem::take(&mut state.wakers)
         };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// Called from the socket's Drop, before the fd is closed.
@@ -165,12 +167,19 @@ impl Upgrade {
 }
 
 impl UpgradeState {
-    /// Remembers the task using the socket, for [`Upgrade::request_close`].
+    /// Remembers a task using the socket, for [`Upgrade::request_close`]
+    /// and [`Upgrade::shutdown`]: every one is woken, not only the last.
     pub(crate) fn register(&mut self, waker: &Waker) {
-        match &self.waker {
-            Some(have) if have.will_wake(waker) => {}
-            _ => self.waker = Some(waker.clone()),
+        if let Some(at) = self.wakers.iter().position(|have| have.will_wake(waker)) {
+            // Seen already: it moves to the end, as the latest.
+            let have = self.wakers.remove(at);
+            self.wakers.push(have);
+            return;
         }
+        if self.wakers.len() == MAX_WAKERS {
+            self.wakers.remove(0);
+        }
+        self.wakers.push(waker.clone());
     }
 
     /// Follows bytes the server wrote.

@@ -4,7 +4,9 @@
 //! event streams end cleanly, a short grace after the drain starts, with
 //! or without the application's help.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::Router;
@@ -104,6 +106,52 @@ async fn push_only(ws: WebSocketUpgrade, Extension(ended): Extension<Ended>) -> 
     })
 }
 
+/// A WebSocket answered by hand (hyper's upgrade, no WebSocket library)
+/// and used from two tasks, as an application that splits its socket into
+/// a reader and a writer does: the reader waits in a read; then the writer
+/// sends `hello` and waits for the reader to end. On the drain, the writer
+/// is the task that used the socket last, but only the reader will touch
+/// it again: the close frame can go out only if the reader is woken.
+async fn split_tasks(mut request: axum::extract::Request) -> Response {
+    let key = request
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| tungstenite::handshake::derive_accept_key(k.as_bytes()))
+        .unwrap_or_default();
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let (mut reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        let (parked_tx, parked) = oneshot::channel::<()>();
+        let (done_tx, done) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 256];
+            let mut read = std::pin::pin!(reader.read(&mut buf));
+            // Poll the read once, so that it waits before the writer writes.
+            let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+            let _ = parked_tx.send(());
+            if first.is_pending() {
+                // Until the client's answering close frame, or the end.
+                let _ = read.await;
+            }
+            let _ = done_tx.send(());
+        });
+        if parked.await.is_ok() && writer.write_all(b"\x81\x05hello").await.is_ok() {
+            let _ = writer.flush().await;
+        }
+        let _ = done.await;
+    });
+    Response::builder()
+        .status(101)
+        .header("upgrade", "websocket")
+        .header("connection", "upgrade")
+        .header("sec-websocket-accept", key)
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
 #[derive(Clone)]
 struct Ended(tokio::sync::mpsc::UnboundedSender<()>);
 
@@ -146,6 +194,7 @@ async fn start_with(drain: Drain) -> Running {
         .route("/ws-push", get(push_only))
         .route("/ws-cooperative", get(cooperative))
         .route("/ws-stuck", get(stuck))
+        .route("/ws-split", get(split_tasks))
         .route("/events", get(events))
         .route("/", get(|| async { "hello\n" }))
         .layer(Extension(Ended(ended_tx)));
@@ -170,6 +219,10 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<T
 async fn connect(addr: SocketAddr, path: &str) -> Ws {
     let url = format!("ws://{addr}{path}");
     let (mut ws, _) = within(tokio_tungstenite::connect_async(url)).await.unwrap();
+    if path.contains("split") {
+        // It says hello itself, and reads only the answer to its close.
+        return ws;
+    }
     // One round trip: the server has upgraded and its handler runs.
     within(ws.send(tungstenite::Message::text("ping")))
         .await
@@ -375,4 +428,40 @@ async fn push_only_websocket_gets_1012_and_its_app_ends() {
     within(ended.recv()).await.expect("the handler ended");
     let report = within(served).await.unwrap().unwrap();
     assert!(report.elapsed < Duration::from_secs(2), "{report:?}");
+}
+
+/// Every WebSocket gets the 1012 close frame on a drain, however many
+/// there are and whichever task of the application last used its socket.
+/// (A reader parked in a read while a writer task had used the socket last
+/// was never woken: its connection ended with no close frame, shut down a
+/// grace later.)
+#[tokio::test]
+async fn every_websocket_gets_1012_whichever_task_used_it_last() {
+    const EACH: usize = 40;
+    let running = start_with(long_lived(100)).await;
+    let mut sockets = Vec::new();
+    for i in 0..EACH * 2 {
+        let path = if i % 2 == 0 { "/ws" } else { "/ws-split" };
+        let mut ws = connect(running.addr, path).await;
+        if path == "/ws-split" {
+            let hello = within(ws.next()).await.expect("hello").unwrap();
+            assert_eq!(hello, tungstenite::Message::text("hello"));
+        }
+        sockets.push((path, ws));
+    }
+    let (_started, served) = running.drain().await;
+    let closes = futures_util::future::join_all(
+        sockets
+            .iter_mut()
+            .map(|(path, ws)| async move { (*path, close_frame(ws).await.0) }),
+    )
+    .await;
+    let not_1012: Vec<_> = closes.iter().filter(|(_, code)| *code != 1012).collect();
+    assert!(not_1012.is_empty(), "{not_1012:?}");
+    let report = within(served).await.unwrap().unwrap();
+    assert_eq!(
+        (report.open_at_start, report.dropped),
+        (EACH * 2, 0),
+        "{report:?}"
+    );
 }

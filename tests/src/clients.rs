@@ -33,7 +33,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -76,6 +76,10 @@ pub struct Seen {
     pub landed: Mutex<BTreeMap<u64, u64>>,
     /// The first few unclean ends, for a failure message.
     pub details: Mutex<Vec<String>>,
+    /// When each failure (unclean end, other close, failed connect) was
+    /// seen, and by which kind of client (`"ws"` or `"sse"`): the mixed
+    /// soak tells those on a generation it killed by their time.
+    pub failed_at: Mutex<Vec<(Instant, &'static str)>>,
 }
 
 impl Seen {
@@ -88,6 +92,8 @@ impl Seen {
     }
 
     fn note(&self, what: String) {
+        let kind = if what.starts_with("sse") { "sse" } else { "ws" };
+        (self.failed_at.lock().unwrap_or_else(|e| e.into_inner())).push((Instant::now(), kind));
         let mut details = self.details.lock().unwrap_or_else(|e| e.into_inner());
         if details.len() < MAX_DETAILS {
             details.push(what);
@@ -142,6 +148,11 @@ impl Seen {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            failed_at: self
+                .failed_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }
@@ -171,6 +182,8 @@ pub struct Counts {
     pub landed: BTreeMap<u64, u64>,
     /// See [`Seen::details`].
     pub details: Vec<String>,
+    /// See [`Seen::failed_at`].
+    pub failed_at: Vec<(Instant, &'static str)>,
 }
 
 impl fmt::Display for Counts {
@@ -302,7 +315,10 @@ async fn ws_client(id: usize, url: String, seen: Arc<Seen>, mut stop: watch::Rec
                 Some(Err(tungstenite::Error::ConnectionClosed)) | None if close_code.is_some() => {
                     match close_code {
                         Some(1012) => seen.ws_closed_1012.fetch_add(1, Ordering::Relaxed),
-                        _ => seen.ws_closed_other.fetch_add(1, Ordering::Relaxed),
+                        code => {
+                            seen.note(format!("ws {id}: closed with {code:?}"));
+                            seen.ws_closed_other.fetch_add(1, Ordering::Relaxed)
+                        }
                     };
                     break;
                 }

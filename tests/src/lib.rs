@@ -31,6 +31,9 @@
 //! - [`load`]: the tokio load generator that classifies every request.
 //! - [`procfs`]: what the tests read in `/proc` (process groups, zombies,
 //!   threads, fds, memory).
+//! - [`h2client`]: HTTP/2 clients that follow reloads (the soak's).
+//! - [`soak`]: the mixed soak: random reloads, edits, failing builds and
+//!   kills under every kind of client.
 //! - [`stats`]: median / max and quantiles.
 //! - [`unchanged`]: third-party servers as people write them, run under
 //!   devsup with reloads under load.
@@ -42,11 +45,13 @@
 pub mod browser;
 pub mod clients;
 pub mod devlog;
+pub mod h2client;
 pub mod h2load;
 pub mod harness;
 pub mod http;
 pub mod load;
 pub mod procfs;
+pub mod soak;
 pub mod stats;
 pub mod tools;
 pub mod unchanged;

@@ -29,6 +29,12 @@ pub const PYTHON_PACKAGES: [&str; 5] = [
     "hypercorn==0.18.0",
     "waitress==3.0.2",
 ];
+/// gunicorn's `--graceful-timeout`: how long its master lets the workers
+/// finish their requests on SIGTERM before it kills them. A devsup drain
+/// timeout for gunicorn must be longer, so that gunicorn's own bound acts
+/// first and devsup never kills a drain gunicorn still runs in good order.
+pub const GUNICORN_GRACE: Duration = Duration::from_secs(5);
+
 /// A file of Debian's ruby-sd-notify, the gem puma's systemd integration
 /// needs.
 const SD_NOTIFY_GEM: &str =
@@ -237,8 +243,13 @@ impl Server {
             }
             Server::UvicornDevsup => cmd(venv("python"), script("uvicorn_devsup.py")),
             Server::Gunicorn => {
+                // gunicorn bounds its own drain by --graceful-timeout (30 s
+                // by default), then kills its workers: devsup's drain
+                // timeout must be the longer one (see GUNICORN_GRACE).
                 let mut args = words(&["-w", "2", "--log-level", "warning", "--chdir"]);
                 args.extend([python_dir.clone().into(), "wsgi_app:app".into()]);
+                let grace = GUNICORN_GRACE.as_secs().to_string();
+                args.extend(["--graceful-timeout".into(), grace.into()]);
                 Cmd {
                     devsup: vec!["--listen-pid"],
                     ..cmd(venv("gunicorn"), args)

@@ -5,11 +5,11 @@
 //!
 //! ```text
 //! cargo run --release -p devsup-tests --bin devsup-bench -- \
-//!     [--only handoff,compare,edit,watch,soak,browser,clients,h2,unchanged] [--out DIR] [--window MS] \
+//!     [--only handoff,compare,edit,watch,soak,mixed,browser,clients,h2,unchanged] [--out DIR] [--window MS] \
 //!     [--reloads N] [--conns C] [--interval MS] [--duration SECS] [--keepalive|--close|--both] \
 //!     [--compare-duration SECS] \
 //!     [--edits N] [--tree DIR] [--starts N] [--soak-reloads N] [--soak-conns C] \
-//!     [--ws N] [--sse N] [--client-reloads N] [--h2-rounds N]
+//!     [--ws N] [--sse N] [--client-reloads N] [--h2-rounds N] [--mixed-secs SECS] [--seed N]
 //! ```
 //!
 //! - `handoff`: for each connection mode, start devsup on the reference
@@ -25,6 +25,13 @@
 //!   beside a 200,000-file `target/` (see `bench/watch.rs`).
 //! - `soak`: 1,000 reloads in a row; devsup's fds and memory after 10 and
 //!   after 1,000 (see `bench/soak.rs`), and the load through them.
+//! - `mixed`: the mixed soak (`devsup_tests::soak`): for `--mixed-secs`
+//!   (180 by default), random SIGHUPs, edits, failing builds and SIGKILLs
+//!   of the starting, the active and a draining generation, while HTTP/1.1
+//!   keep-alive and close, WebSocket and SSE clients load the reference
+//!   server; per kind of client the requests, the failures and those on a
+//!   generation it killed; devsup's fds, threads and RSS first and last;
+//!   the processes left. It prints its seed; `--seed N` replays it.
 //! - `clients`: 200 WebSocket and 50 server-sent-event clients (`--ws`,
 //!   `--sse`) stay connected, reconnecting after each close, while
 //!   `--conns` keep-alive HTTP clients load the reference server and
@@ -149,6 +156,12 @@ struct Args {
     /// Width of the timeline windows, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     window: u64,
+    /// mixed: how long the random actions go on, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 180)]
+    mixed_secs: u64,
+    /// mixed: the seed of the random actions (default: a new one, printed).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 /// A part of the benchmark.
@@ -164,6 +177,9 @@ enum Part {
     Watch,
     /// 1,000 reloads in a row: fds and memory.
     Soak,
+    /// Random reloads, edits, failing builds and kills under every kind
+    /// of client (see devsup_tests::soak).
+    Mixed,
     /// WebSocket and SSE clients through reloads, beside HTTP load.
     Clients,
     /// HTTP/2 (h2load) through reloads, and without.
@@ -195,6 +211,7 @@ fn main() -> ExitCode {
             Part::Edit,
             Part::Watch,
             Part::Soak,
+            Part::Mixed,
             Part::Browser,
             Part::Clients,
             Part::H2,
@@ -249,6 +266,9 @@ fn main() -> ExitCode {
         if let Some(phase) = &report.phase {
             written.extend(bench::write_phase(&out, phase));
         }
+    }
+    if runs(Part::Mixed) {
+        bench::soak::mixed(args.mixed_secs, args.seed, args.verbose);
     }
     if runs(Part::Clients) {
         let plan = bench::clients::Plan {

@@ -261,6 +261,22 @@ impl Devsup {
         self.log.state.lock().unwrap().stdout.clone()
     }
 
+    /// Waits until devsup has written at least `count` stdout lines and
+    /// returns every stdout line so far. stdout and stderr are read by two
+    /// threads, so a stderr line does not tell what stdout holds yet.
+    /// Panics with both on timeout.
+    pub fn wait_stdout_lines(&self, count: usize, timeout: Duration) -> Vec<String> {
+        let arrived = crate::harness::wait_until(timeout, || self.stdout_lines().len() >= count);
+        let stdout = self.stdout_lines();
+        assert!(
+            arrived,
+            "timed out waiting for {count} stdout lines; stdout:\n    {}\nstderr:\n    {}",
+            stdout.join("\n    "),
+            self.lines().join("\n    ")
+        );
+        stdout
+    }
+
     /// How many stderr lines so far contain `substr`.
     pub fn count_lines(&self, substr: &str) -> usize {
         let state = self.log.state.lock().unwrap();

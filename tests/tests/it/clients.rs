@@ -8,11 +8,14 @@
 //! stream cleanly a short grace after the drain starts. So: every
 //! WebSocket client gets a close frame on every reload (never a reset),
 //! every client reconnects to the newest generation before the next reload,
-//! the HTTP load sees no failure, and each old generation exits within 1 s
-//! of its drain (devsup's `gen=N exited ... after X`), not at the 8 s
-//! deadline.
+//! the HTTP load sees no failure, and each old generation ends its drain by
+//! itself (`exited with status 0`, and its serving library dropped no
+//! connection at its 8 s deadline). How long each drain took (devsup's
+//! `gen=N exited ... after X`) is printed, not asserted: on a shared
+//! two-core machine a drain of 258 connections in a debug build took from
+//! 0.4 s to 4.2 s, all of it ending cleanly.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use devsup_tests::clients::Clients;
 use devsup_tests::devlog;
@@ -69,7 +72,9 @@ fn websockets_and_event_streams_follow_every_reload() {
     assert_eq!(seen.sse_clean_ends, SSE_CLIENTS as u64 * reloads);
     assert_eq!(seen.ws_connects, WS_CLIENTS as u64 * (reloads + 1));
 
-    // Each old generation exited within 1 s of its drain.
+    // Each old generation drained by itself: it exited with status 0 (not
+    // killed at devsup's drain timeout) and the server's drain dropped no
+    // connection at its deadline.
     let lines = devsup.lines();
     let mut drains = Vec::new();
     for generation in 1..=RELOADS {
@@ -88,7 +93,13 @@ fn websockets_and_event_streams_follow_every_reload() {
                 .any(|l| devlog::is_event(l, generation, "draining")),
             "gen={generation} exited without a drain"
         );
-        assert!(after < Duration::from_secs(1), "{exited}");
+        assert!(exited.contains("with status 0"), "{exited}");
+        let server_exit = format!("devsup-server gen={generation} pid=");
+        let dropped = lines
+            .iter()
+            .find(|l| l.contains(&server_exit) && l.contains(": exited after "))
+            .unwrap_or_else(|| panic!("no exit line of gen={generation}'s server"));
+        assert!(!dropped.contains("dropped"), "{dropped}");
         drains.push(after);
     }
     let (median, max) = devlog::median_max(&drains).unwrap();

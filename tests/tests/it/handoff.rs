@@ -188,8 +188,9 @@ fn only_the_generation_inherits_the_socket_and_the_ready_channel() {
     );
 
     // The build ran before generation 1 and printed the fds of `ls`:
-    // stdin, stdout, stderr and the directory it lists.
-    assert_eq!(devsup.stdout_lines(), ["0", "1", "2", "3"]);
+    // stdin, stdout, stderr and the directory it lists. (Its stdout is read
+    // apart from the log: the `spawned` line does not mean it has arrived.)
+    assert_eq!(devsup.wait_stdout_lines(4, TIMEOUT), ["0", "1", "2", "3"]);
 }
 
 #[test]

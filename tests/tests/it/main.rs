@@ -50,6 +50,9 @@ mod notify;
 mod readiness;
 /// The reference server on its own, run as devsup runs it.
 mod reference_server;
+/// The mixed soak, short: random reloads, edits, failing builds and
+/// SIGKILLs of every generation under every kind of client.
+mod soak;
 /// systemd above devsup: socket activation and `Type=notify`.
 mod systemd;
 /// Third-party servers as people write them, and their opted-in forms,

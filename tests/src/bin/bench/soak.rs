@@ -1,5 +1,8 @@
 //! Many reloads in a row: SIGHUP, wait for `gen=N ready`, repeat, under a
 //! light keep-alive load; devsup's fds, memory and threads must not grow.
+//! And the mixed soak ([`mixed`], `--only mixed`): random reloads, edits,
+//! failing builds and kills under every kind of client, from
+//! `devsup_tests::soak`.
 //!
 //! Each sample is taken once the generation the last reload replaced has
 //! exited and devsup's fd count has been steady for 100 ms, so that a
@@ -214,4 +217,27 @@ pub fn print(r: &SoakReport) {
         }
     }
     print_load(&r.load_before);
+}
+
+/// Runs and prints the mixed soak for `secs` seconds with `seed` (a new
+/// one when `None`; printed first, so that a failing run can be replayed
+/// with `--seed`).
+pub fn mixed(secs: u64, seed: Option<u64>, verbose: bool) {
+    let load_before = loadavg();
+    let seed = seed.unwrap_or_else(|| fastrand::u64(..));
+    eprintln!(
+        "devsup-bench: mixed: {secs} s of random actions, seed {seed} (--seed {seed} replays it)"
+    );
+    let report = devsup_tests::soak::run(&devsup_tests::soak::SoakConfig {
+        duration: Duration::from_secs(secs),
+        seed,
+        http_conns: 4,
+        ws: 50,
+        sse: 20,
+        h2: 4,
+        verbose,
+    });
+    println!();
+    println!("{}", devsup_tests::soak::table(&report));
+    print_load(&load_before);
 }
