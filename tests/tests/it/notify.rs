@@ -330,7 +330,16 @@ fn an_unusable_runtime_or_temp_dir_does_not_stop_notify() {
         devsup.reload();
         devsup.wait_event(2, "ready", TIMEOUT);
         stop_cleanly(&devsup);
-        assert_eq!(devsup.count_lines("warning"), 0, "{}", devsup.log_text());
+        // The status socket cannot be made there either, which is said
+        // once (`devsup status` cannot reach it); nothing else warns.
+        let status = devsup.count_lines("`devsup status` cannot reach this devsup");
+        assert!(status <= 1, "{}", devsup.log_text());
+        assert_eq!(
+            devsup.count_lines("warning") - status,
+            0,
+            "{}",
+            devsup.log_text()
+        );
     }
 }
 
