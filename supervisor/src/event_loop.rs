@@ -128,6 +128,7 @@ fn start(
     let state = State::new(config.policy());
     let extra_env = livereload_env.into_iter().collect();
     let mut exec = Executor::new(config, listeners, tx, guard, reporter, extra_env)?;
+    exec.start_tracking();
     if !subreaper {
         exec.poll_orphaned_groups();
     }

@@ -223,6 +223,16 @@ pub(crate) enum Trouble {
     WaitFailed(String),
 }
 
+/// How devsup tells a generation's processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Tracking {
+    /// A cgroup v2 per generation, under this directory.
+    Cgroup(String),
+    /// Process groups, and the orphans devsup adopts as a child
+    /// subreaper; no cgroup, for this reason.
+    Orphans(String),
+}
+
 /// Something devsup noted and let be: shown with `-v` only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Note {
@@ -499,6 +509,21 @@ pub(crate) enum Step {
     /// Something the executor could not do.
     #[serde(skip_serializing)]
     Trouble(Trouble),
+    /// A generation's leader (its first process) exited, but processes
+    /// it left (a daemon, after `setsid` or a double fork) still run: the
+    /// generation lives on in them, and is drained and stopped with them.
+    #[serde(skip_serializing)]
+    LeaderExited {
+        generation: GenId,
+        pid: i32,
+        exit: Exit,
+        /// How many of its processes still run.
+        remaining: usize,
+    },
+    /// How devsup tells which processes belong to a generation (once, at
+    /// start-up).
+    #[serde(skip_serializing)]
+    Tracking(Tracking),
     /// Something devsup noted and let be.
     #[serde(skip_serializing)]
     Noted {
@@ -528,8 +553,10 @@ impl Step {
             | Step::NotReady { generation, .. }
             | Step::Said { generation, .. }
             | Step::FdStored { generation, .. }
-            | Step::MainPidDecided { generation, .. } => Some(*generation),
+            | Step::MainPidDecided { generation, .. }
+            | Step::LeaderExited { generation, .. } => Some(*generation),
             Step::Listening { .. }
+            | Step::Tracking(_)
             | Step::BuildStarted { .. }
             | Step::BuildFinished { .. }
             | Step::Shutdown { .. }
@@ -560,6 +587,8 @@ impl Step {
                 | Step::Said { .. }
                 | Step::FdStored { .. }
                 | Step::MainPidDecided { .. }
+                | Step::LeaderExited { .. }
+                | Step::Tracking(_)
                 | Step::Trouble(_)
                 | Step::Noted { .. }
         )

@@ -144,6 +144,8 @@ pub(crate) struct Inherit<'a> {
     /// Capture stdout and stderr (for `--prefix`) instead of passing them
     /// through.
     pub(crate) capture_output: bool,
+    /// The generation's `cgroup.procs`, when it has a cgroup.
+    pub(crate) cgroup_procs: Option<RawFd>,
 }
 
 /// A started generation: what the executor keeps of it.
@@ -287,6 +289,7 @@ pub(crate) fn spawn(
         output: output_fds,
         listen_pid_slot,
         pdeathsig: inherit.parent_death_signal,
+        cgroup_procs: inherit.cgroup_procs,
     })?;
     // Alive until the fork is done: the child's copy holds its pid.
     drop(listen_pid_buf);
@@ -344,6 +347,7 @@ pub(crate) fn spawn_build(
         output,
         listen_pid_slot: None,
         pdeathsig: Signal::SIGTERM,
+        cgroup_procs: None,
     })?;
     Ok((pid, exec_status))
 }
@@ -392,7 +396,9 @@ impl ExecStatus {
     }
 }
 
+pub(crate) mod cgroup;
 mod fork;
+pub(crate) mod orphans;
 
 #[cfg(test)]
 mod tests {
@@ -460,6 +466,7 @@ mod tests {
                 parent_death_signal: Signal::SIGTERM,
                 extra_env: vec![],
                 capture_output: false,
+                cgroup_procs: None,
             },
         )
         .unwrap();

@@ -14,7 +14,7 @@ use crate::event::GenId;
 use crate::log::{latency, ms};
 use crate::step::{
     AfterExit, BuildStatus, Cause, DrainReason, Fallback, FdStore, Into, KillReason, MainPid, Note,
-    Phase, Rule, Said, SocketSeen, Step, Trouble,
+    Phase, Rule, Said, SocketSeen, Step, Tracking, Trouble,
 };
 
 /// How much a line matters; `DEVSUP_LOG`, `-q` and `-v` filter on it.
@@ -238,6 +238,25 @@ fn log_only(step: &Step) -> Option<(Level, String)> {
             },
         ),
         Step::Noted { note, .. } => (Level::Debug, note_text(note)),
+        Step::LeaderExited {
+            pid,
+            exit,
+            remaining,
+            ..
+        } => (
+            Level::Info,
+            format!(
+                "pid={pid}, its first process, exited {exit}, but {remaining} of its processes still run (it daemonized): the generation lives on in them, and is drained and stopped with them"
+            ),
+        ),
+        Step::Tracking(Tracking::Cgroup(dir)) => (
+            Level::Debug,
+            format!("each generation runs in a cgroup of its own under {dir}: every process it starts is drained and stopped with it"),
+        ),
+        Step::Tracking(Tracking::Orphans(why)) => (
+            Level::Debug,
+            format!("no cgroup per generation ({why}): a generation's processes are its process group and the orphans devsup adopts with its environment"),
+        ),
         Step::FdStored { change, .. } => fd_store(change),
         Step::MainPidDecided { pid, decision, .. } => main_pid(*pid, decision),
         Step::Trouble(trouble) => (Level::Warn, trouble_text(trouble)),
@@ -1249,6 +1268,23 @@ mod tests {
             (
                 Step::Trouble(Trouble::WaitFailed("EINVAL".into())),
                 "warning: waitpid failed: EINVAL",
+            ),
+            (
+                Step::LeaderExited {
+                    generation: 3,
+                    pid: 4242,
+                    exit: Exit::Code(0),
+                    remaining: 2,
+                },
+                "gen=3 pid=4242, its first process, exited with status 0, but 2 of its processes still run (it daemonized): the generation lives on in them, and is drained and stopped with them",
+            ),
+            (
+                Step::Tracking(Tracking::Cgroup("/sys/fs/cgroup/devsup-7".into())),
+                "debug: each generation runs in a cgroup of its own under /sys/fs/cgroup/devsup-7: every process it starts is drained and stopped with it",
+            ),
+            (
+                Step::Tracking(Tracking::Orphans("DEVSUP_NO_CGROUP is set".into())),
+                "debug: no cgroup per generation (DEVSUP_NO_CGROUP is set): a generation's processes are its process group and the orphans devsup adopts with its environment",
             ),
         ];
         let mut wrong = Vec::new();

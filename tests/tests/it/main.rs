@@ -17,6 +17,9 @@ mod browser;
 mod cli;
 /// WebSocket and server-sent-event clients through reloads under load.
 mod clients;
+/// Servers that daemonize (setsid, double fork): drained and stopped with
+/// their generation, in a cgroup or as adopted orphans.
+mod daemons;
 /// `--events` against docs/events.md; the event socket and `devsup status`.
 mod events;
 /// Every example under `examples/` reloads under load without a failure.
