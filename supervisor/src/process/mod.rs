@@ -195,6 +195,15 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
+/// `/dev/null` open for writing: a child's stdout or stderr where devsup's
+/// own is gone ([`stdio`]).
+fn dead_output_sink() -> anyhow::Result<std::fs::File> {
+    std::fs::File::options()
+        .write(true)
+        .open("/dev/null")
+        .context("cannot open /dev/null")
+}
+
 fn cstring(bytes: Vec<u8>) -> anyhow::Result<CString> {
     CString::new(bytes).context("an argument or environment variable contains a NUL byte")
 }
@@ -269,9 +278,11 @@ pub(crate) fn spawn(
     } else {
         None
     };
+    let null_out = dead_output_sink()?;
     let output_fds = pipes
         .as_ref()
-        .map(|((_, w1), (_, w2))| (w1.as_raw_fd(), w2.as_raw_fd()));
+        .map(|((_, w1), (_, w2))| (w1.as_raw_fd(), w2.as_raw_fd()))
+        .or_else(|| stdio::replacing_dead(&null_out));
 
     // The child's fd plan: sources, in the order of their targets 3, 4, …
     let sources: Vec<RawFd> = inherit
@@ -338,6 +349,8 @@ pub(crate) fn spawn_build(
     let argv_ptrs = null_terminated(&c_argv);
     let env_ptrs = null_terminated(&c_env);
     let dev_null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
+    let null_out = dead_output_sink()?;
+    let output = output.or_else(|| stdio::replacing_dead(&null_out));
     let (pid, exec_status) = fork_exec(&ExecPlan {
         path: &c_path,
         argv: &argv_ptrs,
@@ -399,6 +412,7 @@ impl ExecStatus {
 pub(crate) mod cgroup;
 mod fork;
 pub(crate) mod orphans;
+mod stdio;
 
 #[cfg(test)]
 mod tests {

@@ -1,15 +1,26 @@
+//! What a generation's processes do beyond the plain case.
+//!
 //! Servers that daemonize (issue 19, defect 1): a generation whose leader
 //! forks, calls `setsid` (and forks again) and exits while the daemon
 //! serves. The daemon is the generation's: it is not a crash, it is
 //! drained with the generation, and nothing of it outlives devsup. Run
 //! with a cgroup per generation where the machine allows one, and with
 //! `DEVSUP_NO_CGROUP=1` (adopted orphans told by their environment).
+//!
+//! Servers that write to a dead output (issue 19, defect 6): once devsup's
+//! own stdout and stderr are gone, the generations it starts still get an
+//! output that works, and serve.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use devsup_tests::harness::{Devsup, Signal, TIMEOUT, pid_alive};
+use devsup_tests::devlog;
+use devsup_tests::harness::{
+    Devsup, KillOnDrop, Signal, TIMEOUT, binaries, kill, pid_alive, wait_until,
+};
 use devsup_tests::tools;
 
 /// The issue's fixture, made observable: it daemonizes (fork, setsid,
@@ -57,13 +68,19 @@ impl Drop for Daemons {
     }
 }
 
-/// The pid of the daemon that answers on `addr`.
+/// The pid of the server that answers on `addr`.
 fn served_by(addr: SocketAddr) -> i32 {
-    // Sends nothing: the daemon closes without reading.
-    let mut conn = TcpStream::connect(addr).expect("connect");
+    try_served_by(addr).expect("an answer with a pid")
+}
+
+/// The pid of the server that answers on `addr` within a few seconds.
+fn try_served_by(addr: SocketAddr) -> Option<i32> {
+    // Sends nothing: the fixtures close without reading.
+    let mut conn = TcpStream::connect(addr).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut answer = String::new();
-    conn.read_to_string(&mut answer).expect("read");
-    answer.trim().parse().expect("a pid")
+    conn.read_to_string(&mut answer).ok()?;
+    answer.trim().parse().ok()
 }
 
 fn start(dir: &Path, cgroup: bool, double: bool) -> Devsup {
@@ -149,4 +166,81 @@ fn a_double_forked_daemon_is_its_generation_in_a_cgroup() {
 #[test]
 fn a_double_forked_daemon_is_its_generation_without_a_cgroup() {
     daemon_lives_and_dies_with_its_generation(false, true);
+}
+
+/// A server that writes a line to stdout and one to stderr at start (and
+/// dies of it if they are dead: Python raises BrokenPipeError), writes its
+/// pid to `$SERVER_PIDS`, says READY=1 and answers with its pid.
+const CHATTY: &str = r#"
+import os, socket, sys
+print(f"gen {os.environ['DEVSUP_GENERATION']} up", flush=True)
+print("and on stderr", file=sys.stderr, flush=True)
+with open(os.environ["SERVER_PIDS"], "a") as f:
+    f.write(f"{os.getpid()}\n")
+os.write(int(os.environ["DEVSUP_READY_FD"]), b"READY=1\n")
+s = socket.socket(fileno=3)
+while True:
+    c, _ = s.accept()
+    c.sendall(f"{os.getpid()}\n".encode())
+    c.close()
+"#;
+
+/// devsup's stdout and stderr are pipes whose reader goes away once gen
+/// 1 serves (`devsup … 2>&1 | head -c 1`): the next two generations still
+/// start, write their lines, and serve.
+#[test]
+fn generations_serve_after_devsup_lost_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chatty.py"), CHATTY).unwrap();
+    let servers = Daemons(dir.path().join("pids"));
+    let mut child = Command::new(&binaries().devsup)
+        .args(["--port", "0", "--no-watch", "--", "python3", "chatty.py"])
+        .current_dir(dir.path())
+        .env("SERVER_PIDS", dir.path().join("pids"))
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("devsup starts");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let devsup = KillOnDrop(child);
+    let pid = devsup.0.id() as i32;
+    let mut addr = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("devsup's log");
+        eprintln!("[devsup] {line}");
+        addr = addr.or_else(|| devlog::parse_listen_addr(&line));
+        if line.contains("gen=1 ready") {
+            break;
+        }
+    }
+    // The reader goes away: devsup's stdout and stderr are dead pipes.
+    drop(stdout);
+    let addr = addr.expect("a listening line");
+    let mut serving = served_by(addr);
+    for generation in 2..=3 {
+        kill(pid, Signal::SIGHUP);
+        assert!(
+            wait_until(TIMEOUT, || try_served_by(addr)
+                .is_some_and(|p| p != serving)),
+            "gen {generation} never served: pids started {:?}",
+            servers.pids()
+        );
+        serving = served_by(addr);
+    }
+    assert_eq!(
+        servers.pids().len(),
+        3,
+        "no generation died and was restarted"
+    );
+    kill(pid, Signal::SIGINT);
+    let mut devsup = devsup;
+    assert!(wait_until(TIMEOUT, || devsup
+        .0
+        .try_wait()
+        .ok()
+        .flatten()
+        .is_some()));
 }
