@@ -520,6 +520,15 @@ pub(crate) enum Step {
         /// How many of its processes still run.
         remaining: usize,
     },
+    /// A watched path changed all the time through the last `bursts`
+    /// bursts of changes, and cut each short at its longest, `hold`: a
+    /// log or a journal in the tree (named once).
+    #[serde(skip_serializing)]
+    Restless {
+        path: String,
+        bursts: usize,
+        hold: Duration,
+    },
     /// How devsup tells which processes belong to a generation (once, at
     /// start-up).
     #[serde(skip_serializing)]
@@ -557,6 +566,7 @@ impl Step {
             | Step::LeaderExited { generation, .. } => Some(*generation),
             Step::Listening { .. }
             | Step::Tracking(_)
+            | Step::Restless { .. }
             | Step::BuildStarted { .. }
             | Step::BuildFinished { .. }
             | Step::Shutdown { .. }
@@ -589,6 +599,7 @@ impl Step {
                 | Step::MainPidDecided { .. }
                 | Step::LeaderExited { .. }
                 | Step::Tracking(_)
+                | Step::Restless { .. }
                 | Step::Trouble(_)
                 | Step::Noted { .. }
         )

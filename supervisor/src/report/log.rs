@@ -249,6 +249,14 @@ fn log_only(step: &Step) -> Option<(Level, String)> {
                 "pid={pid}, its first process, exited {exit}, but {remaining} of its processes still run (it daemonized): the generation lives on in them, and is drained and stopped with them"
             ),
         ),
+        Step::Restless { path, bursts, hold } => (
+            Level::Warn,
+            format!(
+                "{path} changed all the time through the last {bursts} reloads, and made each wait {} (a log or a journal?): if a change to it needs no reload, pass --ignore '{}'",
+                ms(*hold),
+                path.replace('\'', "'\\''")
+            ),
+        ),
         Step::Tracking(Tracking::Cgroup(dir)) => (
             Level::Debug,
             format!("each generation runs in a cgroup of its own under {dir}: every process it starts is drained and stopped with it"),
@@ -1277,6 +1285,14 @@ mod tests {
                     remaining: 2,
                 },
                 "gen=3 pid=4242, its first process, exited with status 0, but 2 of its processes still run (it daemonized): the generation lives on in them, and is drained and stopped with them",
+            ),
+            (
+                Step::Restless {
+                    path: "logs/app.log".into(),
+                    bursts: 3,
+                    hold: 1050 * MS,
+                },
+                "warning: logs/app.log changed all the time through the last 3 reloads, and made each wait 1050ms (a log or a journal?): if a change to it needs no reload, pass --ignore 'logs/app.log'",
             ),
             (
                 Step::Tracking(Tracking::Cgroup("/sys/fs/cgroup/devsup-7".into())),

@@ -13,6 +13,9 @@ mod bad_input;
 /// `--livereload` in headless Chromium: a reload once the new generation
 /// is ready, the build-error overlay, reloads under fetches.
 mod browser;
+/// Files that change on their own: a busy log, devsup's own output,
+/// generated files (bytecode, editor auto-saves).
+mod busy_files;
 /// The command-line conventions: completions, config file, `--prefix`.
 mod cli;
 /// WebSocket and server-sent-event clients through reloads under load.

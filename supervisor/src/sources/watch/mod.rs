@@ -18,7 +18,8 @@
 //! it is watched again and its files count as changed.
 //!
 //! Debounce is trailing-edge over the whole burst: the burst ends once no
-//! relevant change has been seen for `--debounce`. notify's debouncer
+//! relevant change has been seen for `--debounce`, or at the latest one
+//! second after that from its first change ([`burst`]). notify's debouncer
 //! crates debounce each path on its own and would split a 500-file
 //! `git checkout` into several batches, so several reloads; that is why
 //! this is not one of them.
@@ -41,7 +42,9 @@ use tracing::{debug, info, warn};
 
 use crate::event::{Event, Input, Trigger};
 use crate::log::ms;
+use crate::step::Step;
 
+mod burst;
 mod native;
 mod routes;
 mod rules;
@@ -434,7 +437,8 @@ impl Watch {
     fn run(mut self, rx: Receiver<notify::Result<notify::Event>>, tx: &Sender<Input>) {
         let mut changed: Vec<(PathBuf, PathBuf)> = Vec::new();
         let mut seen: HashSet<PathBuf> = HashSet::new();
-        // The end of the current burst.
+        // The burst under way; `deadline` is when it ends.
+        let mut burst = burst::Burst::new(self.cfg.debounce);
         let mut deadline: Option<Instant> = None;
         // While a root is missing, when to look for it next.
         let mut look_for_roots: Option<Instant> = None;
@@ -446,8 +450,10 @@ impl Watch {
             };
             match next {
                 Ok(Ok(event)) => {
-                    if self.take(event, &mut changed, &mut seen) {
-                        deadline = Some(after(Instant::now(), self.cfg.debounce));
+                    let paths = self.take(event, &mut changed, &mut seen);
+                    if !paths.is_empty() {
+                        burst.changed(Instant::now(), paths.iter().map(PathBuf::as_path));
+                        deadline = burst.deadline();
                     }
                 }
                 Ok(Err(e)) => {
@@ -476,6 +482,9 @@ impl Watch {
                     }
                     deadline = None;
                     seen.clear();
+                    for restless in burst.end(now) {
+                        self.name_restless(&restless);
+                    }
                     if std::mem::take(&mut self.rules_changed) {
                         self.reload_rules();
                     }
@@ -491,13 +500,24 @@ impl Watch {
         }
     }
 
-    /// Records the relevant paths of one event; true if there was one.
+    /// Says once that `restless` holds every reload back, and how to
+    /// ignore it.
+    fn name_restless(&self, restless: &burst::Restless) {
+        let rel = self.rules.relative(&restless.path);
+        crate::report::log::write(&Step::Restless {
+            path: rel.display().to_string(),
+            bursts: restless.bursts as usize,
+            hold: self.cfg.debounce + burst::MAX_HOLD,
+        });
+    }
+
+    /// Records the relevant paths of one event; returns them.
     fn take(
         &mut self,
         event: notify::Event,
         changed: &mut Vec<(PathBuf, PathBuf)>,
         seen: &mut HashSet<PathBuf>,
-    ) -> bool {
+    ) -> Vec<PathBuf> {
         let relevant = matches!(
             event.kind,
             EventKind::Create(_)
@@ -506,9 +526,9 @@ impl Watch {
                 | EventKind::Access(AccessKind::Close(AccessMode::Write))
         );
         if !relevant {
-            return false;
+            return Vec::new();
         }
-        let mut any = false;
+        let mut relevant = Vec::new();
         for path in event.paths {
             let kind = Kind::of(&path);
             let is_dir = kind == Kind::Dir;
@@ -534,12 +554,12 @@ impl Watch {
                 // the poll watcher stops scanning a path that is gone).
                 self.forget(&path);
             }
-            any = true;
+            relevant.push(path.clone());
             for path in std::iter::once(path).chain(inside) {
                 record(&self.rules, path, changed, seen);
             }
         }
-        any
+        relevant
     }
 
     fn outcome(&self, batch: &[(PathBuf, PathBuf)]) -> Vec<Input> {

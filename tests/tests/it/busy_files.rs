@@ -1,0 +1,95 @@
+//! Files that change without the user editing them (issue 19, defects 3,
+//! 4 and 5): a log written all the time, devsup's own output in the
+//! watched tree, and files a server or an editor generates.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use devsup_tests::harness::{Devsup, TIMEOUT, wait_until};
+
+fn write(dir: &Path, name: &str, text: &str) {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// Appends a line to `path` every 20 ms until dropped, or for a minute
+/// at most.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(path: &Path) -> Writer {
+        use std::io::Write;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, path) = (stop.clone(), path.to_path_buf());
+        let thread = std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(60);
+            let mut file = std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            while !flag.load(Ordering::Relaxed) && Instant::now() < end {
+                let _ = writeln!(file, "a log line");
+                // Paces the writes (the issue's writer); never a sync.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Writer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Defect 3: with a log written every 20 ms, an edit reloads anyway (the
+/// debounce is bounded), and the log is named once, with its --ignore.
+#[test]
+fn a_file_written_all_the_time_holds_no_reload_back() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "main.rs", "fn main() {}");
+    let devsup = Devsup::builder(dir.path()).spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    devsup.wait_for_line("watching", TIMEOUT);
+
+    let log = dir.path().join("app.log");
+    let writer = Writer::start(&log);
+    assert!(wait_until(TIMEOUT, || log.exists()), "the writer writes");
+    write(dir.path(), "main.rs", "fn main() { println!(); }");
+    // The writer goes on for longer than this wait: only a bounded
+    // debounce ends the burst the edit is in. Its first path is main.rs,
+    // or app.log with main.rs as one more.
+    let line = devsup.wait_for_line(
+        |l: &str| {
+            l.contains("reload requested by change to main.rs")
+                || l.contains("reload requested by change to app.log (+1 more)")
+        },
+        TIMEOUT,
+    );
+    eprintln!("the edit reloaded: {line}");
+    devsup.wait_event(2, "ready", TIMEOUT);
+    let warning = devsup.wait_for_line("changed all the time", TIMEOUT);
+    assert!(warning.contains("app.log"), "{warning}");
+    assert!(warning.contains("--ignore 'app.log'"), "{warning}");
+    // Named once: one more reload the log causes, and no second warning.
+    devsup.mark();
+    devsup.wait_for_new("reload requested by change to app.log", TIMEOUT);
+    drop(writer);
+    assert_eq!(devsup.count_lines("changed all the time"), 1);
+}
