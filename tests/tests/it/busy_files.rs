@@ -3,11 +3,12 @@
 //! watched tree, and files a server or an editor generates.
 
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use devsup_tests::harness::{Devsup, TIMEOUT, wait_until};
+use devsup_tests::harness::{Devsup, KillOnDrop, Signal, TIMEOUT, binaries, kill, wait_until};
 
 fn write(dir: &Path, name: &str, text: &str) {
     let path = dir.join(name);
@@ -92,4 +93,52 @@ fn a_file_written_all_the_time_holds_no_reload_back() {
     devsup.wait_for_new("reload requested by change to app.log", TIMEOUT);
     drop(writer);
     assert_eq!(devsup.count_lines("changed all the time"), 1);
+}
+
+/// Defect 4: `devsup … > devsup.log 2>&1` in the watched tree, with
+/// `--events events.jsonl` there too: devsup's own lines reload nothing;
+/// one edit is one reload.
+#[test]
+fn devsup_never_reloads_for_what_it_writes_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "main.rs", "fn main() {}");
+    let log_path = dir.path().join("devsup.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(&binaries().devsup)
+        .args(["--port", "0", "--events", "events.jsonl", "--"])
+        .arg(&binaries().server)
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("devsup starts");
+    let devsup = KillOnDrop(child);
+    let pid = devsup.0.id() as i32;
+    let text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let has = |s: &str| wait_until(TIMEOUT, || text().contains(s));
+    assert!(has("gen=1 ready") && has("watching"), "{}", text());
+
+    write(dir.path(), "main.rs", "fn main() { println!(); }");
+    assert!(has("gen=2 ready") && has("gen=1 exited"), "{}", text());
+    kill(pid, Signal::SIGINT);
+    let mut devsup = devsup;
+    assert!(wait_until(TIMEOUT, || devsup
+        .0
+        .try_wait()
+        .ok()
+        .flatten()
+        .is_some()));
+    let text = text();
+    eprintln!("{text}");
+    let reloads: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("reload requested"))
+        .collect();
+    assert_eq!(
+        reloads,
+        ["devsup reload requested by change to main.rs"],
+        "only the edit reloads"
+    );
 }

@@ -46,6 +46,7 @@ use crate::step::Step;
 
 mod burst;
 mod native;
+mod own;
 mod routes;
 mod rules;
 
@@ -114,11 +115,19 @@ struct Watch {
     notify_tx: Sender<notify::Result<notify::Event>>,
     /// An ignore file changed: read the rules again at the end of the burst.
     rules_changed: bool,
+    /// The files devsup writes itself: never a reload.
+    own: own::Own,
 }
 
 /// Sets up the watches (reporting errors and the time it took) and starts
-/// the thread that turns changes into events.
-pub(crate) fn spawn(mut cfg: WatchConfig, tx: Sender<Input>) -> anyhow::Result<()> {
+/// the thread that turns changes into events. `own` are files devsup
+/// writes itself (the `--events` file, its unix sockets): never a reload,
+/// and neither are its stdout and stderr when they are files.
+pub(crate) fn spawn(
+    mut cfg: WatchConfig,
+    own: &[PathBuf],
+    tx: Sender<Input>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut roots = Vec::new();
     for r in &cfg.roots {
@@ -151,6 +160,7 @@ pub(crate) fn spawn(mut cfg: WatchConfig, tx: Sender<Input>) -> anyhow::Result<(
         watched: HashSet::new(),
         notify_tx,
         rules_changed: false,
+        own: own::Own::new(own),
     };
     w.add_roots();
     let mode = match (&w.watcher, w.cfg.poll) {
@@ -538,7 +548,7 @@ impl Watch {
             {
                 self.rules_changed = true;
             }
-            if self.rules.is_ignored_change(&path, kind) {
+            if self.rules.is_ignored_change(&path, kind) || self.own.is_own(&path) {
                 continue;
             }
             // A new directory (mkdir, a checkout, a rename into the tree):
