@@ -142,3 +142,70 @@ fn devsup_never_reloads_for_what_it_writes_itself() {
         "only the edit reloads"
     );
 }
+
+/// A plain Python server: it imports `app`, so Python writes
+/// `__pycache__/app.cpython-3X.pyc` (through a temporary
+/// `….pyc.NNN`) as each generation starts; then it says READY=1 and
+/// answers every connection.
+const PY_SERVER: &str = r#"
+import os, socket, app
+os.write(int(os.environ["DEVSUP_READY_FD"]), b"READY=1\n")
+s = socket.socket(fileno=3)
+while True:
+    c, _ = s.accept()
+    c.sendall(app.greeting().encode())
+    c.close()
+"#;
+
+/// Defect 5: Python's bytecode, written by each new generation, and
+/// emacs' `#app.py#` auto-save, made and removed, reload nothing: two
+/// edits are two reloads.
+#[test]
+fn generated_files_do_not_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "server.py", PY_SERVER);
+    write(dir.path(), "app.py", "def greeting():\n    return 'one'\n");
+    let devsup = Devsup::builder(dir.path())
+        .server("python3")
+        .server_args(["server.py"])
+        // Bytecode caching on, Python's default, whatever the caller set.
+        .env("PYTHONDONTWRITEBYTECODE", "")
+        .spawn();
+    devsup.wait_event(1, "ready", TIMEOUT);
+    devsup.wait_for_line("watching", TIMEOUT);
+    assert!(
+        dir.path().join("__pycache__").is_dir(),
+        "gen 1 wrote its bytecode"
+    );
+
+    // Emacs auto-saves, then saves and removes the auto-save file. Each
+    // edit changes the size: Python's bytecode is checked by mtime (in
+    // seconds) and size.
+    write(
+        dir.path(),
+        "#app.py#",
+        "def greeting():\n    return 'two'\n",
+    );
+    write(dir.path(), "app.py", "def greeting():\n    return 'two'\n");
+    std::fs::remove_file(dir.path().join("#app.py#")).unwrap();
+    devsup.wait_event(2, "ready", TIMEOUT);
+    devsup.wait_event(1, "exited", TIMEOUT);
+    write(
+        dir.path(),
+        "app.py",
+        "def greeting():\n    return 'three'\n",
+    );
+    devsup.wait_event(3, "ready", TIMEOUT);
+    devsup.wait_event(2, "exited", TIMEOUT);
+    let reloads: Vec<String> = (devsup.lines().into_iter())
+        .filter(|l| l.contains("reload requested"))
+        .collect();
+    assert_eq!(
+        reloads,
+        [
+            "devsup reload requested by change to app.py",
+            "devsup reload requested by change to app.py"
+        ],
+        "only the edits reload"
+    );
+}
