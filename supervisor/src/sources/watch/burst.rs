@@ -75,21 +75,29 @@ impl Burst {
 
     /// The burst ends at `now`; returns the paths that held
     /// [`RESTLESS_BURSTS`] bursts back in a row, each once in devsup's
-    /// life.
+    /// life. A path holds a burst back when the burst lasted at least
+    /// half of [`MAX_HOLD`] past `--debounce` and the path still changed
+    /// in its second half: cut short, or ended by a pause in the writes
+    /// (a writer on a loaded machine misses its pace now and then).
     pub(super) fn end(&mut self, now: Instant) -> Vec<Restless> {
-        let cut = self
-            .last
-            .is_some_and(|last| super::after(last, self.debounce) > now);
-        let since = now.checked_sub(self.debounce).unwrap_or(now);
-        let holding: HashSet<PathBuf> = if cut {
-            (self.changes.iter())
-                .filter(|(_, at)| **at >= since)
+        let half = MAX_HOLD / 2;
+        let late = self
+            .first
+            .filter(|first| now.saturating_duration_since(*first) >= self.debounce + half)
+            .map(|first| super::after(first, half));
+        let holding: HashSet<PathBuf> = match late {
+            Some(late) => (self.changes.iter())
+                .filter(|(_, at)| **at >= late)
                 .map(|(p, _)| p.clone())
-                .collect()
-        } else {
-            HashSet::new()
+                .collect(),
+            None => HashSet::new(),
         };
-        self.streaks.retain(|p, _| holding.contains(p));
+        // A path that was in a short burst keeps its streak (a pause
+        // right after a cut makes one); one absent from a burst, or early
+        // only in a long one, loses it.
+        let changes = &self.changes;
+        self.streaks
+            .retain(|p, _| holding.contains(p) || (late.is_none() && changes.contains_key(p)));
         let mut named = Vec::new();
         for path in holding {
             let streak = self.streaks.entry(path.clone()).or_insert(0);
@@ -157,6 +165,28 @@ mod tests {
             }],
             "named once"
         );
+    }
+
+    /// A writer that misses its pace now and then (a pause longer than
+    /// the debounce ends a burst early) is still named.
+    #[test]
+    fn a_writer_with_pauses_is_named_too() {
+        let t0 = Instant::now();
+        let debounce = 50 * MS;
+        let mut b = Burst::new(debounce);
+        let log = Path::new("app.log");
+        let mut now = t0;
+        let mut named = Vec::new();
+        for i in 0..400u32 {
+            // Every 20 ms, but 80 ms every 37th write (which falls at
+            // every point of the bursts, right after a cut too).
+            now += if i % 37 == 36 { 80 * MS } else { 20 * MS };
+            if b.deadline().is_some_and(|d| d <= now) {
+                named.extend(b.end(now));
+            }
+            b.changed(now, [log]);
+        }
+        assert_eq!(named.len(), 1, "{named:?}");
     }
 
     #[test]
