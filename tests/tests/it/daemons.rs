@@ -219,16 +219,20 @@ fn generations_serve_after_devsup_lost_its_output() {
     // The reader goes away: devsup's stdout and stderr are dead pipes.
     drop(stdout);
     let addr = addr.expect("a listening line");
-    let mut serving = served_by(addr);
+    assert_eq!(Some(served_by(addr)), servers.pids().first().copied());
     for generation in 2..=3 {
         kill(pid, Signal::SIGHUP);
+        // The newest generation wrote its pid down and answers (the one
+        // before may answer too until it has drained).
+        let newest_serves = || {
+            let pids = servers.pids();
+            pids.len() >= generation && try_served_by(addr) == Some(pids[generation - 1])
+        };
         assert!(
-            wait_until(TIMEOUT, || try_served_by(addr)
-                .is_some_and(|p| p != serving)),
+            wait_until(TIMEOUT, newest_serves),
             "gen {generation} never served: pids started {:?}",
             servers.pids()
         );
-        serving = served_by(addr);
     }
     assert_eq!(
         servers.pids().len(),
