@@ -104,7 +104,7 @@ impl Executor {
     }
 
     /// If the generation led by `leader`, whose leader has exited, runs on
-    /// in what it left, says so.
+    /// in what it left, says so, once.
     pub(super) fn leader_exited(&mut self, leader: i32) {
         let Some(p) = self.procs.get(&leader) else {
             return;
@@ -113,14 +113,18 @@ impl Executor {
             return;
         };
         let remaining = self.remaining(leader);
-        if remaining > 0 {
-            self.report(Step::LeaderExited {
-                generation,
-                pid: leader,
-                exit,
-                remaining,
-            });
+        if remaining == 0 {
+            return;
         }
+        if let Some(p) = self.procs.get_mut(&leader) {
+            p.leader_told = true;
+        }
+        self.report(Step::LeaderExited {
+            generation,
+            pid: leader,
+            exit,
+            remaining,
+        });
     }
 }
 

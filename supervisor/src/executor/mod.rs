@@ -94,6 +94,9 @@ struct Proc {
     /// The last signal sent to it: a process group found to be its later
     /// (a daemon whose parent exited since) gets it too.
     signalled: Option<Signal>,
+    /// Whether its leader's exit while other processes of it run was
+    /// said ([`Step::LeaderExited`]).
+    leader_told: bool,
 }
 
 /// Carries out actions: the only code that touches processes.
@@ -360,6 +363,7 @@ impl Executor {
                         heard: Some(heard.clone()),
                         cgroup,
                         signalled: None,
+                        leader_told: false,
                     },
                 );
                 ready_channel::spawn_reader(gen_id, spawned.channel, self.tx.clone());
@@ -543,6 +547,7 @@ impl Executor {
                         heard: None,
                         cgroup: None,
                         signalled: None,
+                        leader_told: false,
                     },
                 );
                 Event::BuildStarted { pid }
@@ -564,7 +569,6 @@ impl Executor {
     pub(crate) fn reap(&mut self, queue: &mut VecDeque<Event>) {
         self.flush_held(false);
         self.reaped_at = Instant::now();
-        let mut leaders = Vec::new();
         loop {
             let (pid, exit) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
@@ -578,10 +582,7 @@ impl Executor {
                 }
             };
             match self.procs.get_mut(&pid.as_raw()) {
-                Some(p) => {
-                    p.leader = Some(exit);
-                    leaders.push(pid.as_raw());
-                }
+                Some(p) => p.leader = Some(exit),
                 None => self.report(Step::Noted {
                     generation: None,
                     note: Note::ReapedOrphan {
@@ -633,7 +634,13 @@ impl Executor {
                 }
             });
         }
-        for leader in leaders {
+        // Also for a leader reaped earlier whose daemon was not yet
+        // devsup's to see then (its parent was exiting).
+        let untold: Vec<i32> = (self.procs.iter())
+            .filter(|(_, p)| p.leader.is_some() && !p.leader_told)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for leader in untold {
             self.leader_exited(leader);
         }
     }
