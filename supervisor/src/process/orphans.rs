@@ -74,21 +74,28 @@ pub(crate) fn children() -> Children {
     found
 }
 
-/// devsup's children: every thread's (`/proc/self/task/TID/children`).
+/// devsup's children: every process whose parent is devsup, from a scan
+/// of `/proc/*/stat` (about 2 ms). Not `/proc/self/task/TID/children`: an
+/// orphan is reparented to any thread of devsup's, and moves again when
+/// that thread exits, so a read of the threads one after another can miss
+/// it.
 fn child_pids() -> Vec<i32> {
-    let mut pids = Vec::new();
-    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
-        return pids;
+    let me = std::process::id() as i32;
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
     };
-    for task in tasks.flatten() {
-        if let Ok(text) = fs::read_to_string(task.path().join("children")) {
-            pids.extend(
-                text.split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
-        }
-    }
-    pids
+    dir.filter_map(|entry| {
+        let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        (ppid_in(&stat)? == me).then_some(pid)
+    })
+    .collect()
+}
+
+/// The parent pid (the 4th field) of a `/proc/PID/stat` line.
+fn ppid_in(stat: &str) -> Option<i32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// `N` of `DEVSUP_GENERATION=N` in a NUL-separated environment.
@@ -132,6 +139,7 @@ mod tests {
         assert_eq!(parse_stat(stat), Some(('S', 40, 4194564)));
         assert_eq!(parse_stat(stat).unwrap().2 & PF_EXITING, PF_EXITING);
         assert_eq!(parse_stat("42 (x) Z 1 40"), None);
+        assert_eq!(ppid_in(stat), Some(1));
         assert_eq!(parse_stat("42 (x"), None);
     }
 }
