@@ -18,6 +18,7 @@ impl Executor {
     pub(crate) fn start_tracking(&mut self) {
         let tracking = match Cgroups::create() {
             Ok(cgroups) => {
+                self.guard.remove_empty_dir_on_death(cgroups.dir());
                 let dir = cgroups.dir().display().to_string();
                 self.cgroups = Some(cgroups);
                 Tracking::Cgroup(dir)

@@ -325,6 +325,9 @@ impl Executor {
         };
         let notify = self.bind_notify(gen_id);
         let cgroup = (self.cgroups.as_ref()).and_then(|c| c.for_generation(gen_id).ok());
+        if let Some(cgroup) = &cgroup {
+            self.guard.kill_cgroup_on_death(cgroup.dir());
+        }
         let fds: Vec<BorrowedFd<'_>> = (self.listeners.iter().map(|l| l.fd()))
             .chain(self.fd_store.iter().map(|(_, fd)| fd.as_fd()))
             .collect();

@@ -100,6 +100,11 @@ impl Drop for Cgroups {
 }
 
 impl Cgroup {
+    /// Its directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The fd the forked child writes `0` to, to move itself in.
     pub(crate) fn procs_fd(&self) -> RawFd {
         self.procs.as_raw_fd()
