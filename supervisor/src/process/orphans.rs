@@ -75,7 +75,7 @@ pub(crate) fn children() -> Children {
 }
 
 /// devsup's children: every process whose parent is devsup, from a scan
-/// of `/proc/*/stat` (about 2 ms). Not `/proc/self/task/TID/children`: an
+/// of `/proc/*/stat` (every process). Not `/proc/self/task/TID/children`: an
 /// orphan is reparented to any thread of devsup's, and moves again when
 /// that thread exits, so a read of the threads one after another can miss
 /// it.
