@@ -132,12 +132,24 @@ fn start(
     let (tx, rx) = mpsc::channel();
     signals::spawn(tx.clone())?;
     if let Some(watch) = config.watch.clone() {
-        watch::spawn(watch, tx.clone())?;
+        // What devsup writes itself never reloads.
+        let own: Vec<std::path::PathBuf> = (listeners.iter())
+            .filter_map(|l| match &l.addr {
+                sockets::Addr::Unix(path) => Some(path.clone()),
+                _ => None,
+            })
+            .chain(match &config.events {
+                Some(Target::File(path) | Target::Socket(path)) => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        watch::spawn(watch, &own, tx.clone())?;
     }
     terminal::spawn(tx.clone());
     let state = State::new(config.policy());
     let extra_env = livereload_env.into_iter().collect();
     let mut exec = Executor::new(config, listeners, tx, guard, reporter, extra_env)?;
+    exec.start_tracking();
     if !subreaper {
         exec.poll_orphaned_groups();
     }

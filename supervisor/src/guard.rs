@@ -109,6 +109,12 @@ impl Guard {
         self.note("rmdir", path);
     }
 
+    /// The guard is to kill every process left in the generation cgroup
+    /// at `path` if devsup dies, then remove it.
+    pub(crate) fn kill_cgroup_on_death(&mut self, path: &Path) {
+        self.note("cgroup", path);
+    }
+
     fn note(&mut self, command: &str, path: &Path) {
         let hex: String = (path.as_os_str().as_bytes().iter())
             .map(|b| format!("{b:02x}"))
@@ -140,6 +146,7 @@ fn guard_main(pipe: OwnedFd, max_fd: RawFd, drain_signal: Signal, drain_timeout:
     }
     let mut groups = HashSet::new();
     let mut files = Vec::new();
+    let mut cgroups: Vec<PathBuf> = Vec::new();
     for line in BufReader::new(File::from(pipe)).lines() {
         let Ok(line) = line else { break };
         if line == "exit" {
@@ -161,9 +168,31 @@ fn guard_main(pipe: OwnedFd, max_fd: RawFd, drain_signal: Signal, drain_timeout:
             .and_then(|h| Leftover::noted(h, true))
         {
             files.push(dir);
+        } else if let Some(dir) = line
+            .strip_prefix("cgroup ")
+            .and_then(|h| Leftover::noted(h, true))
+        {
+            cgroups.push(dir.path.clone());
+            files.push(dir);
         }
     }
     stop_groups(&mut groups, drain_signal, drain_timeout);
+    // What escaped every group devsup knew (a daemon it had not seen yet)
+    // is still in a generation's cgroup: killed, and waited for briefly.
+    for dir in &cgroups {
+        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline
+        && cgroups.iter().any(|d| {
+            std::fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+        })
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Deepest first: a directory named before what devsup made in it
+    // (the generations' cgroups) is empty by its turn.
+    files.sort_by_key(|f| std::cmp::Reverse(f.path.components().count()));
     for file in files {
         file.remove();
     }

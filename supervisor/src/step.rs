@@ -227,6 +227,16 @@ pub(crate) enum Trouble {
     DownPageLost(String),
 }
 
+/// How devsup tells a generation's processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Tracking {
+    /// A cgroup v2 per generation, under this directory.
+    Cgroup(String),
+    /// Process groups, and the orphans devsup adopts as a child
+    /// subreaper; no cgroup, for this reason.
+    Orphans(String),
+}
+
 /// Something devsup noted and let be: shown with `-v` only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Note {
@@ -531,6 +541,30 @@ pub(crate) enum Step {
     /// Something the executor could not do.
     #[serde(skip_serializing)]
     Trouble(Trouble),
+    /// A generation's leader (its first process) exited, but processes
+    /// it left (a daemon, after `setsid` or a double fork) still run: the
+    /// generation lives on in them, and is drained and stopped with them.
+    #[serde(skip_serializing)]
+    LeaderExited {
+        generation: GenId,
+        pid: i32,
+        exit: Exit,
+        /// How many of its processes still run.
+        remaining: usize,
+    },
+    /// A watched path changed all the time through the last `bursts`
+    /// bursts of changes, and cut each short at its longest, `hold`: a
+    /// log or a journal in the tree (named once).
+    #[serde(skip_serializing)]
+    Restless {
+        path: String,
+        bursts: usize,
+        hold: Duration,
+    },
+    /// How devsup tells which processes belong to a generation (once, at
+    /// start-up).
+    #[serde(skip_serializing)]
+    Tracking(Tracking),
     /// Something devsup noted and let be.
     #[serde(skip_serializing)]
     Noted {
@@ -579,8 +613,11 @@ impl Step {
             | Step::FdStored { generation, .. }
             | Step::MainPidDecided { generation, .. }
             | Step::IgnoresSocket { generation, .. }
-            | Step::NeverWaited { generation, .. } => Some(*generation),
+            | Step::NeverWaited { generation, .. }
+            | Step::LeaderExited { generation, .. } => Some(*generation),
             Step::Listening { .. }
+            | Step::Tracking(_)
+            | Step::Restless { .. }
             | Step::BuildStarted { .. }
             | Step::BuildFinished { .. }
             | Step::Shutdown { .. }
@@ -615,6 +652,9 @@ impl Step {
                 | Step::MainPidDecided { .. }
                 | Step::IgnoresSocket { .. }
                 | Step::NeverWaited { .. }
+                | Step::LeaderExited { .. }
+                | Step::Tracking(_)
+                | Step::Restless { .. }
                 | Step::Trouble(_)
                 | Step::Noted { .. }
                 | Step::Inferred { .. }

@@ -44,6 +44,7 @@ use crate::guard::Guard;
 use crate::livereload::down::{self, DownPage};
 use crate::machine::{Action, ReadyRule};
 use crate::platform;
+use crate::process::cgroup::{Cgroup, Cgroups};
 use crate::process::{self, ExecStatus, Inherit};
 use crate::report::Reporter;
 use crate::sockets::Listener;
@@ -52,6 +53,7 @@ use crate::sources::ready_channel;
 use crate::step::{FdStore, KillReason, Note, Step, Trouble};
 
 mod main_pid;
+mod members;
 mod outbox;
 mod output;
 mod pty;
@@ -91,6 +93,14 @@ struct Proc {
     exec: Option<(ExecStatus, String)>,
     /// Whose messages a generation's notify socket hears.
     heard: Option<Arc<Heard>>,
+    /// A generation's cgroup, where it has one.
+    cgroup: Option<Cgroup>,
+    /// The last signal sent to it: a process group found to be its later
+    /// (a daemon whose parent exited since) gets it too.
+    signalled: Option<Signal>,
+    /// Whether its leader's exit while other processes of it run was
+    /// said ([`Step::LeaderExited`]).
+    leader_told: bool,
 }
 
 /// Carries out actions: the only code that touches processes.
@@ -132,6 +142,8 @@ pub(crate) struct Executor {
     reaped_at: Instant,
     /// Readiness and drain diagnostics from `/proc`.
     probes: probe::Probes,
+    /// Where the generations' cgroups are made, where devsup can.
+    cgroups: Option<Cgroups>,
 }
 
 /// Most fds devsup keeps for `FDSTORE=1`.
@@ -218,6 +230,7 @@ impl Executor {
             outbox: outbox::Outbox::default(),
             orphan_poll: None,
             reaped_at: Instant::now(),
+            cgroups: None,
         })
     }
 
@@ -265,14 +278,18 @@ impl Executor {
                     _ => {}
                 }
                 self.report(step);
+                // Processes that left the group since the last look get
+                // the signal too (one found later gets it then).
+                let _ = self.find_members();
                 signal_group(pid, signal);
-                for &group in self
-                    .procs
-                    .get(&pid)
-                    .map(|p| p.extra_groups.as_slice())
-                    .unwrap_or_default()
-                {
-                    signal_group(group, signal);
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.signalled = Some(signal);
+                    for &group in &p.extra_groups {
+                        signal_group(group, signal);
+                    }
+                    if let Some(cgroup) = p.cgroup.as_ref().filter(|_| signal == Signal::SIGKILL) {
+                        cgroup.kill();
+                    }
                 }
             }
             Action::StartBuild { step } => queue.push_back(self.start_build(step)),
@@ -388,6 +405,10 @@ impl Executor {
             }
         };
         let notify = self.bind_notify(gen_id);
+        let cgroup = (self.cgroups.as_ref()).and_then(|c| c.for_generation(gen_id).ok());
+        if let Some(cgroup) = &cgroup {
+            self.guard.kill_cgroup_on_death(cgroup.dir());
+        }
         let fds: Vec<BorrowedFd<'_>> = (self.listeners.iter().map(|l| l.fd()))
             .chain(self.fd_store.iter().map(|(_, fd)| fd.as_fd()))
             .collect();
@@ -405,6 +426,7 @@ impl Executor {
                 .chain(self.extra_env.iter().cloned())
                 .collect(),
             capture_output: self.config.prefix,
+            cgroup_procs: cgroup.as_ref().map(Cgroup::procs_fd),
         };
         // devsup accepts no connection from here on: each is the
         // generation's (the page's thread has stopped when this returns).
@@ -428,6 +450,9 @@ impl Executor {
                         extra_groups: Vec::new(),
                         exec: Some((spawned.exec_status, path.display().to_string())),
                         heard: Some(heard.clone()),
+                        cgroup,
+                        signalled: None,
+                        leader_told: false,
                     },
                 );
                 ready_channel::spawn_reader(gen_id, spawned.channel, self.tx.clone());
@@ -448,6 +473,9 @@ impl Executor {
             Err(e) => {
                 if let Some(path) = notify.as_ref().and_then(|n| n.addr.as_pathname()) {
                     let _ = std::fs::remove_file(path);
+                }
+                if let Some(cgroup) = cgroup {
+                    cgroup.remove();
                 }
                 Event::SpawnFailed {
                     gen_id,
@@ -620,6 +648,9 @@ impl Executor {
                         extra_groups: Vec::new(),
                         exec: Some((exec_status, cmd)),
                         heard: None,
+                        cgroup: None,
+                        signalled: None,
+                        leader_told: false,
                     },
                 );
                 Event::BuildStarted { pid }
@@ -664,18 +695,11 @@ impl Executor {
                 }),
             }
         }
-        let gone: Vec<i32> = self
-            .procs
-            .iter()
-            .filter(|(pid, p)| {
-                p.leader.is_some()
-                    && group_is_gone(**pid)
-                    && p.extra_groups.iter().all(|g| group_is_gone(*g))
-            })
-            .map(|(pid, _)| *pid)
-            .collect();
-        for pid in gone {
-            let p = self.procs.remove(&pid).expect("listed above");
+        for pid in self.gone() {
+            let p = self.procs.remove(&pid).expect("listed by gone");
+            if let Some(cgroup) = &p.cgroup {
+                cgroup.remove();
+            }
             for group in std::iter::once(pid).chain(p.extra_groups.iter().copied()) {
                 self.guard.forget(group);
             }
@@ -713,6 +737,39 @@ impl Executor {
                 }
             });
         }
+        // Also for a leader reaped earlier whose daemon was not yet
+        // devsup's to see then (its parent was exiting).
+        let untold: Vec<i32> = (self.procs.iter())
+            .filter(|(_, p)| p.leader.is_some() && !p.leader_told)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for leader in untold {
+            self.leader_exited(leader);
+        }
+    }
+
+    /// The leaders of the groups whose every process is gone. A process
+    /// that leaves a group (`setsid`) is looked for after the group is
+    /// seen empty: once it has left, the look finds it in its new group.
+    fn gone(&mut self) -> Vec<i32> {
+        let exited = |procs: &HashMap<i32, Proc>| -> Vec<i32> {
+            (procs.iter())
+                .filter(|(_, p)| p.leader.is_some())
+                .map(|(pid, _)| *pid)
+                .collect()
+        };
+        let seen_gone: Vec<i32> = (exited(&self.procs).into_iter())
+            .filter(|&pid| self.all_gone(pid))
+            .collect();
+        if seen_gone.is_empty() {
+            return seen_gone;
+        }
+        if !self.find_members() {
+            return Vec::new();
+        }
+        (seen_gone.into_iter())
+            .filter(|&pid| self.all_gone(pid))
+            .collect()
     }
 }
 

@@ -36,6 +36,9 @@ pub(super) struct ExecPlan<'a> {
     /// Where the child writes its own pid (after `LISTEN_PID=`).
     pub(super) listen_pid_slot: Option<*mut u8>,
     pub(super) pdeathsig: Signal,
+    /// The generation's `cgroup.procs`, open for writing: the child moves
+    /// itself in before it runs anything ([`super::cgroup`]).
+    pub(super) cgroup_procs: Option<RawFd>,
 }
 
 /// Forks and execs `plan` in a new process group; returns the pid and the
@@ -74,6 +77,7 @@ pub(super) fn fork_exec(plan: &ExecPlan<'_>) -> anyhow::Result<(i32, ExecStatus)
                 stdin: plan.stdin,
                 output: plan.output,
                 listen_pid_slot: plan.listen_pid_slot,
+                cgroup_procs: plan.cgroup_procs,
                 parent_pid,
                 pdeathsig: plan.pdeathsig as libc::c_int,
                 err_pipe: err_write.as_raw_fd(),
@@ -109,6 +113,7 @@ struct ChildPlan<'a> {
     stdin: RawFd,
     output: Option<(RawFd, RawFd)>,
     listen_pid_slot: Option<*mut u8>,
+    cgroup_procs: Option<RawFd>,
     parent_pid: libc::pid_t,
     pdeathsig: libc::c_int,
     err_pipe: RawFd,
@@ -173,6 +178,13 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
         // so `sh -c` and `cargo run` pass it on to the real server.
         if libc::setpgid(0, 0) != 0 {
             fail(plan.err_pipe);
+        }
+        // Into the generation's cgroup, before any fd is moved (this one
+        // may sit on a target number) and before the program can fork. If
+        // the move is refused, the adopted orphans still tell its
+        // processes ([`super::orphans`]).
+        if let Some(fd) = plan.cgroup_procs {
+            libc::write(fd, b"0".as_ptr().cast(), 1);
         }
         // Linux only; elsewhere the guard stops this group if devsup dies.
         if !platform::process::set_parent_death_signal(plan.pdeathsig) {

@@ -144,6 +144,8 @@ pub(crate) struct Inherit<'a> {
     /// Capture stdout and stderr (for `--prefix`) instead of passing them
     /// through.
     pub(crate) capture_output: bool,
+    /// The generation's `cgroup.procs`, when it has a cgroup.
+    pub(crate) cgroup_procs: Option<RawFd>,
 }
 
 /// A started generation: what the executor keeps of it.
@@ -191,6 +193,15 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
         .map(|s| s.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect()
+}
+
+/// `/dev/null` open for writing: a child's stdout or stderr where devsup's
+/// own is gone ([`stdio`]).
+fn dead_output_sink() -> anyhow::Result<std::fs::File> {
+    std::fs::File::options()
+        .write(true)
+        .open("/dev/null")
+        .context("cannot open /dev/null")
 }
 
 fn cstring(bytes: Vec<u8>) -> anyhow::Result<CString> {
@@ -267,9 +278,11 @@ pub(crate) fn spawn(
     } else {
         None
     };
+    let null_out = dead_output_sink()?;
     let output_fds = pipes
         .as_ref()
-        .map(|((_, w1), (_, w2))| (w1.as_raw_fd(), w2.as_raw_fd()));
+        .map(|((_, w1), (_, w2))| (w1.as_raw_fd(), w2.as_raw_fd()))
+        .or_else(|| stdio::replacing_dead(&null_out));
 
     // The child's fd plan: sources, in the order of their targets 3, 4, …
     let sources: Vec<RawFd> = inherit
@@ -287,6 +300,7 @@ pub(crate) fn spawn(
         output: output_fds,
         listen_pid_slot,
         pdeathsig: inherit.parent_death_signal,
+        cgroup_procs: inherit.cgroup_procs,
     })?;
     // Alive until the fork is done: the child's copy holds its pid.
     drop(listen_pid_buf);
@@ -335,6 +349,8 @@ pub(crate) fn spawn_build(
     let argv_ptrs = null_terminated(&c_argv);
     let env_ptrs = null_terminated(&c_env);
     let dev_null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
+    let null_out = dead_output_sink()?;
+    let output = output.or_else(|| stdio::replacing_dead(&null_out));
     let (pid, exec_status) = fork_exec(&ExecPlan {
         path: &c_path,
         argv: &argv_ptrs,
@@ -344,6 +360,7 @@ pub(crate) fn spawn_build(
         output,
         listen_pid_slot: None,
         pdeathsig: Signal::SIGTERM,
+        cgroup_procs: None,
     })?;
     Ok((pid, exec_status))
 }
@@ -392,7 +409,10 @@ impl ExecStatus {
     }
 }
 
+pub(crate) mod cgroup;
 mod fork;
+pub(crate) mod orphans;
+mod stdio;
 
 #[cfg(test)]
 mod tests {
@@ -460,6 +480,7 @@ mod tests {
                 parent_death_signal: Signal::SIGTERM,
                 extra_env: vec![],
                 capture_output: false,
+                cgroup_procs: None,
             },
         )
         .unwrap();

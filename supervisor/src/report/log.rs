@@ -14,7 +14,7 @@ use crate::event::GenId;
 use crate::log::{latency, ms};
 use crate::step::{
     AfterExit, BuildStatus, Cause, DrainReason, Fallback, FdStore, Into, KillReason, MainPid, Note,
-    Phase, Rule, Said, SocketSeen, Step, Trouble, Unserved,
+    Phase, Rule, Said, SocketSeen, Step, Tracking, Trouble, Unserved,
 };
 
 /// How much a line matters; `DEVSUP_LOG`, `-q` and `-v` filter on it.
@@ -281,6 +281,33 @@ fn log_only(step: &Step) -> Option<(Level, String)> {
             },
         ),
         Step::Noted { note, .. } => (Level::Debug, note_text(note)),
+        Step::LeaderExited {
+            pid,
+            exit,
+            remaining,
+            ..
+        } => (
+            Level::Info,
+            format!(
+                "pid={pid}, its first process, exited {exit}, but {remaining} of its processes still run (it daemonized): the generation lives on in them, and is drained and stopped with them"
+            ),
+        ),
+        Step::Restless { path, bursts, hold } => (
+            Level::Warn,
+            format!(
+                "{path} changed all the time through the last {bursts} reloads, and made each wait {} (a log or a journal?): if a change to it needs no reload, pass --ignore '{}'",
+                ms(*hold),
+                path.replace('\'', "'\\''")
+            ),
+        ),
+        Step::Tracking(Tracking::Cgroup(dir)) => (
+            Level::Debug,
+            format!("each generation runs in a cgroup of its own under {dir}: every process it starts is drained and stopped with it"),
+        ),
+        Step::Tracking(Tracking::Orphans(why)) => (
+            Level::Debug,
+            format!("no cgroup per generation ({why}): a generation's processes are its process group and the orphans devsup adopts with its environment"),
+        ),
         Step::FdStored { change, .. } => fd_store(change),
         Step::MainPidDecided { pid, decision, .. } => main_pid(*pid, decision),
         Step::Trouble(trouble) => (Level::Warn, trouble_text(trouble)),
@@ -1436,6 +1463,31 @@ mod tests {
                     listen_pid: true,
                 },
                 "warning: gen=3 failed before it ever waited on the socket devsup passed it; see its output above for why, and check that it takes its listener from fd 3 (LISTEN_FDS)",
+            ),
+            (
+                Step::LeaderExited {
+                    generation: 3,
+                    pid: 4242,
+                    exit: Exit::Code(0),
+                    remaining: 2,
+                },
+                "gen=3 pid=4242, its first process, exited with status 0, but 2 of its processes still run (it daemonized): the generation lives on in them, and is drained and stopped with them",
+            ),
+            (
+                Step::Restless {
+                    path: "logs/app.log".into(),
+                    bursts: 3,
+                    hold: 1050 * MS,
+                },
+                "warning: logs/app.log changed all the time through the last 3 reloads, and made each wait 1050ms (a log or a journal?): if a change to it needs no reload, pass --ignore 'logs/app.log'",
+            ),
+            (
+                Step::Tracking(Tracking::Cgroup("/sys/fs/cgroup/devsup-7".into())),
+                "debug: each generation runs in a cgroup of its own under /sys/fs/cgroup/devsup-7: every process it starts is drained and stopped with it",
+            ),
+            (
+                Step::Tracking(Tracking::Orphans("DEVSUP_NO_CGROUP is set".into())),
+                "debug: no cgroup per generation (DEVSUP_NO_CGROUP is set): a generation's processes are its process group and the orphans devsup adopts with its environment",
             ),
         ];
         let mut wrong = Vec::new();

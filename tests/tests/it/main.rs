@@ -13,10 +13,16 @@ mod bad_input;
 /// `--livereload` in headless Chromium: a reload once the new generation
 /// is ready, the build-error overlay, reloads under fetches.
 mod browser;
+/// Files that change on their own: a busy log, devsup's own output,
+/// generated files (bytecode, editor auto-saves).
+mod busy_files;
 /// The command-line conventions: completions, config file, `--prefix`.
 mod cli;
 /// WebSocket and server-sent-event clients through reloads under load.
 mod clients;
+/// Servers that daemonize (setsid, double fork): drained and stopped with
+/// their generation, in a cgroup or as adopted orphans.
+mod daemons;
 /// `--events` against docs/events.md; the event socket and `devsup status`.
 mod events;
 /// Every example under `examples/` reloads under load without a failure.

@@ -18,7 +18,8 @@
 //! it is watched again and its files count as changed.
 //!
 //! Debounce is trailing-edge over the whole burst: the burst ends once no
-//! relevant change has been seen for `--debounce`. notify's debouncer
+//! relevant change has been seen for `--debounce`, or at the latest one
+//! second after that from its first change ([`burst`]). notify's debouncer
 //! crates debounce each path on its own and would split a 500-file
 //! `git checkout` into several batches, so several reloads; that is why
 //! this is not one of them.
@@ -41,8 +42,11 @@ use tracing::{debug, info, warn};
 
 use crate::event::{Event, Input, Trigger};
 use crate::log::ms;
+use crate::step::Step;
 
+mod burst;
 mod native;
+mod own;
 mod routes;
 mod rules;
 
@@ -111,11 +115,19 @@ struct Watch {
     notify_tx: Sender<notify::Result<notify::Event>>,
     /// An ignore file changed: read the rules again at the end of the burst.
     rules_changed: bool,
+    /// The files devsup writes itself: never a reload.
+    own: own::Own,
 }
 
 /// Sets up the watches (reporting errors and the time it took) and starts
-/// the thread that turns changes into events.
-pub(crate) fn spawn(mut cfg: WatchConfig, tx: Sender<Input>) -> anyhow::Result<()> {
+/// the thread that turns changes into events. `own` are files devsup
+/// writes itself (the `--events` file, its unix sockets): never a reload,
+/// and neither are its stdout and stderr when they are files.
+pub(crate) fn spawn(
+    mut cfg: WatchConfig,
+    own: &[PathBuf],
+    tx: Sender<Input>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut roots = Vec::new();
     for r in &cfg.roots {
@@ -148,6 +160,7 @@ pub(crate) fn spawn(mut cfg: WatchConfig, tx: Sender<Input>) -> anyhow::Result<(
         watched: HashSet::new(),
         notify_tx,
         rules_changed: false,
+        own: own::Own::new(own),
     };
     w.add_roots();
     let mode = match (&w.watcher, w.cfg.poll) {
@@ -434,7 +447,8 @@ impl Watch {
     fn run(mut self, rx: Receiver<notify::Result<notify::Event>>, tx: &Sender<Input>) {
         let mut changed: Vec<(PathBuf, PathBuf)> = Vec::new();
         let mut seen: HashSet<PathBuf> = HashSet::new();
-        // The end of the current burst.
+        // The burst under way; `deadline` is when it ends.
+        let mut burst = burst::Burst::new(self.cfg.debounce);
         let mut deadline: Option<Instant> = None;
         // While a root is missing, when to look for it next.
         let mut look_for_roots: Option<Instant> = None;
@@ -446,8 +460,10 @@ impl Watch {
             };
             match next {
                 Ok(Ok(event)) => {
-                    if self.take(event, &mut changed, &mut seen) {
-                        deadline = Some(after(Instant::now(), self.cfg.debounce));
+                    let paths = self.take(event, &mut changed, &mut seen);
+                    if !paths.is_empty() {
+                        burst.changed(Instant::now(), paths.iter().map(PathBuf::as_path));
+                        deadline = burst.deadline();
                     }
                 }
                 Ok(Err(e)) => {
@@ -476,6 +492,9 @@ impl Watch {
                     }
                     deadline = None;
                     seen.clear();
+                    for restless in burst.end(now) {
+                        self.name_restless(&restless);
+                    }
                     if std::mem::take(&mut self.rules_changed) {
                         self.reload_rules();
                     }
@@ -491,13 +510,24 @@ impl Watch {
         }
     }
 
-    /// Records the relevant paths of one event; true if there was one.
+    /// Says once that `restless` holds every reload back, and how to
+    /// ignore it.
+    fn name_restless(&self, restless: &burst::Restless) {
+        let rel = self.rules.relative(&restless.path);
+        crate::report::log::write(&Step::Restless {
+            path: rel.display().to_string(),
+            bursts: restless.bursts as usize,
+            hold: self.cfg.debounce + burst::MAX_HOLD,
+        });
+    }
+
+    /// Records the relevant paths of one event; returns them.
     fn take(
         &mut self,
         event: notify::Event,
         changed: &mut Vec<(PathBuf, PathBuf)>,
         seen: &mut HashSet<PathBuf>,
-    ) -> bool {
+    ) -> Vec<PathBuf> {
         let relevant = matches!(
             event.kind,
             EventKind::Create(_)
@@ -506,9 +536,9 @@ impl Watch {
                 | EventKind::Access(AccessKind::Close(AccessMode::Write))
         );
         if !relevant {
-            return false;
+            return Vec::new();
         }
-        let mut any = false;
+        let mut relevant = Vec::new();
         for path in event.paths {
             let kind = Kind::of(&path);
             let is_dir = kind == Kind::Dir;
@@ -518,7 +548,7 @@ impl Watch {
             {
                 self.rules_changed = true;
             }
-            if self.rules.is_ignored_change(&path, kind) {
+            if self.rules.is_ignored_change(&path, kind) || self.own.is_own(&path) {
                 continue;
             }
             // A new directory (mkdir, a checkout, a rename into the tree):
@@ -534,12 +564,12 @@ impl Watch {
                 // the poll watcher stops scanning a path that is gone).
                 self.forget(&path);
             }
-            any = true;
+            relevant.push(path.clone());
             for path in std::iter::once(path).chain(inside) {
                 record(&self.rules, path, changed, seen);
             }
         }
-        any
+        relevant
     }
 
     fn outcome(&self, batch: &[(PathBuf, PathBuf)]) -> Vec<Input> {

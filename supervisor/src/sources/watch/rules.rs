@@ -9,22 +9,37 @@ use anyhow::Context;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use tracing::{debug, warn};
 
-/// Built-in ignores, in gitignore syntax: build output, VCS data, and the
+/// Built-in ignores, in gitignore syntax: build output, VCS data, the
 /// swap, backup and probe files editors write next to the file they save
-/// (vim's `4913` probe and `*~` backups, emacs' `.#lock` files).
+/// (vim's `4913` probe and `*~` backups, emacs' `.#lock` files and
+/// `#auto-save#` files, kate's swap files), and Python's bytecode, which
+/// a server writes itself as it starts (`__pycache__/`, `*.pyc`).
+///
+/// What watchexec (`crates/cli/src/filterer.rs`: `*.py[co]`, `#*#`,
+/// `.#*`, `.*.sw?`, `.*.kate-swp`, VCS directories, `.DS_Store`), nodemon
+/// (`ignore-by-default`: `.git`, `node_modules`, …) and Django (which
+/// watches only the sources of imported modules, so never bytecode or an
+/// editor's files) agree a server never needs to reload for. `#` starts a
+/// comment in gitignore syntax: the auto-save rule is written `\#*#`.
 const BUILTIN_IGNORES: &[&str] = &[
     "target/",
     ".git/",
     ".hg/",
     ".svn/",
+    ".bzr/",
+    "_darcs/",
+    ".pijul/",
     "node_modules/",
+    "__pycache__/",
+    "*.py[co]",
     "*.swp",
     "*.swx",
     "*.swo",
+    "*.kate-swp",
     "*~",
     "4913",
     ".#*",
-    "#*#",
+    "\\#*#",
     "*.tmp",
     ".DS_Store",
 ];
@@ -319,6 +334,13 @@ mod tests {
         assert!(ign("src/main.rs~", false));
         assert!(ign("src/4913", false));
         assert!(ign("src/.#main.rs", false));
+        assert!(ign("src/#main.py#", false), "emacs auto-save");
+        assert!(!ign("src/#main.py", false));
+        assert!(ign("__pycache__/app.cpython-311.pyc.140234", false));
+        assert!(ign("pkg/__pycache__", true));
+        assert!(ign("app.pyc", false));
+        assert!(ign(".app.py.kate-swp", false));
+        assert!(!ign("app.py", false));
         assert!(ign("server.log", false), "--ignore");
         assert!(ign("tmp/x", false), "--ignore dir");
         assert!(ign("secret.txt", false), ".gitignore");
