@@ -240,33 +240,7 @@ impl Config {
     /// file format cannot, and builds the [`Config`].
     pub(crate) fn from_options(o: Options) -> anyhow::Result<Config> {
         no_zero_timeout(&o)?;
-        if o.editor_url.is_some() && o.livereload.flatten().is_none() {
-            anyhow::bail!(
-                "--editor-url makes links in --livereload's overlay: add --livereload, or drop \
-                 --editor-url"
-            );
-        }
-        if let Some(t) = &o.editor_url
-            && !t.contains("{file}")
-        {
-            anyhow::bail!(
-                "--editor-url {t:?} has no {{file}}: give a URL template with {{file}}, {{line}} and \
-                 {{column}}, e.g. 'vscode://file/{{file}}:{{line}}:{{column}}'"
-            );
-        }
-        if o.command.is_some() {
-            for (given, option) in [
-                (o.bin.is_some(), "--bin"),
-                (o.package.is_some(), "--package"),
-            ] {
-                if given {
-                    anyhow::bail!(
-                        "{option} chooses what to build and run when no command is given: \
-                         drop it, or drop the command after `--`"
-                    );
-                }
-            }
-        }
+        editor_and_cargo_options_fit(&o)?;
         let mut sockets = Vec::new();
         if let Some(port) = o.port {
             sockets.push(SocketSpec {
@@ -321,6 +295,39 @@ impl Config {
             }),
         })
     }
+}
+
+/// Fails on options that do not go together: `--editor-url` without
+/// `--livereload` or without `{file}`, `--bin`/`--package` with a command.
+fn editor_and_cargo_options_fit(o: &Options) -> anyhow::Result<()> {
+    if o.editor_url.is_some() && o.livereload.flatten().is_none() {
+        anyhow::bail!(
+            "--editor-url makes links in --livereload's overlay: add --livereload, or drop \
+             --editor-url"
+        );
+    }
+    if let Some(t) = &o.editor_url
+        && !t.contains("{file}")
+    {
+        anyhow::bail!(
+            "--editor-url {t:?} has no {{file}}: give a URL template with {{file}}, {{line}} and \
+             {{column}}, e.g. 'vscode://file/{{file}}:{{line}}:{{column}}'"
+        );
+    }
+    if o.command.is_some() {
+        for (given, option) in [
+            (o.bin.is_some(), "--bin"),
+            (o.package.is_some(), "--package"),
+        ] {
+            if given {
+                anyhow::bail!(
+                    "{option} chooses what to build and run when no command is given: \
+                     drop it, or drop the command after `--`"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Fails on a zero `--drain-timeout` or `--ready-timeout`: no server

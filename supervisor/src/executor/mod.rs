@@ -434,42 +434,7 @@ impl Executor {
             down.stop();
         }
         match process::spawn(&path, &self.config.program, &inherit) {
-            Ok(spawned) => {
-                self.report(Step::Spawned {
-                    generation: gen_id,
-                    pid: spawned.pid,
-                    after_trigger_us: trigger_at.map(|t| crate::step::us(t.elapsed())),
-                });
-                self.guard.watch(spawned.pid);
-                let heard = Heard::new(spawned.pid);
-                self.procs.insert(
-                    spawned.pid,
-                    Proc {
-                        role: Role::Generation(gen_id),
-                        leader: None,
-                        extra_groups: Vec::new(),
-                        exec: Some((spawned.exec_status, path.display().to_string())),
-                        heard: Some(heard.clone()),
-                        cgroup,
-                        signalled: None,
-                        leader_told: false,
-                    },
-                );
-                ready_channel::spawn_reader(gen_id, spawned.channel, self.tx.clone());
-                if let Some((stdout, stderr)) = spawned.output {
-                    output::spawn_prefixer(gen_id, stdout, false);
-                    output::spawn_prefixer(gen_id, stderr, true);
-                }
-                if let Some(notify) = notify {
-                    notify::spawn_reader(gen_id, heard, notify.socket, self.tx.clone());
-                    self.notify_addrs.insert(gen_id, notify.addr);
-                }
-                self.probes.spawned(gen_id, spawned.pid, Instant::now());
-                Event::Spawned {
-                    gen_id,
-                    pid: spawned.pid,
-                }
-            }
+            Ok(spawned) => self.spawned(gen_id, trigger_at, spawned, &path, cgroup, notify),
             Err(e) => {
                 if let Some(path) = notify.as_ref().and_then(|n| n.addr.as_pathname()) {
                     let _ = std::fs::remove_file(path);
@@ -482,6 +447,54 @@ impl Executor {
                     error: format!("{e:#}"),
                 }
             }
+        }
+    }
+
+    /// Generation `gen_id` was started as `spawned`: said, followed (its
+    /// ready channel, output, notify socket, probes) and answered with
+    /// `Spawned`.
+    fn spawned(
+        &mut self,
+        gen_id: GenId,
+        trigger_at: Option<Instant>,
+        spawned: process::Spawned,
+        path: &Path,
+        cgroup: Option<Cgroup>,
+        notify: Option<notify::Bound>,
+    ) -> Event {
+        self.report(Step::Spawned {
+            generation: gen_id,
+            pid: spawned.pid,
+            after_trigger_us: trigger_at.map(|t| crate::step::us(t.elapsed())),
+        });
+        self.guard.watch(spawned.pid);
+        let heard = Heard::new(spawned.pid);
+        self.procs.insert(
+            spawned.pid,
+            Proc {
+                role: Role::Generation(gen_id),
+                leader: None,
+                extra_groups: Vec::new(),
+                exec: Some((spawned.exec_status, path.display().to_string())),
+                heard: Some(heard.clone()),
+                cgroup,
+                signalled: None,
+                leader_told: false,
+            },
+        );
+        ready_channel::spawn_reader(gen_id, spawned.channel, self.tx.clone());
+        if let Some((stdout, stderr)) = spawned.output {
+            output::spawn_prefixer(gen_id, stdout, false);
+            output::spawn_prefixer(gen_id, stderr, true);
+        }
+        if let Some(notify) = notify {
+            notify::spawn_reader(gen_id, heard, notify.socket, self.tx.clone());
+            self.notify_addrs.insert(gen_id, notify.addr);
+        }
+        self.probes.spawned(gen_id, spawned.pid, Instant::now());
+        Event::Spawned {
+            gen_id,
+            pid: spawned.pid,
         }
     }
 

@@ -156,45 +156,30 @@ fn undo_signal_changes() {
     }
 }
 
-/// The child between fork and exec. Never returns.
+/// Writes errno to `err_pipe` and exits 127: the exec failed, and devsup
+/// reads why.
 ///
 /// # Safety
-/// Must only be called in the child of a `fork`, with pointers that are
-/// valid there.
-unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
-    // SAFETY: (for the whole function) plain system calls on fds and memory
-    // owned by this process; none allocates or takes a lock.
+/// Only in the child of a `fork` (it calls `_exit`).
+unsafe fn fail(err_pipe: RawFd) -> ! {
+    let errno = nix::errno::Errno::last_raw();
+    let bytes = errno.to_ne_bytes();
+    // SAFETY: a write of a stack buffer to an fd, then `_exit`.
     unsafe {
-        let fail = |fd: RawFd| -> ! {
-            let errno = nix::errno::Errno::last_raw();
-            let bytes = errno.to_ne_bytes();
-            libc::write(fd, bytes.as_ptr().cast(), bytes.len());
-            libc::_exit(127)
-        };
-        // devsup's signal handlers must not run here (the mask, blocked
-        // across the fork, is cleared right before exec).
-        default_signal_handlers();
-        // Own process group: every signal devsup sends goes to the group,
-        // so `sh -c` and `cargo run` pass it on to the real server.
-        if libc::setpgid(0, 0) != 0 {
-            fail(plan.err_pipe);
-        }
-        // Into the generation's cgroup, before any fd is moved (this one
-        // may sit on a target number) and before the program can fork. If
-        // the move is refused, the adopted orphans still tell its
-        // processes ([`super::orphans`]).
-        if let Some(fd) = plan.cgroup_procs {
-            libc::write(fd, b"0".as_ptr().cast(), 1);
-        }
-        // Linux only; elsewhere the guard stops this group if devsup dies.
-        if !platform::process::set_parent_death_signal(plan.pdeathsig) {
-            fail(plan.err_pipe);
-        }
-        // devsup may have died between fork and prctl (or, without one,
-        // before this child ran: the guard may not know its group yet).
-        if libc::getppid() != plan.parent_pid {
-            libc::_exit(1);
-        }
+        libc::write(err_pipe, bytes.as_ptr().cast(), bytes.len());
+        libc::_exit(127)
+    }
+}
+
+/// Puts the passed sockets at fds 3, 4, …, stdin at 0 and the captured
+/// output at 1 and 2; returns the error pipe's new fd and the highest
+/// target fd.
+///
+/// # Safety
+/// Only in the child of a `fork`, with fds valid there.
+unsafe fn place_fds(plan: &ChildPlan<'_>) -> (RawFd, RawFd) {
+    // SAFETY: plain system calls on fds this process owns.
+    unsafe {
         // Copy every fd the child still needs (the sources, stdin, the
         // output pipes, the error pipe) above every target first, so that
         // none sitting on a target number is overwritten before it is used.
@@ -235,6 +220,44 @@ unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
                 fail(err_pipe);
             }
         }
+        (err_pipe, high)
+    }
+}
+
+/// The child between fork and exec. Never returns.
+///
+/// # Safety
+/// Must only be called in the child of a `fork`, with pointers that are
+/// valid there.
+unsafe fn child_after_fork(plan: ChildPlan<'_>) -> ! {
+    // SAFETY: (for the whole function) plain system calls on fds and memory
+    // owned by this process; none allocates or takes a lock.
+    unsafe {
+        // devsup's signal handlers must not run here (the mask, blocked
+        // across the fork, is cleared right before exec).
+        default_signal_handlers();
+        // Own process group: every signal devsup sends goes to the group,
+        // so `sh -c` and `cargo run` pass it on to the real server.
+        if libc::setpgid(0, 0) != 0 {
+            fail(plan.err_pipe);
+        }
+        // Into the generation's cgroup, before any fd is moved (this one
+        // may sit on a target number) and before the program can fork. If
+        // the move is refused, the adopted orphans still tell its
+        // processes ([`super::orphans`]).
+        if let Some(fd) = plan.cgroup_procs {
+            libc::write(fd, b"0".as_ptr().cast(), 1);
+        }
+        // Linux only; elsewhere the guard stops this group if devsup dies.
+        if !platform::process::set_parent_death_signal(plan.pdeathsig) {
+            fail(plan.err_pipe);
+        }
+        // devsup may have died between fork and prctl (or, without one,
+        // before this child ran: the guard may not know its group yet).
+        if libc::getppid() != plan.parent_pid {
+            libc::_exit(1);
+        }
+        let (err_pipe, high) = place_fds(&plan);
         // devsup's own fds are all close-on-exec, but devsup may have
         // inherited others (a shell's, or cargo's jobserver pipes): the
         // generation gets none of them.

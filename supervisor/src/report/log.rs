@@ -204,6 +204,8 @@ fn unserved(addrs: &[String], why: Unserved) -> (Level, String) {
     }
 }
 
+/// The lines of the steps only the log shows: readiness and the
+/// generations' lives here, the rest in [`other_log_only`].
 fn log_only(step: &Step) -> Option<(Level, String)> {
     Some(match step {
         Step::FellBack { why, after, .. } => (Level::Warn, fell_back(why, *after)),
@@ -257,6 +259,14 @@ fn log_only(step: &Step) -> Option<(Level, String)> {
             Level::Warn,
             format!("{cause} again: killing every generation now"),
         ),
+        _ => return other_log_only(step),
+    })
+}
+
+/// The log-only lines of [`log_only`] about the build, what devsup found
+/// out about the server and its processes, and what it noted.
+fn other_log_only(step: &Step) -> Option<(Level, String)> {
+    Some(match step {
         Step::Unserved { addrs, why } => unserved(addrs, *why),
         Step::Inferred {
             package,
@@ -302,11 +312,15 @@ fn log_only(step: &Step) -> Option<(Level, String)> {
         ),
         Step::Tracking(Tracking::Cgroup(dir)) => (
             Level::Debug,
-            format!("each generation runs in a cgroup of its own under {dir}: every process it starts is drained and stopped with it"),
+            format!(
+                "each generation runs in a cgroup of its own under {dir}: every process it starts is drained and stopped with it"
+            ),
         ),
         Step::Tracking(Tracking::Orphans(why)) => (
             Level::Debug,
-            format!("no cgroup per generation ({why}): a generation's processes are its process group and the orphans devsup adopts with its environment"),
+            format!(
+                "no cgroup per generation ({why}): a generation's processes are its process group and the orphans devsup adopts with its environment"
+            ),
         ),
         Step::FdStored { change, .. } => fd_store(change),
         Step::MainPidDecided { pid, decision, .. } => main_pid(*pid, decision),
