@@ -89,6 +89,9 @@ pub enum Server {
     /// The same with the sd_notify gem (Debian's ruby-sd-notify): puma says
     /// READY=1 itself.
     PumaNotify,
+    /// The same with `-C devsup.rb`: its drain says `Connection: close`
+    /// for a grace before puma's own stop.
+    PumaDevsup,
 }
 
 /// How to run one server.
@@ -104,7 +107,7 @@ struct Cmd {
 
 impl Server {
     /// Every server, each unchanged one followed by its opted-in form.
-    pub const ALL: [Server; 22] = [
+    pub const ALL: [Server; 23] = [
         Server::AxumListenfd,
         Server::AxumListenfdGraceful,
         Server::AxumNonblockingGraceful,
@@ -127,6 +130,7 @@ impl Server {
         Server::Waitress,
         Server::Puma,
         Server::PumaNotify,
+        Server::PumaDevsup,
     ];
 
     /// A short name for tables and logs.
@@ -154,6 +158,7 @@ impl Server {
             Server::Waitress => "waitress serve(sockets=)",
             Server::Puma => "puma 5 -b (--listen-pid)",
             Server::PumaNotify => "puma 5 + sd_notify gem",
+            Server::PumaDevsup => "puma 5 -C devsup.rb",
         }
     }
 
@@ -171,6 +176,7 @@ impl Server {
                 | Server::ExpressDevsup
                 | Server::AiohttpDevsup
                 | Server::PumaNotify
+                | Server::PumaDevsup
         )
     }
 
@@ -201,7 +207,7 @@ impl Server {
             Server::Express | Server::ExpressDevsup => {
                 bins.node.is_some() && bins.node_modules.is_some()
             }
-            Server::Puma | Server::PumaNotify => bins.puma.is_some(),
+            Server::Puma | Server::PumaNotify | Server::PumaDevsup => bins.puma.is_some(),
             _ => !self.needs_venv() || bins.venv.is_some(),
         }
     }
@@ -301,15 +307,19 @@ impl Server {
                 env: vec![("PYTHONPATH", python_dir.into())],
                 ..Cmd::default()
             },
-            Server::Puma | Server::PumaNotify => {
+            Server::Puma | Server::PumaNotify | Server::PumaDevsup => {
+                let ruby = fixtures_dir().join("ruby");
                 let mut args: Vec<OsString> = vec![
                     tool(&bins.puma).into(),
                     "--quiet".into(),
                     "-b".into(),
                     format!("tcp://127.0.0.1:{port}").into(),
-                    fixtures_dir().join("ruby/config.ru").into(),
+                    ruby.join("config.ru").into(),
                 ];
-                if self == Server::PumaNotify {
+                if self == Server::PumaDevsup {
+                    args.splice(1..1, ["-C".into(), ruby.join("devsup.rb").into()]);
+                }
+                if self != Server::Puma {
                     return Cmd {
                         program: args.remove(0).into(),
                         args,
@@ -338,7 +348,7 @@ impl Server {
     /// Whether devsup must listen on a port chosen before the server
     /// command is written (puma's `-b` names the passed address).
     fn needs_port(self) -> bool {
-        matches!(self, Server::Puma | Server::PumaNotify)
+        matches!(self, Server::Puma | Server::PumaNotify | Server::PumaDevsup)
     }
 }
 
