@@ -41,7 +41,8 @@
 //!   opted-in forms, 15 reloads (`--reloads`) every `--interval` under
 //!   `--conns` clients (see `bench/unchanged.rs`). Not in the default
 //!   set (it takes minutes and installs uvicorn and gunicorn): ask for it
-//!   with `--only unchanged`.
+//!   with `--only unchanged` (`--server puma` for only the servers whose
+//!   name contains `puma`).
 //! - `browser`: write a watched file, until headless Chromium shows the new
 //!   content through `--livereload` (see `bench/browser.rs`).
 //!
