@@ -95,6 +95,9 @@ pub enum Server {
     /// The same with the sd_notify gem (Debian's ruby-sd-notify): puma says
     /// READY=1 itself.
     PumaNotify,
+    /// The same with `-C devsup.rb`: its drain says `Connection: close`
+    /// for a grace before puma's own stop.
+    PumaDevsup,
 }
 
 /// How to run one server.
@@ -110,7 +113,7 @@ struct Cmd {
 
 impl Server {
     /// Every server, each unchanged one followed by its opted-in form.
-    pub const ALL: [Server; 22] = [
+    pub const ALL: [Server; 23] = [
         Server::AxumListenfd,
         Server::AxumListenfdGraceful,
         Server::AxumNonblockingGraceful,
@@ -133,6 +136,7 @@ impl Server {
         Server::Waitress,
         Server::Puma,
         Server::PumaNotify,
+        Server::PumaDevsup,
     ];
 
     /// A short name for tables and logs.
@@ -160,6 +164,7 @@ impl Server {
             Server::Waitress => "waitress serve(sockets=)",
             Server::Puma => "puma 5 -b (--listen-pid)",
             Server::PumaNotify => "puma 5 + sd_notify gem",
+            Server::PumaDevsup => "puma 5 -C devsup.rb",
         }
     }
 
@@ -177,6 +182,7 @@ impl Server {
                 | Server::ExpressDevsup
                 | Server::AiohttpDevsup
                 | Server::PumaNotify
+                | Server::PumaDevsup
         )
     }
 
@@ -207,7 +213,7 @@ impl Server {
             Server::Express | Server::ExpressDevsup => {
                 bins.node.is_some() && bins.node_modules.is_some()
             }
-            Server::Puma | Server::PumaNotify => bins.puma.is_some(),
+            Server::Puma | Server::PumaNotify | Server::PumaDevsup => bins.puma.is_some(),
             _ => !self.needs_venv() || bins.venv.is_some(),
         }
     }
@@ -312,15 +318,19 @@ impl Server {
                 env: vec![("PYTHONPATH", python_dir.into())],
                 ..Cmd::default()
             },
-            Server::Puma | Server::PumaNotify => {
+            Server::Puma | Server::PumaNotify | Server::PumaDevsup => {
+                let ruby = fixtures_dir().join("ruby");
                 let mut args: Vec<OsString> = vec![
                     tool(&bins.puma).into(),
                     "--quiet".into(),
                     "-b".into(),
                     format!("tcp://127.0.0.1:{port}").into(),
-                    fixtures_dir().join("ruby/config.ru").into(),
+                    ruby.join("config.ru").into(),
                 ];
-                if self == Server::PumaNotify {
+                if self == Server::PumaDevsup {
+                    args.splice(1..1, ["-C".into(), ruby.join("devsup.rb").into()]);
+                }
+                if self != Server::Puma {
                     return Cmd {
                         program: args.remove(0).into(),
                         args,
@@ -349,7 +359,7 @@ impl Server {
     /// Whether devsup must listen on a port chosen before the server
     /// command is written (puma's `-b` names the passed address).
     fn needs_port(self) -> bool {
-        matches!(self, Server::Puma | Server::PumaNotify)
+        matches!(self, Server::Puma | Server::PumaNotify | Server::PumaDevsup)
     }
 }
 

@@ -48,7 +48,8 @@
 //!   opted-in forms, 15 reloads (`--reloads`) every `--interval` under
 //!   `--conns` clients (see `bench/unchanged.rs`). Not in the default
 //!   set (it takes minutes and installs uvicorn and gunicorn): ask for it
-//!   with `--only unchanged`.
+//!   with `--only unchanged` (`--server puma` for only the servers whose
+//!   name contains `puma`).
 //! - `browser`: write a watched file, until headless Chromium shows the new
 //!   content through `--livereload` (see `bench/browser.rs`).
 //!
@@ -153,6 +154,10 @@ struct Args {
     /// Where the CSV files and charts go (default: target/devsup-bench).
     #[arg(long, value_name = "DIR")]
     out: Option<std::path::PathBuf>,
+    /// unchanged: only the servers whose name contains this (repeat, or a
+    /// comma list; case-insensitive), e.g. `--server puma`.
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    server: Vec<String>,
     /// Width of the timeline windows, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     window: u64,
@@ -305,7 +310,14 @@ fn main() -> ExitCode {
         };
         let interval = Duration::from_millis(args.interval.max(1));
         let reloads = args.reloads.unwrap_or(15);
-        unchanged::run(args.conns, reloads, interval, &modes, args.verbose);
+        unchanged::run(
+            args.conns,
+            reloads,
+            interval,
+            &modes,
+            &args.server,
+            args.verbose,
+        );
     }
     if !written.is_empty() {
         println!();

@@ -22,9 +22,17 @@ use std::time::Duration;
 use devsup_tests::load::Mode;
 use runner::{Bins, RunConfig, Server};
 
-/// Runs every server that can run here in each of `modes`, printing a row
-/// as each finishes and the whole table at the end.
-pub fn run(conns: usize, reloads: u32, interval: Duration, modes: &[Mode], verbose: bool) {
+/// Runs every server that can run here (and whose name contains one of
+/// `only`, if any) in each of `modes`, printing a row as each finishes and
+/// the whole table at the end.
+pub fn run(
+    conns: usize,
+    reloads: u32,
+    interval: Duration,
+    modes: &[Mode],
+    only: &[String],
+    verbose: bool,
+) {
     let bins = Bins::get();
     eprintln!(
         "devsup-bench: unchanged: {conns} conns, {reloads} reloads every {interval:?} (+1 idle), fixtures in {}",
@@ -32,7 +40,11 @@ pub fn run(conns: usize, reloads: u32, interval: Duration, modes: &[Mode], verbo
     );
     let mut rows = Vec::new();
     let mut costs = Vec::new();
-    for server in Server::ALL {
+    let chosen = |server: Server| {
+        let name = server.name().to_lowercase();
+        only.is_empty() || only.iter().any(|o| name.contains(&o.to_lowercase()))
+    };
+    for server in Server::ALL.into_iter().filter(|&s| chosen(s)) {
         if !bins.has(server) {
             eprintln!("devsup-bench: unchanged: !!! {server} skipped: no Python venv");
             continue;
