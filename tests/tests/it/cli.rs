@@ -37,17 +37,20 @@ fn completions_and_status_never_panic_on_a_closed_stdout() {
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     for args in [&["completions", "bash"][..], &["status"][..]] {
-        let mut child = Command::new(&binaries().devsup)
+        // Closed before devsup starts: its first write fails, however
+        // soon it comes (the read end of a pipe given to it and closed
+        // after the spawn left a race: a short output fits in the pipe).
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let child = Command::new(&binaries().devsup)
             .args(args)
             .current_dir(dir.path())
             .env("XDG_RUNTIME_DIR", dir.path())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(writer)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // Closed before devsup writes a byte.
-        drop(child.stdout.take());
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");

@@ -362,6 +362,15 @@ fn socket_clients_read_the_status_then_every_step() {
     let mut kinds = Vec::new();
     loop {
         let event = read_event(&mut lines);
+        // gen 1 is active from its spawn, so the status may already say
+        // so while gen 1's `ready` step, published just after its log
+        // line, is still on its way: it may come first, and nothing else.
+        if kinds.is_empty()
+            && event["gen"] == 1
+            && ["ready", "active"].contains(&event["event"].as_str().unwrap())
+        {
+            continue;
+        }
         kinds.push(format!(
             "{} {}",
             event["event"].as_str().unwrap(),
