@@ -214,4 +214,71 @@ mod tests {
         assert_eq!(fetch, Fetch::Refused(HelloError::WrongSecret));
         drop(server);
     }
+
+    /// Set in the child process of the test below.
+    const CHILD_ENV: &str = "DEVSUP_TEST_SYSTEMFD_CHILD";
+
+    /// Another process, as a generation is: this test binary again, run
+    /// for [`child_entry`] with the server's variables. It takes the socket
+    /// with listenfd, answers one connection on it with its pid, and
+    /// exits; the fetch is reported with the child's pid.
+    #[test]
+    fn another_process_takes_the_socket_and_serves_on_it() {
+        use std::process::{Command, Stdio};
+        let passed = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let (tx, fetches) = mpsc::channel();
+        let server = SocketServer::start(vec![passed.as_raw_socket()], move |fetch| {
+            let _ = tx.send(fetch);
+        })
+        .unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "platform::windows::systemfd::tests::child_entry"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, "1")
+            .envs(server.env())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let fetch = fetches.recv_timeout(Duration::from_secs(30));
+        let answer = fetch.as_ref().ok().and_then(|_| {
+            let mut stream = TcpStream::connect(passed.local_addr().unwrap()).ok()?;
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .ok()?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).ok()?;
+            Some(answer)
+        });
+        // Its exit, waited for a bounded time; then it is ended by its pid
+        // whatever happened above.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut status = child.try_wait().unwrap();
+        while status.is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            status = child.try_wait().unwrap();
+        }
+        if status.is_none() {
+            let _ = child.kill();
+        }
+        let status = child.wait().unwrap();
+        let pid = child.id();
+        assert_eq!(fetch.unwrap(), Fetch::Sent { pid, sockets: 1 });
+        assert_eq!(answer.as_deref(), Some(format!("pid={pid}\n").as_str()));
+        assert!(status.success(), "child: {status}");
+    }
+
+    /// The child side of the test above; with no [`CHILD_ENV`] (the normal
+    /// run of the test binary) it has nothing to do.
+    #[test]
+    fn child_entry() {
+        if std::env::var_os(CHILD_ENV).is_none() {
+            return;
+        }
+        let taken = listenfd::ListenFd::from_env()
+            .take_tcp_listener(0)
+            .unwrap()
+            .expect("listenfd got no socket in the child");
+        let (mut stream, _) = taken.accept().unwrap();
+        writeln!(stream, "pid={}", std::process::id()).unwrap();
+    }
 }
