@@ -24,11 +24,22 @@
 //! [`READY_FD_ENV`] when run under devsup, over [`NOTIFY_SOCKET_ENV`] when
 //! run under systemd, and does nothing otherwise, so the same server runs
 //! unchanged in both places and on its own.
+//!
+//! # Windows
+//!
+//! Windows has no fd inheritance for sockets. There the sockets are passed
+//! the way systemfd (and `watchexec --socket`) pass them, and listenfd
+//! takes them: the supervisor sets [`SYSTEMFD_SOCKET_SERVER_ENV`] and
+//! [`SYSTEMFD_SOCKET_SECRET_ENV`], the server connects, sends its secret
+//! and pid, and receives one `WSAPROTOCOL_INFOW` per socket (the wire
+//! format is in [`systemfd`]). The code above is then the same on
+//! Windows: `ListenFd::from_env()` speaks that protocol. The ready channel
+//! is an inherited pipe handle named by [`READY_HANDLE_ENV`];
+//! [`NOTIFY_SOCKET_ENV`] is not read (there is no systemd).
 #![deny(missing_docs)]
 
 use std::fmt;
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
 
 /// Number of sockets passed, at fds [`FIRST_FD`], `FIRST_FD + 1`, …
 pub const LISTEN_FDS_ENV: &str = "LISTEN_FDS";
@@ -41,6 +52,17 @@ pub const LISTEN_PID_ENV: &str = "LISTEN_PID";
 /// Fd number of the generation's end of its ready channel, a unix stream
 /// socket: the first fd after the passed sockets.
 pub const READY_FD_ENV: &str = "DEVSUP_READY_FD";
+/// Windows: the numeric value of an inherited handle to the write end of
+/// the generation's ready channel, an anonymous pipe. The Windows
+/// counterpart of [`READY_FD_ENV`]; [`notify`] writes the same messages to
+/// it.
+pub const READY_HANDLE_ENV: &str = "DEVSUP_READY_HANDLE";
+/// Windows: the loopback `IP:PORT` of the supervisor's socket server in
+/// systemfd's protocol (see [`systemfd`]); read by listenfd.
+pub const SYSTEMFD_SOCKET_SERVER_ENV: &str = "SYSTEMFD_SOCKET_SERVER";
+/// Windows: the secret (a UUID) a process proves it was started by the
+/// supervisor with, in systemfd's protocol; read by listenfd.
+pub const SYSTEMFD_SOCKET_SECRET_ENV: &str = "SYSTEMFD_SOCKET_SECRET";
 /// Path of a unix datagram socket accepting sd_notify messages.
 pub const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";
 /// The generation number of this server process: 1, 2, 3, …
@@ -52,7 +74,7 @@ pub const ENV_LIVERELOAD: &str = "DEVSUP_LIVERELOAD";
 /// Where the live-reload script is, under [`ENV_LIVERELOAD`]'s URL.
 pub const LIVERELOAD_SCRIPT_PATH: &str = "/devsup-livereload.js";
 /// The fd of the first passed socket, as in systemd's `SD_LISTEN_FDS_START`.
-pub const FIRST_FD: RawFd = 3;
+pub const FIRST_FD: i32 = 3;
 
 /// Longest message line devsup accepts; longer lines are dropped with a
 /// warning.
@@ -190,15 +212,15 @@ pub fn format(messages: &[Message]) -> String {
 /// go to [`NOTIFY_SOCKET_ENV`] if that is set.
 pub fn notify(messages: &[Message]) -> io::Result<bool> {
     let text = format(messages);
-    if let Some(fd) = env_fd(READY_FD_ENV)? {
-        write_all_fd(fd, text.as_bytes())?;
-        return Ok(true);
+    #[cfg(unix)]
+    return unix::send(text.as_bytes());
+    #[cfg(windows)]
+    return windows::send(text.as_bytes());
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = text;
+        Ok(false)
     }
-    if let Some(path) = std::env::var_os(NOTIFY_SOCKET_ENV) {
-        send_datagram(&path, text.as_bytes())?;
-        return Ok(true);
-    }
-    Ok(false)
 }
 
 /// Tells devsup (or systemd) that this server accepts connections, so the
@@ -243,121 +265,13 @@ pub fn generation() -> Option<u64> {
     std::env::var(GENERATION_ENV).ok()?.parse().ok()
 }
 
-/// Reads an fd number from the environment and checks that it is open
-/// (`None` if it is not, as if the variable were unset). The fd is marked
-/// close-on-exec, so the server's own children do not inherit the channel.
-fn env_fd(var: &str) -> io::Result<Option<RawFd>> {
-    let Some(value) = std::env::var_os(var) else {
-        return Ok(None);
-    };
-    let fd: RawFd = value
-        .to_str()
-        .and_then(|v| v.parse().ok())
-        .filter(|&fd| fd >= 0)
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{var} is not an fd number"),
-            )
-        })?;
-    // SAFETY: F_GETFD/F_SETFD only read and set the fd's flags; an fd that is
-    // not open gives EBADF.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-    if flags < 0 {
-        let err = io::Error::last_os_error();
-        // Not open: the variable was inherited without the fd (a child of
-        // the server, or a server started by hand from a devsup shell).
-        // Nothing to write to, so as if unset: NOTIFY_SOCKET may still be.
-        if err.raw_os_error() == Some(libc::EBADF) {
-            return Ok(None);
-        }
-        return Err(err);
-    }
-    // Only ever write into the channel devsup made: a stale variable (a
-    // child that inherited the environment but not the fd) must not make
-    // us write into whatever file now has that number.
-    // SAFETY: fstat fills the zeroed stat buffer it is given.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd, &mut st) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let kind = st.st_mode & libc::S_IFMT;
-    if kind != libc::S_IFSOCK && kind != libc::S_IFIFO {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{var}={fd} is not a socket or a pipe"),
-        ));
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(Some(fd))
-}
-
-fn write_all_fd(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
-    // SAFETY: env_fd checked that the fd is an open socket or pipe; the
-    // borrow lasts for this call only, and nothing here closes it.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    while !buf.is_empty() {
-        // MSG_NOSIGNAL: a supervisor that went away gives EPIPE, not SIGPIPE.
-        match nix_send(fd, buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-fn nix_send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: buf is a valid slice for the duration of the call.
-    let n = unsafe {
-        libc::send(
-            fd.as_raw_fd(),
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_NOSIGNAL,
-        )
-    };
-    if n >= 0 {
-        return Ok(n as usize);
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::ENOTSOCK) {
-        // A plain pipe works too.
-        // SAFETY: as above.
-        let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        return Err(io::Error::last_os_error());
-    }
-    Err(err)
-}
-
-fn send_datagram(path: &std::ffi::OsStr, buf: &[u8]) -> io::Result<()> {
-    use std::os::unix::net::UnixDatagram;
-    let socket = UnixDatagram::unbound()?;
-    // `@NAME` is an abstract socket, which only Linux has; elsewhere it is
-    // a (relative) path like any other.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Some(name) = std::os::unix::ffi::OsStrExt::as_bytes(path).strip_prefix(b"@") {
-        #[cfg(target_os = "android")]
-        use std::os::android::net::SocketAddrExt;
-        #[cfg(target_os = "linux")]
-        use std::os::linux::net::SocketAddrExt;
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-        socket.send_to_addr(buf, &addr)?;
-        return Ok(());
-    }
-    socket.send_to(buf, std::path::Path::new(path))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod props;
+pub mod systemfd;
+#[cfg(unix)]
+mod unix;
+#[cfg(windows)]
+mod windows;
 
 #[cfg(test)]
 mod tests {
@@ -449,6 +363,7 @@ mod tests {
         );
     }
 
+    #[cfg(unix)]
     #[test]
     fn notify_writes_to_the_ready_fd() {
         use std::io::Read;

@@ -4,7 +4,9 @@
 //! "nobody to tell".
 //!
 //! One test function: it changes the environment, which no other test in
-//! this binary may read meanwhile.
+//! this binary may read meanwhile. Unix only: the fd channel and
+//! `NOTIFY_SOCKET` are unix's (Windows has its own test in `src/windows.rs`).
+#![cfg(unix)]
 
 use std::os::unix::net::UnixDatagram;
 

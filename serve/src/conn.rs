@@ -9,7 +9,6 @@
 use std::future::Future;
 use std::io;
 use std::mem::ManuallyDrop;
-use std::os::fd::AsRawFd;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -78,7 +77,7 @@ where
     ) {
         // Small responses should not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new(stream.as_raw_fd()));
+        let activity = Arc::new(Activity::new(crate::sys::raw_sock(&stream)));
         let io = TokioIo::new(ActiveIo {
             inner: ManuallyDrop::new(stream),
             activity: activity.clone(),
@@ -306,7 +305,7 @@ struct ActivityState {
 }
 
 impl Activity {
-    pub(crate) fn new(fd: std::os::fd::RawFd) -> Activity {
+    pub(crate) fn new(fd: crate::sys::RawSock) -> Activity {
         Activity {
             state: Mutex::new(ActivityState {
                 in_flight: 0,
@@ -687,7 +686,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_clock_waits_for_in_flight_requests() {
-        let activity = Arc::new(Activity::new(-1));
+        let activity = Arc::new(Activity::new(crate::sys::NO_SOCK));
         let grace = Duration::from_millis(500);
         let a = InFlight::new(&activity);
         let b = InFlight::new(&activity);
@@ -702,7 +701,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn touch_restarts_the_idle_clock() {
-        let activity = Activity::new(-1);
+        let activity = Activity::new(crate::sys::NO_SOCK);
         let grace = Duration::from_millis(500);
         tokio::time::advance(Duration::from_secs(10)).await;
         activity.touch();

@@ -28,8 +28,9 @@
 //!   drains, and recent tokio refuses it in debug builds);
 //! - it tells devsup READY=1 once it accepts, so the old generation is
 //!   drained only then; STOPPING=1 when its own drain starts;
-//! - it drains on SIGTERM (devsup's and systemd's drain signal) or SIGINT,
-//!   or when the future given to `.with_graceful_shutdown(..)` completes;
+//! - it drains on SIGTERM (devsup's and systemd's drain signal) or SIGINT
+//!   (on Windows: `CTRL_BREAK_EVENT`, devsup's drain signal there, or
+//!   `CTRL_C_EVENT`), or when the future given to `.with_graceful_shutdown(..)` completes;
 //! - it speaks HTTP/1.1 and h2c (HTTP/2 with prior knowledge, as gRPC
 //!   uses) on the same socket, and WebSockets and other upgrades;
 //! - it drains without losing a request, and ends long-lived connections
@@ -142,6 +143,7 @@ use tokio::sync::watch;
 mod conn;
 mod livereload;
 mod server;
+mod sys;
 mod upgrade;
 
 pub use livereload::{LiveReload, LiveReloadBody, LiveReloadLayer};
@@ -328,31 +330,49 @@ pub fn take_std_listeners(fallback: SocketAddr) -> io::Result<Vec<std::net::TcpL
 /// The signal that ended a [`shutdown_signal`] future.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopSignal {
-    /// SIGTERM: devsup's (and systemd's) drain signal.
+    /// devsup's (and systemd's) drain signal: SIGTERM on unix,
+    /// `CTRL_BREAK_EVENT` on Windows.
     Terminate,
-    /// SIGINT: Ctrl-C when run by hand.
+    /// Ctrl-C when run by hand: SIGINT on unix, `CTRL_C_EVENT` on Windows.
     Interrupt,
 }
 
 impl std::fmt::Display for StopSignal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (terminate, interrupt) = if cfg!(windows) {
+            ("CTRL_BREAK", "CTRL_C")
+        } else {
+            ("SIGTERM", "SIGINT")
+        };
         f.write_str(match self {
-            StopSignal::Terminate => "SIGTERM",
-            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => terminate,
+            StopSignal::Interrupt => interrupt,
         })
     }
 }
 
-/// A future that completes on the first SIGTERM or SIGINT.
+/// A future that completes on the first SIGTERM or SIGINT (on Windows: the
+/// first `CTRL_BREAK_EVENT`, which devsup sends to a generation's process
+/// group to drain it, or `CTRL_C_EVENT`).
 ///
 /// The handlers are installed by this call, not when the future is first
 /// polled: a SIGTERM that arrives between `notify_ready` and the first poll
 /// would otherwise kill the process without a drain. Call it inside a tokio
 /// runtime, before telling devsup the server is ready.
 pub fn shutdown_signal() -> io::Result<impl Future<Output = StopSignal> + Send + 'static> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    #[cfg(unix)]
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        )
+    };
+    #[cfg(windows)]
+    let (mut term, mut int) = {
+        use tokio::signal::windows::{ctrl_break, ctrl_c};
+        (ctrl_break()?, ctrl_c()?)
+    };
     Ok(async move {
         tokio::select! {
             _ = term.recv() => StopSignal::Terminate,

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::{Future, IntoFuture, poll_fn};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::pin::{Pin, pin};
 use std::task::Poll;
 use std::time::Duration;
@@ -73,7 +72,7 @@ impl Listeners {
         match self.0 {
             Inner::Tokio(listeners) => {
                 for listener in &listeners {
-                    set_nonblocking(listener)?;
+                    crate::sys::set_nonblocking(listener)?;
                 }
                 Ok(listeners)
             }
@@ -86,23 +85,6 @@ impl Listeners {
                 .collect(),
         }
     }
-}
-
-/// Sets O_NONBLOCK on the socket (shared by every process holding it,
-/// which under devsup is what every generation wants).
-fn set_nonblocking(listener: &TcpListener) -> io::Result<()> {
-    let fd = listener.as_raw_fd();
-    // SAFETY: F_GETFL/F_SETFL on an fd the listener owns for this call.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if flags & libc::O_NONBLOCK == 0
-        && unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Serves `app` on `listener`: the drop-in replacement for `axum::serve`.
@@ -363,7 +345,7 @@ where
                 let stream = match accepted {
                     Ok(stream) => stream,
                     Err(err) if is_per_connection(&err) => continue,
-                    Err(err) if is_listener_broken(&err) => return Err(err),
+                    Err(err) if crate::sys::is_listener_broken(&err) => return Err(err),
                     Err(_) => {
                         // Out of fds or memory, or a network error the
                         // kernel reports at accept: retrying at once would
@@ -446,14 +428,5 @@ fn is_per_connection(err: &io::Error) -> bool {
         io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
-    )
-}
-
-/// Errors that mean the listener itself is unusable, so that retrying can
-/// never succeed.
-fn is_listener_broken(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP | libc::EFAULT)
     )
 }

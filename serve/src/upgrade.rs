@@ -19,8 +19,8 @@
 //! again) so that an application parked in a read gets there. An application that polls the socket no more (stuck
 //! elsewhere) gets its socket shut down a grace later instead.
 
+use crate::sys::RawSock as RawFd;
 use std::io;
-use std::os::fd::RawFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Waker;
@@ -152,7 +152,7 @@ impl Upgrade {
             if !state.io_dropped {
                 // SAFETY: shutdown on an fd we own (see above); errors (the
                 // peer is gone already) change nothing.
-                unsafe { libc::shutdown(state.fd, libc::SHUT_RDWR) };
+                unsafe { crate::sys::shutdown_both(state.fd) };
             }
             std::mem::take(&mut state.wakers)
         };
@@ -369,7 +369,7 @@ mod tests {
 
     #[test]
     fn frames_start_after_the_101_head() {
-        let upgrade = Upgrade::new(-1);
+        let upgrade = Upgrade::new(crate::sys::NO_SOCK);
         upgrade.flag(true);
         let mut state = upgrade.lock();
         // An earlier response in the same write, then the 101 head split

@@ -5,7 +5,9 @@
 //! was handed a blocking one.
 //!
 //! One test function: it sets the ready-channel variable and sends SIGTERM
-//! to this process, which no other test may see.
+//! to this process, which no other test may see. Unix only: a unix ready
+//! channel and SIGTERM (Windows' ready pipe is tested in devsup-protocol).
+#![cfg(unix)]
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;

@@ -16,7 +16,7 @@
 //! and nothing else: `devsup_serve::serve` says READY to devsup once it
 //! accepts, drains on the signal, and makes the passed socket non-blocking
 //! itself. (Without `.with_graceful_shutdown(..)` it drains on SIGTERM or
-//! SIGINT.)
+//! SIGINT; on Windows on CTRL_BREAK_EVENT or Ctrl-C.)
 //!
 //! Why the line matters: axum's graceful shutdown (hyper's, really) closes
 //! idle keep-alive connections the moment it starts, and a client that
@@ -71,14 +71,14 @@ fn run() -> std::io::Result<()> {
     })
 }
 
-/// As in axum's graceful-shutdown example: Ctrl-C or SIGTERM (devsup's
-/// drain signal).
+/// As in axum's graceful-shutdown example: Ctrl-C or devsup's drain
+/// signal (SIGTERM; on Windows, CTRL_BREAK_EVENT to the process group).
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    let mut term = match drain_signal() {
         Ok(term) => term,
         Err(err) => {
-            eprintln!("example-axum: cannot handle SIGTERM: {err}");
+            eprintln!("example-axum: cannot handle the drain signal: {err}");
             return;
         }
     };
@@ -87,6 +87,16 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     eprintln!("example-axum: draining");
+}
+
+#[cfg(unix)]
+fn drain_signal() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+}
+
+#[cfg(windows)]
+fn drain_signal() -> std::io::Result<tokio::signal::windows::CtrlBreak> {
+    tokio::signal::windows::ctrl_break()
 }
 
 fn app() -> Router {

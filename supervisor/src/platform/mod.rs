@@ -16,6 +16,9 @@
 //!   Linux; nobody can tell on macOS, where the 0700 directory is the only
 //!   check), and abstract socket names (Linux only).
 //!
+//! - [`windows`] (Windows only, so far the one part of the supervisor
+//!   compiled there): the server side of systemfd's socket passing.
+//!
 //! File watching has its own seam in `sources/watch/native.rs`: inotify
 //! watches one directory at a time, FSEvents a whole tree.
 //!
@@ -26,6 +29,11 @@
 //! tests (`#[cfg(any(test, not(target_os = "linux")))]`), so the logic
 //! macOS runs is tested on Linux.
 
+#[cfg(unix)]
 pub(crate) mod fds;
+#[cfg(unix)]
 pub(crate) mod peer;
+#[cfg(unix)]
 pub(crate) mod process;
+#[cfg(windows)]
+pub(crate) mod windows;
