@@ -474,9 +474,13 @@ fn puma_is_counted_ready_by_the_kernel() {
     unchanged_figures(Server::Puma, false, &[]);
 }
 
-/// puma with its systemd integration (the sd_notify gem) says READY=1.
-/// Its failed requests are printed, not asserted: its drain still closes
-/// idle keep-alive connections.
+/// puma with its systemd integration (the sd_notify gem) says READY=1,
+/// and every reload is counted ready by it. Its failed requests and its
+/// killed drains are printed, not asserted: they are stock puma's own
+/// drain, which closes idle keep-alive connections and, with more clients
+/// than threads, can wait past the drain timeout (its acceptor waits for a
+/// free thread and does not read the stop until the load lets one go;
+/// puma_with_devsup_rb_loses_nothing is the form that asserts both).
 #[test]
 fn puma_with_sd_notify_says_ready() {
     for mode in [Mode::KeepAlive, Mode::Close] {
@@ -489,7 +493,6 @@ fn puma_with_sd_notify_says_ready() {
             reloaded.iter().all(|r| r.2 == READY && r.1 < READY_BOUND),
             "{reloaded:?}"
         );
-        assert_eq!(result.killed, [] as [u64; 0]);
     }
 }
 
