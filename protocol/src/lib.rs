@@ -70,8 +70,11 @@ pub const GENERATION_ENV: &str = "DEVSUP_GENERATION";
 /// The base URL of devsup's live-reload endpoint (e.g.
 /// `http://127.0.0.1:35729`), set when devsup runs with `--livereload`.
 /// Pages load the script at [`LIVERELOAD_SCRIPT_PATH`] under it.
-pub const ENV_LIVERELOAD: &str = "DEVSUP_LIVERELOAD";
-/// Where the live-reload script is, under [`ENV_LIVERELOAD`]'s URL.
+pub const LIVERELOAD_ENV: &str = "DEVSUP_LIVERELOAD";
+/// The former name of [`LIVERELOAD_ENV`].
+#[deprecated(note = "renamed `LIVERELOAD_ENV`, like the other `*_ENV` names")]
+pub const ENV_LIVERELOAD: &str = LIVERELOAD_ENV;
+/// Where the live-reload script is, under [`LIVERELOAD_ENV`]'s URL.
 pub const LIVERELOAD_SCRIPT_PATH: &str = "/devsup-livereload.js";
 /// The fd of the first passed socket, as in systemd's `SD_LISTEN_FDS_START`.
 pub const FIRST_FD: i32 = 3;
@@ -246,10 +249,10 @@ pub fn request_reload() -> io::Result<bool> {
 }
 
 /// The `<script>` tag that loads devsup's live-reload script, when devsup
-/// runs with `--livereload` ([`ENV_LIVERELOAD`] set); `None` otherwise.
+/// runs with `--livereload` ([`LIVERELOAD_ENV`] set); `None` otherwise.
 /// A server without a framework layer puts it in its pages itself.
 pub fn livereload_script_tag() -> Option<String> {
-    let base = std::env::var(ENV_LIVERELOAD).ok()?;
+    let base = std::env::var(LIVERELOAD_ENV).ok()?;
     let base = base.trim().trim_end_matches('/');
     (!base.is_empty()).then(|| script_tag(base))
 }
