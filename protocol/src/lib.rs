@@ -84,7 +84,12 @@ pub const FIRST_FD: i32 = 3;
 pub const MAX_LINE: usize = 4096;
 
 /// One message from a server to devsup.
+///
+/// Non-exhaustive: a message devsup learns to act on later becomes a
+/// variant of its own (today it is [`Message::Other`]), so a `match` on it
+/// needs a `_` arm.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Message {
     /// `READY=1`: the generation accepts connections; drain the old one.
     Ready,
@@ -108,7 +113,10 @@ pub enum Message {
 }
 
 /// A line that is not a well-formed `KEY=VALUE` message.
+///
+/// Non-exhaustive: a new check on a line adds a variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ParseError {
     /// The line has no `=`.
     #[error("not a KEY=VALUE line: {0:?}")]

@@ -34,7 +34,10 @@ pub fn hello(secret: &str, pid: u32) -> String {
 
 /// A hello the supervisor refuses (the connection is closed with no
 /// socket sent).
+///
+/// Non-exhaustive: a new check on a hello adds a variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HelloError {
     /// More than [`MAX_HELLO`] bytes.
     #[error("hello of {0} bytes is longer than the {MAX_HELLO}-byte limit")]

@@ -328,7 +328,11 @@ pub fn take_std_listeners(fallback: SocketAddr) -> io::Result<Vec<std::net::TcpL
 }
 
 /// The signal that ended a [`shutdown_signal`] future.
+///
+/// Non-exhaustive: another platform's (or another) stop signal adds a
+/// variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StopSignal {
     /// devsup's (and systemd's) drain signal: SIGTERM on unix,
     /// `CTRL_BREAK_EVENT` on Windows.
