@@ -70,8 +70,11 @@ pub const GENERATION_ENV: &str = "DEVSUP_GENERATION";
 /// The base URL of devsup's live-reload endpoint (e.g.
 /// `http://127.0.0.1:35729`), set when devsup runs with `--livereload`.
 /// Pages load the script at [`LIVERELOAD_SCRIPT_PATH`] under it.
-pub const ENV_LIVERELOAD: &str = "DEVSUP_LIVERELOAD";
-/// Where the live-reload script is, under [`ENV_LIVERELOAD`]'s URL.
+pub const LIVERELOAD_ENV: &str = "DEVSUP_LIVERELOAD";
+/// The former name of [`LIVERELOAD_ENV`].
+#[deprecated(note = "renamed `LIVERELOAD_ENV`, like the other `*_ENV` names")]
+pub const ENV_LIVERELOAD: &str = LIVERELOAD_ENV;
+/// Where the live-reload script is, under [`LIVERELOAD_ENV`]'s URL.
 pub const LIVERELOAD_SCRIPT_PATH: &str = "/devsup-livereload.js";
 /// The fd of the first passed socket, as in systemd's `SD_LISTEN_FDS_START`.
 pub const FIRST_FD: i32 = 3;
@@ -81,7 +84,20 @@ pub const FIRST_FD: i32 = 3;
 pub const MAX_LINE: usize = 4096;
 
 /// One message from a server to devsup.
+///
+/// Non-exhaustive: a message devsup learns to act on later becomes a
+/// variant of its own (today it is [`Message::Other`]), so a `match` on it
+/// needs a `_` arm.
+///
+/// Its `Display` is the message's line, without the newline:
+///
+/// ```
+/// use devsup_protocol::Message;
+///
+/// assert_eq!(Message::MainPid(4242).to_string(), "MAINPID=4242");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Message {
     /// `READY=1`: the generation accepts connections; drain the old one.
     Ready,
@@ -105,7 +121,10 @@ pub enum Message {
 }
 
 /// A line that is not a well-formed `KEY=VALUE` message.
+///
+/// Non-exhaustive: a new check on a line adds a variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ParseError {
     /// The line has no `=`.
     #[error("not a KEY=VALUE line: {0:?}")]
@@ -129,7 +148,20 @@ pub enum ParseError {
     NotUtf8,
 }
 
-/// Parses one line (without its newline). Returns `None` for an empty line.
+/// Parses one line (without its newline; a trailing `\r` of a CRLF line
+/// ending is dropped). Returns `None` for an empty line.
+///
+/// ```
+/// use devsup_protocol::{Message, ParseError, parse_line};
+///
+/// assert_eq!(parse_line(b"READY=1"), Some(Ok(Message::Ready)));
+/// assert_eq!(parse_line(b"MAINPID=4242\r"), Some(Ok(Message::MainPid(4242))));
+/// assert_eq!(parse_line(b""), None);
+/// assert_eq!(
+///     parse_line(b"ready=1"),
+///     Some(Err(ParseError::BadKey("ready".into())))
+/// );
+/// ```
 pub fn parse_line(line: &[u8]) -> Option<Result<Message, ParseError>> {
     if line.len() > MAX_LINE {
         return Some(Err(ParseError::TooLong(line.len())));
@@ -177,7 +209,23 @@ fn parse_pair(line: &str) -> Result<Message, ParseError> {
     }
 }
 
-/// Parses a whole datagram or buffer of newline-separated messages.
+/// Parses a whole datagram or buffer of newline-separated messages. Empty
+/// lines are skipped; a bad line is one `Err` among the results, and the
+/// lines after it are still read.
+///
+/// ```
+/// use devsup_protocol::{Message, ParseError, parse};
+///
+/// let got = parse(b"STATUS=warming up\nREADY=yes\n\nREADY=1\n");
+/// assert_eq!(
+///     got,
+///     vec![
+///         Ok(Message::Status("warming up".into())),
+///         Err(ParseError::BadValue { key: "READY".into(), value: "yes".into() }),
+///         Ok(Message::Ready),
+///     ]
+/// );
+/// ```
 pub fn parse(text: &[u8]) -> Vec<Result<Message, ParseError>> {
     text.split(|&b| b == b'\n').filter_map(parse_line).collect()
 }
@@ -199,7 +247,15 @@ impl fmt::Display for Message {
     }
 }
 
-/// Formats messages as newline-terminated lines, ready to send.
+/// Formats messages as newline-terminated lines, ready to send. A newline
+/// inside a value becomes a space, so that each message stays one line.
+///
+/// ```
+/// use devsup_protocol::{Message, format};
+///
+/// let text = format(&[Message::Status("two\nlines".into()), Message::Ready]);
+/// assert_eq!(text, "STATUS=two lines\nREADY=1\n");
+/// ```
 pub fn format(messages: &[Message]) -> String {
     messages.iter().map(|m| format!("{m}\n")).collect()
 }
@@ -210,6 +266,41 @@ pub fn format(messages: &[Message]) -> String {
 /// under neither devsup nor systemd (so there is nobody to tell). A
 /// [`READY_FD_ENV`] whose fd is not open counts as unset, so the messages
 /// go to [`NOTIFY_SOCKET_ENV`] if that is set.
+///
+/// The example stands in for devsup with a socket pair, named in the
+/// environment as devsup names its end, and reads what the server sent:
+///
+/// ```
+/// # #[cfg(unix)]
+/// # fn main() -> std::io::Result<()> {
+/// use std::io::Read;
+/// use std::os::fd::AsRawFd;
+/// use std::os::unix::net::UnixStream;
+///
+/// use devsup_protocol::{Message, READY_FD_ENV, notify};
+///
+/// // Run on its own: there is nobody to tell, which is not an error.
+/// # // SAFETY: no other thread reads the environment.
+/// # unsafe { std::env::remove_var(READY_FD_ENV) };
+/// # // SAFETY: as above.
+/// # unsafe { std::env::remove_var(devsup_protocol::NOTIFY_SOCKET_ENV) };
+/// assert!(!notify(&[Message::Ready])?);
+///
+/// // Under devsup (here a stand-in): the messages go down the ready channel.
+/// let (mut devsup, channel) = UnixStream::pair()?;
+/// // SAFETY: no other thread reads the environment.
+/// unsafe { std::env::set_var(READY_FD_ENV, channel.as_raw_fd().to_string()) };
+/// assert!(notify(&[Message::Status("warming up".into()), Message::Ready])?);
+///
+/// drop(channel); // so that devsup's read below ends
+/// let mut got = String::new();
+/// devsup.read_to_string(&mut got)?;
+/// assert_eq!(got, "STATUS=warming up\nREADY=1\n");
+/// # Ok(())
+/// # }
+/// # #[cfg(not(unix))]
+/// # fn main() {}
+/// ```
 pub fn notify(messages: &[Message]) -> io::Result<bool> {
     let text = format(messages);
     #[cfg(unix)]
@@ -226,41 +317,172 @@ pub fn notify(messages: &[Message]) -> io::Result<bool> {
 /// Tells devsup (or systemd) that this server accepts connections, so the
 /// previous generation can be drained. Call it once, after the listener is
 /// set up.
+///
+/// In the example a socket pair stands in for devsup (hidden lines, as
+/// [`notify`] shows them), so it runs, and checks the line devsup reads.
+///
+/// ```
+/// # #[cfg(unix)]
+/// # fn main() -> std::io::Result<()> {
+/// # // A stand-in for devsup's ready channel, as in `notify`'s example.
+/// # let (mut devsup, channel) = std::os::unix::net::UnixStream::pair()?;
+/// # let fd = std::os::fd::AsRawFd::as_raw_fd(&channel).to_string();
+/// # // SAFETY: no other thread reads the environment.
+/// # unsafe { std::env::set_var(devsup_protocol::READY_FD_ENV, fd) };
+/// // The listener is set up: devsup may drain the previous generation.
+/// let told = devsup_protocol::notify_ready()?;
+/// assert!(told, "under devsup (or systemd); false when run on its own");
+/// # drop(channel);
+/// # let mut got = String::new();
+/// # std::io::Read::read_to_string(&mut devsup, &mut got)?;
+/// # assert_eq!(got, "READY=1\n");
+/// # Ok(())
+/// # }
+/// # #[cfg(not(unix))]
+/// # fn main() {}
+/// ```
 pub fn notify_ready() -> io::Result<bool> {
     notify(&[Message::Ready])
 }
 
 /// Sends a free-text status line, which devsup logs.
+///
+/// In the example a socket pair stands in for devsup (hidden lines, as
+/// [`notify`] shows them), so it runs, and checks the line devsup reads.
+///
+/// ```
+/// # #[cfg(unix)]
+/// # fn main() -> std::io::Result<()> {
+/// # // A stand-in for devsup's ready channel, as in `notify`'s example.
+/// # let (mut devsup, channel) = std::os::unix::net::UnixStream::pair()?;
+/// # let fd = std::os::fd::AsRawFd::as_raw_fd(&channel).to_string();
+/// # // SAFETY: no other thread reads the environment.
+/// # unsafe { std::env::set_var(devsup_protocol::READY_FD_ENV, fd) };
+/// devsup_protocol::notify_status("migrating the database")?;
+/// # drop(channel);
+/// # let mut got = String::new();
+/// # std::io::Read::read_to_string(&mut devsup, &mut got)?;
+/// # assert_eq!(got, "STATUS=migrating the database\n");
+/// # Ok(())
+/// # }
+/// # #[cfg(not(unix))]
+/// # fn main() {}
+/// ```
 pub fn notify_status(status: &str) -> io::Result<bool> {
     notify(&[Message::Status(status.to_owned())])
 }
 
 /// Tells the supervisor that this server is shutting down.
+///
+/// In the example a socket pair stands in for devsup (hidden lines, as
+/// [`notify`] shows them), so it runs, and checks the line devsup reads.
+///
+/// ```
+/// # #[cfg(unix)]
+/// # fn main() -> std::io::Result<()> {
+/// # // A stand-in for devsup's ready channel, as in `notify`'s example.
+/// # let (mut devsup, channel) = std::os::unix::net::UnixStream::pair()?;
+/// # let fd = std::os::fd::AsRawFd::as_raw_fd(&channel).to_string();
+/// # // SAFETY: no other thread reads the environment.
+/// # unsafe { std::env::set_var(devsup_protocol::READY_FD_ENV, fd) };
+/// // The drain signal arrived: say so, then drain.
+/// devsup_protocol::notify_stopping()?;
+/// # drop(channel);
+/// # let mut got = String::new();
+/// # std::io::Read::read_to_string(&mut devsup, &mut got)?;
+/// # assert_eq!(got, "STOPPING=1\n");
+/// # Ok(())
+/// # }
+/// # #[cfg(not(unix))]
+/// # fn main() {}
+/// ```
 pub fn notify_stopping() -> io::Result<bool> {
     notify(&[Message::Stopping])
 }
 
 /// Asks devsup to start a new generation of this server. Ignored by systemd.
+///
+/// In the example a socket pair stands in for devsup (hidden lines, as
+/// [`notify`] shows them), so it runs, and checks the line devsup reads.
+///
+/// ```
+/// # #[cfg(unix)]
+/// # fn main() -> std::io::Result<()> {
+/// # // A stand-in for devsup's ready channel, as in `notify`'s example.
+/// # let (mut devsup, channel) = std::os::unix::net::UnixStream::pair()?;
+/// # let fd = std::os::fd::AsRawFd::as_raw_fd(&channel).to_string();
+/// # // SAFETY: no other thread reads the environment.
+/// # unsafe { std::env::set_var(devsup_protocol::READY_FD_ENV, fd) };
+/// // Say the server saw its own configuration change:
+/// devsup_protocol::request_reload()?;
+/// # drop(channel);
+/// # let mut got = String::new();
+/// # std::io::Read::read_to_string(&mut devsup, &mut got)?;
+/// # assert_eq!(got, "DEVSUP_RELOAD=1\n");
+/// # Ok(())
+/// # }
+/// # #[cfg(not(unix))]
+/// # fn main() {}
+/// ```
 pub fn request_reload() -> io::Result<bool> {
     notify(&[Message::Reload])
 }
 
 /// The `<script>` tag that loads devsup's live-reload script, when devsup
-/// runs with `--livereload` ([`ENV_LIVERELOAD`] set); `None` otherwise.
+/// runs with `--livereload` ([`LIVERELOAD_ENV`] set); `None` otherwise.
 /// A server without a framework layer puts it in its pages itself.
+///
+/// ```
+/// use devsup_protocol::{LIVERELOAD_ENV, livereload_script_tag};
+///
+/// # // SAFETY: no other thread reads the environment.
+/// # unsafe { std::env::remove_var(LIVERELOAD_ENV) };
+/// // Not under devsup --livereload: no tag.
+/// assert_eq!(livereload_script_tag(), None);
+///
+/// // devsup --livereload sets the variable; here the example does.
+/// // SAFETY: no other thread reads the environment.
+/// unsafe { std::env::set_var(LIVERELOAD_ENV, "http://127.0.0.1:35729") };
+/// assert_eq!(
+///     livereload_script_tag().as_deref(),
+///     Some(r#"<script src="http://127.0.0.1:35729/devsup-livereload.js" defer></script>"#)
+/// );
+/// ```
 pub fn livereload_script_tag() -> Option<String> {
-    let base = std::env::var(ENV_LIVERELOAD).ok()?;
+    let base = std::env::var(LIVERELOAD_ENV).ok()?;
     let base = base.trim().trim_end_matches('/');
     (!base.is_empty()).then(|| script_tag(base))
 }
 
 /// The tag for a live-reload endpoint at `base`.
+///
+/// ```
+/// assert_eq!(
+///     devsup_protocol::script_tag("http://127.0.0.1:35729/"),
+///     r#"<script src="http://127.0.0.1:35729/devsup-livereload.js" defer></script>"#
+/// );
+/// ```
 pub fn script_tag(base: &str) -> String {
     let base = base.trim_end_matches('/');
     format!("<script src=\"{base}{LIVERELOAD_SCRIPT_PATH}\" defer></script>")
 }
 
 /// The generation number devsup gave this process, if it runs under devsup.
+///
+/// ```
+/// use devsup_protocol::{GENERATION_ENV, generation};
+///
+/// # // SAFETY: no other thread reads the environment.
+/// # unsafe { std::env::remove_var(GENERATION_ENV) };
+/// // Run on its own:
+/// assert_eq!(generation(), None);
+///
+/// // The third generation devsup started (devsup sets the variable; here
+/// // the example does):
+/// // SAFETY: no other thread reads the environment.
+/// unsafe { std::env::set_var(GENERATION_ENV, "3") };
+/// assert_eq!(generation(), Some(3));
+/// ```
 pub fn generation() -> Option<u64> {
     std::env::var(GENERATION_ENV).ok()?.parse().ok()
 }

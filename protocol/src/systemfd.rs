@@ -28,13 +28,26 @@ pub const PROTOCOL_INFO_LEN: usize = 628;
 pub const MAX_HELLO: usize = 128;
 
 /// What a server sends first: its secret and its pid.
+///
+/// ```
+/// use devsup_protocol::systemfd::{hello, parse_hello};
+///
+/// let secret = "0f5b1c7e-3d2a-4b8e-9c41-6a7d2e9f0b13";
+/// let sent = hello(secret, 4242);
+/// assert_eq!(sent, "0f5b1c7e-3d2a-4b8e-9c41-6a7d2e9f0b13|4242");
+/// // What the supervisor makes of it:
+/// assert_eq!(parse_hello(sent.as_bytes(), secret), Ok(4242));
+/// ```
 pub fn hello(secret: &str, pid: u32) -> String {
     format!("{secret}|{pid}")
 }
 
 /// A hello the supervisor refuses (the connection is closed with no
 /// socket sent).
+///
+/// Non-exhaustive: a new check on a hello adds a variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HelloError {
     /// More than [`MAX_HELLO`] bytes.
     #[error("hello of {0} bytes is longer than the {MAX_HELLO}-byte limit")]
@@ -54,6 +67,16 @@ pub enum HelloError {
 /// the pid to duplicate the sockets for. The secret is compared without
 /// regard to case (a UUID's hex digits), in time that does not depend on
 /// where it differs.
+///
+/// ```
+/// use devsup_protocol::systemfd::{HelloError, parse_hello};
+///
+/// let secret = "0f5b1c7e-3d2a-4b8e-9c41-6a7d2e9f0b13";
+/// let upper = b"0F5B1C7E-3D2A-4B8E-9C41-6A7D2E9F0B13|4242";
+/// assert_eq!(parse_hello(upper, secret), Ok(4242));
+/// assert_eq!(parse_hello(b"not-the-secret|4242", secret), Err(HelloError::WrongSecret));
+/// assert_eq!(parse_hello(secret.as_bytes(), secret), Err(HelloError::NoPid));
+/// ```
 pub fn parse_hello(hello: &[u8], secret: &str) -> Result<u32, HelloError> {
     if hello.len() > MAX_HELLO {
         return Err(HelloError::TooLong(hello.len()));

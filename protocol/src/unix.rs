@@ -53,8 +53,11 @@ fn env_fd(var: &str) -> io::Result<Option<RawFd>> {
     // Only ever write into the channel devsup made: a stale variable (a
     // child that inherited the environment but not the fd) must not make
     // us write into whatever file now has that number.
-    // SAFETY: fstat fills the zeroed stat buffer it is given.
+    // SAFETY: `stat` is a C struct of integers, for which all zeroes is a
+    // valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat only writes into `st`, a valid and exclusively borrowed
+    // stat buffer; the fd was found open above, and a bad one gives EBADF.
     if unsafe { libc::fstat(fd, &mut st) } < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -65,7 +68,8 @@ fn env_fd(var: &str) -> io::Result<Option<RawFd>> {
             format!("{var}={fd} is not a socket or a pipe"),
         ));
     }
-    // SAFETY: as above.
+    // SAFETY: as the F_GETFD above: F_SETFD sets the flags of the fd found
+    // open there, and touches no memory of ours.
     if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -49,6 +49,7 @@ fn env_handle(var: &str) -> io::Result<Option<RawHandle>> {
     // SAFETY: GetFileType only reads the handle's type; a value that is not
     // an open handle gives FILE_TYPE_UNKNOWN and an error code.
     let kind = unsafe { GetFileType(handle) };
+    // SAFETY: GetLastError only reads the calling thread's last-error code.
     if kind == FILE_TYPE_UNKNOWN && unsafe { GetLastError() } != NO_ERROR {
         // Not open: the variable was inherited without the handle (a child
         // of the server, or a server started by hand from a devsup shell).

@@ -2,9 +2,9 @@
 //! connection, the request tracking, the socket wrapper, and what happens
 //! to an upgraded connection after hyper has let go of it.
 //!
-//! About 640 lines with its tests: the states of a connection (serving,
-//! draining, upgraded, lingering after an HTTP/2 drain) share the socket
-//! wrapper and the activity tracker, so they stay together.
+//! The states of a connection (serving, draining, upgraded, lingering
+//! after an HTTP/2 drain) share the socket wrapper and the activity
+//! tracker, so they stay together in one module.
 
 use std::future::Future;
 use std::io;

@@ -152,7 +152,23 @@ pub use server::{Listeners, Serve, WithGracefulShutdown, serve};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How [`serve`] drains once its shutdown future completes.
+///
+/// Made from [`Drain::default`] and changed with the `with_` methods (or
+/// by assigning to its fields); it is non-exhaustive, so that a new drain
+/// setting, with its default, is not a breaking change:
+///
+/// ```
+/// use std::time::Duration;
+/// use devsup_serve::Drain;
+///
+/// let drain = Drain::default()
+///     .with_idle_grace(Duration::from_millis(250))
+///     .with_deadline(Duration::from_secs(4));
+/// assert_eq!(drain.idle_grace, Duration::from_millis(250));
+/// assert_eq!(drain.long_lived_grace, Drain::default().long_lived_grace);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Drain {
     /// How long a connection must stay idle (no request in flight, no bytes
     /// received) during the drain before it is closed. Default 500ms.
@@ -177,6 +193,29 @@ impl Default for Drain {
             deadline: Duration::from_secs(8),
             long_lived_grace: Duration::from_millis(200),
         }
+    }
+}
+
+impl Drain {
+    /// Sets [`Drain::idle_grace`].
+    #[must_use]
+    pub const fn with_idle_grace(mut self, idle_grace: Duration) -> Drain {
+        self.idle_grace = idle_grace;
+        self
+    }
+
+    /// Sets [`Drain::deadline`].
+    #[must_use]
+    pub const fn with_deadline(mut self, deadline: Duration) -> Drain {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Sets [`Drain::long_lived_grace`].
+    #[must_use]
+    pub const fn with_long_lived_grace(mut self, long_lived_grace: Duration) -> Drain {
+        self.long_lived_grace = long_lived_grace;
+        self
     }
 }
 
@@ -252,7 +291,10 @@ pub fn draining() -> DrainToken {
 }
 
 /// What a drain came to, returned by [`Serve::run`].
+///
+/// Non-exhaustive: made by `serve` only, and it may report more later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DrainReport {
     /// Connections open when the drain started.
     pub open_at_start: usize,
@@ -328,7 +370,11 @@ pub fn take_std_listeners(fallback: SocketAddr) -> io::Result<Vec<std::net::TcpL
 }
 
 /// The signal that ended a [`shutdown_signal`] future.
+///
+/// Non-exhaustive: another platform's (or another) stop signal adds a
+/// variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StopSignal {
     /// devsup's (and systemd's) drain signal: SIGTERM on unix,
     /// `CTRL_BREAK_EVENT` on Windows.

@@ -18,7 +18,7 @@ use crate::BoxError;
 /// responses, so that the browser reloads the page once a new generation is
 /// ready (and shows build errors), when devsup runs with `--livereload`.
 ///
-/// It reads [`devsup_protocol::ENV_LIVERELOAD`] when made: without it (not
+/// It reads [`devsup_protocol::LIVERELOAD_ENV`] when made: without it (not
 /// under devsup, or devsup without `--livereload`) the layer passes every
 /// response through untouched. With it, a `text/html` response that is not
 /// compressed is read whole and gets
@@ -44,7 +44,7 @@ pub struct LiveReloadLayer {
 }
 
 impl LiveReloadLayer {
-    /// Injects the script if devsup set [`devsup_protocol::ENV_LIVERELOAD`];
+    /// Injects the script if devsup set [`devsup_protocol::LIVERELOAD_ENV`];
     /// does nothing otherwise.
     pub fn from_env() -> LiveReloadLayer {
         LiveReloadLayer {

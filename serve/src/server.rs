@@ -297,6 +297,8 @@ where
     }
 }
 
+/// Serves until `shutdown` completes, then drains: the body of every
+/// `run` and `.await` of [`Serve`] and [`WithGracefulShutdown`].
 async fn run<S, B>(
     listeners: Vec<TcpListener>,
     app: S,
@@ -313,61 +315,39 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    // HTTP/1.1 and h2c with prior knowledge on the same socket, told apart
-    // by the HTTP/2 preface.
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    // Without a timer hyper's default header-read timeout would not run.
-    http.http1().timer(TokioTimer::new());
-    http.http2().timer(TokioTimer::new());
+    let http = http_builder();
     let (draining_tx, draining_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut shutdown = pin!(shutdown);
+
+    // Each accepted connection is served by its own task. The closure owns
+    // what it hands out and is lent to the accept loop as `&mut`, so that
+    // loop's future is Send for any Send app, Sync or not.
+    let mut serve_connection = {
+        let connections = connections.clone();
+        move |stream| {
+            let conn = Connection {
+                stream,
+                app: app.clone(),
+                draining: draining_rx.clone(),
+                drain,
+                _open: OpenGuard::new(&connections),
+            };
+            conn.run(http.clone())
+        }
+    };
 
     // Poll the shutdown future once before READY, so that a signal handler
     // it installs on its first poll is there before devsup may send
     // SIGTERM. Told to stop already: drain at once, without READY.
     let stopped_early = poll_fn(|cx| Poll::Ready(shutdown.as_mut().poll(cx).is_ready())).await;
-    if !stopped_early && notify_ready {
-        // The listeners are ours now: connections that arrive before the
-        // first accept wait in the socket's backlog.
-        devsup_protocol::notify_ready()?;
-    }
-
-    let mut next = 0;
-    loop {
-        if stopped_early {
-            break;
+    if !stopped_early {
+        if notify_ready {
+            // The listeners are ours now: connections that arrive before
+            // the first accept wait in the socket's backlog.
+            devsup_protocol::notify_ready()?;
         }
-        tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = accept_any(&listeners, &mut next) => {
-                let stream = match accepted {
-                    Ok(stream) => stream,
-                    Err(err) if is_per_connection(&err) => continue,
-                    Err(err) if crate::sys::is_listener_broken(&err) => return Err(err),
-                    Err(_) => {
-                        // Out of fds or memory, or a network error the
-                        // kernel reports at accept: retrying at once would
-                        // spin. Connections wait in the backlog.
-                        tokio::select! {
-                            () = &mut shutdown => break,
-                            () = tokio::time::sleep(Duration::from_millis(50)) => continue,
-                        }
-                    }
-                };
-                let conn = Connection {
-                    stream,
-                    app: app.clone(),
-                    draining: draining_rx.clone(),
-                    drain,
-                    _open: OpenGuard::new(&connections),
-                };
-                tasks.spawn(conn.run(http.clone()));
-            }
-            // Reap finished connections so the set does not grow.
-            Some(_) = tasks.join_next() => {}
-        }
+        accept_until(&listeners, shutdown, &mut tasks, &mut serve_connection).await?;
     }
 
     // New connections must go to the next generation, which accepts from
@@ -380,27 +360,81 @@ where
     process_drain().send_replace(true);
     // For devsup's log; nobody to tell is fine, and so is a failure.
     let _ = devsup_protocol::notify_stopping();
-
-    let deadline = tokio::time::sleep(drain.deadline);
-    let mut deadline = pin!(deadline);
-    let mut dropped = 0;
-    loop {
-        tokio::select! {
-            joined = tasks.join_next() => if joined.is_none() { break },
-            () = &mut deadline => {
-                dropped = tasks.len();
-                tasks.abort_all();
-                // Wait for the aborts so the sockets are closed when we return.
-                while tasks.join_next().await.is_some() {}
-                break;
-            }
-        }
-    }
+    let dropped = join_until(tasks, drain.deadline).await;
     Ok(DrainReport {
         open_at_start,
         dropped,
         elapsed: started.elapsed(),
     })
+}
+
+/// HTTP/1.1 and h2c with prior knowledge on the same socket, told apart
+/// by the HTTP/2 preface.
+fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper's default header-read timeout would not run.
+    http.http1().timer(TokioTimer::new());
+    http.http2().timer(TokioTimer::new());
+    http
+}
+
+/// The accept loop: each connection accepted becomes a task in `tasks`,
+/// serving it, until `shutdown` completes. Errs only when a listener is
+/// broken, and then at once, without a drain.
+async fn accept_until<F>(
+    listeners: &[TcpListener],
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+    tasks: &mut JoinSet<()>,
+    serve_connection: &mut impl FnMut(TcpStream) -> F,
+) -> io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut next = 0;
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return Ok(()),
+            accepted = accept_any(listeners, &mut next) => {
+                let stream = match accepted {
+                    Ok(stream) => stream,
+                    Err(err) if is_per_connection(&err) => continue,
+                    Err(err) if crate::sys::is_listener_broken(&err) => return Err(err),
+                    Err(_) => {
+                        // Out of fds or memory, or a network error the
+                        // kernel reports at accept: retrying at once would
+                        // spin. Connections wait in the backlog.
+                        tokio::select! {
+                            () = &mut shutdown => return Ok(()),
+                            () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                        }
+                    }
+                };
+                tasks.spawn(serve_connection(stream));
+            }
+            // Reap finished connections so the set does not grow.
+            Some(_) = tasks.join_next() => {}
+        }
+    }
+}
+
+/// The drain's wait: until every connection task has ended, or until
+/// `deadline` from now, when the rest are aborted. Returns how many were.
+async fn join_until(mut tasks: JoinSet<()>, deadline: Duration) -> usize {
+    let deadline = tokio::time::sleep(deadline);
+    let mut deadline = pin!(deadline);
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => if joined.is_none() { return 0 },
+            () = &mut deadline => {
+                let dropped = tasks.len();
+                tasks.abort_all();
+                // Wait for the aborts so the sockets are closed when we return.
+                while tasks.join_next().await.is_some() {}
+                return dropped;
+            }
+        }
+    }
 }
 
 /// Accepts from whichever listener has a connection first, starting with

@@ -36,11 +36,13 @@ pub(crate) fn raw_sock(socket: &impl std::os::windows::io::AsRawSocket) -> RawSo
 ///
 /// `sock` must be open, owned by a live socket object, for this call.
 pub(crate) unsafe fn shutdown_both(sock: RawSock) {
-    // SAFETY: the caller keeps `sock` open for this call.
+    // SAFETY: the caller keeps `sock` open for this call, and shutdown
+    // touches nothing but that socket.
     #[cfg(unix)]
     unsafe {
         libc::shutdown(sock, libc::SHUT_RDWR)
     };
+    // SAFETY: as above, for the Windows socket.
     #[cfg(windows)]
     unsafe {
         use windows_sys::Win32::Networking::WinSock::{SD_BOTH, SOCKET, shutdown};
@@ -61,9 +63,9 @@ pub(crate) fn set_nonblocking(listener: &tokio::net::TcpListener) -> io::Result<
         if flags < 0 {
             return Err(io::Error::last_os_error());
         }
-        if flags & libc::O_NONBLOCK == 0
-            && unsafe { libc::fcntl(sock, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
-        {
+        let missing = flags & libc::O_NONBLOCK == 0;
+        // SAFETY: as above; F_SETFL only adds O_NONBLOCK to the flags read.
+        if missing && unsafe { libc::fcntl(sock, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
@@ -77,6 +79,7 @@ pub(crate) fn set_nonblocking(listener: &tokio::net::TcpListener) -> io::Result<
         // SAFETY: FIONBIO on a socket the listener owns for this call, with
         // a valid u32 argument.
         if unsafe { ioctlsocket(sock as SOCKET, FIONBIO, &mut on) } != 0 {
+            // SAFETY: WSAGetLastError only reads the thread's last error.
             return Err(io::Error::from_raw_os_error(unsafe { WSAGetLastError() }));
         }
         Ok(())

@@ -164,11 +164,9 @@ async fn within<F: std::future::Future>(f: F) -> F::Output {
 }
 
 fn drain(idle_grace_ms: u64, deadline_ms: u64) -> Drain {
-    Drain {
-        idle_grace: Duration::from_millis(idle_grace_ms),
-        deadline: Duration::from_millis(deadline_ms),
-        ..Drain::default()
-    }
+    Drain::default()
+        .with_idle_grace(Duration::from_millis(idle_grace_ms))
+        .with_deadline(Duration::from_millis(deadline_ms))
 }
 
 // ---- a raw HTTP/1.1 client ----

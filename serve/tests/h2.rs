@@ -110,11 +110,7 @@ async fn h2c_and_http1_share_the_socket() {
 async fn h2_drain_is_goaway_then_streams_finish() {
     // An idle grace far longer than the test: only GOAWAY can close the
     // connection this soon.
-    let running = start(Drain {
-        idle_grace: Duration::from_secs(30),
-        ..Drain::default()
-    })
-    .await;
+    let running = start(Drain::default().with_idle_grace(Duration::from_secs(30))).await;
     let (mut sender, conn) = h2(running.addr).await;
     // A first stream, so the server knows the connection is HTTP/2.
     within(get_body(&mut sender, "/")).await.unwrap();
@@ -453,11 +449,7 @@ async fn h2_streams_racing_the_drain_are_answered_or_refused() {
 /// timeout killed them. The idle grace here is far longer than the test.
 #[tokio::test]
 async fn h2_connection_without_a_request_gets_the_two_step_goaway() {
-    let running = start(Drain {
-        idle_grace: Duration::from_secs(30),
-        ..Drain::default()
-    })
-    .await;
+    let running = start(Drain::default().with_idle_grace(Duration::from_secs(30))).await;
     let mut tcp = within(TcpStream::connect(running.addr)).await.unwrap();
     let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     hello.extend(frame(SETTINGS, 0, 0, &[]));

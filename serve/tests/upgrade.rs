@@ -254,10 +254,7 @@ async fn close_frame(ws: &mut Ws) -> (u16, String) {
 }
 
 fn long_lived(grace_ms: u64) -> Drain {
-    Drain {
-        long_lived_grace: Duration::from_millis(grace_ms),
-        ..Drain::default()
-    }
+    Drain::default().with_long_lived_grace(Duration::from_millis(grace_ms))
 }
 
 #[tokio::test]

@@ -203,7 +203,7 @@ impl Executor {
         );
         // The building page, with the script of the live-reload server.
         let livereload_url = (extra_env.iter())
-            .find(|(k, _)| k == crate::livereload::ENV_LIVERELOAD)
+            .find(|(k, _)| k == crate::livereload::LIVERELOAD_ENV)
             .map(|(_, url)| url.to_string_lossy().into_owned());
         let down_url = livereload_url.filter(|_| !listeners.is_empty());
         let down = match &down_url {

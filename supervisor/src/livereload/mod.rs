@@ -52,7 +52,7 @@ use crate::step::{BuildStatus, Step};
 /// The environment variable a generation finds the live-reload server's
 /// URL in (`http://127.0.0.1:35729`): the contract with the serving
 /// library's `LiveReloadLayer`.
-pub(crate) use devsup_protocol::ENV_LIVERELOAD;
+pub(crate) use devsup_protocol::LIVERELOAD_ENV;
 
 /// The client script's path.
 pub(crate) use devsup_protocol::LIVERELOAD_SCRIPT_PATH as SCRIPT_PATH;
@@ -115,7 +115,7 @@ pub(crate) fn start(
     let (bound, runtime) = server::start(addr, shared.clone())?;
     let url = format!("http://{}", advertised(bound));
     info!("live reload at {url} (pages load <script src=\"{url}{SCRIPT_PATH}\"></script>)");
-    let env = (ENV_LIVERELOAD.into(), url.into());
+    let env = (LIVERELOAD_ENV.into(), url.into());
     let hub = Hub { shared, runtime };
     reporter.subscribe(move |record: &Arc<Record>| {
         hub.on_step(&record.step);

@@ -301,6 +301,13 @@ impl State {
             // the generation) before the machine would see it.
             Message::MainPid(_) => note(out, Some(gen_id), Note::Unhandled("MAINPID".into())),
             Message::Other { key, .. } => note(out, Some(gen_id), Note::Unhandled(key)),
+            // A message devsup-protocol knows and this match does not yet
+            // (the enum is non-exhaustive): ignored like any other key.
+            other => {
+                let line = other.to_string();
+                let key = line.split_once('=').map_or(line.as_str(), |(key, _)| key);
+                note(out, Some(gen_id), Note::Unhandled(key.to_owned()));
+            }
         }
     }
 

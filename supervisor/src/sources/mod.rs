@@ -3,7 +3,9 @@
 //! channel. None of them touches the state machine or another source; they
 //! import only [`crate::event`] and what sits below everything
 //! (`crate::duration`, the log's `crate::log`, `crate::platform`), and
-//! their own helpers.
+//! their own helpers. One exception: [`watch`] writes one step itself,
+//! `Step::Restless` (a path that holds every reload back), through
+//! `crate::report::log::write`.
 //!
 //! - [`signals`]: SIGHUP, SIGINT, SIGTERM and SIGCHLD.
 //! - [`terminal`]: `r` / `q` + Enter, when stdin is a terminal.

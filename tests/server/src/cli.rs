@@ -52,11 +52,10 @@ impl Args {
     }
 
     pub fn drain(&self) -> devsup_serve::Drain {
-        devsup_serve::Drain {
-            idle_grace: Duration::from_millis(self.drain_grace),
-            deadline: Duration::from_millis(self.drain_deadline),
-            long_lived_grace: Duration::from_millis(self.long_lived_grace),
-        }
+        devsup_serve::Drain::default()
+            .with_idle_grace(Duration::from_millis(self.drain_grace))
+            .with_deadline(Duration::from_millis(self.drain_deadline))
+            .with_long_lived_grace(Duration::from_millis(self.long_lived_grace))
     }
 }
 
