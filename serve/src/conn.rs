@@ -27,7 +27,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::upgrade::Upgrade;
-use crate::{BoxError, Connections, Drain, DrainToken};
+use crate::{Connections, Drain, DrainToken, HttpService};
 
 /// Keeps [`Connections`] right however a connection task ends, aborts
 /// included.
@@ -54,15 +54,7 @@ pub(crate) struct Connection<S> {
     pub(crate) _open: OpenGuard,
 }
 
-impl<S, B> Connection<S>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+impl<S: HttpService> Connection<S> {
     /// The socket and the application, wrapped to follow the connection's
     /// activity.
     fn wrap(

@@ -147,7 +147,7 @@ mod sys;
 mod upgrade;
 
 pub use livereload::{LiveReload, LiveReloadBody, LiveReloadLayer};
-pub use server::{Listeners, Serve, WithGracefulShutdown, serve};
+pub use server::{HttpService, Listeners, Serve, WithGracefulShutdown, serve};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -19,6 +19,37 @@ use tokio::time::Instant;
 use crate::conn::{Connection, OpenGuard};
 use crate::{BoxError, Connections, Drain, DrainReport, process_drain, shutdown_signal};
 
+/// What [`serve`] serves: a tower service over hyper requests whose
+/// futures and bodies can move between the runtime's threads, such as an
+/// `axum::Router` or a tonic service. It is implemented for every such
+/// service, and written once here instead of at every function that takes
+/// one; there is nothing to implement by hand.
+pub trait HttpService:
+    tower::Service<
+        Request<Incoming>,
+        Response = Response<Self::ResBody>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Clone
+    + Send
+    + 'static
+{
+    /// The body of the service's responses.
+    type ResBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static;
+}
+
+impl<S, B> HttpService for S
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type ResBody = B;
+}
+
 /// The listening sockets [`serve`] accepts on: a tokio or a std
 /// `TcpListener`, or a `Vec` of either (e.g. from
 /// [`take_std_listeners`](crate::take_std_listeners)).
@@ -179,15 +210,7 @@ impl<S> Serve<S> {
     }
 }
 
-impl<S, B> Serve<S>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+impl<S: HttpService> Serve<S> {
     /// Serves until SIGTERM or SIGINT and drains, like awaiting the server,
     /// and returns what the drain came to.
     pub async fn run(self) -> io::Result<DrainReport> {
@@ -200,15 +223,7 @@ where
     }
 }
 
-impl<S, B> IntoFuture for Serve<S>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+impl<S: HttpService> IntoFuture for Serve<S> {
     type Output = io::Result<()>;
     type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 
@@ -252,14 +267,9 @@ impl<S, F> WithGracefulShutdown<S, F> {
     }
 }
 
-impl<S, B, F> WithGracefulShutdown<S, F>
+impl<S, F> WithGracefulShutdown<S, F>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService,
     F: Future<Output = ()> + Send + 'static,
 {
     /// Serves until the signal and drains, like awaiting the server, and
@@ -279,14 +289,9 @@ where
     }
 }
 
-impl<S, B, F> IntoFuture for WithGracefulShutdown<S, F>
+impl<S, F> IntoFuture for WithGracefulShutdown<S, F>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService,
     F: Future<Output = ()> + Send + 'static,
 {
     type Output = io::Result<()>;
@@ -299,22 +304,14 @@ where
 
 /// Serves until `shutdown` completes, then drains: the body of every
 /// `run` and `.await` of [`Serve`] and [`WithGracefulShutdown`].
-async fn run<S, B>(
+async fn run<S: HttpService>(
     listeners: Vec<TcpListener>,
     app: S,
     shutdown: impl Future<Output = ()>,
     drain: Drain,
     connections: Connections,
     notify_ready: bool,
-) -> io::Result<DrainReport>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+) -> io::Result<DrainReport> {
     let http = http_builder();
     let (draining_tx, draining_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
