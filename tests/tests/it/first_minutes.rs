@@ -675,3 +675,84 @@ fn under_a_terminal_ctrl_c_during_a_build_stops_it() {
         "{terminal}"
     );
 }
+
+/// Under a terminal, `r` + Enter during a build still reaches devsup: its
+/// keys are read from its own terminal while the build draws on the
+/// pseudo-terminal devsup gives it, and the key cancels the build and
+/// starts it again (the first build's group is ended), after which the
+/// second build serves gen 1.
+#[test]
+fn under_a_terminal_r_during_a_build_starts_it_again() {
+    use std::io::Read as _;
+    let dir = temp_dir();
+    let events = dir.path().join("events.jsonl");
+    // Each build records its process group, says whether it has a
+    // terminal, and waits for the test's `go` (the second build finds it).
+    let build = "echo $$ >> builds; test -t 2 && echo \"tty-$(echo ok)\" >&2; \
+                 while [ ! -f go ]; do sleep 0.05; done";
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut child = std::process::Command::new(&binaries().devsup)
+        .args(["--port", "0", "--no-watch", "--events"])
+        .arg(&events)
+        .args(["--build", build, "--"])
+        .arg(&binaries().server)
+        .current_dir(dir.path())
+        .stdin(pty.slave.try_clone().unwrap())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    drop(pty.slave);
+    let mut keys = std::fs::File::from(pty.master.try_clone().unwrap());
+    let master = pty.master;
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = std::fs::File::from(master).read_to_end(&mut all);
+        all
+    });
+    let builds = || -> Vec<i32> {
+        std::fs::read_to_string(dir.path().join("builds"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let count = |name: &str| {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == name)
+            .count()
+    };
+    let first = wait_until(TIMEOUT, || builds().len() == 1);
+    keys.write_all(b"r\n").unwrap();
+    let second = wait_until(TIMEOUT, || builds().len() == 2);
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let ready = wait_until(TIMEOUT * 2, || count("ready") == 1);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let mut status = None;
+    let exited = wait_until(TIMEOUT, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    drop(keys);
+    let terminal = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(first && second && ready && exited, "{terminal}");
+    assert_eq!(status.unwrap().code(), Some(0), "{terminal}");
+    assert!(
+        terminal.contains("tty-ok") && terminal.contains("reload requested by key press"),
+        "{terminal}"
+    );
+    assert_eq!(count("build_started"), 2, "{terminal}");
+    // The cancelled build's group is gone, not left waiting for `go`.
+    assert_eq!(
+        devsup_tests::procfs::group_members(builds()[0]),
+        [] as [i32; 0]
+    );
+}
