@@ -149,6 +149,7 @@ fn duplicate_for(socket: RawSocket, pid: u32) -> io::Result<[u8; PROTOCOL_INFO_L
     // SAFETY: `socket` is open (the caller keeps it so), `info` is a valid
     // out-pointer for the call.
     if unsafe { WSADuplicateSocketW(socket as SOCKET, pid, &mut info) } != 0 {
+        // SAFETY: no arguments; reads this thread's last socket error.
         return Err(io::Error::from_raw_os_error(unsafe { WSAGetLastError() }));
     }
     let mut record = [0u8; PROTOCOL_INFO_LEN];
