@@ -12,6 +12,13 @@
 //! `compiler-artifact` message: the path is cargo's own, so a
 //! `CARGO_TARGET_DIR`, a `[build] target-dir` or a `--target` all work,
 //! and nothing guesses `target/debug/NAME`.
+#![cfg_attr(
+    windows,
+    allow(
+        dead_code,
+        reason = "no command (the inferred cargo build) is refused on Windows so far"
+    )
+)]
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

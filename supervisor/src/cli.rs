@@ -13,13 +13,13 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::signal::Signal;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
-use nix::sys::signal::Signal;
 
 use crate::config::{self, Options};
 use crate::duration::{parse as parse_duration, parse_poll};
 use crate::machine::ReadyRule;
-use crate::report::events::Target;
+use crate::report::Target;
 use crate::signal::{parse as parse_signal, parse_on as parse_signal_on};
 use crate::sockets::SocketSpec;
 

@@ -9,12 +9,13 @@
 //! (`Action`) lives beside the machine, in `machine/action.rs`.
 
 use std::fmt;
+#[cfg(unix)]
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::signal::Signal;
 use devsup_protocol::Message;
-use nix::sys::signal::Signal;
 use serde::Serialize;
 
 /// A generation number: 1, 2, 3, …
@@ -28,12 +29,15 @@ pub(crate) enum Input {
     /// SIGCHLD: some child changed state; reap.
     ChildExited,
     /// A generation asked devsup to keep or drop file descriptors.
+    #[cfg(unix)]
     Store(GenId, Store),
 }
 
 /// A file-descriptor store request, read from a generation's notify socket
 /// (`FDSTORE=1` / `FDSTOREREMOVE=1`). It bypasses the state machine: the
-/// executor owns the stored fds.
+/// executor owns the stored fds. Unix only: there are no fds to pass
+/// elsewhere.
+#[cfg(unix)]
 #[derive(Debug)]
 pub(crate) enum Store {
     /// `FDSTORE=1`: keep `fds` under `name` (`FDNAME=`, or `stored`).
@@ -47,7 +51,8 @@ pub(crate) enum Store {
 pub(crate) enum Trigger {
     /// devsup has just started.
     Startup,
-    /// SIGHUP.
+    /// SIGHUP (none on Windows).
+    #[cfg_attr(not(unix), allow(dead_code))]
     Sighup,
     /// `r` + Enter in the terminal.
     Key,
@@ -78,7 +83,8 @@ impl fmt::Display for Trigger {
 pub(crate) enum Exit {
     /// It exited with this status.
     Code(i32),
-    /// A signal ended it.
+    /// A signal ended it (never on Windows).
+    #[cfg_attr(not(unix), allow(dead_code))]
     Signal(i32),
 }
 
@@ -114,7 +120,8 @@ pub(crate) enum StopCause {
     /// SIGINT (Ctrl-C).
     #[serde(rename = "SIGINT")]
     Sigint,
-    /// SIGTERM.
+    /// SIGTERM (none on Windows).
+    #[cfg_attr(not(unix), allow(dead_code))]
     #[serde(rename = "SIGTERM")]
     Sigterm,
     /// `q` + Enter.
@@ -176,6 +183,7 @@ pub(crate) enum Event {
     },
     /// `/proc` cannot tell whether generation `gen_id` waits on a socket;
     /// `why` is one line for the log.
+    #[cfg_attr(windows, allow(dead_code))]
     ProbeFailed { gen_id: GenId, why: String },
     /// The `Spawn` action succeeded; `pid` is also the generation's process
     /// group id, which every signal goes to.

@@ -23,18 +23,32 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Instant;
 
 use devsup_protocol as proto;
-use tracing::{debug, warn};
+#[cfg(unix)]
+use tracing::debug;
+use tracing::warn;
 
 use crate::config::Config;
 use crate::event::{Event, Input, Trigger};
+#[cfg(unix)]
 use crate::executor::Executor;
+#[cfg(unix)]
 use crate::guard::Guard;
+#[cfg(unix)]
 use crate::livereload;
 use crate::machine::State;
-use crate::report::{self, Reporter, events::Target};
+#[cfg(windows)]
+use crate::platform::windows::executor::{self, Executor};
+use crate::report::{self, Reporter, Target};
 use crate::sockets;
 use crate::sources::{signals, terminal, watch};
 use crate::step::Step;
+
+/// What must live as long as the loop: the event outputs (Unix; they
+/// remove their sockets when dropped).
+#[cfg(unix)]
+type Outputs = report::events::Events;
+#[cfg(windows)]
+type Outputs = ();
 
 /// Runs devsup until it is told to stop; returns its exit status.
 pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
@@ -76,9 +90,15 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
 /// Sets devsup up: checks the command, takes or binds the sockets, forks
 /// the guard, starts the subscribers and the event sources. Returns the
 /// event outputs, the loop's channel, the state machine and the executor.
-fn start(
-    config: Config,
-) -> anyhow::Result<(report::events::Events, Receiver<Input>, State, Executor)> {
+///
+/// On Windows there is no guard (every process is in a Job Object that
+/// ends with devsup), no subreaper, socket activation or subscribers, and
+/// options the Windows executor cannot carry out are refused here.
+fn start(config: Config) -> anyhow::Result<(Outputs, Receiver<Input>, State, Executor)> {
+    #[cfg(windows)]
+    if let Some(why) = executor::unsupported(&config) {
+        anyhow::bail!("{why}");
+    }
     // The first line: what devsup inferred, when no command was given.
     if let Some(c) = &config.cargo {
         report::log::write(&Step::Inferred {
@@ -94,6 +114,7 @@ fn start(
     if config.builds.is_empty() {
         config.program.resolve()?;
     }
+    #[cfg(unix)]
     let subreaper = become_subreaper();
     // Sockets systemd passed (socket activation), owned before any other fd
     // is opened; stdout moved aside for `--events -` before any process is
@@ -104,20 +125,27 @@ fn start(
             "socket-activated: serving on the sockets systemd passed; --port and --socket are ignored"
         );
     }
+    #[cfg(unix)]
     let events_stdout = match config.events {
         Some(Target::Stdout) => Some(report::events::take_stdout()?),
         _ => None,
     };
     // Before any thread exists: the guard is forked.
+    #[cfg(unix)]
     let mut guard = Guard::start(config.drain_signal, config.drain_timeout)?;
     let reporter = Reporter::default();
+    #[cfg(unix)]
     let outputs = report::start(config.events.as_ref(), events_stdout, &reporter)?;
+    #[cfg(unix)]
     outputs.remove_on_death(&mut guard);
+    #[cfg(windows)]
+    let outputs = ();
     let listeners = match inherited {
         Some(listeners) => listeners,
         None => sockets::bind_all(&config.sockets, config.backlog)?,
     };
     for (i, l) in listeners.iter().enumerate() {
+        #[cfg(unix)]
         if let sockets::Addr::Unix(path) = &l.addr {
             guard.remove_on_death(path);
         }
@@ -128,6 +156,7 @@ fn start(
             inherited: l.is_inherited(),
         });
     }
+    #[cfg(unix)]
     let livereload_env = livereload::start(config.livereload, config.editor.as_ref(), &reporter)?;
     let (tx, rx) = mpsc::channel();
     signals::spawn(tx.clone())?;
@@ -147,12 +176,18 @@ fn start(
     }
     terminal::spawn(tx.clone());
     let state = State::new(config.policy());
-    let extra_env = livereload_env.into_iter().collect();
-    let mut exec = Executor::new(config, listeners, tx, guard, reporter, extra_env)?;
-    exec.start_tracking();
-    if !subreaper {
-        exec.poll_orphaned_groups();
-    }
+    #[cfg(unix)]
+    let exec = {
+        let extra_env = livereload_env.into_iter().collect();
+        let mut exec = Executor::new(config, listeners, tx, guard, reporter, extra_env)?;
+        exec.start_tracking();
+        if !subreaper {
+            exec.poll_orphaned_groups();
+        }
+        exec
+    };
+    #[cfg(windows)]
+    let exec = Executor::new(config, listeners, tx, reporter, Vec::new())?;
     Ok((outputs, rx, state, exec))
 }
 
@@ -209,6 +244,7 @@ fn debug_panic(event: &Event) {
 ///
 /// In debug builds, `DEVSUP_DEBUG_NO_SUBREAPER` makes Linux behave like
 /// macOS here: the tests' way to run the polling on Linux.
+#[cfg(unix)]
 fn become_subreaper() -> bool {
     use crate::platform::process::{ORPHAN_POLL, Subreaper};
     if cfg!(debug_assertions) && std::env::var_os("DEVSUP_DEBUG_NO_SUBREAPER").is_some() {

@@ -19,21 +19,17 @@
 //! devsup runs on Linux and macOS; what differs between them is behind one
 //! interface per concern in `platform`.
 //!
-//! On Windows only `platform::windows` is compiled so far (the server side
-//! of systemfd's socket passing, checked and unit-tested there), and the
-//! binary says that it does not run there yet; see the README's Platforms.
+//! On Windows the same loop and state machine run with the executor of
+//! `platform::windows` (Job Objects, `CTRL_BREAK_EVENT`, systemfd's socket
+//! passing); the guard, the process and `/proc` modules, the notify socket,
+//! `--livereload` and the event subscribers are Unix only. See the README's
+//! Platforms.
 
-#[cfg(unix)]
 mod cargo;
-#[cfg(unix)]
 mod cli;
-#[cfg(unix)]
 mod config;
-#[cfg(unix)]
 mod duration;
-#[cfg(unix)]
 mod event;
-#[cfg(unix)]
 mod event_loop;
 #[cfg(unix)]
 mod executor;
@@ -41,57 +37,30 @@ mod executor;
 mod guard;
 #[cfg(unix)]
 mod livereload;
-#[cfg(unix)]
 mod log;
-#[cfg(unix)]
 mod machine;
 mod platform;
 #[cfg(unix)]
 mod process;
+mod program;
 #[cfg(all(unix, test))]
 mod props;
 #[cfg(target_os = "linux")]
 mod readiness;
-#[cfg(unix)]
 mod report;
-#[cfg(unix)]
 mod signal;
-#[cfg(unix)]
 mod sockets;
-#[cfg(unix)]
 mod sources;
-#[cfg(unix)]
 mod step;
-
-/// The `devsup` binary on Windows, which it does not run on yet: one line
-/// that says so, and what to use meanwhile.
-#[cfg(windows)]
-pub fn main() -> std::process::ExitCode {
-    use std::io::Write;
-    // Written once, checked: a closed stderr is no panic.
-    let _ = writeln!(
-        std::io::stderr(),
-        "devsup: error: the supervisor does not run on Windows yet (issue 23); run the server under systemfd or `watchexec --socket`, whose sockets devsup-serve takes"
-    );
-    std::process::ExitCode::from(2)
-}
 
 /// The `devsup` binary: parse, set up logging, run; the only place that
 /// prints an error.
-#[cfg(unix)]
 pub fn main() -> std::process::ExitCode {
     run(std::env::args_os().collect())
 }
 
-/// The `cargo-devsup` binary on Windows: the same line as `devsup`.
-#[cfg(windows)]
-pub fn cargo_main() -> std::process::ExitCode {
-    main()
-}
-
 /// The `cargo-devsup` binary, which cargo runs for `cargo devsup ARGS` as
 /// `cargo-devsup devsup ARGS`: devsup with ARGS.
-#[cfg(unix)]
 pub fn cargo_main() -> std::process::ExitCode {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "devsup") {
@@ -103,7 +72,6 @@ pub fn cargo_main() -> std::process::ExitCode {
     run(args)
 }
 
-#[cfg(unix)]
 fn run(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
     use std::process::ExitCode;
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
@@ -119,6 +87,14 @@ fn run(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
                 Err(_) => ExitCode::from(1),
             };
         }
+        #[cfg(not(unix))]
+        Some(cli::Sub::Status { .. }) => {
+            fatal(&anyhow::anyhow!(
+                "`devsup status` is not supported on Windows yet (it asks devsup over a unix socket)"
+            ));
+            return ExitCode::from(1);
+        }
+        #[cfg(unix)]
         Some(cli::Sub::Status {
             json,
             events,
@@ -162,7 +138,6 @@ fn run(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
 }
 
 /// Prints a fatal error, if stderr still takes it.
-#[cfg(unix)]
 fn fatal(err: &anyhow::Error) {
     use std::io::Write;
     let _ = writeln!(log::Stderr, "devsup: error: {err:#}");

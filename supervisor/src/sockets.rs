@@ -12,13 +12,17 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+#[cfg(unix)]
 use std::os::fd::{AsFd, BorrowedFd};
+#[cfg(unix)]
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{Context, bail};
-use socket2::{Domain, SockAddr, Socket, Type};
+#[cfg(unix)]
+use socket2::SockAddr;
+use socket2::{Domain, Socket, Type};
 
 /// Where a socket listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,8 +133,15 @@ pub(crate) struct Listener {
 
 impl Listener {
     /// The socket, to be passed to a generation.
+    #[cfg(unix)]
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
+    }
+
+    /// The socket, to be passed to a generation (by systemfd's protocol).
+    #[cfg(windows)]
+    pub(crate) fn raw_socket(&self) -> std::os::windows::io::RawSocket {
+        std::os::windows::io::AsRawSocket::as_raw_socket(&self.socket)
     }
 
     /// Sets or clears `O_NONBLOCK` (`--nonblocking`). The flag belongs to
@@ -145,6 +156,7 @@ impl Listener {
     }
 }
 
+#[cfg(unix)]
 impl Listener {
     /// A listening socket devsup was given (socket activation, see
     /// [`take_inherited`]) rather than bound: it is never unlinked.
@@ -216,6 +228,7 @@ pub(crate) fn bind_all(specs: &[SocketSpec], backlog: i32) -> anyhow::Result<Vec
 }
 
 /// Most sockets taken from systemd (socket activation).
+#[cfg(unix)]
 const MAX_INHERITED: usize = 64;
 
 /// The number of sockets devsup's environment passes to devsup itself.
@@ -245,6 +258,15 @@ pub(crate) fn socket_activated() -> bool {
 /// names from `LISTEN_FDNAMES`. Call it once, before
 /// any other fd is opened or any process started. Unnamed sockets are
 /// named as devsup names its own: `http`, `http2`, …
+///
+/// Not on Windows, where no socket activation passes sockets this way.
+#[cfg(not(unix))]
+pub(crate) fn take_inherited() -> anyhow::Result<Option<Vec<Listener>>> {
+    Ok(None)
+}
+
+/// Socket activation (see the other `take_inherited`).
+#[cfg(unix)]
 pub(crate) fn take_inherited() -> anyhow::Result<Option<Vec<Listener>>> {
     let Some(n) = passed_fds() else {
         return Ok(None);
@@ -291,6 +313,9 @@ fn bind(spec: &SocketSpec, name: String, backlog: i32) -> anyhow::Result<Listene
         Addr::Tcp(addr) => {
             let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, None)
                 .context("cannot create a TCP socket")?;
+            // Not on Windows, where SO_REUSEADDR lets another socket take a
+            // port in use (and a closed port is free at once anyway).
+            #[cfg(unix)]
             socket
                 .set_reuse_address(true)
                 .with_context(|| format!("cannot set SO_REUSEADDR on the socket for {addr}"))?;
@@ -318,6 +343,12 @@ fn bind(spec: &SocketSpec, name: String, backlog: i32) -> anyhow::Result<Listene
                 inherited: false,
             })
         }
+        #[cfg(not(unix))]
+        Addr::Unix(path) => bail!(
+            "cannot listen on unix::{}: unix sockets are not passed to generations on Windows; use a TCP port",
+            path.display()
+        ),
+        #[cfg(unix)]
         Addr::Unix(path) => {
             remove_stale_unix_socket(path)?;
             let socket = Socket::new(Domain::UNIX, Type::STREAM, None)
@@ -348,6 +379,7 @@ fn listen(socket: &Socket, addr: &Addr, backlog: i32) -> anyhow::Result<()> {
 /// Removes a socket file left behind by a process that is gone. A socket
 /// that still answers belongs to a running server and is left alone; a file
 /// that is not a socket is never removed.
+#[cfg(unix)]
 fn remove_stale_unix_socket(path: &Path) -> anyhow::Result<()> {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(());
@@ -467,6 +499,7 @@ mod tests {
         assert!(spec("a:b=tcp::1").unwrap_err().contains("bad socket name"));
     }
 
+    #[cfg(unix)]
     #[test]
     fn binds_close_on_exec_with_names_and_real_port() {
         let specs = [spec("tcp::0").unwrap(), spec("tcp::0").unwrap()];
@@ -492,6 +525,7 @@ mod tests {
         assert!(err.to_string().contains("is in use"), "{err}");
     }
 
+    #[cfg(unix)]
     #[test]
     fn unix_socket_replaces_stale_file_and_is_removed() {
         let dir = std::env::temp_dir().join(format!("devsup-sock-test-{}", std::process::id()));
@@ -527,6 +561,7 @@ mod tests {
         );
     }
 
+    #[cfg(unix)]
     #[test]
     fn missing_unix_directory_says_so() {
         let err =

@@ -18,6 +18,13 @@
 //! shows (warnings, notes, the server's own messages) are not on the wire:
 //! see [`Step::on_wire`]. This module sits below the machine, the executor
 //! and the loop, above `event.rs` only.
+#![cfg_attr(
+    windows,
+    allow(
+        dead_code,
+        reason = "the steps of Unix-only parts (fd store, MAINPID=, cgroups, live reload) are not made on Windows"
+    )
+)]
 
 use std::fmt;
 use std::time::Duration;
@@ -225,6 +232,14 @@ pub(crate) enum Trouble {
     NoStatusSocket(String),
     /// `--livereload`'s page cannot answer on the served sockets (why).
     DownPageLost(String),
+    /// A signal (on Windows, `CTRL_BREAK_EVENT` or `TerminateJobObject`)
+    /// could not be sent to process group `pid`.
+    #[cfg_attr(unix, allow(dead_code, reason = "the Windows executor's"))]
+    SignalFailed {
+        signal: String,
+        pid: i32,
+        error: String,
+    },
 }
 
 /// How devsup tells a generation's processes.

@@ -40,18 +40,33 @@
 //! - [`tools`]: third-party programs the tests install on first use.
 //! - [`browser`]: headless Chromium driven line by line, and a page server
 //!   under `devsup --livereload`.
+//!
+//! Unix only, but for the pure parts ([`devlog`], [`http`], [`h2client`],
+//! [`stats`]): the harness drives devsup with signals, process groups and
+//! `/proc`, which it has on Linux (and macOS compiles). On other platforms
+//! the rest of this crate is compiled out, and its binaries and tests say
+//! so in one line.
 #![warn(missing_docs)]
 
+#[cfg(unix)]
 pub mod browser;
+#[cfg(unix)]
 pub mod clients;
 pub mod devlog;
 pub mod h2client;
+#[cfg(unix)]
 pub mod h2load;
+#[cfg(unix)]
 pub mod harness;
 pub mod http;
+#[cfg(unix)]
 pub mod load;
+#[cfg(unix)]
 pub mod procfs;
+#[cfg(unix)]
 pub mod soak;
 pub mod stats;
+#[cfg(unix)]
 pub mod tools;
+#[cfg(unix)]
 pub mod unchanged;

@@ -38,6 +38,9 @@
 //! timeout, so a connection that will not close is dropped by actix, and the
 //! process exits on its own, before devsup kills it.
 //!
+//! On Windows devsup's drain signal is `CTRL_BREAK_EVENT` to the
+//! generation's process group, and this example drains on it the same way.
+//!
 //! `GET /` answers `gen=N pid=P` (N from `DEVSUP_GENERATION`).
 
 use std::net::TcpListener;
@@ -46,7 +49,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
-use actix_web::rt::signal::unix::{SignalKind, signal};
 use actix_web::{App, HttpResponse, HttpServer, web};
 
 /// Where to listen when run on its own, without devsup.
@@ -104,8 +106,8 @@ async fn serve(listener: TcpListener) -> std::io::Result<()> {
     .disable_signals()
     .shutdown_timeout(SHUTDOWN_TIMEOUT)
     .run();
-    // Installed before READY: from then on devsup may send SIGTERM.
-    let mut terminate = signal(SignalKind::terminate())?;
+    // Installed before READY: from then on devsup may send the drain signal.
+    let mut terminate = drain_signal()?;
     let handle = server.handle();
     actix_web::rt::spawn(async move {
         terminate.recv().await;
@@ -115,8 +117,22 @@ async fn serve(listener: TcpListener) -> std::io::Result<()> {
     server.await
 }
 
+/// What devsup sends a generation to drain it: SIGTERM on Unix, and on
+/// Windows `CTRL_BREAK_EVENT` to the generation's process group (tokio's,
+/// which actix's runtime is).
+#[cfg(unix)]
+fn drain_signal() -> std::io::Result<actix_web::rt::signal::unix::Signal> {
+    use actix_web::rt::signal::unix::{SignalKind, signal};
+    signal(SignalKind::terminate())
+}
+
+#[cfg(windows)]
+fn drain_signal() -> std::io::Result<tokio::signal::windows::CtrlBreak> {
+    tokio::signal::windows::ctrl_break()
+}
+
 async fn drain(handle: &ServerHandle, state: &State) {
-    eprintln!("example-actix: SIGTERM, draining");
+    eprintln!("example-actix: drain signal, draining");
     let _ = devsup_protocol::notify_stopping();
     handle.pause().await;
     state.draining.store(true, Ordering::Relaxed);

@@ -10,7 +10,8 @@
 //! devsup_protocol::notify_ready()?;                                    // 2
 //! ```
 //!
-//! On SIGTERM (devsup's drain signal) it stops accepting, then drains:
+//! On SIGTERM (devsup's drain signal; on Windows, `CTRL_BREAK_EVENT`) it
+//! stops accepting, then drains:
 //!
 //! 1. It drops its copy of the listener. The socket stays open in devsup
 //!    and in the new generation, so nothing queued in it is lost.
@@ -42,7 +43,6 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::signal::unix::{SignalKind, signal};
 
 /// Where to listen when run on its own, without devsup.
 const FALLBACK_ADDR: &str = "127.0.0.1:8080";
@@ -75,10 +75,22 @@ fn run() -> std::io::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(serve(listener))
 }
 
+/// What devsup sends a generation to drain it: SIGTERM on Unix, and on
+/// Windows `CTRL_BREAK_EVENT` to the generation's process group.
+#[cfg(unix)]
+fn drain_signal() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+}
+
+#[cfg(windows)]
+fn drain_signal() -> std::io::Result<tokio::signal::windows::CtrlBreak> {
+    tokio::signal::windows::ctrl_break()
+}
+
 async fn serve(listener: TcpListener) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    // Installed before READY: from then on devsup may send SIGTERM.
-    let mut terminate = signal(SignalKind::terminate())?;
+    // Installed before READY: from then on devsup may send the drain signal.
+    let mut terminate = drain_signal()?;
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
@@ -118,7 +130,7 @@ async fn serve(listener: TcpListener) -> std::io::Result<()> {
         });
     }
 
-    eprintln!("example-hyper: SIGTERM, draining");
+    eprintln!("example-hyper: drain signal, draining");
     let _ = devsup_protocol::notify_stopping();
     drop(listener);
     draining.store(true, Ordering::Relaxed);

@@ -27,12 +27,14 @@
 //! After SIGTERM it stops accepting, waits for the connection threads it
 //! has (each answers its one request), and exits 0.
 //!
+//! On Windows devsup's drain signal is `CTRL_BREAK_EVENT` to the
+//! generation's process group; `ctrlc` hears it (and Ctrl-C), and the loop
+//! waits in `WSAPoll` on the socket, looking at the stop flag every 10 ms.
+//!
 //! `GET /` answers `gen=N pid=P` (N from `DEVSUP_GENERATION`).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -61,17 +63,15 @@ fn run() -> io::Result<()> {
         None => TcpListener::bind(FALLBACK_ADDR)?,
     };
     listener.set_nonblocking(true)?;
-    // Installed before READY: from then on devsup may send SIGTERM.
-    let (wake, wake_writer) = UnixStream::pair()?;
-    signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, wake_writer.try_clone()?)?;
-    signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, wake_writer)?;
+    // Installed before READY: from then on devsup may send the drain signal.
+    let stop = stop::Stop::install()?;
 
     let generation = devsup_protocol::generation().unwrap_or(0);
     let body = format!("gen={generation} pid={}\n", std::process::id());
     devsup_protocol::notify_ready()?;
 
     let mut connections: Vec<JoinHandle<()>> = Vec::new();
-    while wait_for_connection(listener.as_fd(), wake.as_fd())? {
+    while stop.wait_for_connection(&listener)? {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
             // The other generation took it, or it died in the backlog.
@@ -113,34 +113,6 @@ fn run() -> io::Result<()> {
         let _ = connection.join();
     }
     Ok(())
-}
-
-/// Waits until the listener has a connection (`true`) or a stop signal
-/// arrived (`false`).
-fn wait_for_connection(listener: BorrowedFd<'_>, wake: BorrowedFd<'_>) -> io::Result<bool> {
-    let mut fds = [listener, wake].map(|fd| libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    });
-    loop {
-        // SAFETY: `fds` is an array of two initialised pollfds that outlives
-        // the call, and both fds are borrowed, so open.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        if fds[1].revents != 0 {
-            return Ok(false);
-        }
-        if fds[0].revents != 0 {
-            return Ok(true);
-        }
-    }
 }
 
 /// Reads one request head and answers it, closing the connection.
@@ -193,4 +165,107 @@ fn respond(stream: &mut TcpStream, status: &str, generation: u64, body: &str) ->
     // FIN after the response; the client has sent nothing more, so the
     // close is clean.
     stream.shutdown(Shutdown::Write)
+}
+
+/// The stop signal, and waiting for a connection or for it.
+#[cfg(unix)]
+mod stop {
+    use std::io;
+    use std::net::TcpListener;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    /// The read end of a self-pipe that SIGTERM and SIGINT write to.
+    pub struct Stop(UnixStream);
+
+    impl Stop {
+        pub fn install() -> io::Result<Self> {
+            let (wake, wake_writer) = UnixStream::pair()?;
+            signal_hook::low_level::pipe::register(
+                signal_hook::consts::SIGTERM,
+                wake_writer.try_clone()?,
+            )?;
+            signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, wake_writer)?;
+            Ok(Stop(wake))
+        }
+
+        /// Waits until the listener has a connection (`true`) or a stop
+        /// signal arrived (`false`).
+        pub fn wait_for_connection(&self, listener: &TcpListener) -> io::Result<bool> {
+            let mut fds = [listener.as_raw_fd(), self.0.as_raw_fd()].map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            loop {
+                // SAFETY: `fds` is an array of two initialised pollfds that
+                // outlives the call, and both fds are borrowed from open
+                // sockets.
+                let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+                if n < 0 {
+                    let err = io::Error::last_os_error();
+                    if err.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(err);
+                }
+                if fds[1].revents != 0 {
+                    return Ok(false);
+                }
+                if fds[0].revents != 0 {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+}
+
+/// The stop signal, and waiting for a connection or for it.
+#[cfg(windows)]
+mod stop {
+    use std::io;
+    use std::net::TcpListener;
+    use std::os::windows::io::AsRawSocket;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use windows_sys::Win32::Networking::WinSock::{POLLRDNORM, SOCKET_ERROR, WSAPOLLFD, WSAPoll};
+
+    /// Set by the console control handler on `CTRL_BREAK_EVENT` (devsup's
+    /// drain signal) or Ctrl-C.
+    pub struct Stop(Arc<AtomicBool>);
+
+    impl Stop {
+        pub fn install() -> io::Result<Self> {
+            let stop = Arc::new(AtomicBool::new(false));
+            let set = stop.clone();
+            ctrlc::set_handler(move || set.store(true, Ordering::Relaxed))
+                .map_err(io::Error::other)?;
+            Ok(Stop(stop))
+        }
+
+        /// Waits until the listener has a connection (`true`) or a stop
+        /// signal arrived (`false`), looking at the flag every 10 ms.
+        pub fn wait_for_connection(&self, listener: &TcpListener) -> io::Result<bool> {
+            let mut fds = [WSAPOLLFD {
+                fd: listener.as_raw_socket() as _,
+                events: POLLRDNORM,
+                revents: 0,
+            }];
+            loop {
+                if self.0.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
+                // SAFETY: `fds` is one initialised WSAPOLLFD that outlives the
+                // call, and its socket is borrowed from the open listener.
+                let n = unsafe { WSAPoll(fds.as_mut_ptr(), fds.len() as u32, 10) };
+                if n == SOCKET_ERROR {
+                    return Err(io::Error::last_os_error());
+                }
+                if n > 0 {
+                    return Ok(true);
+                }
+            }
+        }
+    }
 }

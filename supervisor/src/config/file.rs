@@ -294,7 +294,7 @@ fn command_words(command: Many) -> anyhow::Result<Vec<String>> {
 mod tests {
     use std::time::Duration;
 
-    use nix::sys::signal::Signal;
+    use crate::signal::Signal;
 
     use std::collections::BTreeSet;
 
@@ -422,7 +422,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.events,
-            Some(crate::report::events::Target::Socket("ev.sock".into()))
+            Some(crate::report::Target::Socket("ev.sock".into()))
         );
         let c = run(
             &["--events", "-"],
@@ -430,7 +430,7 @@ mod tests {
             "port = 1\nevents = \"e.json\"\ncommand = \"x\"\n",
         )
         .unwrap();
-        assert_eq!(c.events, Some(crate::report::events::Target::Stdout));
+        assert_eq!(c.events, Some(crate::report::Target::Stdout));
         let e = run(
             &[],
             "devsup.toml",

@@ -9,17 +9,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use crate::signal::Signal;
 
 use crate::cargo::{self, Inferred};
 use crate::machine::{Policy, ReadyRule};
-use crate::process::Program;
-use crate::report::events::Target;
+use crate::program::Program;
+use crate::report::Target;
 use crate::sockets::{self, Addr, SocketSpec};
 use crate::sources::watch::WatchConfig;
 
 mod file;
-#[cfg(test)]
+#[cfg(all(test, unix))]
 pub(crate) use file::FileConfig;
 
 /// `--backlog`'s default.
@@ -232,6 +232,7 @@ impl Config {
 
     /// The config file's `events` (`file`, else devsup.toml or
     /// `[package.metadata.devsup]` in `cwd`), for `devsup status`.
+    #[cfg(unix)]
     pub(crate) fn file_events(cwd: &Path, file: Option<&Path>) -> anyhow::Result<Option<String>> {
         Ok(file::load(cwd, file)?.and_then(|(_, file)| file.events))
     }
@@ -563,7 +564,9 @@ mod tests {
 
     /// With no command, devsup watches the Cargo workspace, less a target
     /// directory inside it (here `[build] target-dir = "out"`), whose
-    /// writes would otherwise reload after every build.
+    /// writes would otherwise reload after every build. Unix only, as is
+    /// the inferred build (the Windows executor refuses it so far).
+    #[cfg(unix)]
     #[test]
     fn no_command_watches_the_workspace_but_not_its_target_dir() {
         let dir = tempfile::tempdir().unwrap();

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::signal::Signal;
 use devsup_protocol::Message;
-use nix::sys::signal::Signal;
 
 use super::*;
 use crate::event::{Event, Exit, StopCause, Trigger};

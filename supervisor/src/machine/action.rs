@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use nix::sys::signal::Signal;
+use crate::signal::Signal;
 
 use crate::event::GenId;
 use crate::step::{DrainReason, KillReason, Step, us};

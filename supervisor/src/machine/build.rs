@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use nix::sys::signal::Signal;
+use crate::signal::Signal;
 
 use super::{Action, BUILD_CANCEL_GRACE, State, report};
 use crate::event::Exit;

@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
+use crate::signal::Signal;
 use devsup_protocol::Message;
-use nix::sys::signal::Signal;
 
 use super::{
     Action, Generation, Phase, READINESS_PROBE, ReadyRule, SignalReason, State, note, report,

@@ -62,7 +62,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
+use crate::signal::Signal;
 
 #[cfg(doc)]
 use crate::event::Event::{Listening, ProbeFailed};

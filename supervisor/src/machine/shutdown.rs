@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use nix::sys::signal::Signal;
+use crate::signal::Signal;
 
 use super::{Action, Phase, SignalReason, State, report};
 use crate::event::{GenId, StopCause};

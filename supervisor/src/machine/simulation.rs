@@ -40,8 +40,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::signal::Signal;
 use devsup_protocol::Message;
-use nix::sys::signal::Signal;
 
 use super::*;
 use crate::event::{Exit, StopCause};

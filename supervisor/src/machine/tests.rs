@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::signal::Signal;
 use devsup_protocol::Message;
-use nix::sys::signal::Signal;
 
 use super::*;
 use crate::event::{Exit, StopCause};
@@ -269,7 +269,7 @@ fn no_ready_within_the_timeout_drains_the_new_generation() {
     let a = sim.tick();
     assert_eq!(sim.now, spawned_at + Duration::from_secs(70));
     assert_eq!(signals(&a), [(2, Signal::SIGKILL)]);
-    sim.exited(2, Exit::Signal(libc::SIGKILL));
+    sim.exited(2, Exit::Signal(Signal::SIGKILL as i32));
     assert_eq!(sim.state.live_generations(), [1]);
 }
 
@@ -546,7 +546,7 @@ fn second_shutdown_kills_and_exit_status_says_so() {
     });
     assert_eq!(signals(&a), [(1, Signal::SIGKILL)]);
     assert_eq!(
-        sim.exited(1, Exit::Signal(libc::SIGKILL)),
+        sim.exited(1, Exit::Signal(Signal::SIGKILL as i32)),
         [Action::Exit(1)]
     );
 }

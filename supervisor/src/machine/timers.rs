@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use nix::sys::signal::Signal;
+use crate::signal::Signal;
 
 use super::{Action, BUILD_CANCEL_GRACE, Phase, ReadyRule, SignalReason, State, report};
 #[cfg(doc)]

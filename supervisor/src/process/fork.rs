@@ -10,9 +10,9 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
+use crate::signal::Signal;
 use anyhow::Context;
 use devsup_protocol as proto;
-use nix::sys::signal::Signal;
 
 use super::ExecStatus;
 use crate::platform;

@@ -21,79 +21,16 @@ use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, bail};
+use crate::signal::Signal;
+use anyhow::Context;
 use devsup_protocol as proto;
-use nix::sys::signal::Signal;
 
 use crate::platform;
 use fork::{ExecPlan, LISTEN_PID_PREFIX, PID_DIGITS, fork_exec};
 
-/// The program to run as a generation, resolved once.
-#[derive(Debug, Clone)]
-pub(crate) struct Program {
-    /// The command as given (`argv[0]` and arguments); never empty.
-    argv: Vec<OsString>,
-}
-
-impl Program {
-    /// Takes the command line given after `--`.
-    pub(crate) fn new(argv: Vec<OsString>) -> anyhow::Result<Self> {
-        if argv.is_empty() {
-            bail!(
-                "no command to run: put the server command after `--`, e.g. `devsup --port 8080 -- ./target/debug/server`"
-            );
-        }
-        Ok(Program { argv })
-    }
-
-    /// The command as given (`argv[0]` and arguments).
-    #[cfg(test)]
-    pub(crate) fn argv(&self) -> &[OsString] {
-        &self.argv
-    }
-
-    /// Finds the executable: a path as given, or the first match in `PATH`.
-    pub(crate) fn resolve(&self) -> anyhow::Result<PathBuf> {
-        resolve_executable(&self.argv[0])
-    }
-}
-
-/// Finds an executable the way `execvp` would, and says why when it can't.
-pub(crate) fn resolve_executable(name: &OsStr) -> anyhow::Result<PathBuf> {
-    let shown = Path::new(name).display();
-    if name.as_bytes().contains(&b'/') {
-        let path = PathBuf::from(name);
-        check_executable(&path).with_context(|| format!("cannot run {shown}"))?;
-        return Ok(path);
-    }
-    let path_var = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    for dir in std::env::split_paths(&path_var) {
-        let candidate = dir.join(name);
-        if check_executable(&candidate).is_ok() {
-            return Ok(candidate);
-        }
-    }
-    bail!("command not found: {shown} is not in PATH; give its path, e.g. ./target/debug/{shown}")
-}
-
-fn check_executable(path: &Path) -> anyhow::Result<()> {
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => {
-            anyhow::anyhow!("no such file (build it first, or pass --build)")
-        }
-        _ => e.into(),
-    })?;
-    if meta.is_dir() {
-        bail!("it is a directory");
-    }
-    if meta.permissions().mode() & 0o111 == 0 {
-        bail!("it is not executable (chmod +x it)");
-    }
-    Ok(())
-}
+pub(crate) use crate::program::Program;
 
 /// Why `execve(path)` failed, for the log: the error, except that a
 /// missing `#!` interpreter is named as such (the kernel says `ENOENT`,
@@ -417,20 +354,6 @@ mod stdio;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resolve_finds_programs_and_explains_failures() {
-        assert!(resolve_executable(OsStr::new("sh")).unwrap().is_absolute());
-        let e = resolve_executable(OsStr::new("no-such-program-devsup")).unwrap_err();
-        assert!(e.to_string().contains("command not found"), "{e}");
-        let e = resolve_executable(OsStr::new("./no/such/file")).unwrap_err();
-        assert!(format!("{e:#}").contains("no such file"), "{e:#}");
-        let file = std::env::temp_dir().join(format!("devsup-not-exec-{}", std::process::id()));
-        std::fs::write(&file, "").unwrap();
-        let e = resolve_executable(file.as_os_str()).unwrap_err();
-        std::fs::remove_file(&file).unwrap();
-        assert!(format!("{e:#}").contains("not executable"), "{e:#}");
-    }
 
     /// A 200 KB build command said "exited with status 127" and no
     /// reason (issue 19, defect 8): the exec status says why, and the

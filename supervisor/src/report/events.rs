@@ -20,7 +20,6 @@ use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -79,38 +78,7 @@ impl Outlet {
     }
 }
 
-/// Where `--events` writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Target {
-    /// `-`: stdout.
-    Stdout,
-    /// A file, created or truncated.
-    File(PathBuf),
-    /// `unix::PATH`: a socket devsup listens on.
-    Socket(PathBuf),
-}
-
-impl FromStr for Target {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Target, String> {
-        if s == "-" {
-            return Ok(Target::Stdout);
-        }
-        if let Some(path) = s.strip_prefix("unix::") {
-            if path.is_empty() {
-                return Err(format!(
-                    "empty socket path in {s:?}: write unix::PATH, e.g. unix::.devsup/events.sock"
-                ));
-            }
-            return Ok(Target::Socket(path.into()));
-        }
-        if s.is_empty() {
-            return Err("empty --events path: give a file, - for stdout, or unix::PATH".into());
-        }
-        Ok(Target::File(s.into()))
-    }
-}
+pub(crate) use super::target::Target;
 
 /// The event outputs; dropping it removes the socket files, and the
 /// status sockets' directory once no other devsup has one there.

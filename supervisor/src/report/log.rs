@@ -685,6 +685,9 @@ fn trouble_text(trouble: &Trouble) -> String {
             "live reload: cannot answer on the served ports while no generation runs ({why}); \
              connections wait for the next generation instead"
         ),
+        Trouble::SignalFailed { signal, pid, error } => {
+            format!("cannot send {signal} to process group {pid}: {error}")
+        }
     }
 }
 
@@ -1427,6 +1430,14 @@ mod tests {
             (
                 Step::Trouble(Trouble::WaitFailed("EINVAL".into())),
                 "warning: waitpid failed: EINVAL",
+            ),
+            (
+                Step::Trouble(Trouble::SignalFailed {
+                    signal: "CTRL_BREAK_EVENT".into(),
+                    pid: 42,
+                    error: "Access is denied. (os error 5)".into(),
+                }),
+                "warning: cannot send CTRL_BREAK_EVENT to process group 42: Access is denied. (os error 5)",
             ),
             (
                 Step::Trouble(Trouble::NoStatusSocket(

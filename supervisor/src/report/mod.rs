@@ -12,8 +12,16 @@
 //! Every JSON object carries the schema version `v`, a UTC timestamp `ts`
 //! and the generation `gen` it is about (or `null`), then the step's own
 //! fields (see [`crate::step`] and `docs/events.md`).
+#![cfg_attr(
+    windows,
+    allow(
+        dead_code,
+        reason = "the wire form is for the Unix-only subscribers (--events, devsup status)"
+    )
+)]
 
 use std::fmt;
+#[cfg(unix)]
 use std::os::fd::OwnedFd;
 #[cfg(test)]
 use std::sync::mpsc::{self, Receiver};
@@ -25,10 +33,15 @@ use serde::Serialize;
 use crate::event::GenId;
 use crate::step::Step;
 
+#[cfg(unix)]
 pub(crate) mod events;
 pub(crate) mod log;
+#[cfg(unix)]
 pub(crate) mod status;
+#[cfg(unix)]
 pub(crate) mod systemd;
+mod target;
+pub(crate) use target::Target;
 
 /// The version of the wire schema; raised on any incompatible change.
 pub(crate) const SCHEMA_VERSION: u32 = 1;
@@ -36,6 +49,7 @@ pub(crate) const SCHEMA_VERSION: u32 = 1;
 /// The outputs every step goes to besides the log, set up at start-up:
 /// `--events`, the status socket and, under systemd, the notifier. Keep it
 /// alive while devsup runs: dropping it removes the socket files.
+#[cfg(unix)]
 pub(crate) fn start(
     events: Option<&events::Target>,
     events_stdout: Option<OwnedFd>,
@@ -92,6 +106,7 @@ fn wire_json(at: SystemTime, generation: Option<GenId>, body: &impl Serialize) -
 
 /// Objects of the stream that are not steps: the `status` each socket
 /// client reads first.
+#[cfg(unix)]
 #[derive(Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 enum Snapshot<'a> {
@@ -99,6 +114,7 @@ enum Snapshot<'a> {
 }
 
 /// The `status` object, now, as one line of JSON.
+#[cfg(unix)]
 pub(crate) fn status_json(status: &status::Status) -> String {
     wire_json(SystemTime::now(), status.active, &Snapshot::Status(status))
 }
@@ -257,6 +273,7 @@ mod tests {
         assert!(!reporter.is_active());
     }
 
+    #[cfg(unix)]
     #[test]
     fn the_status_object_has_the_common_fields_and_its_kind() {
         let mut status = status::Status::new();

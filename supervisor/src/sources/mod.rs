@@ -7,13 +7,15 @@
 //! `Step::Restless` (a path that holds every reload back), through
 //! `crate::report::log::write`.
 //!
-//! - [`signals`]: SIGHUP, SIGINT, SIGTERM and SIGCHLD.
+//! - [`signals`]: SIGHUP, SIGINT, SIGTERM and SIGCHLD; on Windows, Ctrl-C
+//!   and Ctrl-Break at devsup's console.
 //! - [`terminal`]: `r` / `q` + Enter, when stdin is a terminal.
 //! - [`watch`]: file changes, filtered and debounced into one event a burst.
 //! - [`ready_channel`]: each generation's ready channel (protocol lines).
 //! - [`notify`]: each generation's `NOTIFY_SOCKET` (sd_notify datagrams,
-//!   `FDSTORE=1` fds).
+//!   `FDSTORE=1` fds); Unix only.
 
+#[cfg(unix)]
 pub(crate) mod notify;
 pub(crate) mod ready_channel;
 pub(crate) mod signals;

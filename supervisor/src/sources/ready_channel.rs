@@ -8,17 +8,26 @@
 //! without its newline, at end of file or after a pause of [`LINE_PAUSE`].
 
 use std::io::Read;
-use std::os::fd::OwnedFd;
 use std::sync::mpsc::Sender;
-use std::time::{Duration, Instant};
+#[cfg(unix)]
+use std::time::Duration;
+use std::time::Instant;
 
 use devsup_protocol as proto;
 use tracing::{debug, warn};
 
 use crate::event::{Event, GenId, Input};
 
+/// devsup's end of a ready channel: the socket pair's on Unix; on Windows
+/// the read end of the anonymous pipe named by `DEVSUP_READY_HANDLE`.
+#[cfg(unix)]
+pub(crate) type ChannelEnd = std::os::fd::OwnedFd;
+#[cfg(windows)]
+pub(crate) type ChannelEnd = std::fs::File;
+
 /// How long a message without its newline waits for the rest before it is
 /// taken as a whole line.
+#[cfg(unix)]
 const LINE_PAUSE: Duration = Duration::from_millis(200);
 
 /// Most warnings logged about one generation's bad messages, so that a
@@ -28,7 +37,7 @@ const MAX_WARNINGS: u32 = 5;
 /// Reads one generation's ready channel until EOF (its whole group is gone,
 /// or it closed the channel). Lines longer than [`proto::MAX_LINE`] are
 /// skipped; bad lines are warned about; nothing read here can stop devsup.
-pub(crate) fn spawn_reader(gen_id: GenId, channel: OwnedFd, tx: Sender<Input>) {
+pub(crate) fn spawn_reader(gen_id: GenId, channel: ChannelEnd, tx: Sender<Input>) {
     let spawned = std::thread::Builder::new()
         .name(format!("gen-{gen_id}-channel"))
         .spawn(move || read_channel(gen_id, channel, &tx));
@@ -40,8 +49,13 @@ pub(crate) fn spawn_reader(gen_id: GenId, channel: OwnedFd, tx: Sender<Input>) {
     }
 }
 
-fn read_channel(gen_id: GenId, channel: OwnedFd, tx: &Sender<Input>) {
+fn read_channel(gen_id: GenId, channel: ChannelEnd, tx: &Sender<Input>) {
+    #[cfg(unix)]
     let mut stream = std::os::unix::net::UnixStream::from(channel);
+    // An anonymous pipe has no read timeout: a last line without its
+    // newline is taken at end of file only.
+    #[cfg(windows)]
+    let mut stream = channel;
     let mut lines = Lines {
         gen_id,
         tx,
@@ -58,6 +72,7 @@ fn read_channel(gen_id: GenId, channel: OwnedFd, tx: &Sender<Input>) {
         let pending = lines.pending();
         if pending != paused {
             paused = pending;
+            #[cfg(unix)]
             let _ = stream.set_read_timeout(pending.then_some(LINE_PAUSE));
         }
         let n = match stream.read(&mut buf) {

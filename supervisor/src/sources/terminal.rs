@@ -9,6 +9,7 @@ use std::io::{BufRead, IsTerminal};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
+#[cfg(unix)]
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 
 use tracing::{debug, info};
@@ -47,9 +48,12 @@ const BACKGROUND_POLL: Duration = Duration::from_millis(100);
 
 /// Whether devsup's process group is the terminal's foreground group, as
 /// far as can be told: a terminal that is not devsup's controlling one has
-/// none, and no SIGTTIN either.
+/// none, and no SIGTTIN either. Never on Windows, which has no job control.
 fn background() -> bool {
-    nix::unistd::tcgetpgrp(std::io::stdin()).is_ok_and(|fg| fg != nix::unistd::getpgrp())
+    #[cfg(unix)]
+    return nix::unistd::tcgetpgrp(std::io::stdin()).is_ok_and(|fg| fg != nix::unistd::getpgrp());
+    #[cfg(not(unix))]
+    false
 }
 
 /// Reads `r` / `q` lines until end of file or until the terminal is gone.
@@ -60,10 +64,13 @@ fn background() -> bool {
 /// for itself, which makes such a read fail with `EIO` instead, and waits
 /// until devsup is back in the foreground.
 fn read_keys(tx: &Sender<Input>) {
-    let mut ttin = SigSet::empty();
-    ttin.add(Signal::SIGTTIN);
-    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttin), None) {
-        debug!("cannot block SIGTTIN in the key thread: {e}");
+    #[cfg(unix)]
+    {
+        let mut ttin = SigSet::empty();
+        ttin.add(Signal::SIGTTIN);
+        if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttin), None) {
+            debug!("cannot block SIGTTIN in the key thread: {e}");
+        }
     }
     let stdin = std::io::stdin();
     let mut line = String::new();
@@ -78,6 +85,7 @@ fn read_keys(tx: &Sender<Input>) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             // Moved to the background while reading.
+            #[cfg(unix)]
             Err(e) if e.raw_os_error() == Some(libc::EIO) && background() => continue,
             Err(_) => return,
         }

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -178,7 +177,8 @@ struct EnvQuery {
 
 async fn env(State(id): AppState, Query(q): Query<EnvQuery>) -> Response {
     match id.env.get(OsString::from(&q.name).as_os_str()) {
-        Some(value) => value.as_bytes().to_vec().into_response(),
+        // The bytes as they are on Unix (WTF-8 on Windows).
+        Some(value) => value.as_encoded_bytes().to_vec().into_response(),
         None => (StatusCode::NOT_FOUND, format!("{} is not set\n", q.name)).into_response(),
     }
 }
@@ -229,7 +229,7 @@ fn open_fds() -> std::io::Result<Vec<u32>> {
     Ok(fds)
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

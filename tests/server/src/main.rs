@@ -148,13 +148,22 @@ fn stop_signal(ignore_term: bool, tag: String) -> std::io::Result<StopFuture> {
     if !ignore_term {
         return Ok(Box::pin(devsup_serve::shutdown_signal()?));
     }
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    #[cfg(unix)]
+    let (mut term, mut int, drain) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate())?;
+        (term, signal(SignalKind::interrupt())?, "SIGTERM")
+    };
+    // On Windows the drain signal is CTRL_BREAK_EVENT, and Ctrl-C interrupts.
+    #[cfg(windows)]
+    let (mut term, mut int, drain) = {
+        use tokio::signal::windows::{ctrl_break, ctrl_c};
+        (ctrl_break()?, ctrl_c()?, "CTRL_BREAK_EVENT")
+    };
     Ok(Box::pin(async move {
         loop {
             tokio::select! {
-                _ = term.recv() => log!(tag, "ignoring SIGTERM (--ignore-drain)"),
+                _ = term.recv() => log!(tag, "ignoring {drain} (--ignore-drain)"),
                 _ = int.recv() => return StopSignal::Interrupt,
             }
         }

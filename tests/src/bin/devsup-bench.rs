@@ -65,23 +65,34 @@
 //! This file holds the command line and the handoff part; every other part
 //! is in `bench/`.
 
+#[cfg(unix)]
 mod bench;
+#[cfg(unix)]
 #[path = "bench/unchanged.rs"]
 mod unchanged;
 
+#[cfg(unix)]
 use std::process::ExitCode;
+#[cfg(unix)]
 use std::time::{Duration, Instant};
 
+#[cfg(unix)]
 use clap::{Parser, ValueEnum};
+#[cfg(unix)]
 use devsup_tests::devlog::HandoffTimings;
+#[cfg(unix)]
 use devsup_tests::harness::{self, Devsup, TIMEOUT};
+#[cfg(unix)]
 use devsup_tests::load::{self, LoadConfig, LoadReport, Mode};
 
+#[cfg(unix)]
 use bench::plot::{self, Line};
+#[cfg(unix)]
 use bench::record::{self, Phase};
 
 /// Load devsup's reference server while devsup reloads it, and compare with
 /// no reloads.
+#[cfg(unix)]
 #[derive(Debug, Parser)]
 #[command(name = "devsup-bench")]
 struct Args {
@@ -170,6 +181,7 @@ struct Args {
 }
 
 /// A part of the benchmark.
+#[cfg(unix)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Part {
     /// Load, steady and under a reload storm; handoff timings.
@@ -196,6 +208,7 @@ enum Part {
 }
 
 /// One mode's results.
+#[cfg(unix)]
 struct ModeResult {
     mode: Mode,
     steady: LoadReport,
@@ -207,6 +220,7 @@ struct ModeResult {
     phases: [Phase; 2],
 }
 
+#[cfg(unix)]
 fn main() -> ExitCode {
     let args = Args::parse();
     let parts = if args.only.is_empty() {
@@ -335,6 +349,7 @@ fn main() -> ExitCode {
 
 /// The handoff part: load, steady and under a reload storm, per mode;
 /// returns the files written.
+#[cfg(unix)]
 fn handoff(args: &Args, out: &std::path::Path) -> Vec<std::path::PathBuf> {
     let load_before = bench::loadavg();
     let interval = Duration::from_millis(args.interval.max(1));
@@ -400,6 +415,7 @@ fn handoff(args: &Args, out: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// The compare part; returns the files written.
+#[cfg(unix)]
 fn compare(args: &Args, out: &std::path::Path) -> Vec<std::path::PathBuf> {
     let load_before = bench::loadavg();
     let plan = bench::compare::Plan {
@@ -446,6 +462,7 @@ fn compare(args: &Args, out: &std::path::Path) -> Vec<std::path::PathBuf> {
     written
 }
 
+#[cfg(unix)]
 fn bench_mode(
     args: &Args,
     mode: Mode,
@@ -516,6 +533,7 @@ fn bench_mode(
 
 /// devsup on the reference server, generation 1 ready, in a new
 /// directory (kept as long as the returned guard).
+#[cfg(unix)]
 fn start_devsup(args: &Args) -> (Devsup, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temporary directory");
     // At info level: the handoff lines are the measurement.
@@ -525,6 +543,7 @@ fn start_devsup(args: &Args) -> (Devsup, tempfile::TempDir) {
     (devsup, dir)
 }
 
+#[cfg(unix)]
 fn print_results(results: &[ModeResult]) {
     println!();
     println!(
@@ -599,6 +618,7 @@ fn print_results(results: &[ModeResult]) {
 }
 
 /// A duration with about 3 significant figures: `812us`, `1.23ms`, `2.50s`.
+#[cfg(unix)]
 fn fmt(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1e3;
     match ms {
@@ -608,4 +628,13 @@ fn fmt(d: Duration) -> String {
         ms if ms < 1000.0 => format!("{ms:.0}ms"),
         ms => format!("{:.2}s", ms / 1e3),
     }
+}
+
+/// devsup-bench is Unix-only: on other platforms it compiles to this one loud line.
+#[cfg(not(unix))]
+fn main() -> std::process::ExitCode {
+    eprintln!(
+        "devsup-bench: runs on Unix only (it drives devsup through the Unix-only harness (signals, process groups, /proc)); nothing was run"
+    );
+    std::process::ExitCode::from(2)
 }

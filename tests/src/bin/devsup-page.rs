@@ -18,17 +18,27 @@
 //! starts in a millisecond or two and the benchmark measures devsup and the
 //! browser, not an interpreter's start-up.
 
+#[cfg(unix)]
 use std::io::{self, Read, Write};
+#[cfg(unix)]
 use std::net::{TcpListener, TcpStream};
+#[cfg(unix)]
 use std::os::fd::{AsFd, FromRawFd};
+#[cfg(unix)]
 use std::process::ExitCode;
+#[cfg(unix)]
 use std::sync::Arc;
+#[cfg(unix)]
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+#[cfg(unix)]
 use std::time::{Duration, Instant};
 
+#[cfg(unix)]
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+#[cfg(unix)]
 use nix::sys::signal::{SigSet, Signal};
 
+#[cfg(unix)]
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -39,6 +49,7 @@ fn main() -> ExitCode {
     }
 }
 
+#[cfg(unix)]
 fn run() -> io::Result<()> {
     let file = std::env::args()
         .nth(1)
@@ -94,10 +105,12 @@ fn run() -> io::Result<()> {
     Ok(())
 }
 
+#[cfg(unix)]
 fn env_ms(key: &str) -> Option<u64> {
     std::env::var(key).ok()?.parse().ok()
 }
 
+#[cfg(unix)]
 fn accept_loop(
     listener: &TcpListener,
     stop: &AtomicBool,
@@ -139,6 +152,7 @@ fn accept_loop(
     }
 }
 
+#[cfg(unix)]
 fn handle(mut stream: TcpStream, page: &str, data: &str) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -169,6 +183,7 @@ fn handle(mut stream: TcpStream, page: &str, data: &str) -> io::Result<()> {
     stream.flush()
 }
 
+#[cfg(unix)]
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -176,6 +191,7 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+#[cfg(unix)]
 fn page(content: &str, generation: &str, livereload: Option<&str>) -> String {
     let tag = livereload
         .map(|url| {
@@ -225,4 +241,13 @@ h1 {{ font-size: 28px; }}
 </html>
 "##
     )
+}
+
+/// devsup-page is Unix-only: on other platforms it compiles to this one loud line.
+#[cfg(not(unix))]
+fn main() -> std::process::ExitCode {
+    eprintln!(
+        "devsup-page: runs on Unix only (it drains on SIGTERM, waiting in poll(2) with a blocked signal set); nothing was run"
+    );
+    std::process::ExitCode::from(2)
 }

@@ -33,9 +33,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use crate::signal::Signal;
 use anyhow::Context;
 use ignore::gitignore::Gitignore;
-use nix::sys::signal::Signal;
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
 use tracing::{debug, info, warn};
@@ -212,12 +212,24 @@ fn poll_watcher(
 struct DirId(u64, u64);
 
 impl DirId {
+    #[cfg(unix)]
     fn of(dir: &Path) -> Option<DirId> {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(dir)
             .ok()
             .filter(|m| m.is_dir())
             .map(|m| DirId(m.dev(), m.ino()))
+    }
+
+    /// On Windows std gives no file id on stable Rust: the canonical path
+    /// (which resolves links and junctions), hashed, stands for it.
+    #[cfg(not(unix))]
+    fn of(dir: &Path) -> Option<DirId> {
+        use std::hash::{Hash, Hasher};
+        let canonical = std::fs::canonicalize(dir).ok().filter(|p| p.is_dir())?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        canonical.hash(&mut hasher);
+        Some(DirId(hasher.finish(), 0))
     }
 }
 

@@ -7,7 +7,9 @@
 //! compared by device and inode too, since nothing says under which path
 //! the shell opened them (`/proc/self/fd/N` gives one, for a delete).
 
+#[cfg(unix)]
 use std::os::fd::BorrowedFd;
+#[cfg(unix)]
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 pub(super) struct Own {
     paths: Vec<PathBuf>,
     /// Device and inode of stdout and stderr, when they are files.
+    #[cfg(unix)]
     ids: Vec<(u64, u64)>,
 }
 
@@ -23,10 +26,15 @@ impl Own {
     /// `paths` (the `--events` file, unix socket paths), and devsup's
     /// stdout and stderr where they are regular files.
     pub(super) fn new(paths: &[PathBuf]) -> Own {
+        #[cfg_attr(not(unix), allow(unused_mut))]
         let mut own = Own {
             paths: paths.iter().filter_map(|p| absolute(p)).collect(),
+            #[cfg(unix)]
             ids: Vec::new(),
         };
+        // Where stdout and stderr are files (Unix only: Windows has no
+        // inode to compare by).
+        #[cfg(unix)]
         for fd in [1, 2] {
             // SAFETY: fds 1 and 2 are open for devsup's whole life (Rust's
             // runtime opens /dev/null on a closed one at start); borrowed
@@ -52,8 +60,11 @@ impl Own {
         if self.paths.iter().any(|p| p == path) {
             return true;
         }
-        !self.ids.is_empty()
-            && std::fs::metadata(path).is_ok_and(|m| self.ids.contains(&(m.dev(), m.ino())))
+        #[cfg(unix)]
+        return !self.ids.is_empty()
+            && std::fs::metadata(path).is_ok_and(|m| self.ids.contains(&(m.dev(), m.ino())));
+        #[cfg(not(unix))]
+        false
     }
 }
 

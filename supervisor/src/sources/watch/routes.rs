@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::signal::Signal;
 use anyhow::Context;
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use nix::sys::signal::Signal;
 
 use super::WatchConfig;
 
