@@ -153,6 +153,11 @@ pub struct SoakReport {
     pub kinds: Vec<KindReport>,
     /// devsup with gen 1 ready and the clients connected.
     pub first: Sample,
+    /// devsup a third of the way through the actions: by then every kind
+    /// of action has run many times, so RSS growth from here to `last` is
+    /// what a longer run would keep adding, and growth before it is the
+    /// allocator and buffers reaching their working size.
+    pub third: Sample,
     /// devsup at the end, once only the active generation was left (or
     /// [`TIMEOUT`] passed).
     pub last: Sample,
@@ -208,9 +213,14 @@ pub fn run(config: &SoakConfig) -> SoakReport {
 
     let mut soak = Soak::new(&devsup, dir.path(), config.seed);
     let started = Instant::now();
+    let mut third = None;
     while started.elapsed() < config.duration {
         soak.step();
+        if third.is_none() && started.elapsed() >= config.duration / 3 {
+            third = Some(Sample::take(devsup.pid()));
+        }
     }
+    let third = third.unwrap_or_else(|| Sample::take(devsup.pid()));
     let elapsed = started.elapsed();
     let (actions, kills) = (soak.actions, soak.kills);
 
@@ -257,6 +267,7 @@ pub fn run(config: &SoakConfig) -> SoakReport {
         actions,
         kinds,
         first,
+        third,
         last,
         left_behind,
         exit_code,
@@ -506,8 +517,16 @@ pub fn table(r: &SoakReport) -> String {
     }
     let _ = writeln!(
         out,
-        "devsup first / last: fds {} / {}, threads {} / {}, RSS {} / {} KiB",
-        r.first.fds, r.last.fds, r.first.threads, r.last.threads, r.first.rss_kib, r.last.rss_kib
+        "devsup first / a third in / last: fds {} / {} / {}, threads {} / {} / {}, RSS {} / {} / {} KiB",
+        r.first.fds,
+        r.third.fds,
+        r.last.fds,
+        r.first.threads,
+        r.third.threads,
+        r.last.threads,
+        r.first.rss_kib,
+        r.third.rss_kib,
+        r.last.rss_kib
     );
     let _ = write!(
         out,
