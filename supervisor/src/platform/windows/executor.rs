@@ -11,7 +11,8 @@
 //! - A build step runs as `cmd /C CMD` in a Job Object too, its output
 //!   shown as devsup's own.
 //! - The drain signal is `CTRL_BREAK_EVENT` to the generation's group;
-//!   `SIGKILL` (the drain timeout, a second Ctrl-C) is `TerminateJobObject`.
+//!   the kill (the drain timeout, a second Ctrl-C; `SIGKILL` in the state
+//!   machine) is `TerminateJobObject`, and the log says so.
 //! - Each process has a waiter thread, which waits for the process and then
 //!   for its job to be empty (a generation is gone only when all its
 //!   processes are), then says so on the loop's channel
@@ -23,7 +24,7 @@
 //!   Unix when `/proc` cannot tell.
 //!
 //! Not carried out on Windows: the fd store (no fds to pass), `MAINPID=`,
-//! `--livereload`, `--events` and `--prefix` (refused at start-up by
+//! `--livereload`, `--events`, `--prefix` and `--signal-on` (refused at start-up by
 //! [`unsupported`]), and the inferred cargo build (which needs the build's
 //! output read: give the command after `--`).
 
@@ -70,6 +71,15 @@ pub(crate) fn unsupported(config: &Config) -> Option<&'static str> {
     }
     if config.prefix {
         return Some("--prefix is not supported on Windows yet");
+    }
+    if config
+        .watch
+        .as_ref()
+        .is_some_and(|w| !w.signal_on.is_empty())
+    {
+        return Some(
+            "--signal-on is not supported on Windows: the one signal devsup sends there is CTRL_BREAK_EVENT, the drain",
+        );
     }
     None
 }
