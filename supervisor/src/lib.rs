@@ -25,6 +25,7 @@
 //! `--livereload` and the event subscribers are Unix only. See the README's
 //! Platforms.
 
+mod build_output;
 mod cargo;
 mod cli;
 mod config;
