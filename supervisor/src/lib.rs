@@ -22,8 +22,9 @@
 //! On Windows the same loop and state machine run with the executor of
 //! `platform::windows` (Job Objects, `CTRL_BREAK_EVENT`, systemfd's socket
 //! passing); the guard, the process and `/proc` modules, the notify socket,
-//! `--livereload` and the event subscribers are Unix only. See the README's
-//! Platforms.
+//! `--livereload`, `devsup status`, the systemd notifier and `--events` to
+//! stdout or a unix socket are Unix only (`--events FILE` works on
+//! Windows). See the README's Platforms.
 
 mod build_output;
 mod cargo;
