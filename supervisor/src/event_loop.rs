@@ -33,7 +33,6 @@ use crate::event::{Event, Input, Trigger};
 use crate::executor::Executor;
 #[cfg(unix)]
 use crate::guard::Guard;
-#[cfg(unix)]
 use crate::livereload;
 use crate::machine::State;
 #[cfg(windows)]
@@ -155,7 +154,6 @@ fn start(config: Config) -> anyhow::Result<(Outputs, Receiver<Input>, State, Exe
             inherited: l.is_inherited(),
         });
     }
-    #[cfg(unix)]
     let livereload_env = livereload::start(config.livereload, config.editor.as_ref(), &reporter)?;
     let (tx, rx) = mpsc::channel();
     signals::spawn(tx.clone())?;
@@ -186,7 +184,10 @@ fn start(config: Config) -> anyhow::Result<(Outputs, Receiver<Input>, State, Exe
         exec
     };
     #[cfg(windows)]
-    let exec = Executor::new(config, listeners, tx, reporter, Vec::new())?;
+    let exec = {
+        let extra_env = livereload_env.into_iter().collect();
+        Executor::new(config, listeners, tx, reporter, extra_env)?
+    };
     Ok((outputs, rx, state, exec))
 }
 

@@ -22,9 +22,10 @@
 //! On Windows the same loop and state machine run with the executor of
 //! `platform::windows` (Job Objects, `CTRL_BREAK_EVENT`, systemfd's socket
 //! passing); the guard, the process and `/proc` modules, the notify socket,
-//! `--livereload`, `devsup status`, the systemd notifier and `--events` to
-//! stdout or a unix socket are Unix only (`--events FILE` works on
-//! Windows). See the README's Platforms.
+//! `devsup status`, the systemd notifier, `--events` to stdout or a unix
+//! socket and `--livereload`'s page while no generation runs are Unix only
+//! (`--events FILE` and `--livereload` work on Windows). See the README's
+//! Platforms.
 
 mod build_output;
 mod cargo;
@@ -37,7 +38,6 @@ mod event_loop;
 mod executor;
 #[cfg(unix)]
 mod guard;
-#[cfg(unix)]
 mod livereload;
 mod log;
 mod machine;

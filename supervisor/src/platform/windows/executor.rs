@@ -26,7 +26,7 @@
 //!   Unix when `/proc` cannot tell.
 //!
 //! Not carried out on Windows: the fd store (no fds to pass), `MAINPID=`,
-//! `--livereload`, `--prefix`, `--signal-on` (refused at start-up by
+//! `--prefix`, `--signal-on` (refused at start-up by
 //! [`unsupported`]), and the inferred cargo build (which needs the build's
 //! output read: give the command after `--`).
 
@@ -65,9 +65,6 @@ pub(crate) fn unsupported(config: &Config) -> Option<&'static str> {
         return Some(
             "with no command, devsup reads cargo's build messages, which it does not do on Windows yet: give the command after `--`, e.g. `devsup --build \"cargo build\" -- target\\debug\\server.exe`",
         );
-    }
-    if config.livereload.is_some() {
-        return Some("--livereload is not supported on Windows yet");
     }
     if config.prefix {
         return Some("--prefix is not supported on Windows yet");
