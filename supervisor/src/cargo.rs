@@ -157,7 +157,7 @@ fn pick_package<'m>(
                 )
             });
     }
-    let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_owned());
+    let cwd = dunce::canonicalize(cwd).unwrap_or_else(|_| cwd.to_owned());
     let here = members
         .iter()
         .filter(|p| {

@@ -117,7 +117,9 @@ pub(crate) fn signal_name(sig: i32) -> String {
 /// the log, as it reads to people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub(crate) enum StopCause {
-    /// SIGINT (Ctrl-C).
+    /// SIGINT (Ctrl-C); on Windows a Ctrl-C or Ctrl-Break at devsup's
+    /// console, or the console closing: "Ctrl-C" in the log, "SIGINT" on
+    /// the wire still.
     #[serde(rename = "SIGINT")]
     Sigint,
     /// SIGTERM (none on Windows).
@@ -135,6 +137,7 @@ pub(crate) enum StopCause {
 impl fmt::Display for StopCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            StopCause::Sigint if cfg!(windows) => "Ctrl-C",
             StopCause::Sigint => "SIGINT",
             StopCause::Sigterm => "SIGTERM",
             StopCause::Key => "q pressed",

@@ -33,7 +33,6 @@ use crate::event::{Event, Input, Trigger};
 use crate::executor::Executor;
 #[cfg(unix)]
 use crate::guard::Guard;
-#[cfg(unix)]
 use crate::livereload;
 use crate::machine::State;
 #[cfg(windows)]
@@ -43,12 +42,10 @@ use crate::sockets;
 use crate::sources::{signals, terminal, watch};
 use crate::step::Step;
 
-/// What must live as long as the loop: the event outputs (Unix; they
-/// remove their sockets when dropped).
-#[cfg(unix)]
+/// What must live as long as the loop: the event outputs (they let the
+/// last lines reach their readers, and on Unix remove their sockets, when
+/// dropped).
 type Outputs = report::events::Events;
-#[cfg(windows)]
-type Outputs = ();
 
 /// Runs devsup until it is told to stop; returns its exit status.
 pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
@@ -92,7 +89,8 @@ pub(crate) fn run(config: Config) -> anyhow::Result<u8> {
 /// event outputs, the loop's channel, the state machine and the executor.
 ///
 /// On Windows there is no guard (every process is in a Job Object that
-/// ends with devsup), no subreaper, socket activation or subscribers, and
+/// ends with devsup), no subreaper, socket activation, status socket or
+/// systemd notifier (`--events FILE` is the one subscriber there), and
 /// options the Windows executor cannot carry out are refused here.
 fn start(config: Config) -> anyhow::Result<(Outputs, Receiver<Input>, State, Executor)> {
     #[cfg(windows)]
@@ -139,7 +137,7 @@ fn start(config: Config) -> anyhow::Result<(Outputs, Receiver<Input>, State, Exe
     #[cfg(unix)]
     outputs.remove_on_death(&mut guard);
     #[cfg(windows)]
-    let outputs = ();
+    let outputs = report::events::setup(config.events.as_ref(), &reporter)?;
     let listeners = match inherited {
         Some(listeners) => listeners,
         None => sockets::bind_all(&config.sockets, config.backlog)?,
@@ -156,7 +154,6 @@ fn start(config: Config) -> anyhow::Result<(Outputs, Receiver<Input>, State, Exe
             inherited: l.is_inherited(),
         });
     }
-    #[cfg(unix)]
     let livereload_env = livereload::start(config.livereload, config.editor.as_ref(), &reporter)?;
     let (tx, rx) = mpsc::channel();
     signals::spawn(tx.clone())?;
@@ -187,7 +184,10 @@ fn start(config: Config) -> anyhow::Result<(Outputs, Receiver<Input>, State, Exe
         exec
     };
     #[cfg(windows)]
-    let exec = Executor::new(config, listeners, tx, reporter, Vec::new())?;
+    let exec = {
+        let extra_env = livereload_env.into_iter().collect();
+        Executor::new(config, listeners, tx, reporter, extra_env)?
+    };
     Ok((outputs, rx, state, exec))
 }
 

@@ -22,9 +22,12 @@
 //! On Windows the same loop and state machine run with the executor of
 //! `platform::windows` (Job Objects, `CTRL_BREAK_EVENT`, systemfd's socket
 //! passing); the guard, the process and `/proc` modules, the notify socket,
-//! `--livereload` and the event subscribers are Unix only. See the README's
+//! `devsup status`, the systemd notifier, `--events` to stdout or a unix
+//! socket and `--livereload`'s page while no generation runs are Unix only
+//! (`--events FILE` and `--livereload` work on Windows). See the README's
 //! Platforms.
 
+mod build_output;
 mod cargo;
 mod cli;
 mod config;
@@ -35,7 +38,6 @@ mod event_loop;
 mod executor;
 #[cfg(unix)]
 mod guard;
-#[cfg(unix)]
 mod livereload;
 mod log;
 mod machine;

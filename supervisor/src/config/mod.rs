@@ -195,7 +195,7 @@ impl Config {
     /// [`Config::from_options`], but with no command, the binary `cargo
     /// run` would run in `cwd` (see [`crate::cargo`]).
     pub(crate) fn from_options_in(mut o: Options, cwd: &Path) -> anyhow::Result<Config> {
-        let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_owned());
+        let cwd = dunce::canonicalize(cwd).unwrap_or_else(|_| cwd.to_owned());
         if o.command.is_some() {
             let mut config = Config::from_options(o)?;
             if let Some(editor) = &mut config.editor {
@@ -559,7 +559,7 @@ mod tests {
         let c = Config::from_options_in(cli.options(), dir.path()).unwrap();
         let editor = c.editor.unwrap();
         assert_eq!(editor.template, "vscode://file/{file}:{line}");
-        assert_eq!(editor.base, dir.path().canonicalize().unwrap());
+        assert_eq!(editor.base, dunce::canonicalize(dir.path()).unwrap());
     }
 
     /// With no command, devsup watches the Cargo workspace, less a target
@@ -570,7 +570,7 @@ mod tests {
     #[test]
     fn no_command_watches_the_workspace_but_not_its_target_dir() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
+        let root = dunce::canonicalize(dir.path()).unwrap();
         let write = |path: &str, text: &str| {
             let path = root.join(path);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();

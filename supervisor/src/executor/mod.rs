@@ -38,6 +38,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tracing::warn;
 
+use crate::build_output::{outbox, tee};
 use crate::config::Config;
 use crate::event::{Event, Exit, GenId, Input, Store};
 use crate::guard::Guard;
@@ -54,11 +55,8 @@ use crate::step::{FdStore, KillReason, Note, Step, Trouble};
 
 mod main_pid;
 mod members;
-mod outbox;
 mod output;
 mod pty;
-mod tee;
-pub(crate) use tee::Tail;
 mod unserved;
 // Readiness seen from the kernel reads /proc: Linux only; elsewhere every
 // generation falls back to READY=1 or the --ready-after timer.

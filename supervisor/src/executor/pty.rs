@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use nix::pty::{Winsize, openpty};
 use nix::sys::termios::{OutputFlags, SetArg, tcgetattr, tcsetattr};
 
-use super::tee::{self, Tail};
+use crate::build_output::tee::{self, Tail};
 use crate::cargo::Built;
 
 /// Whether build steps get a pseudo-terminal: devsup's stderr is one.
@@ -50,7 +50,8 @@ pub(crate) fn start(
             pty.slave.try_clone()?
         }
     };
-    tee::copy(name, pty.master, std::io::stderr(), tail.clone(), 1)?;
+    let master = std::fs::File::from(pty.master);
+    tee::copy(name, master, std::io::stderr(), tail.clone(), 1)?;
     Ok((tail, out, pty.slave))
 }
 

@@ -33,7 +33,7 @@ use std::time::Duration;
 use anyhow::Context;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::executor::Tail;
+use crate::build_output::Tail;
 use crate::report::{Record, Reporter};
 use crate::sockets::{Addr, Listener};
 use crate::step::{BuildStatus, Step};

@@ -33,6 +33,9 @@
 //! so a server (or the tower layer of devsup-serve) can add the script tag
 //! to its pages.
 
+// The page on the served ports while no generation runs: it polls the
+// listeners devsup holds, Unix only.
+#[cfg(unix)]
 pub(crate) mod down;
 mod server;
 

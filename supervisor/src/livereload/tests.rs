@@ -331,3 +331,58 @@ fn the_option_takes_an_optional_address() {
     );
     assert!(parse(&["devsup", "-p", "1", "--livereload=nope", "--", "x"]).is_err());
 }
+
+/// The server over TCP, as a browser meets it (run under Wine too): the
+/// script is served, and the event stream says hello, then a build.
+#[test]
+fn the_server_serves_the_script_and_streams_events_over_tcp() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let reporter = Reporter::default();
+    let (name, url) = start(Some(([127, 0, 0, 1], 0).into()), None, &reporter)
+        .unwrap()
+        .unwrap();
+    assert_eq!(name, LIVERELOAD_ENV);
+    let addr = url
+        .to_str()
+        .unwrap()
+        .strip_prefix("http://")
+        .unwrap()
+        .to_owned();
+    let request = |path: &str| {
+        let mut conn = TcpStream::connect(&addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        conn
+    };
+    let mut script = String::new();
+    request(SCRIPT_PATH).read_to_string(&mut script).unwrap();
+    assert!(script.starts_with("HTTP/1.1 200"), "{script}");
+    assert!(script.ends_with(CLIENT_JS), "the script is the body");
+
+    let mut events = request(EVENTS_PATH);
+    let mut seen = String::new();
+    let mut read_until = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !seen.contains(what) {
+            assert!(Instant::now() < deadline, "no {what:?} in {seen:?}");
+            let mut buf = [0u8; 4096];
+            let n = events.read(&mut buf).unwrap();
+            assert!(n > 0, "the stream ended: {seen:?}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    read_until("event: hello");
+    reporter.step(Step::BuildStarted {
+        step: 1,
+        steps: 1,
+        command: "cargo build".into(),
+    });
+    read_until("event: building");
+}

@@ -17,19 +17,28 @@
 //! disconnected too, so that its thread ends.
 
 use std::io::Write;
+#[cfg(unix)]
 use std::os::fd::{FromRawFd, OwnedFd};
+#[cfg(unix)]
 use std::os::unix::net::{UnixListener, UnixStream};
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+#[cfg(unix)]
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tracing::{debug, warn};
+#[cfg(unix)]
+use tracing::debug;
+use tracing::warn;
 
+#[cfg(unix)]
 use super::status::Status;
 use super::{Record, Reporter};
+#[cfg(unix)]
 use crate::step::{Step, Trouble};
 
 /// Lines a reader may be behind before it is disconnected.
@@ -37,6 +46,7 @@ pub(crate) const CLIENT_BACKLOG: usize = 4096;
 
 /// How long a write to a socket client may block before the client is
 /// disconnected.
+#[cfg(unix)]
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long devsup, as it exits, waits for the lines already queued (its
@@ -84,14 +94,18 @@ pub(crate) use super::target::Target;
 /// status sockets' directory once no other devsup has one there.
 #[derive(Debug)]
 pub(crate) struct Events {
+    #[cfg(unix)]
     sockets: Vec<PathBuf>,
+    #[cfg(unix)]
     dirs: Vec<PathBuf>,
     /// The unwritten-line counts of the `--events` writer.
     writers: Vec<Arc<AtomicUsize>>,
     /// The socket clients, whose counts are waited for too.
+    #[cfg(unix)]
     hub: Hub,
 }
 
+#[cfg(unix)]
 impl Events {
     /// Tells the guard what to remove if devsup dies before this is
     /// dropped: the socket files, and their directory if it is empty then.
@@ -111,6 +125,7 @@ impl Drop for Events {
         // bounded time (a reader that reads nothing is dropped after
         // CLIENT_WRITE_TIMEOUT anyway).
         let deadline = Instant::now() + DRAIN_AT_EXIT;
+        #[cfg(unix)]
         let all_written = || {
             let clients = self.hub.lock();
             (self
@@ -119,12 +134,16 @@ impl Drop for Events {
                 .chain(clients.clients.iter().map(|c| &c.unwritten)))
             .all(|n| n.load(Ordering::SeqCst) == 0)
         };
+        #[cfg(windows)]
+        let all_written = || (self.writers.iter()).all(|n| n.load(Ordering::SeqCst) == 0);
         while !all_written() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
+        #[cfg(unix)]
         for path in &self.sockets {
             let _ = std::fs::remove_file(path);
         }
+        #[cfg(unix)]
         for dir in &self.dirs {
             // Fails, as it should, while another devsup's socket is there.
             let _ = std::fs::remove_dir(dir);
@@ -136,6 +155,7 @@ impl Drop for Events {
 /// stdout was, and makes fd 1 a copy of stderr, so that nothing devsup
 /// starts (servers, builds) can write into the stream. Call it before
 /// starting any process.
+#[cfg(unix)]
 pub(crate) fn take_stdout() -> anyhow::Result<OwnedFd> {
     // SAFETY: fcntl/dup2 on fds 1 and 2; the new fd is owned by the
     // returned OwnedFd alone.
@@ -154,6 +174,7 @@ pub(crate) fn take_stdout() -> anyhow::Result<OwnedFd> {
 
 /// Sets up `--events` (with `stdout`, from [`take_stdout`], for `-`) and
 /// the status socket at `status_socket`, as subscribers of `reporter`.
+#[cfg(unix)]
 pub(crate) fn setup(
     target: Option<&Target>,
     stdout: Option<OwnedFd>,
@@ -177,17 +198,7 @@ pub(crate) fn setup(
             events.writers.push(unwritten);
             reporter.subscribe(write);
         }
-        Some(Target::File(path)) => {
-            let file = std::fs::File::create(path).with_context(|| {
-                format!(
-                    "cannot write events to {}: choose a path in a directory you can write",
-                    path.display()
-                )
-            })?;
-            let (write, unwritten) = writer(file, path.display().to_string())?;
-            events.writers.push(unwritten);
-            reporter.subscribe(write);
-        }
+        Some(Target::File(path)) => events.writers.push(file_writer(path, reporter)?),
         Some(Target::Socket(path)) => {
             hub.listen(path)?;
             events.sockets.push(path.clone());
@@ -206,6 +217,40 @@ pub(crate) fn setup(
     let subscriber = hub.clone();
     reporter.subscribe(move |record: &Arc<Record>| subscriber.publish(record));
     Ok(events)
+}
+
+/// Sets up `--events`: on Windows a file only (there is no status
+/// socket, and std has no unix sockets there).
+#[cfg(windows)]
+pub(crate) fn setup(target: Option<&Target>, reporter: &Reporter) -> anyhow::Result<Events> {
+    let mut events = Events {
+        writers: Vec::new(),
+    };
+    match target {
+        Some(Target::File(path)) => events.writers.push(file_writer(path, reporter)?),
+        Some(Target::Stdout) => {
+            anyhow::bail!("--events - is not supported on Windows yet: give a file, --events FILE")
+        }
+        Some(Target::Socket(_)) => anyhow::bail!(
+            "--events unix::PATH is not supported on Windows: give a file, --events FILE"
+        ),
+        None => {}
+    }
+    Ok(events)
+}
+
+/// `--events FILE`: the file created (emptied if it exists), and a writer
+/// of it subscribed to `reporter`; returns its count of unwritten lines.
+fn file_writer(path: &std::path::Path, reporter: &Reporter) -> anyhow::Result<Arc<AtomicUsize>> {
+    let file = std::fs::File::create(path).with_context(|| {
+        format!(
+            "cannot write events to {}: choose a path in a directory you can write",
+            path.display()
+        )
+    })?;
+    let (write, unwritten) = writer(file, path.display().to_string())?;
+    reporter.subscribe(write);
+    Ok(unwritten)
 }
 
 /// A subscriber writing one line per step to `out`, on a thread of its
@@ -268,6 +313,7 @@ fn write_lines(
     Ok(())
 }
 
+#[cfg(unix)]
 #[derive(Debug, Default)]
 struct HubState {
     status: Option<Status>,
@@ -275,9 +321,11 @@ struct HubState {
 }
 
 /// The socket clients and the status they start from.
+#[cfg(unix)]
 #[derive(Debug, Clone, Default)]
 struct Hub(Arc<Mutex<HubState>>);
 
+#[cfg(unix)]
 impl Hub {
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
@@ -353,6 +401,7 @@ impl Hub {
     }
 }
 
+#[cfg(unix)]
 fn serve_client(
     stream: UnixStream,
     rx: &Receiver<Arc<str>>,
@@ -372,9 +421,14 @@ fn serve_client(
 
 #[cfg(test)]
 mod tests {
+    #[cfg(unix)]
     use std::io::{BufRead, BufReader};
+    #[cfg(windows)]
+    use std::sync::Mutex;
 
     use super::*;
+    #[cfg(windows)]
+    use crate::step::Step;
 
     #[test]
     fn targets_parse() {
@@ -398,7 +452,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.json");
         let reporter = Reporter::default();
+        #[cfg(unix)]
         let _events = setup(Some(&Target::File(path.clone())), None, None, &reporter).unwrap();
+        #[cfg(windows)]
+        let _events = setup(Some(&Target::File(path.clone())), &reporter).unwrap();
         reporter.step(Step::Stopped { code: 0, peak: 0 });
         reporter.step(Step::Stopped { code: 1, peak: 0 });
         // The writer's thread writes them: wait for both lines.
@@ -439,9 +496,12 @@ mod tests {
         let (write, unwritten) = writer(Slow(written.clone()), "slow".into()).unwrap();
         reporter.subscribe(write);
         let events = Events {
+            #[cfg(unix)]
             sockets: Vec::new(),
+            #[cfg(unix)]
             dirs: Vec::new(),
             writers: vec![unwritten],
+            #[cfg(unix)]
             hub: Hub::default(),
         };
         reporter.step(Step::Stopped { code: 0, peak: 0 });
@@ -450,6 +510,7 @@ mod tests {
         assert!(text.contains("\"stopped\""), "{text:?}");
     }
 
+    #[cfg(unix)]
     #[test]
     fn socket_clients_read_the_status_then_the_stream() {
         let dir = tempfile::tempdir().unwrap();
@@ -484,8 +545,24 @@ mod tests {
         assert!(!path.exists());
     }
 
+    /// The targets Windows cannot write to are refused, each in one line.
+    #[cfg(windows)]
+    #[test]
+    fn on_windows_stdout_and_sockets_are_refused() {
+        let reporter = Reporter::default();
+        for (target, says) in [
+            (Target::Stdout, "--events -"),
+            (Target::Socket("e.sock".into()), "unix::PATH"),
+        ] {
+            let err = setup(Some(&target), &reporter).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("--events FILE"), "{err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
+
     /// Runs `f` on a thread; fails if it has not returned within 30 s
     /// (it is expected to return at once; before the fix it never did).
+    #[cfg(unix)]
     fn returns_promptly(what: &str, f: impl FnOnce() + Send + 'static) {
         let (done, finished) = mpsc::channel();
         std::thread::spawn(move || {
@@ -498,6 +575,7 @@ mod tests {
         );
     }
 
+    #[cfg(unix)]
     #[test]
     fn a_reader_that_does_not_read_never_blocks_the_reporter() {
         let (read, write) = crate::platform::fds::pipe().unwrap();
@@ -532,6 +610,7 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
     #[test]
     fn a_socket_client_that_does_not_read_is_dropped_after_the_timeout() {
         let (ours, theirs) = UnixStream::pair().unwrap();

@@ -253,7 +253,12 @@ fn log_only(step: &Step) -> Option<(Level, String)> {
         ),
         Step::BuildKilled { grace } => (
             Level::Warn,
-            format!("the build ignored SIGTERM for {}: killing its group", ms(*grace)),
+            format!(
+                "the build ignored {} for {}: {}",
+                words::BUILD_STOP,
+                ms(*grace),
+                words::KILL_BUILD
+            ),
         ),
         Step::ShutdownForced { cause } => (
             Level::Warn,
@@ -477,6 +482,31 @@ fn ready(rule: Rule, ready_us: u64, how: Option<&str>) -> String {
     }
 }
 
+/// How devsup stops and kills processes, in the log's words: Unix signals,
+/// or on Windows what it really does instead.
+mod words {
+    /// What kills a generation (a second Ctrl-C, the drain timeout).
+    #[cfg(unix)]
+    pub(super) const KILL: &str = "SIGKILL";
+    #[cfg(windows)]
+    pub(super) const KILL: &str = "TerminateJobObject";
+    /// The same, said of a generation that outlived its drain timeout.
+    #[cfg(unix)]
+    pub(super) const KILL_GROUP: &str = "sending SIGKILL to its group";
+    #[cfg(windows)]
+    pub(super) const KILL_GROUP: &str = "ending its Job Object (TerminateJobObject)";
+    /// What asks a build to stop.
+    #[cfg(unix)]
+    pub(super) const BUILD_STOP: &str = "SIGTERM";
+    #[cfg(windows)]
+    pub(super) const BUILD_STOP: &str = "CTRL_BREAK_EVENT";
+    /// What kills a build that did not stop.
+    #[cfg(unix)]
+    pub(super) const KILL_BUILD: &str = "killing its group";
+    #[cfg(windows)]
+    pub(super) const KILL_BUILD: &str = "ending its Job Object (TerminateJobObject)";
+}
+
 /// The lines of the signals devsup sends a generation.
 fn signal(step: &Step) -> Option<(Level, String)> {
     Some(match step {
@@ -498,7 +528,7 @@ fn signal(step: &Step) -> Option<(Level, String)> {
         Step::Killed {
             reason: KillReason::Shutdown,
             ..
-        } => (Level::Info, "killing (SIGKILL)".to_owned()),
+        } => (Level::Info, format!("killing ({})", words::KILL)),
         Step::Killed {
             reason: KillReason::DrainTimeout,
             draining_for,
@@ -506,8 +536,9 @@ fn signal(step: &Step) -> Option<(Level, String)> {
         } => (
             Level::Warn,
             format!(
-                "still running {} after the drain signal: sending SIGKILL to its group",
-                ms(draining_for.unwrap_or_default())
+                "still running {} after the drain signal: {}",
+                ms(draining_for.unwrap_or_default()),
+                words::KILL_GROUP
             ),
         ),
         Step::Signalled {
@@ -761,6 +792,43 @@ mod tests {
     use crate::event::{Exit, StopCause, Trigger};
 
     const MS: Duration = Duration::from_millis(1);
+
+    /// The lines that read otherwise on Windows, where a generation or a
+    /// build is killed by `TerminateJobObject`, a build asked to stop by
+    /// `CTRL_BREAK_EVENT`, and devsup stopped by Ctrl-C at its console.
+    #[cfg(windows)]
+    const WINDOWS_LINES: [(&str, &str); 5] = [
+        (
+            "gen=1 killing (SIGKILL)",
+            "gen=1 killing (TerminateJobObject)",
+        ),
+        (
+            "warning: gen=1 still running 10.0s after the drain signal: sending SIGKILL to its group",
+            "warning: gen=1 still running 10.0s after the drain signal: ending its Job Object (TerminateJobObject)",
+        ),
+        (
+            "SIGINT: shutting down; draining 2 generations (again to kill at once)",
+            "Ctrl-C: shutting down; draining 2 generations (again to kill at once)",
+        ),
+        (
+            "warning: SIGINT again: killing every generation now",
+            "warning: Ctrl-C again: killing every generation now",
+        ),
+        (
+            "warning: the build ignored SIGTERM for 5000ms: killing its group",
+            "warning: the build ignored CTRL_BREAK_EVENT for 5000ms: ending its Job Object (TerminateJobObject)",
+        ),
+    ];
+
+    /// The line expected here for a case written with Linux's line: itself,
+    /// or on Windows its Windows line.
+    fn here(linux: &str) -> String {
+        #[cfg(windows)]
+        if let Some((_, windows)) = WINDOWS_LINES.iter().find(|(l, _)| *l == linux) {
+            return (*windows).to_owned();
+        }
+        linux.to_owned()
+    }
 
     /// A line as `crate::log` prints it, without colours: the level's
     /// label, the generation, the text; `-` for a step with no line.
@@ -1091,6 +1159,7 @@ mod tests {
         ];
         let mut wrong = Vec::new();
         for (step, expected) in cases {
+            let expected = here(expected);
             let got = show(step.clone());
             if got != expected {
                 wrong.push(format!(
@@ -1517,6 +1586,7 @@ mod tests {
         ];
         let mut wrong = Vec::new();
         for (step, expected) in cases {
+            let expected = here(expected);
             assert!(!step.on_wire(), "{step:?} is the log's alone");
             let got = show(step.clone());
             if got != expected {

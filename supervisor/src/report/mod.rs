@@ -12,13 +12,6 @@
 //! Every JSON object carries the schema version `v`, a UTC timestamp `ts`
 //! and the generation `gen` it is about (or `null`), then the step's own
 //! fields (see [`crate::step`] and `docs/events.md`).
-#![cfg_attr(
-    windows,
-    allow(
-        dead_code,
-        reason = "the wire form is for the Unix-only subscribers (--events, devsup status)"
-    )
-)]
 
 use std::fmt;
 #[cfg(unix)]
@@ -33,7 +26,6 @@ use serde::Serialize;
 use crate::event::GenId;
 use crate::step::Step;
 
-#[cfg(unix)]
 pub(crate) mod events;
 pub(crate) mod log;
 #[cfg(unix)]

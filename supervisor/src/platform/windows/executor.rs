@@ -8,10 +8,13 @@
 //!   protocol: [`super::systemfd`]) and `DEVSUP_READY_HANDLE` (the write end
 //!   of an anonymous pipe: its ready channel, read by
 //!   `sources::ready_channel`).
-//! - A build step runs as `cmd /C CMD` in a Job Object too, its output
-//!   shown as devsup's own.
+//! - A build step runs as `cmd /C CMD` in a Job Object too; its stdout and
+//!   stderr are piped through the tee Unix uses (`build_output::tee`),
+//!   shown as they come and their end kept, and a failed build's
+//!   `build_finished` waits for that end (`build_output::outbox`).
 //! - The drain signal is `CTRL_BREAK_EVENT` to the generation's group;
-//!   `SIGKILL` (the drain timeout, a second Ctrl-C) is `TerminateJobObject`.
+//!   the kill (the drain timeout, a second Ctrl-C; `SIGKILL` in the state
+//!   machine) is `TerminateJobObject`, and the log says so.
 //! - Each process has a waiter thread, which waits for the process and then
 //!   for its job to be empty (a generation is gone only when all its
 //!   processes are), then says so on the loop's channel
@@ -23,7 +26,7 @@
 //!   Unix when `/proc` cannot tell.
 //!
 //! Not carried out on Windows: the fd store (no fds to pass), `MAINPID=`,
-//! `--livereload`, `--events` and `--prefix` (refused at start-up by
+//! `--prefix`, `--signal-on` (refused at start-up by
 //! [`unsupported`]), and the inferred cargo build (which needs the build's
 //! output read: give the command after `--`).
 
@@ -33,7 +36,7 @@ use std::fs::File;
 use std::io;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 use std::os::windows::process::CommandExt;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,6 +48,7 @@ use windows_sys::Win32::System::Pipes::CreatePipe;
 
 use super::process::{Job, new_process_group, send_drain};
 use super::systemfd::{Fetch, SocketServer};
+use crate::build_output::{Tail, outbox::Outbox, tee};
 use crate::config::Config;
 use crate::event::{Event, Exit, GenId, Input};
 use crate::machine::{Action, ReadyRule};
@@ -62,14 +66,17 @@ pub(crate) fn unsupported(config: &Config) -> Option<&'static str> {
             "with no command, devsup reads cargo's build messages, which it does not do on Windows yet: give the command after `--`, e.g. `devsup --build \"cargo build\" -- target\\debug\\server.exe`",
         );
     }
-    if config.events.is_some() {
-        return Some("--events is not supported on Windows yet");
-    }
-    if config.livereload.is_some() {
-        return Some("--livereload is not supported on Windows yet");
-    }
     if config.prefix {
         return Some("--prefix is not supported on Windows yet");
+    }
+    if config
+        .watch
+        .as_ref()
+        .is_some_and(|w| !w.signal_on.is_empty())
+    {
+        return Some(
+            "--signal-on is not supported on Windows: the one signal devsup sends there is CTRL_BREAK_EVENT, the drain",
+        );
     }
     None
 }
@@ -119,6 +126,11 @@ pub(crate) struct Executor {
     /// Generations whose fetch of the sockets counts (`auto`, `listen`) and
     /// has not been seen yet.
     unfetched: Vec<(GenId, i32)>,
+    /// The last build step's output, shown and its end kept.
+    build_output: Option<Tail>,
+    /// The steps to publish, held behind a failed build until its output
+    /// has ended.
+    outbox: Outbox,
 }
 
 impl std::fmt::Debug for Executor {
@@ -172,13 +184,16 @@ impl Executor {
             shared,
             server,
             unfetched: Vec::new(),
+            build_output: None,
+            outbox: Outbox::default(),
         })
     }
 
-    /// When the loop must look without an input: never; every change comes
-    /// as `Input::ChildExited`.
+    /// When the loop must look without an input: when the steps held
+    /// behind a failed build are due though its output goes on; every
+    /// other change comes as `Input::ChildExited`.
     pub(crate) fn next_poll(&self) -> Option<Instant> {
-        None
+        self.outbox.next_wake()
     }
 
     /// No probes on Windows: the fetch of the sockets is heard instead.
@@ -222,15 +237,44 @@ impl Executor {
             Action::StartBuild { step } => queue.push_back(self.start_build(step)),
             Action::SignalBuild { pid, signal } => self.signal(pid, signal),
             Action::Report(step) => self.report(step),
-            Action::Exit(code) => return Some(code),
+            Action::Exit(code) => {
+                self.flush_held(true);
+                return Some(code);
+            }
         }
         None
     }
 
-    /// Writes a step's log line, then publishes it.
+    /// Writes a step's log line, then publishes it; a failed build's
+    /// carries the end of what its last step printed, and waits (with every
+    /// step after it, without blocking the loop) for that output to end.
     fn report(&mut self, step: Step) {
         crate::report::log::write(&step);
-        self.reporter.step(step);
+        let was_held = self.outbox.next_wake().is_some();
+        let steps = self
+            .outbox
+            .push(step, self.build_output.as_ref(), Instant::now());
+        if !was_held && self.outbox.next_wake().is_some() {
+            if let Some(tail) = &self.build_output {
+                let tx = Mutex::new(self.tx.clone());
+                tail.when_ended(move || {
+                    if let Ok(tx) = tx.lock() {
+                        let _ = tx.send(Input::ChildExited);
+                    }
+                });
+            }
+        }
+        for step in steps {
+            self.reporter.step(step);
+        }
+    }
+
+    /// Publishes the steps held behind a failed build once its output has
+    /// ended or its wait has run out (or at once if `force`).
+    fn flush_held(&mut self, force: bool) {
+        for step in self.outbox.flush(Instant::now(), force) {
+            self.reporter.step(step);
+        }
     }
 
     /// `SIGKILL` ends the job; any other signal is the drain signal,
@@ -313,14 +357,9 @@ impl Executor {
             steps: self.config.builds.len(),
             command: cmd.clone(),
         });
-        let mut command = Command::new("cmd");
-        // As typed: cmd parses its own command line.
-        command
-            .arg("/C")
-            .raw_arg(&cmd)
-            .envs(self.extra_env.iter().map(|(k, v)| (k, v)));
-        match start_in_job(new_process_group(&mut command)) {
-            Ok((child, job)) => {
+        match start_build_step(&cmd, &self.extra_env) {
+            Ok((child, job, tail)) => {
+                self.build_output = tail;
                 let pid = child.id() as i32;
                 let job = self.watch(child, job);
                 self.procs.insert(
@@ -333,6 +372,7 @@ impl Executor {
                 Event::BuildStarted { pid }
             }
             Err(e) => {
+                self.build_output = None;
                 self.report(Step::Trouble(Trouble::BuildCannotRun {
                     command: cmd,
                     error: e.to_string(),
@@ -373,6 +413,7 @@ impl Executor {
     /// Hands on what the threads saw: fetches of the sockets, as
     /// `Listening`, and emptied jobs, as `GenExited` / `BuildExited`.
     fn reap(&mut self, queue: &mut VecDeque<Event>) {
+        self.flush_held(false);
         let (exited, fetched) = match self.shared.lock() {
             Ok(mut shared) => (
                 std::mem::take(&mut shared.exited),
@@ -439,6 +480,40 @@ fn start_in_job(command: &mut Command) -> io::Result<(Child, Job)> {
     Ok((child, job))
 }
 
+/// Starts a build step, `cmd /C CMD` (as typed: cmd parses its own
+/// command line) in a new group and Job Object, its stdout and stderr
+/// piped through the tee: shown as devsup's own as they come, their end
+/// kept in the tail returned. If they cannot be piped the step still runs,
+/// its output shown but not kept (no tail), after a warning.
+fn start_build_step(
+    cmd: &str,
+    env: &[(OsString, OsString)],
+) -> io::Result<(Child, Job, Option<Tail>)> {
+    let mut command = Command::new("cmd");
+    command
+        .arg("/C")
+        .raw_arg(cmd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(tee::colour_env())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (mut child, job) = start_in_job(new_process_group(&mut command))?;
+    let tail = Tail::with_streams(2);
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    let copied = match (out, err) {
+        (Some(out), Some(err)) => tee::copy("build", out, std::io::stdout(), tail.clone(), 0)
+            .and_then(|()| tee::copy("build", err, std::io::stderr(), tail.clone(), 1)),
+        _ => Err(io::Error::other("no pipe")),
+    };
+    match copied {
+        Ok(()) => Ok((child, job, Some(tail))),
+        Err(e) => {
+            crate::report::log::write(&Step::Trouble(Trouble::BuildOutputLost(e.to_string())));
+            Ok((child, job, None))
+        }
+    }
+}
+
 /// A ready channel: the read end (devsup's, not inheritable) and the write
 /// end, inheritable, for the generation.
 fn ready_pipe() -> io::Result<(File, OwnedHandle)> {
@@ -482,5 +557,24 @@ mod tests {
         let mut got = String::new();
         read.read_to_string(&mut got).unwrap();
         assert_eq!(got, "READY=1\n");
+    }
+
+    /// A build step's stdout and stderr go through the tee: its end is
+    /// kept for a failed build's report, and ends once the step is gone.
+    #[test]
+    fn a_build_steps_output_is_kept() {
+        let (mut child, _job, tail) =
+            start_build_step("echo to stdout& echo to stderr 1>&2& exit /b 3", &[]).unwrap();
+        let tail = tail.expect("the output is piped");
+        assert_eq!(child.wait().unwrap().code(), Some(3));
+        assert!(tail.wait_ended(Duration::from_secs(10)), "the tee ended");
+        let mut lines: Vec<String> = tail
+            .printed(Duration::ZERO)
+            .lines
+            .iter()
+            .map(|l| l.trim().to_owned())
+            .collect();
+        lines.sort();
+        assert_eq!(lines, ["to stderr", "to stdout"]);
     }
 }

@@ -131,7 +131,7 @@ pub(crate) fn spawn(
     let started = Instant::now();
     let mut roots = Vec::new();
     for r in &cfg.roots {
-        let abs = std::fs::canonicalize(r)
+        let abs = dunce::canonicalize(r)
             .with_context(|| format!("cannot watch {}: no such file or directory", r.display()))?;
         roots.push(WatchRoot::new(abs));
     }
@@ -620,5 +620,49 @@ impl Watch {
                     .collect()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file written under a watched root is a reload, named by a path
+    /// people read: on Windows without the `\\?\` verbatim prefix (roots
+    /// are canonicalized by dunce, not std), which run under Wine checks
+    /// that notify's ReadDirectoryChangesW reports under the plain path.
+    #[test]
+    fn a_change_under_a_root_reloads_and_is_shown_as_a_plain_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WatchConfig {
+            roots: vec![dir.path().to_owned()],
+            poll: None,
+            debounce: Duration::from_millis(50),
+            ignore: Vec::new(),
+            exts: Vec::new(),
+            signal_on: Vec::new(),
+            no_reload_on: Vec::new(),
+        };
+        let (tx, rx) = mpsc::channel();
+        spawn(cfg, &[], tx).unwrap();
+        std::fs::write(dir.path().join("a.txt"), "x").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let first = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Input::Event(Event::Reload {
+                    trigger: Trigger::Files { first, .. },
+                    ..
+                })) => break first,
+                Ok(_) => continue,
+                Err(e) => panic!("no reload for a.txt: {e}"),
+            }
+        };
+        assert!(first.ends_with("a.txt"), "{}", first.display());
+        assert!(
+            !first.to_string_lossy().starts_with(r"\\?\"),
+            "shown in the verbatim form: {}",
+            first.display()
+        );
     }
 }

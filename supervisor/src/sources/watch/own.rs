@@ -76,7 +76,7 @@ fn absolute(path: &Path) -> Option<PathBuf> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    Some(std::fs::canonicalize(dir).ok()?.join(name))
+    Some(dunce::canonicalize(dir).ok()?.join(name))
 }
 
 #[cfg(test)]
@@ -86,7 +86,7 @@ mod tests {
     #[test]
     fn own_paths_match_as_absolute_paths() {
         let dir = tempfile::tempdir().unwrap();
-        let dir = std::fs::canonicalize(dir.path()).unwrap();
+        let dir = dunce::canonicalize(dir.path()).unwrap();
         let events = dir.join("events.jsonl");
         let own = Own::new(std::slice::from_ref(&events));
         assert!(own.is_own(&events), "matched before it exists");

@@ -11,9 +11,11 @@
 //! `devsup status`; and the last [`KEEP`] bytes as printed, colours kept,
 //! for the browser's overlay (`--livereload`).
 //!
-//! The child's ends are returned as [`OwnedFd`]s (close-on-exec in devsup)
-//! to place at fds 1 and 2; drop them once the child is started, so that
-//! the threads see end-of-file when the child's last process closes them.
+//! On Unix the child's ends are returned as [`OwnedFd`]s (close-on-exec in
+//! devsup) to place at fds 1 and 2; drop them once the child is started,
+//! so that the threads see end-of-file when the child's last process
+//! closes them. On Windows the executor pipes the step's stdout and stderr
+//! itself and hands their read ends to [`copy`].
 //!
 //! Through a pipe a compiler no longer sees a terminal: [`colour_env`] asks
 //! cargo for colours when devsup's own stderr is a terminal. When it is,
@@ -22,11 +24,15 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::io::{BufRead, IsTerminal, Read, Write};
+#[cfg(unix)]
+use std::io::BufRead;
+use std::io::{IsTerminal, Read, Write};
+#[cfg(unix)]
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+#[cfg(unix)]
 use crate::cargo::Built;
 
 /// Lines in a failed build's `output_tail`.
@@ -124,7 +130,7 @@ pub(crate) struct Printed {
 }
 
 impl Tail {
-    pub(super) fn with_streams(n: usize) -> Tail {
+    pub(crate) fn with_streams(n: usize) -> Tail {
         let tail = Tail::default();
         tail.lock().open = n;
         tail
@@ -159,6 +165,7 @@ impl Tail {
     /// The last non-blank line printed so far, unfinished ones included,
     /// as a terminal would show it last (a progress line as last drawn),
     /// without ANSI escapes: for the `--livereload` building page.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn latest(&self) -> Option<String> {
         let text = self.lock().text();
         text.lines()
@@ -169,6 +176,7 @@ impl Tail {
 
     /// Waits until every stream has ended, or `wait` has passed; whether
     /// they have.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn wait_ended(&self, wait: Duration) -> bool {
         self.ended_within(wait).open == 0
     }
@@ -226,7 +234,7 @@ impl Tail {
 
     /// Ends `stream`: its end of file (or, for a pty carrying both
     /// streams as one, at once).
-    pub(super) fn end(&self, stream: usize) {
+    pub(crate) fn end(&self, stream: usize) {
         let mut state = self.lock();
         if !state.partial[stream].is_empty() {
             state.end_line(stream);
@@ -246,6 +254,7 @@ impl Tail {
 /// Two pipes, for a child's stdout and stderr, whose bytes go through to
 /// devsup's stdout and stderr and into one [`Tail`]. Returns the tail and
 /// the child's ends (stdout, stderr).
+#[cfg(unix)]
 pub(crate) fn start(
     name: &str,
     messages: Option<Built>,
@@ -287,6 +296,7 @@ fn colour_for(
         .then(|| ("CARGO_TERM_COLOR".into(), "always".into()))
 }
 
+#[cfg(unix)]
 fn pipe(
     name: &str,
     sink: impl Write + Send + 'static,
@@ -294,16 +304,16 @@ fn pipe(
     stream: usize,
 ) -> std::io::Result<OwnedFd> {
     let (read, write) = crate::platform::fds::pipe()?;
-    copy(name, read, sink, ours, stream)?;
+    copy(name, std::fs::File::from(read), sink, ours, stream)?;
     Ok(write)
 }
 
 /// Copies what `read` gives (a pipe, or a pty's master, whose EIO once
 /// every slave is closed ends it as end of file does) to `sink`, and
 /// keeps it as `stream` of `ours`, on a thread of its own.
-pub(super) fn copy(
+pub(crate) fn copy(
     name: &str,
-    read: OwnedFd,
+    mut read: impl Read + Send + 'static,
     mut sink: impl Write + Send + 'static,
     ours: Tail,
     stream: usize,
@@ -311,14 +321,13 @@ pub(super) fn copy(
     std::thread::Builder::new()
         .name(format!("{name}-output"))
         .spawn(move || {
-            let mut pipe = std::fs::File::from(read);
             let mut buf = [0u8; 8192];
             // A closed or broken stdout stops the copy to it, never the
             // capture: the pipe is read to its end, so the build never
             // blocks on it.
             let mut echo = true;
             loop {
-                let n = match pipe.read(&mut buf) {
+                let n = match read.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -342,7 +351,8 @@ pub(super) fn copy(
 /// The stdout of the inferred `cargo build` (see [`crate::cargo`]): each
 /// line one of cargo's JSON messages, read by `built` and neither shown
 /// nor kept; any other line is shown and kept like the other streams'.
-pub(super) fn cargo_messages(name: &str, built: Built, ours: Tail) -> std::io::Result<OwnedFd> {
+#[cfg(unix)]
+pub(crate) fn cargo_messages(name: &str, built: Built, ours: Tail) -> std::io::Result<OwnedFd> {
     let (read, write) = crate::platform::fds::pipe()?;
     std::thread::Builder::new()
         .name(format!("{name}-messages"))
@@ -412,8 +422,10 @@ fn clean(raw: &str) -> String {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);
+    #[cfg(unix)]
     impl Write for Shared {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(buf);
@@ -424,6 +436,7 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
     /// One stream into a tail of its own.
     fn start_sink(sink: impl Write + Send + 'static) -> (Tail, OwnedFd) {
         let tail = Tail::with_streams(1);
@@ -431,6 +444,7 @@ mod tests {
         (tail, fd)
     }
 
+    #[cfg(unix)]
     #[test]
     fn output_goes_through_in_order_and_the_tail_is_kept() {
         let through = Shared::default();
@@ -466,6 +480,7 @@ mod tests {
         assert!(through.ends_with(b"error: no\nunterminated"));
     }
 
+    #[cfg(unix)]
     #[test]
     fn long_lines_are_cut_and_an_open_pipe_does_not_block() {
         let (tail, write) = start_sink(std::io::sink());
@@ -486,6 +501,7 @@ mod tests {
         drop(write);
     }
 
+    #[cfg(unix)]
     #[test]
     fn the_text_keeps_the_end_from_a_whole_line() {
         let (tail, write) = start_sink(std::io::sink());
@@ -506,6 +522,7 @@ mod tests {
         assert_eq!(second.len(), 999, "starts at a whole line");
     }
 
+    #[cfg(unix)]
     #[test]
     fn two_streams_share_one_tail_which_ends_with_both() {
         let tail = Tail::with_streams(2);

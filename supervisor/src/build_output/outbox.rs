@@ -19,7 +19,7 @@ use crate::step::{BuildStatus, Step};
 /// How long a failed build step's output may take to reach its end of
 /// file once its process group is gone, before its end is reported
 /// without the rest.
-pub(super) const OUTPUT_EOF_WAIT: Duration = Duration::from_millis(500);
+pub(crate) const OUTPUT_EOF_WAIT: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 struct Held {
@@ -33,14 +33,14 @@ struct Held {
 
 /// Steps to publish, in order; see the module's documentation.
 #[derive(Debug, Default)]
-pub(super) struct Outbox {
+pub(crate) struct Outbox {
     held: Option<Held>,
 }
 
 impl Outbox {
     /// Takes `step`; returns the steps to publish now, in order. `output`
     /// is the last build step's, if it was captured.
-    pub(super) fn push(
+    pub(crate) fn push(
         &mut self,
         step: Step,
         output: Option<&tee::Tail>,
@@ -73,7 +73,7 @@ impl Outbox {
 
     /// The steps held, to publish now: once the failed build's output has
     /// ended, its wait has run out, or `force` (devsup exits).
-    pub(super) fn flush(&mut self, now: Instant, force: bool) -> Vec<Step> {
+    pub(crate) fn flush(&mut self, now: Instant, force: bool) -> Vec<Step> {
         let due = self
             .held
             .as_ref()
@@ -90,7 +90,7 @@ impl Outbox {
     }
 
     /// When the held steps are published even if the output goes on.
-    pub(super) fn next_wake(&self) -> Option<Instant> {
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
         self.held.as_ref().map(|h| h.until)
     }
 }
