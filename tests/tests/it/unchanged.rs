@@ -462,8 +462,18 @@ fn hypercorn_is_counted_ready_by_the_kernel() {
 }
 
 #[test]
+fn hypercorn_devsup_loses_nothing() {
+    opted_in_loses_nothing(Server::HypercornDevsup);
+}
+
+#[test]
 fn waitress_is_counted_ready_by_the_kernel() {
     unchanged_figures(Server::Waitress, false, &[]);
+}
+
+#[test]
+fn waitress_devsup_loses_nothing() {
+    opted_in_loses_nothing(Server::WaitressDevsup);
 }
 
 /// puma's acceptor waits for a free thread before it accepts: under load
