@@ -86,8 +86,14 @@ pub enum Server {
     AiohttpDevsup,
     /// `hypercorn --bind fd://3 asgi_app:app`.
     Hypercorn,
+    /// hypercorn_devsup.py: `hypercorn.asyncio.serve` with a shutdown
+    /// trigger that says READY=1 and drains.
+    HypercornDevsup,
     /// waitress `serve(sockets=[...])`.
     Waitress,
+    /// waitress_devsup.py: `create_server(sockets=[...])`, READY=1 and a
+    /// SIGTERM drain.
+    WaitressDevsup,
     /// puma 5 with `devsup --listen-pid` and `-b` the passed address,
     /// without its systemd integration (as where the sd_notify gem is not
     /// installed: NOTIFY_SOCKET unset for it).
@@ -113,7 +119,7 @@ struct Cmd {
 
 impl Server {
     /// Every server, each unchanged one followed by its opted-in form.
-    pub const ALL: [Server; 23] = [
+    pub const ALL: [Server; 25] = [
         Server::AxumListenfd,
         Server::AxumListenfdGraceful,
         Server::AxumNonblockingGraceful,
@@ -133,7 +139,9 @@ impl Server {
         Server::Aiohttp,
         Server::AiohttpDevsup,
         Server::Hypercorn,
+        Server::HypercornDevsup,
         Server::Waitress,
+        Server::WaitressDevsup,
         Server::Puma,
         Server::PumaNotify,
         Server::PumaDevsup,
@@ -161,7 +169,9 @@ impl Server {
             Server::Aiohttp => "aiohttp run_app(sock=)",
             Server::AiohttpDevsup => "aiohttp_devsup.py",
             Server::Hypercorn => "hypercorn --bind fd://3",
+            Server::HypercornDevsup => "hypercorn_devsup.py",
             Server::Waitress => "waitress serve(sockets=)",
+            Server::WaitressDevsup => "waitress_devsup.py",
             Server::Puma => "puma 5 -b (--listen-pid)",
             Server::PumaNotify => "puma 5 + sd_notify gem",
             Server::PumaDevsup => "puma 5 -C devsup.rb",
@@ -181,6 +191,8 @@ impl Server {
                 | Server::NodeDevsup
                 | Server::ExpressDevsup
                 | Server::AiohttpDevsup
+                | Server::HypercornDevsup
+                | Server::WaitressDevsup
                 | Server::PumaNotify
                 | Server::PumaDevsup
         )
@@ -201,7 +213,9 @@ impl Server {
                 | Server::Aiohttp
                 | Server::AiohttpDevsup
                 | Server::Hypercorn
+                | Server::HypercornDevsup
                 | Server::Waitress
+                | Server::WaitressDevsup
         )
     }
 
@@ -310,6 +324,8 @@ impl Server {
             Server::Aiohttp => venv_python("aiohttp_app.py"),
             Server::AiohttpDevsup => venv_python("aiohttp_devsup.py"),
             Server::Waitress => venv_python("waitress_app.py"),
+            Server::WaitressDevsup => venv_python("waitress_devsup.py"),
+            Server::HypercornDevsup => venv_python("hypercorn_devsup.py"),
             Server::Hypercorn => Cmd {
                 program: tool(&bins.venv).join("hypercorn"),
                 args: ["--bind", "fd://3", "--log-level", "warning", "asgi_app:app"]
