@@ -176,7 +176,6 @@ impl Tail {
 
     /// Waits until every stream has ended, or `wait` has passed; whether
     /// they have.
-    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn wait_ended(&self, wait: Duration) -> bool {
         self.ended_within(wait).open == 0
     }

@@ -300,6 +300,7 @@ impl Executor {
             }
             Action::Report(step) => self.report(step),
             Action::Exit(code) => {
+                self.let_build_output_end();
                 self.flush_held(true);
                 self.guard.exit();
                 return Some(code);
@@ -375,6 +376,16 @@ impl Executor {
     fn flush_held(&mut self, force: bool) {
         for step in self.outbox.flush(Instant::now(), force) {
             self.reporter.step(step);
+        }
+    }
+
+    /// Waits, at most [`outbox::OUTPUT_EOF_WAIT`], for the last build's
+    /// output to reach its end: what a build printed before it was
+    /// stopped (Ctrl-C during a build) may still be in the tee's pipe or
+    /// pseudo-terminal, and devsup's exit would drop it unseen.
+    fn let_build_output_end(&self) {
+        if let Some(tail) = &self.build_output {
+            tail.wait_ended(outbox::OUTPUT_EOF_WAIT);
         }
     }
 

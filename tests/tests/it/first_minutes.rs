@@ -756,3 +756,41 @@ fn under_a_terminal_r_during_a_build_starts_it_again() {
         [] as [i32; 0]
     );
 }
+
+/// Regression: at Ctrl-C during a build devsup exited as soon as the
+/// build's group was gone, dropping what the build had printed that was
+/// still on its way through the tee (under load, `tty-ok` was missing from
+/// the terminal in under_a_terminal_ctrl_c_during_a_build_stops_it). Here
+/// a process that left the build's group holds its output open and
+/// writes a line 100 ms after the build's group is killed (its pipe from
+/// the group's `sleep` ends): devsup shows that line before it exits (it
+/// waits for the output's end, 500 ms at most).
+#[test]
+fn output_a_stopped_build_printed_is_shown_before_devsup_exits() {
+    let dir = temp_dir();
+    // The writer's output comes 100 ms after the group is killed: later
+    // than devsup took to exit, well within the 500 ms it now waits.
+    let build = "sleep 30 | setsid sh -c 'echo $$ > writer; cat; sleep 0.1; echo \"late-$(echo line)\" >&2'";
+    let devsup = Devsup::builder(dir.path())
+        .args(["--no-watch", "--build", build])
+        .spawn();
+    let writer_file = dir.path().join("writer");
+    let writer = || {
+        std::fs::read_to_string(&writer_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+    };
+    assert!(
+        wait_until(TIMEOUT, || writer().is_some()),
+        "the build started"
+    );
+    devsup.signal(nix::sys::signal::Signal::SIGINT);
+    let status = devsup.wait_exit(TIMEOUT);
+    let writer = writer().unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(writer),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(devsup.count_lines("late-line"), 1, "{:?}", devsup.lines());
+}

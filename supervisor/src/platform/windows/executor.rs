@@ -238,6 +238,11 @@ impl Executor {
             Action::SignalBuild { pid, signal } => self.signal(pid, signal),
             Action::Report(step) => self.report(step),
             Action::Exit(code) => {
+                // What a stopped build printed may still be in its pipes:
+                // let it reach the console before devsup exits.
+                if let Some(tail) = &self.build_output {
+                    tail.wait_ended(crate::build_output::outbox::OUTPUT_EOF_WAIT);
+                }
                 self.flush_held(true);
                 return Some(code);
             }
