@@ -467,6 +467,12 @@ fn under_a_terminal_builds_get_a_terminal_and_the_tail_reads_plain() {
         ])
         .current_dir(package.path())
         .env("CARGO_TARGET_DIR", target.path())
+        // A developer's terminal, whatever the environment the suite runs
+        // in: cargo draws no progress bar where `CI` is set (as CI runners
+        // set it) and no colours where `TERM` is `dumb` or unset.
+        .env("TERM", "xterm-256color")
+        .env_remove("CI")
+        .env_remove("TF_BUILD")
         .env_remove("NO_COLOR")
         .env_remove("CARGO_TERM_COLOR")
         .env_remove("CARGO_TERM_PROGRESS_WHEN")
