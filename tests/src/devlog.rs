@@ -25,26 +25,7 @@ use std::time::Duration;
 /// Removes ANSI escape sequences (colours from a tracing subscriber that
 /// did not notice it writes to a pipe).
 pub fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\u{1b}' {
-            out.push(c);
-            continue;
-        }
-        // CSI: ESC [ parameters... final byte in '@'..='~'.
-        if chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if ('@'..='~').contains(&c) {
-                    break;
-                }
-            }
-        } else {
-            chars.next();
-        }
-    }
-    out
+    anstream::adapter::strip_str(line).to_string()
 }
 
 /// The address in a `listening on ADDR ...` line.

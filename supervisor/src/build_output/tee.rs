@@ -382,30 +382,12 @@ pub(crate) fn cargo_messages(name: &str, built: Built, ours: Tail) -> std::io::R
 }
 
 /// One line for a reader: what a terminal would show last (text after the
-/// last carriage return), without ANSI escapes, cut to
+/// last carriage return), without escape sequences, cut to
 /// [`MAX_LINE_BYTES`].
 fn clean(raw: &str) -> String {
     let text = raw.trim_end_matches('\r');
     let shown = text.rsplit('\r').next().unwrap_or(text);
-    let mut out = String::with_capacity(shown.len());
-    let mut chars = shown.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\u{1b}' {
-            out.push(c);
-            continue;
-        }
-        // CSI: ESC [ parameters, then a final byte in '@'..='~'.
-        if chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if ('@'..='~').contains(&c) {
-                    break;
-                }
-            }
-        } else {
-            chars.next();
-        }
-    }
+    let mut out = anstream::adapter::strip_str(shown).to_string();
     if out.len() > MAX_LINE_BYTES {
         let mut cut = MAX_LINE_BYTES;
         while !out.is_char_boundary(cut) {
@@ -564,5 +546,27 @@ mod tests {
         let printed = tail.printed(Duration::ZERO);
         assert_eq!(printed.lines, ["compiling app", "error: mismatched types"]);
         assert_eq!(printed.text, "compiling app\nerror: mismatched types\n");
+    }
+
+    /// Regression: escapes other than CSI (an OSC 8 hyperlink, as cargo
+    /// and rustc draw in terminals that support them; a window title; a
+    /// character-set switch) left their parameters in the tail as text.
+    #[test]
+    fn a_line_reads_as_the_terminal_shows_it_whatever_escapes_it_holds() {
+        let link = "\x1b]8;;file:///src/main.rs\x1b\\src/main.rs\x1b]8;;\x1b\\";
+        assert_eq!(
+            clean(&format!("  --> {link}:2:31")),
+            "  --> src/main.rs:2:31"
+        );
+        assert_eq!(clean("\x1b]0;cargo build\x07done"), "done");
+        assert_eq!(clean("\x1b(Bplain\x1b[0m"), "plain");
+        assert_eq!(
+            clean("\x1b[1m\x1b[92m   Compiling\x1b[0m x\r\x1b[K\x1b[1m\x1b[31merror\x1b[0m: no\r"),
+            "error: no"
+        );
+        assert_eq!(
+            clean("   Building [=====>   ] 2/3: x\r"),
+            "   Building [=====>   ] 2/3: x"
+        );
     }
 }
