@@ -558,6 +558,12 @@ mod tests {
             clean(&format!("  --> {link}:2:31")),
             "  --> src/main.rs:2:31"
         );
+        // cargo 1.95's last line under WezTerm, iTerm2 or VS Code's terminal.
+        let finished = "\x1b[1m\x1b[92m    Finished\x1b[0m \x1b]8;;https://doc.rust-lang.org/cargo/reference/profiles.html#default-profiles\x1b\\`dev` profile [unoptimized + debuginfo]\x1b]8;;\x1b\\ target(s) in 0.11s\r";
+        assert_eq!(
+            clean(finished),
+            "    Finished `dev` profile [unoptimized + debuginfo] target(s) in 0.11s"
+        );
         assert_eq!(clean("\x1b]0;cargo build\x07done"), "done");
         assert_eq!(clean("\x1b(Bplain\x1b[0m"), "plain");
         assert_eq!(
