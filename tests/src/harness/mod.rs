@@ -14,12 +14,15 @@
 //!   test waits for in it.
 //! - `devsup`: [`Devsup`] and its builder, and the steps many tests share
 //!   ([`stop_cleanly`], [`forking_generation`]).
+//! - `terminal`: [`OnTerminal`], a child on a pseudo-terminal in a
+//!   developer's terminal environment.
 //! - `process`: acting on a pid ([`pid_alive`], [`kill`], [`KillOnDrop`],
 //!   [`inherit_fds`]); reading `/proc` is [`crate::procfs`].
 
 mod devsup;
 mod log;
 mod process;
+mod terminal;
 
 use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpListener};
@@ -33,6 +36,7 @@ pub use nix::sys::signal::Signal;
 pub use self::devsup::{Devsup, DevsupBuilder, forking_generation, stop_cleanly};
 pub use self::log::{LineMatch, event};
 pub use self::process::{KillOnDrop, MAX_INHERITED, inherit_fds, kill, pid_alive, process_state};
+pub use self::terminal::OnTerminal;
 pub use crate::procfs::open_fds;
 
 /// A generous default for waiting on one step (a debug build on a busy

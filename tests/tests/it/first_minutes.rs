@@ -6,7 +6,9 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use devsup_tests::harness::{Devsup, TIMEOUT, binaries, stop_cleanly, temp_dir, wait_until};
+use devsup_tests::harness::{
+    Devsup, OnTerminal, Signal, TIMEOUT, binaries, stop_cleanly, temp_dir, wait_until,
+};
 use devsup_tests::http;
 
 /// A std-only server that takes the listener devsup passes at fd 3 and
@@ -444,20 +446,12 @@ fn slow_broken_package(dir: &Path) {
 /// reads as plain text.
 #[test]
 fn under_a_terminal_builds_get_a_terminal_and_the_tail_reads_plain() {
-    use nix::pty::{Winsize, openpty};
-    use std::io::Read as _;
     let package = tempfile::tempdir().unwrap();
     let target = tempfile::tempdir().unwrap();
     slow_broken_package(package.path());
     let events = package.path().join("events.jsonl");
-    let size = Winsize {
-        ws_row: 24,
-        ws_col: 100,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    let pty = openpty(&size, None).unwrap();
-    let mut child = std::process::Command::new(&binaries().devsup)
+    let mut command = std::process::Command::new(&binaries().devsup);
+    command
         .args(["--port", "0", "--no-watch", "--events"])
         .arg(&events)
         // The log shows the command as given; only its output says `tty`.
@@ -466,37 +460,8 @@ fn under_a_terminal_builds_get_a_terminal_and_the_tail_reads_plain() {
             "test -t 2 && echo \"stderr-is-a-$(echo tty)\" >&2",
         ])
         .current_dir(package.path())
-        .env("CARGO_TARGET_DIR", target.path())
-        // A developer's terminal, whatever the environment the suite runs
-        // in: cargo draws no progress bar where `CI` is set (as CI runners
-        // set it) and no colours where `TERM` is `dumb` or unset.
-        .env("TERM", "xterm-256color")
-        .env_remove("CI")
-        .env_remove("TF_BUILD")
-        .env_remove("NO_COLOR")
-        .env_remove("CARGO_TERM_COLOR")
-        .env_remove("CARGO_TERM_PROGRESS_WHEN")
-        .stdin(std::process::Stdio::null())
-        .stdout(pty.slave.try_clone().unwrap())
-        .stderr(pty.slave.try_clone().unwrap())
-        .spawn()
-        .unwrap();
-    drop(pty.slave);
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let master = pty.master;
-    let reader = std::thread::spawn(move || {
-        let mut file = std::fs::File::from(master);
-        let mut all = Vec::new();
-        let mut buf = [0u8; 8192];
-        // EIO once devsup and its children have closed the slave.
-        while let Ok(n) = file.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            all.extend_from_slice(&buf[..n]);
-        }
-        all
-    });
+        .env("CARGO_TARGET_DIR", target.path());
+    let mut devsup = OnTerminal::spawn(command, false);
     let finished = || {
         std::fs::read_to_string(&events)
             .unwrap_or_default()
@@ -505,14 +470,17 @@ fn under_a_terminal_builds_get_a_terminal_and_the_tail_reads_plain() {
             .find(|e| e["event"] == "build_finished")
     };
     let done = wait_until(TIMEOUT * 4, || finished().is_some());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let status = child.wait().unwrap();
-    let terminal = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    devsup.signal(Signal::SIGINT);
+    let status = devsup.wait_exit(TIMEOUT);
+    let terminal = devsup.screen();
     assert!(
         done,
         "no build_finished event; the terminal showed:\n{terminal}"
     );
-    assert!(status.code().is_some(), "devsup exited: {status:?}");
+    assert!(
+        status.is_some_and(|s| s.code().is_some()),
+        "devsup exited: {status:?}"
+    );
     let event = finished().unwrap();
     assert_eq!(event["status"], "failed", "{event}");
     assert!(terminal.contains("stderr-is-a-tty"), "{terminal:?}");
@@ -629,26 +597,16 @@ fn with_livereload_the_page_answers_again_once_every_generation_has_exited() {
 /// devsup exits 0.
 #[test]
 fn under_a_terminal_ctrl_c_during_a_build_stops_it() {
-    use std::io::Read as _;
     let dir = temp_dir();
-    let build = "echo $$ > pgid.tmp && mv pgid.tmp pgid; test -t 2 && echo \"tty-$(echo ok)\" >&2; sleep 30";
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let mut child = std::process::Command::new(&binaries().devsup)
+    // `tty-ok` is said before the group is recorded: the test interrupts
+    // once the record is there, so the line is printed by then.
+    let build = "test -t 2 && echo \"tty-$(echo ok)\" >&2; echo $$ > pgid.tmp && mv pgid.tmp pgid; sleep 30";
+    let mut command = std::process::Command::new(&binaries().devsup);
+    command
         .args(["--port", "0", "--no-watch", "--build", build, "--"])
         .arg(&binaries().server)
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(pty.slave.try_clone().unwrap())
-        .stderr(pty.slave.try_clone().unwrap())
-        .spawn()
-        .unwrap();
-    drop(pty.slave);
-    let master = pty.master;
-    let reader = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let _ = std::fs::File::from(master).read_to_end(&mut all);
-        all
-    });
+        .current_dir(dir.path());
+    let mut devsup = OnTerminal::spawn(command, false);
     let pgid_file = dir.path().join("pgid");
     let started = wait_until(TIMEOUT, || {
         std::fs::read_to_string(&pgid_file)
@@ -656,20 +614,11 @@ fn under_a_terminal_ctrl_c_during_a_build_stops_it() {
             .and_then(|p| p.trim().parse::<i32>().ok())
             .is_some_and(|pgid| devsup_tests::procfs::group_members(pgid).len() == 2)
     });
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let mut status = None;
-    let exited = wait_until(TIMEOUT, || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    if !exited {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let terminal = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
-    assert!(started && exited, "{terminal}");
-    assert_eq!(status.unwrap().code(), Some(0), "{terminal}");
+    devsup.signal(Signal::SIGINT);
+    let status = devsup.wait_exit(TIMEOUT);
+    let terminal = devsup.screen();
+    assert!(started, "{terminal}");
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{terminal}");
     let pgid: i32 = std::fs::read_to_string(&pgid_file)
         .unwrap()
         .trim()
@@ -689,33 +638,20 @@ fn under_a_terminal_ctrl_c_during_a_build_stops_it() {
 /// second build serves gen 1.
 #[test]
 fn under_a_terminal_r_during_a_build_starts_it_again() {
-    use std::io::Read as _;
     let dir = temp_dir();
     let events = dir.path().join("events.jsonl");
     // Each build records its process group, says whether it has a
     // terminal, and waits for the test's `go` (the second build finds it).
     let build = "echo $$ >> builds; test -t 2 && echo \"tty-$(echo ok)\" >&2; \
                  while [ ! -f go ]; do sleep 0.05; done";
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let mut child = std::process::Command::new(&binaries().devsup)
+    let mut command = std::process::Command::new(&binaries().devsup);
+    command
         .args(["--port", "0", "--no-watch", "--events"])
         .arg(&events)
         .args(["--build", build, "--"])
         .arg(&binaries().server)
-        .current_dir(dir.path())
-        .stdin(pty.slave.try_clone().unwrap())
-        .stdout(pty.slave.try_clone().unwrap())
-        .stderr(pty.slave.try_clone().unwrap())
-        .spawn()
-        .unwrap();
-    drop(pty.slave);
-    let mut keys = std::fs::File::from(pty.master.try_clone().unwrap());
-    let master = pty.master;
-    let reader = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let _ = std::fs::File::from(master).read_to_end(&mut all);
-        all
-    });
+        .current_dir(dir.path());
+    let mut devsup = OnTerminal::spawn(command, true);
     let builds = || -> Vec<i32> {
         std::fs::read_to_string(dir.path().join("builds"))
             .unwrap_or_default()
@@ -732,25 +668,15 @@ fn under_a_terminal_r_during_a_build_starts_it_again() {
             .count()
     };
     let first = wait_until(TIMEOUT, || builds().len() == 1);
-    keys.write_all(b"r\n").unwrap();
+    devsup.press(b"r\n");
     let second = wait_until(TIMEOUT, || builds().len() == 2);
     std::fs::write(dir.path().join("go"), "").unwrap();
     let ready = wait_until(TIMEOUT * 2, || count("ready") == 1);
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let mut status = None;
-    let exited = wait_until(TIMEOUT, || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    if !exited {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    drop(keys);
-    let terminal = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
-    assert!(first && second && ready && exited, "{terminal}");
-    assert_eq!(status.unwrap().code(), Some(0), "{terminal}");
+    devsup.signal(Signal::SIGINT);
+    let status = devsup.wait_exit(TIMEOUT);
+    let terminal = devsup.screen();
+    assert!(first && second && ready, "{terminal}");
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{terminal}");
     assert!(
         terminal.contains("tty-ok") && terminal.contains("reload requested by key press"),
         "{terminal}"
