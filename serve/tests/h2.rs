@@ -210,6 +210,34 @@ fn goaway(frame: &Frame) -> (u32, u32) {
     )
 }
 
+/// The graceful shutdown's first step, read off the connection: the first
+/// GOAWAY (last stream, error code) and the payload of the PING the server
+/// waits on before its final GOAWAY.
+async fn first_goaway_and_ping(tcp: &mut TcpStream) -> (Option<(u32, u32)>, Vec<u8>) {
+    let mut first = None;
+    loop {
+        let f = next_frame(tcp)
+            .await
+            .expect("GOAWAY and PING, not the end of the connection");
+        match f.kind {
+            GOAWAY => first = Some(goaway(&f)),
+            PING if f.flags & ACK == 0 => return (first, f.payload),
+            _ => {}
+        }
+    }
+}
+
+/// The last GOAWAY before the server ends the connection.
+async fn last_goaway(tcp: &mut TcpStream) -> Option<(u32, u32)> {
+    let mut last = None;
+    while let Some(f) = next_frame(tcp).await {
+        if f.kind == GOAWAY {
+            last = Some(goaway(&f));
+        }
+    }
+    last
+}
+
 /// A client may send frames after the server's last GOAWAY and FIN: it
 /// opened the stream before it read the GOAWAY that leaves the stream out.
 /// The server must not reset the connection for that, or the reset can
@@ -236,28 +264,15 @@ async fn h2_late_frames_after_goaway_get_no_reset() {
 
     running.stop.send(()).unwrap();
     // The graceful shutdown: GOAWAY admitting every stream, then a PING.
-    let mut first_goaway = None;
-    let ping = loop {
-        let f = next_frame(&mut tcp).await.expect("GOAWAY and PING");
-        match f.kind {
-            GOAWAY => first_goaway = Some(goaway(&f)),
-            PING if f.flags & ACK == 0 => break f.payload,
-            _ => {}
-        }
-    };
-    assert_eq!(first_goaway, Some((0x7fff_ffff, 0)));
+    let (first, ping) = first_goaway_and_ping(&mut tcp).await;
+    assert_eq!(first, Some((0x7fff_ffff, 0)));
     // Stream 3 was opened before the client read that GOAWAY; its HEADERS
     // go out after the PING's answer.
     tcp.write_all(&frame(PING, ACK, 0, &ping)).await.unwrap();
     // The final GOAWAY leaves stream 3 out (last stream 1, NO_ERROR), and
     // with nothing in flight the server ends the connection: FIN.
-    let mut last_goaway = None;
-    while let Some(f) = next_frame(&mut tcp).await {
-        if f.kind == GOAWAY {
-            last_goaway = Some(goaway(&f));
-        }
-    }
-    assert_eq!(last_goaway, Some((1, 0)));
+    let last = last_goaway(&mut tcp).await;
+    assert_eq!(last, Some((1, 0)));
 
     // Stream 3's HEADERS, arriving now.
     let late = tcp.write_all(&get_root(3)).await;
@@ -463,27 +478,12 @@ async fn h2_connection_without_a_request_gets_the_two_step_goaway() {
     }
 
     running.stop.send(()).unwrap();
-    let mut first_goaway = None;
-    let ping = loop {
-        let f = next_frame(&mut tcp)
-            .await
-            .expect("GOAWAY and PING, not the end of the connection");
-        match f.kind {
-            GOAWAY => first_goaway = Some(goaway(&f)),
-            PING if f.flags & ACK == 0 => break f.payload,
-            _ => {}
-        }
-    };
-    assert_eq!(first_goaway, Some((0x7fff_ffff, 0)));
+    let (first, ping) = first_goaway_and_ping(&mut tcp).await;
+    assert_eq!(first, Some((0x7fff_ffff, 0)));
     tcp.write_all(&frame(PING, ACK, 0, &ping)).await.unwrap();
-    let mut last_goaway = None;
-    while let Some(f) = next_frame(&mut tcp).await {
-        if f.kind == GOAWAY {
-            last_goaway = Some(goaway(&f));
-        }
-    }
+    let last = last_goaway(&mut tcp).await;
     // No stream was opened: last stream 0, NO_ERROR.
-    assert_eq!(last_goaway, Some((0, 0)));
+    assert_eq!(last, Some((0, 0)));
     tcp.shutdown().await.unwrap();
     let report = within(running.served).await.unwrap().unwrap();
     assert_eq!((report.open_at_start, report.dropped), (1, 0));
